@@ -1,0 +1,12 @@
+"""coatsearch: search and scale CoAtNet-family vision networks."""
+
+from coatsearch.spec import NetSpec, SpecError, StageSpec, StemSpec, load_spec
+from coatsearch.presets import PRESETS, preset
+from coatsearch.nn import CoAtNet, build
+from coatsearch.flops import Counts, count, count_params
+
+__all__ = [
+    "CoAtNet", "Counts", "NetSpec", "PRESETS", "SpecError", "StageSpec", "StemSpec",
+    "build", "count", "count_params", "load_spec", "preset",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,133 @@
+"""The ``coatsearch`` command line.
+
+Every command turns the library's own errors (bad spec, bad space, bad data) into one
+line on stderr and exit code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from coatsearch.spec import SpecError
+
+app = typer.Typer(
+    help="Search and scale CoAtNet-family vision networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+#: Errors that mean "the user's input is wrong": reported in one line, exit code 2.
+USER_ERRORS: tuple[type[Exception], ...] = (SpecError,)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors_exit_2(func: F) -> F:
+    """Report the library's input errors as ``error: ...`` and exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except USER_ERRORS as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fmt_count(value: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+@app.command()
+@user_errors_exit_2
+def build(
+    spec: str = typer.Argument(..., help="a preset name (see `coatsearch presets`) or a YAML spec file"),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="count at this size"),
+) -> None:
+    """Print the network a spec describes, stage by stage, with params and FLOPs."""
+    from coatsearch.flops import count
+    from coatsearch.spec import load_spec
+
+    net = load_spec(spec)
+    if image_size is not None:
+        net = net.replace(image_size=image_size)
+    counts = count(net)
+    table = Table(title=f"{net.name or spec}  layout {net.layout}  at {counts.image_size}px")
+    for column in ("stage", "kind", "resolution", "blocks", "channels", "heads", "params", "FLOPs"):
+        table.add_column(column, justify="left" if column in ("stage", "kind") else "right")
+    stem_side = counts.image_size // net.stem.stride
+    table.add_row(
+        "stem", net.stem.kind, f"{stem_side}x{stem_side}", "-", str(net.stem.channels), "-",
+        _fmt_count(counts.per_stage_params["stem"]), _fmt_count(counts.per_stage["stem"]),
+    )
+    for name, stage, side in zip(net.stage_names, net.stages, net.resolutions(counts.image_size)):
+        table.add_row(
+            name, stage.kind, f"{side}x{side}", str(stage.blocks), str(stage.channels),
+            str(stage.heads) if stage.kind == "T" else "-",
+            _fmt_count(counts.per_stage_params[name]), _fmt_count(counts.per_stage[name]),
+        )
+    table.add_row(
+        "head", "pool+fc", "1x1", "-", str(net.num_classes), "-",
+        _fmt_count(counts.per_stage_params["head"]), _fmt_count(counts.per_stage["head"]),
+    )
+    table.add_section()
+    table.add_row("total", "", "", "", "", "", _fmt_count(counts.params), _fmt_count(counts.flops))
+    console.print(table)
+    console.print("FLOPs are multiply-adds counted once (fvcore's convention).", style="dim")
+
+
+@app.command()
+@user_errors_exit_2
+def presets(
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="count at this size"),
+    flops: bool = typer.Option(
+        True, "--flops/--no-flops", help="trace FLOPs (allocates each model; big ones take long)"
+    ),
+) -> None:
+    """List the built-in presets with their parameters and FLOPs."""
+    from coatsearch.flops import count, count_params
+    from coatsearch.presets import PAPER_FLOPS, PAPER_PARAMS, PRESETS, preset
+
+    table = Table(title="presets (FLOPs: multiply-adds)")
+    for column in ("preset", "layout", "blocks", "channels", "params", "paper", "FLOPs", "paper "):
+        table.add_column(column, justify="left" if column in ("preset", "layout") else "right")
+    for name in PRESETS:
+        net = preset(name)
+        if image_size is not None:
+            net = net.replace(image_size=image_size)
+        params = count_params(net)
+        # Tracing allocates the model: skip FLOPs for the billion-parameter presets.
+        traced = flops and params < 400e6
+        table.add_row(
+            name,
+            net.layout,
+            ",".join(str(s.blocks) for s in net.stages),
+            ",".join(str(s.channels) for s in net.stages),
+            _fmt_count(params),
+            _fmt_count(PAPER_PARAMS[name]) if name in PAPER_PARAMS else "-",
+            _fmt_count(count(net).flops) if traced else "-",
+            _fmt_count(PAPER_FLOPS[name]) if name in PAPER_FLOPS and image_size in (None, 224) else "-",
+        )
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

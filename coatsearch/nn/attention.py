@@ -1,0 +1,106 @@
+"""Multi-head self-attention over a 2-D token grid, with the paper's relative bias.
+
+Relative attention (Dai et al., 2021, eq. 3, pre-softmax form)::
+
+    y_i = sum_j softmax_j(q_i . k_j / sqrt(d) + w[i - j]) v_j
+
+``w`` holds one learned scalar per head per 2-D offset: a ``(2H-1) x (2W-1)`` table per
+head, gathered into an ``N x N`` bias and passed to `F.scaled_dot_product_attention` as
+its additive ``attn_mask``, so the fused kernel does the softmax.
+
+Resolution changes: the table is learned at the grid it was built for. At another grid
+size it is resized by bilinear interpolation to ``(2H'-1) x (2W'-1)`` before indexing,
+as the paper does before fine-tuning at a higher resolution. The stored parameter never
+changes shape, so checkpoints load at any resolution.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def relative_index(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """``(N, N)`` indices into a flattened ``(2H-1) x (2W-1)`` table, ``N = H*W``.
+
+    Entry ``[i, j]`` is the table cell of the offset ``(row_i - row_j, col_i - col_j)``.
+    """
+    rows = torch.arange(height, device=device).repeat_interleave(width)
+    cols = torch.arange(width, device=device).repeat(height)
+    d_row = rows[:, None] - rows[None, :] + (height - 1)
+    d_col = cols[:, None] - cols[None, :] + (width - 1)
+    return d_row * (2 * width - 1) + d_col
+
+
+class RelativePositionBias(nn.Module):
+    """Learned per-head bias for every relative offset on an ``H x W`` grid."""
+
+    def __init__(self, heads: int, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.heads = heads
+        self.grid = grid
+        height, width = grid
+        self.table = nn.Parameter(torch.zeros(heads, 2 * height - 1, 2 * width - 1))
+        nn.init.trunc_normal_(self.table, std=0.02)
+        self._index_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+    def _index(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        key = (height, width, device)
+        if key not in self._index_cache:
+            # A normal tensor even when first built under inference_mode, so the cached
+            # index can later be used by a training step.
+            with torch.inference_mode(False):
+                self._index_cache[key] = relative_index(height, width, device)
+        return self._index_cache[key]
+
+    def table_for(self, height: int, width: int) -> torch.Tensor:
+        """The table resized (bilinear) to a ``height x width`` grid when it differs."""
+        target = (2 * height - 1, 2 * width - 1)
+        if tuple(self.table.shape[1:]) == target:
+            return self.table
+        return F.interpolate(
+            self.table.unsqueeze(0), size=target, mode="bilinear", align_corners=True
+        ).squeeze(0)
+
+    def forward(self, height: int, width: int) -> torch.Tensor:
+        """The ``(heads, N, N)`` bias for an ``height x width`` grid."""
+        table = self.table_for(height, width).flatten(1)
+        return table[:, self._index(height, width, table.device)]
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, grid={self.grid}"
+
+
+class Attention2d(nn.Module):
+    """Self-attention on a ``(B, H, W, C_in)`` grid, output width ``C_out``.
+
+    ``relative=False`` gives plain (content-only) attention, for the paper's Table 6.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        head_dim: int,
+        grid: tuple[int, int],
+        relative: bool = True,
+    ) -> None:
+        super().__init__()
+        self.heads = out_channels // head_dim
+        self.head_dim = head_dim
+        self.qkv = nn.Linear(in_channels, 3 * out_channels)
+        self.proj = nn.Linear(out_channels, out_channels)
+        self.rel_bias = RelativePositionBias(self.heads, grid) if relative else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, height, width, _ = x.shape
+        tokens = height * width
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        bias = None
+        if self.rel_bias is not None:
+            bias = self.rel_bias(height, width).unsqueeze(0).to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = out.transpose(1, 2).reshape(batch, height, width, self.heads * self.head_dim)
+        return self.proj(out)

@@ -1,0 +1,161 @@
+"""The family's blocks, as in the paper's appendix A.1.
+
+All blocks take and return NCHW tensors, so stages of either kind stack in any order.
+Transformer blocks work on ``(B, H, W, C)`` internally; under channels_last memory
+the permutes between the two views are free.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from coatsearch.nn.attention import Attention2d
+from coatsearch.nn.layers import DropPath, SqueezeExcite, norm2d
+
+
+class ConvStem(nn.Module):
+    """S0: two 3x3 convolutions, the first with the stem's stride (2, or 1 for small images)."""
+
+    def __init__(self, in_channels: int, channels: int, stride: int, norm: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = norm2d(norm, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.gelu(self.norm1(self.conv1(x))))
+
+
+class PatchStem(nn.Module):
+    """ViT stem: non-overlapping ``stride x stride`` patches, linearly embedded."""
+
+    def __init__(self, in_channels: int, channels: int, stride: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, channels, stride, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class Shortcut(nn.Module):
+    """Residual path of a block that changes resolution or width: ``Proj(Pool(x))``.
+
+    Pool is a 2x2 max-pool (when striding); Proj a 1x1 convolution (when the width changes).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(2, 2) if stride == 2 else nn.Identity()
+        self.proj = (
+            nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.pool(x))
+
+
+class MBConv(nn.Module):
+    """Pre-norm inverted bottleneck with squeeze-excitation.
+
+    ``x + Proj(SE(DWConv3x3(Conv1x1_expand(Norm(x)))))``. When downsampling, the stride sits on
+    the first 1x1 convolution (the paper's choice: the expansion then runs at the reduced
+    size, about 10% fewer FLOPs than striding the depthwise convolution), and the residual
+    path is ``Proj(Pool(x))``. The hidden width is ``expansion x out_channels``; the SE
+    bottleneck is ``se_ratio x in_channels`` wide (EfficientNet's convention).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        expansion: float = 4.0,
+        se_ratio: float = 0.25,
+        norm: str = "batch",
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        hidden = mbconv_hidden(out_channels, expansion)
+        self.shortcut = (
+            Shortcut(in_channels, out_channels, stride)
+            if stride != 1 or in_channels != out_channels
+            else nn.Identity()
+        )
+        self.pre_norm = norm2d(norm, in_channels)
+        self.expand = nn.Conv2d(in_channels, hidden, 1, stride=stride, bias=False)
+        self.expand_norm = norm2d(norm, hidden)
+        self.depthwise = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False)
+        self.depthwise_norm = norm2d(norm, hidden)
+        reduced = mbconv_se_width(in_channels, se_ratio)
+        self.se = SqueezeExcite(hidden, reduced) if reduced else nn.Identity()
+        self.proj = nn.Conv2d(hidden, out_channels, 1)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.shortcut(x)
+        x = F.gelu(self.expand_norm(self.expand(self.pre_norm(x))))
+        x = F.gelu(self.depthwise_norm(self.depthwise(x)))
+        x = self.proj(self.se(x))
+        return residual + self.drop_path(x)
+
+
+def mbconv_hidden(out_channels: int, expansion: float) -> int:
+    """Width of the MBConv inverted bottleneck."""
+    return max(1, round(out_channels * expansion))
+
+
+def mbconv_se_width(in_channels: int, se_ratio: float) -> int:
+    """Width of the squeeze-excitation bottleneck (0 disables SE)."""
+    return max(1, int(in_channels * se_ratio)) if se_ratio > 0 else 0
+
+
+def ffn_hidden(channels: int, expansion: float) -> int:
+    """Width of the Transformer feed-forward layer."""
+    return max(1, round(channels * expansion))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm Transformer block with (relative) attention and an FFN.
+
+    ``x + Attn(LN(x))`` then ``x + FFN(LN(x))``. When downsampling the attention branch
+    is ``Attention(Pool(LN(x)))`` and the residual path ``Proj(Pool(x))`` (2x2 max-pool).
+    ``grid`` is the token grid the relative bias is learned for (after any pooling).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        grid: tuple[int, int],
+        stride: int = 1,
+        head_dim: int = 32,
+        expansion: float = 4.0,
+        relative: bool = True,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.stride = stride
+        self.shortcut = (
+            Shortcut(in_channels, out_channels, stride)
+            if stride != 1 or in_channels != out_channels
+            else nn.Identity()
+        )
+        self.attn_norm = nn.LayerNorm(in_channels)
+        self.attn = Attention2d(in_channels, out_channels, head_dim, grid, relative)
+        self.ffn_norm = nn.LayerNorm(out_channels)
+        hidden = ffn_hidden(out_channels, expansion)
+        self.ffn = nn.Sequential(
+            nn.Linear(out_channels, hidden), nn.GELU(), nn.Linear(hidden, out_channels)
+        )
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.shortcut(x).permute(0, 2, 3, 1)
+        y = self.attn_norm(x.permute(0, 2, 3, 1))
+        if self.stride == 2:
+            y = F.max_pool2d(y.permute(0, 3, 1, 2), 2, 2).permute(0, 2, 3, 1)
+        x = residual + self.drop_path(self.attn(y))
+        x = x + self.drop_path(self.ffn(self.ffn_norm(x)))
+        return x.permute(0, 3, 1, 2)

@@ -1,0 +1,106 @@
+"""`CoAtNet`: the whole network, built from a `NetSpec` and nothing else."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from coatsearch.nn.blocks import MBConv, ConvStem, PatchStem, TransformerBlock
+from coatsearch.spec import NetSpec, StageSpec
+
+
+class CoAtNet(nn.Module):
+    """Stem, stages and head of any CoAtNet-family network.
+
+    ``stages[i]`` is an `nn.Sequential` of the blocks of ``spec.stages[i]``. The head is
+    global average pooling, LayerNorm (the stages are pre-norm, so the residual stream
+    needs a final norm), an optional pre-logits layer, dropout and a linear classifier.
+
+    The model accepts any image size divisible by the spec's total stride, not only the
+    one it was built for: relative-bias tables are resized bilinearly (see
+    `coatsearch.nn.attention`).
+    """
+
+    def __init__(self, spec: NetSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        stem = spec.stem
+        if stem.kind == "conv":
+            self.stem: nn.Module = ConvStem(spec.in_channels, stem.channels, stem.stride, stem.norm)
+        else:
+            self.stem = PatchStem(spec.in_channels, stem.channels, stem.stride)
+
+        total_blocks = sum(s.blocks for s in spec.stages)
+        rates = [spec.drop_path * i / max(1, total_blocks - 1) for i in range(total_blocks)]
+        block_index = 0
+        width = stem.channels
+        stages = []
+        for stage, side in zip(spec.stages, spec.resolutions()):
+            blocks = []
+            for b in range(stage.blocks):
+                blocks.append(
+                    _make_block(
+                        stage,
+                        width if b == 0 else stage.channels,
+                        stage.stride if b == 0 else 1,
+                        (side, side),
+                        rates[block_index],
+                    )
+                )
+                block_index += 1
+            stages.append(nn.Sequential(*blocks))
+            width = stage.channels
+        self.stages = nn.ModuleList(stages)
+
+        self.head_norm = nn.LayerNorm(width)
+        if spec.head_hidden:
+            self.pre_logits: nn.Module = nn.Sequential(nn.Linear(width, spec.head_hidden), nn.Tanh())
+            width = spec.head_hidden
+        else:
+            self.pre_logits = nn.Identity()
+        self.dropout = nn.Dropout(spec.dropout)
+        self.classifier = nn.Linear(width, spec.num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x).mean((2, 3))
+        x = self.pre_logits(self.head_norm(x))
+        return self.classifier(self.dropout(x))
+
+
+def _make_block(
+    stage: StageSpec, in_channels: int, stride: int, grid: tuple[int, int], drop_path: float
+) -> nn.Module:
+    if stage.kind == "C":
+        return MBConv(
+            in_channels,
+            stage.channels,
+            stride=stride,
+            expansion=stage.expansion,
+            se_ratio=stage.se_ratio,
+            norm=stage.norm,
+            drop_path=drop_path,
+        )
+    return TransformerBlock(
+        in_channels,
+        stage.channels,
+        grid=grid,
+        stride=stride,
+        head_dim=stage.head_dim,
+        expansion=stage.expansion,
+        relative=stage.attention == "relative",
+        drop_path=drop_path,
+    )
+
+
+def build(spec: NetSpec, device: torch.device | str | None = None) -> CoAtNet:
+    """The `nn.Module` a spec describes. ``device="meta"`` builds it without memory."""
+    if device is None:
+        return CoAtNet(spec)
+    with torch.device(device):
+        return CoAtNet(spec)

@@ -1,0 +1,92 @@
+"""The paper's CoAtNet-0..7 (Table 3) and the ViT-REL baseline, as `NetSpec` presets.
+
+CoAtNet-6/7 have a mixed S3: MBConv blocks, then Transformer blocks at a wider width.
+They are written as two stage entries, the second with stride 1 (``C-C-C+T-T``).
+
+All CoAtNets carry a pre-logits layer as wide as S4 (as public implementations do); with
+it, CoAtNet-0..5 and -7 land within 1% of the paper's parameter counts.
+
+CoAtNet-6 deviates from the table's S4 width: read literally (S4 = 2048) it has 1.35B
+parameters, 8% under the reported 1.47B, with the same block definitions that reproduce
+the seven other rows within 1%. The reported size is reached with S4 = 3072, the width
+CoAtNet-7 uses (1.48B); the preset takes that reading. Pass an explicit spec to get the
+literal one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from coatsearch.spec import NetSpec, SpecError
+
+_BASE = dict(image_size=224, num_classes=1000)
+
+
+def _coatnet(blocks: list[int], channels: list[int], name: str) -> NetSpec:
+    return NetSpec.from_layout(
+        "C-C-T-T", blocks, channels, name=name, head_hidden=channels[-1], **_BASE
+    )
+
+
+def _coatnet_mixed(name: str, d: list[int], s3: tuple[int, int], s3_widths: tuple[int, int]) -> NetSpec:
+    """CoAtNet-6/7: S3 is ``s3[0]`` MBConv blocks then ``s3[1]`` Transformer blocks."""
+    stem, s1, s2, s4 = d
+    return NetSpec.from_dict(
+        {
+            "name": name,
+            **_BASE,
+            "head_hidden": s4,
+            "stem": {"channels": stem},
+            "stages": [
+                {"kind": "C", "blocks": 2, "channels": s1},
+                {"kind": "C", "blocks": 4, "channels": s2},
+                {"kind": "C", "blocks": s3[0], "channels": s3_widths[0]},
+                {"kind": "T", "blocks": s3[1], "channels": s3_widths[1], "stride": 1},
+                {"kind": "T", "blocks": 2, "channels": s4},
+            ],
+        }
+    )
+
+
+def _vit_rel() -> NetSpec:
+    """ViT-REL: a 16x16 patch stem and 12 relative-attention blocks of width 384.
+
+    Sized like ViT-S/16 (about 22M parameters, 4.6 GFLOPs at 224), so it sits next to
+    CoAtNet-0 before budget matching.
+    """
+    return NetSpec.from_dict(
+        {
+            "name": "vit-rel",
+            **_BASE,
+            "stem": {"kind": "patch", "channels": 384, "stride": 16, "norm": "layer"},
+            "stages": [{"kind": "T", "blocks": 12, "channels": 384, "stride": 1}],
+        }
+    )
+
+
+PRESETS: dict[str, Callable[[], NetSpec]] = {
+    "coatnet-0": lambda: _coatnet([2, 2, 3, 5, 2], [64, 96, 192, 384, 768], "coatnet-0"),
+    "coatnet-1": lambda: _coatnet([2, 2, 6, 14, 2], [64, 96, 192, 384, 768], "coatnet-1"),
+    "coatnet-2": lambda: _coatnet([2, 2, 6, 14, 2], [128, 128, 256, 512, 1024], "coatnet-2"),
+    "coatnet-3": lambda: _coatnet([2, 2, 6, 14, 2], [192, 192, 384, 768, 1536], "coatnet-3"),
+    "coatnet-4": lambda: _coatnet([2, 2, 12, 28, 2], [192, 192, 384, 768, 1536], "coatnet-4"),
+    "coatnet-5": lambda: _coatnet([2, 2, 12, 28, 2], [192, 256, 512, 1280, 2048], "coatnet-5"),
+    "coatnet-6": lambda: _coatnet_mixed("coatnet-6", [192, 192, 384, 3072], (8, 42), (768, 1536)),
+    "coatnet-7": lambda: _coatnet_mixed("coatnet-7", [192, 256, 512, 3072], (8, 42), (1024, 2048)),
+    "vit-rel": _vit_rel,
+}
+
+#: The paper's reported sizes at 224 (Table 3), for tests and the `presets` listing.
+PAPER_PARAMS = {
+    "coatnet-0": 25e6, "coatnet-1": 42e6, "coatnet-2": 75e6, "coatnet-3": 168e6,
+    "coatnet-4": 275e6, "coatnet-5": 688e6, "coatnet-6": 1.47e9, "coatnet-7": 2.44e9,
+}
+PAPER_FLOPS = {"coatnet-0": 4.2e9, "coatnet-1": 8.4e9, "coatnet-2": 15.7e9, "coatnet-3": 34.7e9}
+
+
+def preset(name: str) -> NetSpec:
+    """The named preset spec; raises `SpecError` for an unknown name."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise SpecError(f"preset: unknown preset {name!r}; expected one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coatsearch import NetSpec, build
+from coatsearch.flops import count
+from tests.conftest import tiny_spec
+
+LAYOUTS = ["C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T"]
+
+
+def _vit_rel(image_size: int) -> NetSpec:
+    return NetSpec.from_dict(
+        {
+            "stem": {"kind": "patch", "channels": 64, "stride": 16 if image_size > 64 else 4},
+            "stages": [{"kind": "T", "blocks": 2, "channels": 64, "stride": 1}],
+            "image_size": image_size,
+            "num_classes": 10,
+        }
+    )
+
+
+def _forward_backward(spec: NetSpec, batch: int = 2) -> None:
+    model = build(spec)
+    x = torch.randn(batch, spec.in_channels, spec.image_size, spec.image_size)
+    out = model(x)
+    assert out.shape == (batch, spec.num_classes)
+    out.sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("image_size", [32, 224])
+def test_every_layout_runs_forward_and_backward(layout, image_size):
+    _forward_backward(tiny_spec(layout, image_size=image_size))
+
+
+@pytest.mark.parametrize("image_size", [32, 224])
+def test_vit_rel_runs_forward_and_backward(image_size):
+    _forward_backward(_vit_rel(image_size))
+
+
+def test_a_model_accepts_another_resolution():
+    spec = tiny_spec(image_size=32)
+    model = build(spec).eval()
+    for size in (32, 48, 64):
+        assert model(torch.randn(1, 3, size, size)).shape == (1, 10)
+    # the learned tables keep their shape: a checkpoint loads at any resolution
+    state = model.state_dict()
+    build(spec).load_state_dict(state)
+
+
+def test_stride_sits_on_the_first_1x1_conv():
+    model = build(tiny_spec("C-C-C-C", image_size=32))
+    first = model.stages[1][0]
+    assert first.expand.stride == (2, 2)
+    assert first.depthwise.stride == (1, 1)
+
+
+def test_drop_path_rates_grow_linearly_and_only_act_in_training():
+    spec = tiny_spec(drop_path=0.3)
+    model = build(spec)
+    rates = [m.rate for m in model.modules() if type(m).__name__ == "DropPath"]
+    assert rates[0] == 0.0 and max(rates) == pytest.approx(0.3)
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), model(x))
+
+
+def test_channels_last_gives_the_same_result():
+    torch.manual_seed(0)
+    model = build(tiny_spec()).eval()
+    x = torch.randn(2, 3, 32, 32)
+    ref = model(x)
+    out = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_counts_per_stage_cover_the_whole_network():
+    counts = count(tiny_spec())
+    assert set(counts.per_stage) == {"stem", "S1", "S2", "S3", "S4", "head"}
+    assert sum(counts.per_stage_params.values()) == counts.params
