@@ -4,9 +4,12 @@ from coatsearch.spec import NetSpec, SpecError, StageSpec, StemSpec, load_spec
 from coatsearch.presets import PRESETS, preset
 from coatsearch.nn import CoAtNet, build
 from coatsearch.flops import Counts, count, count_params
+from coatsearch.data import DataBundle, DataError, load_data
+from coatsearch.train import EpochMetrics, TrainConfig, TrainConfigError, TrialResult, fit
 
 __all__ = [
-    "CoAtNet", "Counts", "NetSpec", "PRESETS", "SpecError", "StageSpec", "StemSpec",
-    "build", "count", "count_params", "load_spec", "preset",
+    "CoAtNet", "Counts", "DataBundle", "DataError", "EpochMetrics", "NetSpec", "PRESETS",
+    "SpecError", "StageSpec", "StemSpec", "TrainConfig", "TrainConfigError", "TrialResult",
+    "build", "count", "count_params", "fit", "load_data", "load_spec", "preset",
 ]
 __version__ = "0.1.0"

@@ -7,14 +7,19 @@ line on stderr and exit code 2, with no traceback.
 from __future__ import annotations
 
 import functools
+import json
 import sys
+from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from coatsearch.data.errors import DataError
 from coatsearch.spec import SpecError
+from coatsearch.train.config import TrainConfigError
 
 app = typer.Typer(
     help="Search and scale CoAtNet-family vision networks.",
@@ -26,7 +31,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 #: Errors that mean "the user's input is wrong": reported in one line, exit code 2.
-USER_ERRORS: tuple[type[Exception], ...] = (SpecError,)
+USER_ERRORS: tuple[type[Exception], ...] = (SpecError, DataError, TrainConfigError)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,7 +44,7 @@ def user_errors_exit_2(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except USER_ERRORS as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -123,6 +128,63 @@ def presets(
             _fmt_count(PAPER_FLOPS[name]) if name in PAPER_FLOPS and image_size in (None, 224) else "-",
         )
     console.print(table)
+
+
+@app.command()
+@user_errors_exit_2
+def train(
+    spec: str = typer.Argument(..., help="a preset name or a YAML spec file"),
+    data: str = typer.Option(
+        "fashion-mnist", "--data",
+        help="fashion-mnist, fashion-mnist-full[:PATH], idx:PATH, imagefolder:PATH, torchvision:NAME[:ROOT]",
+    ),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="default: the config's (5)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="initialisation, batch order and validation split"),
+    train_size: Optional[int] = typer.Option(None, "--train-size", help="train on a stratified subset of N images"),
+    augment: str = typer.Option("none", "--augment", help="none, light (crop + flip) or randaugment"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's)"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, mps or xla"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of trainer fields"),
+    test: bool = typer.Option(True, "--test/--no-test", help="evaluate on the test split at the end"),
+    as_json: bool = typer.Option(False, "--json", help="print the final metrics as one JSON object"),
+) -> None:
+    """Train one spec on a dataset and report per-epoch metrics and the test accuracy."""
+    from coatsearch.data import load_data
+    from coatsearch.spec import load_spec
+    from coatsearch.train import TrainConfig, fit
+    from coatsearch.train.device import resolve_device
+    from coatsearch.train.progress import TrainProgress
+
+    net = load_spec(spec)
+    base = TrainConfig.from_yaml_file(config) if config else TrainConfig()
+    overrides = dict(
+        epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, threads=threads, device=device
+    )
+    trainer = base.replace(
+        eval_test=test, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    resolve_device(trainer.device)  # an unavailable device is an input error: say so first
+    bundle = load_data(
+        data, image_size=net.image_size, train_size=train_size, seed=trainer.seed, augment=augment
+    )
+    with TrainProgress(err_console, trainer.epochs) as progress:
+        result = fit(
+            net, trainer, bundle, callback=progress.epoch_done, log=progress.log,
+            on_batch=progress.batch_done,
+        )
+    if as_json:
+        print(json.dumps(result.to_dict()))
+    else:
+        summary = f"{result.status}: {result.params / 1e6:.2f}M params, {result.wall_time:.0f}s"
+        if result.final:
+            summary += f", val acc {result.final.val_acc:.2%}"
+        if result.test_acc is not None:
+            summary += f", test acc {result.test_acc:.2%}"
+        console.print(summary + (f" ({result.reason})" if result.reason else ""), highlight=False)
+    if result.status in ("diverged", "failed"):
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry point

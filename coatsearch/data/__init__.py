@@ -17,7 +17,7 @@ Normalisation uses the per-channel mean and std of the training images actually 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -54,6 +54,12 @@ class DataBundle:
     @property
     def in_channels(self) -> int:
         return int(self.train.images.shape[1])
+
+    def to(self, device: torch.device | str) -> DataBundle:
+        """The bundle with all three splits' tensors on ``device``."""
+        return replace(
+            self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device)
+        )
 
     def summary(self) -> str:
         """One line for logs: sizes of the splits and the image shape."""

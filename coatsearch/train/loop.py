@@ -1,0 +1,238 @@
+"""`fit`: train one spec on one dataset and report every epoch.
+
+A trial is a function from (spec, config, data) to metrics, and the search backends call
+thousands of them, so `fit` never raises for what a trial can do wrong: a non-finite loss
+ends it as ``diverged``, a runtime error (out of memory, say) as ``failed``. Bad *input*
+(an unavailable device, a spec that cannot take the data's size) still raises, because
+every trial would fail the same way.
+
+Repeatability: the model is initialised under ``torch.manual_seed(seed)`` and batches,
+augmentation and mixup draw from generators seeded with ``seed``, inside
+`torch.random.fork_rng`, so the caller's random state is left as it was and two CPU runs
+with the same seed and thread count give identical metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from coatsearch.data import DataBundle, ImageSet
+from coatsearch.nn import build
+from coatsearch.spec import NetSpec
+from coatsearch.train.config import TrainConfig
+from coatsearch.train.device import Runtime, make_runtime
+from coatsearch.train.metrics import EpochMetrics, TrialResult
+from coatsearch.train.optim import make_optimizer
+
+#: Called after each epoch; returning True asks `fit` to stop (status ``stopped``).
+EpochCallback = Callable[[EpochMetrics], bool | None]
+#: Called after each training batch with (epoch, batch, batches per epoch), for progress bars.
+BatchHook = Callable[[int, int, int], None]
+
+_logger = logging.getLogger("coatsearch.train")
+
+
+class _NonFinite(Exception):
+    """A training loss that is NaN or infinite: the trial has diverged."""
+
+
+def adapt_spec(spec: NetSpec, data: DataBundle) -> tuple[NetSpec, list[str]]:
+    """The spec with input channels, classes and image size taken from the data.
+
+    A 3-channel spec on grayscale data gets a 1-channel stem; the head gets the data's
+    classes. Returns the notes to log, one per change.
+    """
+    changes: dict[str, int] = {}
+    notes: list[str] = []
+    for field, value, why in (
+        ("in_channels", data.in_channels, f"{data.name} images have {data.in_channels} channel(s); the stem takes them"),
+        ("num_classes", data.num_classes, f"{data.name} has {data.num_classes} classes; the head predicts them"),
+        ("image_size", data.image_size, f"the data was loaded at {data.image_size}px"),
+    ):
+        if getattr(spec, field) != value:
+            changes[field] = value
+            notes.append(f"spec {field} {getattr(spec, field)} -> {value}: {why}")
+    return (spec.replace(**changes) if changes else spec), notes
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Shuffled index batches over ``n`` images; a trailing batch of one is dropped
+    (batch norm cannot train on it)."""
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        chunk = order[start : start + batch_size]
+        if len(chunk) > 1:
+            yield chunk
+
+
+def _prepare(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    x = x.to(runtime.device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, images: ImageSet, batch_size: int, runtime: Runtime) -> tuple[float, float]:
+    """Mean cross entropy and accuracy of ``model`` on a set, in eval mode."""
+    model.eval()
+    loss = torch.zeros((), device=runtime.device, dtype=torch.float64)
+    correct = torch.zeros((), device=runtime.device, dtype=torch.int64)
+    for start in range(0, len(images), batch_size):
+        x, y = images.batch(torch.arange(start, min(start + batch_size, len(images))))
+        x, y = _prepare(x, runtime), y.to(runtime.device)
+        with runtime.autocast():
+            logits = model(x)
+        loss += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    return float(loss) / max(1, len(images)), int(correct) / max(1, len(images))
+
+
+class _Trainer:
+    """The state of one `fit` call: model, optimiser, schedule, generators."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig, data: DataBundle, runtime: Runtime) -> None:
+        self.model, self.config, self.runtime = model, config, runtime
+        self.train_set = data.train
+        full, rest = divmod(len(data.train), config.batch_size)
+        self.steps_per_epoch = full + (rest > 1)  # see `_batches`
+        total = self.steps_per_epoch * config.epochs
+        warmup = min(total, round(config.warmup_epochs * self.steps_per_epoch))
+        self.optimizer, self.schedule = make_optimizer(
+            model, config.lr, config.weight_decay, total, warmup
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.mixup_rng = np.random.default_rng(config.seed)
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and the number of correct predictions (against the dominant mixup label)."""
+        smoothing = self.config.label_smoothing
+        if self.config.mixup > 0:
+            lam = float(self.mixup_rng.beta(self.config.mixup, self.config.mixup))
+            perm = torch.randperm(len(y), generator=self.generator).to(y.device)
+            x = lam * x + (1 - lam) * x[perm]
+            with self.runtime.autocast():
+                logits = self.model(x)
+            logits = logits.float()
+            loss = lam * F.cross_entropy(logits, y, label_smoothing=smoothing) + (
+                1 - lam
+            ) * F.cross_entropy(logits, y[perm], label_smoothing=smoothing)
+            target = y if lam >= 0.5 else y[perm]
+        else:
+            with self.runtime.autocast():
+                logits = self.model(x)
+            logits = logits.float()
+            loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+            target = y
+        return loss, (logits.detach().argmax(1) == target).sum()
+
+    def train_epoch(self, epoch: int, on_batch: BatchHook | None) -> tuple[float, float, float, float]:
+        """One pass over the training set: (loss, accuracy, images/s, last lr)."""
+        model, runtime, scaler = self.model, self.runtime, self.runtime.scaler
+        model.train()
+        loss_sum = torch.zeros((), device=runtime.device, dtype=torch.float64)
+        correct = torch.zeros((), device=runtime.device, dtype=torch.int64)
+        seen = 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        for step, idx in enumerate(_batches(len(self.train_set), self.config.batch_size, self.generator), 1):
+            x, y = self.train_set.batch(idx, self.generator)
+            x, y = _prepare(x, runtime), y.to(runtime.device, non_blocking=True)
+            loss, hits = self._loss(x, y)
+            loss_sum += loss.detach() * len(y)
+            correct += hits
+            seen += len(y)
+            if step % runtime.check_every == 0 and not torch.isfinite(loss_sum):
+                raise _NonFinite(f"non-finite training loss at epoch {epoch}, step {step}")
+            self.optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if self.config.grad_clip is not None:
+                scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
+            lr = self.optimizer.param_groups[0]["lr"]
+            scaler.step(self.optimizer)
+            scaler.update()
+            self.schedule.step()
+            runtime.step_barrier()
+            if on_batch is not None:
+                on_batch(epoch, step, self.steps_per_epoch)
+        if not torch.isfinite(loss_sum):
+            raise _NonFinite(f"non-finite training loss in epoch {epoch}")
+        elapsed = time.perf_counter() - start
+        return float(loss_sum) / seen, int(correct) / seen, seen / elapsed, lr
+
+
+def fit(
+    spec: NetSpec,
+    config: TrainConfig,
+    data: DataBundle,
+    callback: EpochCallback | None = None,
+    log: Callable[[str], None] | None = None,
+    *,
+    on_batch: BatchHook | None = None,
+) -> TrialResult:
+    """Train ``spec`` on ``data`` for ``config.epochs`` epochs; see `TrialResult`.
+
+    ``callback(metrics)`` runs after every epoch (the search backends report through it)
+    and may return True to stop early. ``log`` receives one-line notes (spec adapted to
+    the data, device); it defaults to the ``coatsearch.train`` logger. ``on_batch`` drives
+    progress bars.
+    """
+    log = log or _logger.info
+    started = time.perf_counter()
+    runtime = make_runtime(config)
+    spec, notes = adapt_spec(spec, data)
+    for note in notes:
+        log(note)
+    log(f"{data.summary()}; {runtime.describe()}")
+
+    threads = torch.get_num_threads()
+    fork_devices = [runtime.device] if runtime.device.type == "cuda" else []
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.random.fork_rng(devices=fork_devices))
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+            stack.callback(torch.set_num_threads, threads)
+        torch.manual_seed(config.seed)
+        model = build(spec).to(runtime.device)
+        if runtime.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        result = TrialResult("complete", spec, sum(p.numel() for p in model.parameters()))
+        if runtime.device.type != "cpu":
+            data = data.to(runtime.device)  # batches are then gathered on the device
+        trainer = _Trainer(model, config, data, runtime)
+        eval_batch = 2 * config.batch_size
+
+        for epoch in range(1, config.epochs + 1):
+            try:
+                train_loss, train_acc, speed, lr = trainer.train_epoch(epoch, on_batch)
+                val_loss, val_acc = evaluate(model, data.val, eval_batch, runtime)
+            except _NonFinite as exc:
+                result.status, result.reason = "diverged", str(exc)
+                break
+            except RuntimeError as exc:
+                result.status = "failed"
+                result.reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                break
+            metrics = EpochMetrics(
+                epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
+                val_acc=val_acc, gap=train_acc - val_acc, images_per_s=speed,
+                wall_time=time.perf_counter() - started, lr=lr,
+            )
+            result.epochs.append(metrics)
+            if callback is not None and callback(metrics) and epoch < config.epochs:
+                result.status = "stopped"
+                break
+
+        if config.eval_test and result.status in ("complete", "stopped"):
+            result.test_loss, result.test_acc = evaluate(model, data.test, eval_batch, runtime)
+    if result.reason:
+        log(f"trial {result.status}: {result.reason}")
+    result.wall_time = time.perf_counter() - started
+    return result

@@ -1,0 +1,85 @@
+"""What a trial reports: one `EpochMetrics` per epoch and a `TrialResult` at the end."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from coatsearch.spec import NetSpec
+
+Status = Literal["complete", "stopped", "diverged", "failed"]
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One epoch's numbers. Accuracies are fractions in [0, 1].
+
+    ``train_loss``/``train_acc`` are running means over the epoch's batches in training
+    mode (augmentation, mixup, label smoothing, dropout on: the objective actually
+    minimised); ``val_*`` are measured after the epoch in eval mode with plain cross
+    entropy. ``gap = train_acc - val_acc``. ``images_per_s`` counts the training phase
+    only; ``wall_time`` is seconds since the trial started; ``lr`` is the learning rate
+    of the epoch's last step.
+    """
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    gap: float
+    images_per_s: float
+    wall_time: float
+    lr: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _json_number(v) for k, v in asdict(self).items()}
+
+
+def _json_number(value: Any) -> Any:
+    """Non-finite floats become None: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class TrialResult:
+    """The outcome of `coatsearch.fit`.
+
+    ``status``: ``complete`` (all epochs), ``stopped`` (the callback asked to stop),
+    ``diverged`` (a non-finite loss; ``reason`` says where) or ``failed`` (the run raised
+    a runtime error such as running out of memory; ``reason`` has the message).
+    ``spec`` is the spec actually trained, after adapting it to the data.
+    """
+
+    status: Status
+    spec: NetSpec
+    params: int
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    test_acc: float | None = None
+    test_loss: float | None = None
+    wall_time: float = 0.0
+    reason: str | None = None
+
+    @property
+    def final(self) -> EpochMetrics | None:
+        """The last finished epoch's metrics."""
+        return self.epochs[-1] if self.epochs else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able summary: status, the final epoch's metrics, test metrics, every epoch."""
+        final = self.final
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "epochs_run": len(self.epochs),
+            "params": self.params,
+            "wall_time": round(self.wall_time, 3),
+            "test_acc": _json_number(self.test_acc),
+            "test_loss": _json_number(self.test_loss),
+            "final": final.to_dict() if final else None,
+            "epochs": [e.to_dict() for e in self.epochs],
+            "spec": self.spec.to_dict(),
+        }
