@@ -66,6 +66,10 @@ class ImageSet(Dataset):
     std: torch.Tensor
     transform: BatchTransform | None = None
 
+    def __repr__(self) -> str:
+        augmented = ", augmented" if self.transform is not None else ""
+        return f"ImageSet({len(self)} images of {tuple(self.shape)}{augmented})"
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
