@@ -52,9 +52,9 @@ class TrainProgress:
         self.progress.update(self.batches, completed=batch)
 
     def epoch_done(self, metrics: EpochMetrics) -> bool:
-        self.progress.console.print(format_epoch(metrics), highlight=False)
+        self.progress.console.print(format_epoch(metrics), highlight=False, soft_wrap=True)
         self.progress.update(self.epochs, completed=metrics.epoch)
         return False
 
     def log(self, message: str) -> None:
-        self.progress.console.print(message, style="dim", highlight=False)
+        self.progress.console.print(message, style="dim", highlight=False, soft_wrap=True)
