@@ -2,7 +2,7 @@
 
 Run alone (other busy processes distort CPU timings):
 
-    python benchmarks/train_throughput.py [--threads 2] [--train-size 3000] [--rounds 3]
+    python benchmarks/train_throughput.py [--threads 2] [--train-size 2000] [--rounds 5]
 
 Both sides train the same spec (spaces/nets/small-cctt.yaml, adapted to the data) on the
 same in-memory Fashion-MNIST images at 32x32, batch 64, AdamW, channels_last, fp32. The
@@ -58,9 +58,9 @@ def trainer(spec: NetSpec, data: DataBundle, batch_size: int, seed: int) -> floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--train-size", type=int, default=3000)
+    parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

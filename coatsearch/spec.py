@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from coatsearch.validation import FieldError as _FieldError
-from coatsearch.validation import one_line_message
+from coatsearch.validation import one_line_message, validate_mapping
 
 StageKind = Literal["C", "T"]
 NormKind = Literal["batch", "layer"]
@@ -239,13 +239,7 @@ class NetSpec(_Frozen):
     @classmethod
     def from_dict(cls, data: Any, *, source: str | None = None) -> NetSpec:
         """Validate a plain mapping (as read from YAML); raise `SpecError` on any problem."""
-        if not isinstance(data, dict):
-            where = f"{source}: " if source else ""
-            raise SpecError(f"{where}expected a mapping of spec fields, got {type(data).__name__}")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise spec_error_from(exc, source) from None
+        return validate_mapping(cls, data, SpecError, source=source, what="spec")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -7,9 +7,11 @@ configs and search spaces all phrase their errors through `one_line_message`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class FieldError(ValueError):
@@ -60,3 +62,17 @@ def one_line_message(exc: ValidationError, source: str | None = None, root: str 
     more = len(exc.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{prefix}{path}: {message}{tail}"
+
+
+def validate_mapping(
+    model: type[M], data: Any, error: type[ValueError], *, source: str | None = None, what: str = "spec"
+) -> M:
+    """``model`` validated from a mapping (as read from YAML); any problem raises ``error``
+    with a one-line message (``source`` names the file, ``what`` the kind of object)."""
+    if not isinstance(data, dict):
+        where = f"{source}: " if source else ""
+        raise error(f"{where}expected a mapping of {what} fields, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(one_line_message(exc, source, root=what)) from None

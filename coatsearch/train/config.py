@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from coatsearch.validation import one_line_message
+from coatsearch.validation import one_line_message, validate_mapping
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps", "xla"]
 
@@ -61,13 +61,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def from_dict(cls, data: Any, *, source: str | None = None) -> TrainConfig:
         """Validate a mapping (as read from YAML); ``source`` names the file in errors."""
-        if not isinstance(data, dict):
-            where = f"{source}: " if source else ""
-            raise TrainConfigError(f"{where}expected a mapping of trainer fields, got {type(data).__name__}")
-        try:
-            return cls(**data)
-        except TrainConfigError as exc:
-            raise TrainConfigError(f"{source}: {exc}" if source else str(exc)) from None
+        return validate_mapping(cls, data, TrainConfigError, source=source, what="trainer")
 
     @classmethod
     def from_yaml_file(cls, path: str | Path) -> TrainConfig:
