@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import pickle
 import struct
 import sys
 import types
@@ -17,6 +18,7 @@ from coatsearch.data import DataError, FASHION_MNIST_CLASSES, load_data
 from coatsearch.data.augment import RANDAUGMENT_OPS, make_transform, rand_augment, random_crop_flip
 from coatsearch.data.idx import read_idx
 from coatsearch.data.images import fit_images
+from coatsearch.data.sources import FASHION_MNIST_DIR
 from coatsearch.data.splits import stratified_split, stratified_subset
 
 
@@ -65,6 +67,28 @@ def test_builtin_fashion_mnist_subset_is_stratified_and_offline() -> None:
     assert data.train.images[:, :, :2].max() == 0 and data.train.images[:, :, 2:30, 2:30].max() > 0
     x, y = data.train.batch(torch.arange(512))
     assert abs(float(x.mean())) < 0.2 and 0.8 < float(x.std()) < 1.2  # normalised
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_full_uses_all_images() -> None:
+    data = load_data("fashion-mnist-full", image_size=28)
+    assert (len(data.train), len(data.val), len(data.test)) == (54000, 6000, 10000)
+    assert data.classes == FASHION_MNIST_CLASSES
+
+
+def test_fashion_mnist_full_elsewhere(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=f"{tmp_path}: no Fashion-MNIST IDX files"):
+        load_data(f"fashion-mnist-full:{tmp_path}", image_size=28)
+    make_idx_folder(tmp_path, classes=10, n_train=100)
+    assert load_data(f"fashion-mnist-full:{tmp_path}", image_size=28).classes[9] == "Ankle boot"
+
+
+def test_bundles_pickle_for_worker_processes() -> None:
+    data = load_data("fashion-mnist", image_size=16, train_size=50, augment="randaugment")
+    copy = pickle.loads(pickle.dumps(data))
+    idx = torch.arange(8)
+    assert torch.equal(copy.train.batch(idx, torch.Generator().manual_seed(0))[0],
+                       data.train.batch(idx, torch.Generator().manual_seed(0))[0])
 
 
 def test_splits_are_deterministic_by_seed_and_disjoint() -> None:
@@ -186,6 +210,12 @@ def test_bad_arguments_and_sources() -> None:
         load_data("fashion-mnist", image_size=32, train_size=20000)
     with pytest.raises(DataError, match="augment: expected one of none, light, randaugment"):
         load_data("fashion-mnist", image_size=32, augment="heavy")
+
+
+def test_too_few_images_for_a_validation_split(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "r", {"a": 2, "b": 2})
+    with pytest.raises(DataError, match="too few images per class for a validation split"):
+        load_data(f"imagefolder:{root}", image_size=8)
 
 
 # ----------------------------------------------------------------------------- torchvision:

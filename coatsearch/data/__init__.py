@@ -127,8 +127,9 @@ def load_data(
                 f"train_size: {train_size} is more than the {len(kept)} training images of {source}"
             )
         kept = kept[stratified_subset(labels[kept], train_size, generator)]
-    if len(test_labels) == 0:
-        raise DataError(f"{source}: too few images for a test split")
+    if len(test_labels) == 0 or len(held) == 0:
+        which = "test" if len(test_labels) == 0 else "validation"
+        raise DataError(f"{source}: too few images per class for a {which} split")
 
     mean, std = channel_stats(images[kept])
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coatsearch.data import DataBundle, ImageSet
+from coatsearch.data import DataBundle, DataError, ImageSet
 from coatsearch.nn import build
 from coatsearch.spec import NetSpec
 from coatsearch.train.config import TrainConfig
@@ -102,6 +102,8 @@ class _Trainer:
         self.train_set = data.train
         full, rest = divmod(len(data.train), config.batch_size)
         self.steps_per_epoch = full + (rest > 1)  # see `_batches`
+        if self.steps_per_epoch == 0:
+            raise DataError(f"{data.name}: at least 2 training images are needed, got {len(data.train)}")
         total = self.steps_per_epoch * config.epochs
         warmup = min(total, round(config.warmup_epochs * self.steps_per_epoch))
         self.optimizer, self.schedule = make_optimizer(
