@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from coatsearch.space import SpaceError
 from coatsearch.spec import SpecError
 
 app = typer.Typer(
@@ -26,7 +27,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 #: Errors that mean "the user's input is wrong": reported in one line, exit code 2.
-USER_ERRORS: tuple[type[Exception], ...] = (SpecError,)
+USER_ERRORS: tuple[type[Exception], ...] = (SpecError, SpaceError)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -123,6 +124,62 @@ def presets(
             _fmt_count(PAPER_FLOPS[name]) if name in PAPER_FLOPS and image_size in (None, 224) else "-",
         )
     console.print(table)
+
+
+@app.command()
+@user_errors_exit_2
+def run(
+    space_file: str = typer.Argument(..., metavar="SPACE.yaml", help="a search space (see spaces/)"),
+    out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<study>)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="optuna or ray (overrides the space)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
+    overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
+) -> None:
+    """Run (or resume) a search; write runs/<study>/ with the results table and Pareto front."""
+    from pathlib import Path
+
+    from coatsearch.search import run_study
+    from coatsearch.space import load_space
+
+    if backend is not None:
+        overrides = [*overrides, f"backend={backend}"]
+    if address is not None:
+        overrides = [*overrides, "backend=ray"] if backend is None else overrides
+    space = load_space(space_file, overrides)
+    outcome = run_study(space, Path(out) if out else None, address=address, console=err_console)
+    if outcome.already_done:
+        console.print(f"study {space.study} is complete ({outcome.finished} finished trials); nothing to do.")
+    _print_pareto(space, outcome.pareto_path)
+    console.print(f"results: {outcome.table_path}")
+
+
+def _print_pareto(space: Any, pareto_path: Any) -> None:
+    import pandas as pd
+
+    if not pareto_path.exists() or pareto_path.stat().st_size == 0:
+        return
+    try:
+        front = pd.read_csv(pareto_path)
+    except pd.errors.EmptyDataError:
+        return
+    table = Table(title=f"Pareto front: {', '.join(f'{o.metric} ({o.direction})' for o in space.objectives)}")
+    columns = ["trial", "layout", "blocks", "channels", "flops", "params", "val_acc", "gap", "fidelity"]
+    columns += [c for c in front.columns if c.startswith("param.")]
+    for column in columns:
+        table.add_column(column)
+    for _, row in front.iterrows():
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            if column in ("flops", "params") and value == value:
+                cells.append(_fmt_count(float(value)))
+            elif isinstance(value, float):
+                cells.append(f"{value:.4f}" if value == value else "-")
+            else:
+                cells.append(str(value))
+        table.add_row(*cells)
+    console.print(table)
+    console.print("FLOPs are multiply-adds counted once (fvcore's convention).", style="dim")
 
 
 def main() -> None:  # pragma: no cover - console entry point
