@@ -138,15 +138,36 @@ def run(
     """Run (or resume) a search; write runs/<study>/ with the results table and Pareto front."""
     from pathlib import Path
 
-    from coatsearch.search import run_study
     from coatsearch.space import load_space
 
     if backend is not None:
         overrides = [*overrides, f"backend={backend}"]
     if address is not None:
         overrides = [*overrides, "backend=ray"] if backend is None else overrides
-    space = load_space(space_file, overrides)
-    outcome = run_study(space, Path(out) if out else None, address=address, console=err_console)
+    _run_and_report(load_space(space_file, overrides), Path(out) if out else None, address)
+
+
+@app.command()
+@user_errors_exit_2
+def resume(
+    run_dir: str = typer.Argument(..., help="a run directory written by `coatsearch run`"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
+) -> None:
+    """Finish an interrupted study from its run directory (the space saved there)."""
+    from pathlib import Path
+
+    from coatsearch.space import load_space
+
+    saved = Path(run_dir) / "space.yaml"
+    if not saved.exists():
+        raise SpaceError(f"{run_dir}: not a run directory (no space.yaml)")
+    _run_and_report(load_space(saved), Path(run_dir), address)
+
+
+def _run_and_report(space: Any, out: Any, address: Optional[str]) -> None:
+    from coatsearch.search import run_study
+
+    outcome = run_study(space, out, address=address, console=err_console)
     if outcome.already_done:
         console.print(f"study {space.study} is complete ({outcome.finished} finished trials); nothing to do.")
     _print_pareto(space, outcome.pareto_path)
