@@ -12,10 +12,13 @@ from typing import Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from coatsearch.report.data import ReportError
 from coatsearch.space import SpaceError
 from coatsearch.spec import SpecError
+from coatsearch.units import format_count as _fmt_count
 
 app = typer.Typer(
     help="Search and scale CoAtNet-family vision networks.",
@@ -27,7 +30,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 #: Errors that mean "the user's input is wrong": reported in one line, exit code 2.
-USER_ERRORS: tuple[type[Exception], ...] = (SpecError, SpaceError)
+USER_ERRORS: tuple[type[Exception], ...] = (SpecError, SpaceError, ReportError)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,17 +43,10 @@ def user_errors_exit_2(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except USER_ERRORS as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _fmt_count(value: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
 
 
 @app.command()
@@ -172,6 +168,33 @@ def _run_and_report(space: Any, out: Any, address: Optional[str]) -> None:
         console.print(f"study {space.study} is complete ({outcome.finished} finished trials); nothing to do.")
     _print_pareto(space, outcome.pareto_path)
     console.print(f"results: {outcome.table_path}")
+    from coatsearch.report import build_report
+
+    console.print(f"report: {build_report(outcome.run_dir)}")
+
+
+@app.command()
+@user_errors_exit_2
+def report(
+    run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="a run directory (runs/<study>/)"),
+    out: Optional[str] = typer.Option(None, "-o", "--out", help="HTML file (default RUN_DIR/report.html)"),
+    color_by: str = typer.Option("layout", "--color-by", help="colour and group by this column or parameter"),
+    fmt: str = typer.Option("html", "--format", help="html (write the page), csv or markdown (print tables)"),
+    which: str = typer.Option("all", "--table", help="with csv/markdown: pareto, top, failures or all"),
+    top: int = typer.Option(10, "--top", min=1, help="how many trials the top table holds"),
+    flop_band: Optional[str] = typer.Option(None, "--flop-band", help="design-space band: 0.1 or 28M:36M"),
+    static: list[str] = typer.Option([], "--static", help="also export each figure as png or svg (kaleido)"),
+) -> None:
+    """Write a study's HTML report (Pareto fronts, curves, design space, tables), or print its tables."""
+    from coatsearch.report import build_report, load_run
+    from coatsearch.report.data import parse_band
+    from coatsearch.report.tables import render_text
+
+    if fmt != "html":
+        typer.echo(render_text(load_run(run_dir), fmt, which, top), nl=False)
+        return
+    path = build_report(run_dir, out, color_by=color_by, top=top, flop_band=parse_band(flop_band), static=static)
+    console.print(f"report: {path}")
 
 
 def _print_pareto(space: Any, pareto_path: Any) -> None:

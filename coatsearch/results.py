@@ -23,6 +23,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from coatsearch.pareto import non_dominated
+
 COLUMNS = [
     "trial", "status", "fidelity", "max_fidelity", "layout", "blocks", "channels", "image_size",
     "flops", "params", "val_acc", "val_loss", "train_acc", "train_loss", "gap", "test_acc",
@@ -72,27 +74,6 @@ def read_table(path: Path) -> pd.DataFrame:
         if column not in frame:
             frame[column] = np.nan
     return frame
-
-
-def non_dominated(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
-    """Boolean mask of the rows no other row dominates.
-
-    A row dominates another when it is at least as good in every objective and strictly
-    better in one. Equal rows do not dominate each other, so ties stay on the front.
-    """
-    values = np.asarray(values, dtype=float)
-    if values.ndim != 2 or values.shape[1] != len(maximize):
-        raise ValueError("values must be (n, objectives)")
-    signs = np.where(np.asarray(maximize, dtype=bool), -1.0, 1.0)  # minimise everything
-    costs = values * signs
-    n = len(costs)
-    mask = np.ones(n, dtype=bool)
-    for i in range(n):
-        no_worse = np.all(costs <= costs[i], axis=1)
-        better = np.any(costs < costs[i], axis=1)
-        if np.any(no_worse & better):
-            mask[i] = False
-    return mask
 
 
 def ranked(frame: pd.DataFrame) -> pd.DataFrame:
