@@ -45,6 +45,9 @@ UNCOUNTED_BY_DESIGN = frozenset(
     }
 )
 
+#: Above this many parameters the command line does not trace by default (it allocates).
+TRACE_PARAMS_LIMIT = 400_000_000
+
 #: Key under which the traced route's handles report activations beside FLOPs.
 _ACTIVATIONS = "activations"
 
