@@ -19,6 +19,7 @@ meta device and never allocates, for billion-parameter presets.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -86,6 +87,8 @@ class Counts:
 
 def format_count(value: float) -> str:
     """``4168806400`` -> ``4.17G``: counts as people read them (K, M, G, T)."""
+    if not math.isfinite(value):
+        return str(value)
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(value) >= scale:
             return f"{value / scale:.2f}{unit}"

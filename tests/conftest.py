@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import pytest
 import torch
 
@@ -22,3 +25,15 @@ def tiny_spec(layout: str = "C-C-T-T", image_size: int = 32, **fields) -> NetSpe
 @pytest.fixture
 def small_spec() -> NetSpec:
     return tiny_spec()
+
+
+@pytest.fixture(scope="session")
+def traced_count() -> Callable[..., "Counts"]:
+    """`count` by the traced route, memoised for the session: each preset is traced once."""
+    from coatsearch.flops import Counts, count  # noqa: F401
+
+    @functools.lru_cache(maxsize=None)
+    def traced(spec: NetSpec, image_size: int | None = None) -> Counts:
+        return count(spec, image_size, route="traced")
+
+    return traced
