@@ -9,9 +9,12 @@ count (`coatsearch.flops.count_analytic`, exact and sub-millisecond) meets the t
 Widths and blocks are integers, so a target is met only as closely as they allow: channels
 move in multiples of 8 (and of ``head_dim`` in ``T`` stages), blocks one at a time. The
 cost is monotone in the scale factor, so a bisection finds the two specs on either side of
-the target and the closer one wins. When it misses the tolerance the result says so (or
-`BudgetError` is raised with ``strict=True``); ``by="both"`` then also moves the depth, by
-as few blocks as it takes.
+the target and the closer one wins. When neither is within tolerance, width matching also
+lets each width sit one multiple off its nearest (narrow search specs need it: at 16-32
+channels one multiple is 25-50% of a width) and keeps the fitting spec closest to the
+exact ratios; ``by="both"`` also moves the depth, by as few blocks as it takes. A spec that
+still misses is returned with a message that says so, or `BudgetError` is raised with
+``strict=True``.
 """
 
 from __future__ import annotations
@@ -308,6 +311,8 @@ class _Search:
                 if shape.blocks not in seen:
                     seen.add(shape.blocks)
                     variants.append(shape)
+            if len(variants) >= MAX_DEPTH_VARIANTS:
+                break
         return variants[:MAX_DEPTH_VARIANTS]
 
     def by_both(self, base: _Shape) -> _Shape:

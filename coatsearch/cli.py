@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coatsearch.budget import BudgetError
-from coatsearch.flops import TRACE_PARAMS_LIMIT, format_count
+from coatsearch.flops import format_count
 from coatsearch.spec import SpecError
 
 app = typer.Typer(
@@ -127,10 +127,7 @@ def flops_command(
     spec: str = typer.Argument(..., help="a preset name or a YAML spec file"),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="count at this size"),
     by_op: bool = typer.Option(False, "--by-op", help="also break FLOPs down by operator"),
-    traced: bool = typer.Option(
-        True, "--traced/--no-traced",
-        help=f"also trace the model (allocates it; skipped above {format_count(TRACE_PARAMS_LIMIT)} params)",
-    ),
+    traced: bool = typer.Option(True, "--traced/--no-traced", help="also trace the model with fvcore"),
 ) -> None:
     """Count FLOPs, params and activations by the analytic and the traced route, side by side."""
     import time
@@ -144,7 +141,7 @@ def flops_command(
     start = time.perf_counter()
     analytic = count(net, route="analytic")
     analytic_s = time.perf_counter() - start
-    trace = traced and analytic.params <= TRACE_PARAMS_LIMIT
+    trace = traced
     counts = analytic
     if trace:
         with err_console.status(f"tracing {net.name or spec} with fvcore..."):
@@ -181,8 +178,6 @@ def flops_command(
             timing += f"; params differ: traced {counts.params}"
         if counts.uncounted:
             timing += f"; uncounted by the tracer: {', '.join(counts.uncounted)}"
-    elif traced:
-        timing += f"; not traced ({format_count(analytic.params)} params would be allocated)"
     console.print(timing, style="dim")
     console.print("FLOPs are multiply-adds counted once (fvcore's convention).", style="dim")
 

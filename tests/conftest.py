@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pytest
 import torch
 
 from coatsearch.spec import NetSpec
+
+if TYPE_CHECKING:
+    from coatsearch.flops import Counts
 
 torch.set_num_threads(2)
 
@@ -28,9 +31,9 @@ def small_spec() -> NetSpec:
 
 
 @pytest.fixture(scope="session")
-def traced_count() -> Callable[..., "Counts"]:
+def traced_count() -> Callable[..., Counts]:
     """`count` by the traced route, memoised for the session: each preset is traced once."""
-    from coatsearch.flops import Counts, count  # noqa: F401
+    from coatsearch.flops import count
 
     @functools.lru_cache(maxsize=None)
     def traced(spec: NetSpec, image_size: int | None = None) -> Counts:
