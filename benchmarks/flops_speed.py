@@ -21,7 +21,8 @@ import torch
 
 from coatsearch import NetSpec, preset
 from coatsearch.budget import match_budget
-from coatsearch.flops import count, count_analytic, format_count
+from coatsearch.flops import count, count_analytic
+from coatsearch.units import format_count
 
 
 def small_spec() -> NetSpec:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
-from coatsearch.flops import count_analytic, format_count
+from coatsearch import units
+from coatsearch.flops import count_analytic
 from coatsearch.spec import NetSpec
+from coatsearch.units import format_count
 
 Metric = Literal["flops", "params"]
 ScaleBy = Literal["width", "depth", "both"]
@@ -41,8 +42,6 @@ MAX_SCALE = 1e4
 MAX_DEPTH_VARIANTS = 48
 #: Width combinations tried when one factor misses (3 choices per width up to 7 widths).
 MAX_WIDTH_VARIANTS = 3**7
-
-_SUFFIXES = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
 
 
 class BudgetError(ValueError):
@@ -67,19 +66,12 @@ class BudgetMatch:
 
 
 def parse_count(text: str | float | int, field: str = "target") -> float:
-    """``"4.2G"`` -> 4.2e9. Suffixes K, M, G (or B), T; plain numbers and ``1e9`` too."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    match = re.fullmatch(r"\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgGbBtT]?)\s*", text)
+    """``"4.2G"`` -> 4.2e9 (see `coatsearch.units.parse_count`); `BudgetError` naming
+    ``field`` when it is not a count."""
     try:
-        if match is None:
-            raise ValueError(text)
-        return float(match.group(1)) * _SUFFIXES[match.group(2).upper()]
-    except ValueError:
-        raise BudgetError(
-            f"{field}: expected a number with an optional K/M/G/B/T suffix (e.g. 4.2G), "
-            f"got {text!r}"
-        ) from None
+        return units.parse_count(text)
+    except ValueError as exc:
+        raise BudgetError(f"{field}: {exc}") from None
 
 
 def _round_to(value: float, multiple: int) -> int:

@@ -16,8 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from coatsearch.budget import BudgetError
-from coatsearch.flops import format_count
+from coatsearch.space import SpaceError
 from coatsearch.spec import SpecError
+from coatsearch.units import format_count
 
 app = typer.Typer(
     help="Search and scale CoAtNet-family vision networks.",
@@ -29,7 +30,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 #: Errors that mean "the user's input is wrong": reported in one line, exit code 2.
-USER_ERRORS: tuple[type[Exception], ...] = (SpecError, BudgetError)
+USER_ERRORS: tuple[type[Exception], ...] = (SpecError, SpaceError, BudgetError)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -229,6 +230,79 @@ def match_command(
     if output is not None:
         output.write_text(result.spec.to_yaml())
         console.print(f"wrote {output}", style="dim")
+
+
+@app.command()
+@user_errors_exit_2
+def run(
+    space_file: str = typer.Argument(..., metavar="SPACE.yaml", help="a search space (see spaces/)"),
+    out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<study>)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="optuna or ray (overrides the space)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
+    overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
+) -> None:
+    """Run (or resume) a search; write runs/<study>/ with the results table and Pareto front."""
+    from coatsearch.space import load_space
+
+    if backend is not None:
+        overrides = [*overrides, f"backend={backend}"]
+    if address is not None:
+        overrides = [*overrides, "backend=ray"] if backend is None else overrides
+    _run_and_report(load_space(space_file, overrides), Path(out) if out else None, address)
+
+
+@app.command()
+@user_errors_exit_2
+def resume(
+    run_dir: str = typer.Argument(..., help="a run directory written by `coatsearch run`"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
+) -> None:
+    """Finish an interrupted study from its run directory (the space saved there)."""
+    from coatsearch.space import load_space
+
+    saved = Path(run_dir) / "space.yaml"
+    if not saved.exists():
+        raise SpaceError(f"{run_dir}: not a run directory (no space.yaml)")
+    _run_and_report(load_space(saved), Path(run_dir), address)
+
+
+def _run_and_report(space: Any, out: Any, address: Optional[str]) -> None:
+    from coatsearch.search import run_study
+
+    outcome = run_study(space, out, address=address, console=err_console)
+    if outcome.already_done:
+        console.print(f"study {space.study} is complete ({outcome.finished} finished trials); nothing to do.")
+    _print_pareto(space, outcome.pareto_path)
+    console.print(f"results: {outcome.table_path}")
+
+
+def _print_pareto(space: Any, pareto_path: Any) -> None:
+    import pandas as pd
+
+    if not pareto_path.exists() or pareto_path.stat().st_size == 0:
+        return
+    try:
+        front = pd.read_csv(pareto_path)
+    except pd.errors.EmptyDataError:
+        return
+    table = Table(title=f"Pareto front: {', '.join(f'{o.metric} ({o.direction})' for o in space.objectives)}")
+    columns = ["trial", "layout", "blocks", "channels", "flops", "params", "val_acc", "gap", "fidelity"]
+    columns += [c for c in front.columns if c.startswith("param.")]
+    for column in columns:
+        table.add_column(column)
+    for _, row in front.iterrows():
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            if column in ("flops", "params") and value == value:
+                cells.append(format_count(float(value)))
+            elif isinstance(value, float):
+                cells.append(f"{value:.4f}" if value == value else "-")
+            else:
+                cells.append(str(value))
+        table.add_row(*cells)
+    console.print(table)
+    console.print("FLOPs are multiply-adds counted once (fvcore's convention).", style="dim")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -84,16 +84,6 @@ class Counts:
         return self.params / 1e6
 
 
-def format_count(value: float) -> str:
-    """``4168806400`` -> ``4.17G``: counts as people read them (K, M, G, T)."""
-    if not math.isfinite(value):
-        return str(value)
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
-
-
 def attention_flop_handle(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
     """fvcore handle for ``aten::scaled_dot_product_attention``.
 

@@ -24,6 +24,8 @@ from typing import Any, Literal, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from coatsearch.validation import FieldError, one_line
+
 StageKind = Literal["C", "T"]
 NormKind = Literal["batch", "layer"]
 AttentionKind = Literal["relative", "plain"]
@@ -118,14 +120,14 @@ class NetSpec(_Frozen):
                 if stage.kind == "T":
                     seen_t = True
                 elif seen_t:
-                    raise _FieldError(
+                    raise FieldError(
                         ("stages", i, "kind"),
                         "a C stage follows a T stage; the family puts convolution before "
                         "attention (set allow_any_order: true to allow it)",
                     )
         stride = self.total_stride
         if self.image_size % stride:
-            raise _FieldError(
+            raise FieldError(
                 ("image_size",),
                 f"{self.image_size} is not divisible by the total stride {stride}",
             )
@@ -278,49 +280,9 @@ class NetSpec(_Frozen):
         )
 
 
-class _FieldError(ValueError):
-    """Raised inside validators to point at a field path other than the validator's own."""
-
-    def __init__(self, loc: tuple[Any, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
-        self.message = message
-
-
-def _format_loc(loc: Sequence[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 def spec_error_from(exc: ValidationError, source: str | None = None) -> SpecError:
     """Turn pydantic's multi-line report into one line naming the first bad field."""
-    err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    ctx_error = (err.get("ctx") or {}).get("error")
-    if isinstance(ctx_error, _FieldError):
-        loc, message = loc + ctx_error.loc, ctx_error.message
-    else:
-        message = err["msg"].removeprefix("Value error, ")
-        # Validators phrase their own message as "field: what"; lift the field into the path.
-        head, sep, rest = message.partition(": ")
-        if sep and head.isidentifier() and err["type"] == "value_error":
-            loc, message = loc + (head,), rest
-        elif err["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif err["type"] == "missing":
-            message = "required field is missing"
-        elif "input" in err and err["type"] not in ("model_type",):
-            message = f"{message} (got {err['input']!r})"
-    path = _format_loc(loc) or "spec"
-    prefix = f"{source}: " if source else ""
-    more = len(exc.errors()) - 1
-    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return SpecError(f"{prefix}{path}: {message}{tail}")
+    return SpecError(one_line(exc, source, root="spec"))
 
 
 def load_spec(path_or_name: str | Path) -> NetSpec:

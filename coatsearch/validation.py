@@ -1,0 +1,57 @@
+"""One-line error messages from pydantic validation, shared by specs and spaces.
+
+pydantic reports every problem over several lines; users of a CLI need the first one,
+in one line, naming the field path the way they wrote it (``stages[2].channels``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+
+class FieldError(ValueError):
+    """Raised inside validators to point at a field path other than the validator's own."""
+
+    def __init__(self, loc: tuple[Any, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+def format_loc(loc: Sequence[Any]) -> str:
+    """``("stages", 2, "channels")`` -> ``stages[2].channels``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def one_line(exc: ValidationError, source: str | None = None, root: str = "spec") -> str:
+    """The first problem of a validation error as ``[source: ]path: message``."""
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, FieldError):
+        loc, message = loc + ctx_error.loc, ctx_error.message
+    else:
+        message = err["msg"].removeprefix("Value error, ")
+        # Validators phrase their own message as "field: what"; lift the field into the path.
+        head, sep, rest = message.partition(": ")
+        if sep and head.isidentifier() and err["type"] == "value_error":
+            loc, message = loc + (head,), rest
+        elif err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        elif "input" in err and err["type"] != "model_type":
+            message = f"{message} (got {err['input']!r})"
+    path = format_loc(loc) or root
+    prefix = f"{source}: " if source else ""
+    more = len(exc.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{prefix}{path}: {message}{tail}"
