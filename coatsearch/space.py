@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from coatsearch.spec import NetSpec, SpecError, load_spec
+from coatsearch.units import parse_count
 from coatsearch.validation import FieldError, one_line
 
 KNOBS = (
@@ -60,17 +61,6 @@ class SpaceError(ValueError):
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def parse_count(value: Any) -> float:
-    """``4.2G`` -> 4.2e9, ``25M`` -> 2.5e7, ``1.5B`` -> 1.5e9; numbers pass through."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    match = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*([kKmMgGbBtT]?)\s*", str(value))
-    if not match:
-        raise ValueError(f"expected a number with an optional K/M/G suffix, got {value!r}")
-    scale = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}[match.group(2).lower()]
-    return float(match.group(1)) * scale
 
 
 class Domain(_Frozen):

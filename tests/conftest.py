@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+from typing import TYPE_CHECKING, Callable
+
 import pytest
 import torch
 
 from coatsearch.spec import NetSpec
+
+if TYPE_CHECKING:
+    from coatsearch.flops import Counts
 
 torch.set_num_threads(2)
 
@@ -100,3 +106,15 @@ def write_study(tmp_path):
         return run_dir
 
     return write
+
+
+@pytest.fixture(scope="session")
+def traced_count() -> Callable[..., Counts]:
+    """`count` by the traced route, memoised for the session: each preset is traced once."""
+    from coatsearch.flops import count
+
+    @functools.lru_cache(maxsize=None)
+    def traced(spec: NetSpec, image_size: int | None = None) -> Counts:
+        return count(spec, image_size, route="traced")
+
+    return traced
