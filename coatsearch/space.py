@@ -265,9 +265,24 @@ class SearchSpace(_Frozen):
             raise FieldError(("early_stopping", "kind"), "ASHA stops on val_acc; add val_acc to the objectives")
         if len({o.metric for o in self.objectives}) != len(self.objectives):
             raise FieldError(("objectives",), "each metric may appear once")
+        self._check_budget_reachable()
         if self.storage is not None and self.backend != "optuna":
             raise FieldError(("storage",), "a storage URL is for the optuna backend")
         return self
+
+    def _check_budget_reachable(self) -> None:
+        """An impossible target (below the smallest spec, above the sanity bound) fails at
+        load time, before any trial starts."""
+        if self.budget is None or self.budget.target is None:
+            return
+        from coatsearch.budget import BudgetError, match_budget
+
+        metric, value = self.budget.target
+        try:
+            match_budget(self.base_spec(), **{metric: value}, by=self.budget.by, tolerance=self.budget.tolerance)
+        except BudgetError as exc:
+            message = str(exc).split(": ", 1)[-1]
+            raise FieldError(("budget", metric), message) from None
 
     @field_validator("base")
     @classmethod

@@ -32,6 +32,18 @@ from coatsearch.space import SearchSpace
 EXPERIMENT = "ray"
 
 
+class DefineByRun:
+    """Picklable define-by-run space for `OptunaSearch` (Tune saves the searcher's state)."""
+
+    def __init__(self, space_data: dict[str, Any]) -> None:
+        self.space_data = space_data
+
+    def __call__(self, trial: Any) -> None:
+        from coatsearch.space import space_from_dict
+
+        sample_params(space_from_dict(self.space_data), trial)
+
+
 def _trainable(config: dict[str, Any], space_data: dict[str, Any]) -> None:
     """Ray function trainable: one trial, reporting every epoch."""
     import ray
@@ -145,7 +157,7 @@ def run_ray(
         metrics = [o.metric for o in space.objectives]
         modes = [o.direction for o in space.objectives]
         searcher = OptunaSearch(
-            space=lambda trial: (sample_params(space, trial), None)[1],
+            space=DefineByRun(space.to_dict()),
             metric=metrics if space.multi_objective else metrics[0],
             mode=modes if space.multi_objective else modes[0],
             sampler=make_sampler(space),
