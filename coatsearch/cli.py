@@ -17,9 +17,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from coatsearch.budget import BudgetError
 from coatsearch.data.errors import DataError
+from coatsearch.report.data import ReportError
+from coatsearch.space import SpaceError
 from coatsearch.spec import SpecError
 from coatsearch.train.config import TrainConfigError
+from coatsearch.units import FLOPS_NOTE, format_count
 
 app = typer.Typer(
     help="Search and scale CoAtNet-family vision networks.",
@@ -31,7 +35,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 #: Errors that mean "the user's input is wrong": reported in one line, exit code 2.
-USER_ERRORS: tuple[type[Exception], ...] = (SpecError, DataError, TrainConfigError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    SpecError, SpaceError, BudgetError, ReportError, DataError, TrainConfigError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,13 +54,6 @@ def user_errors_exit_2(func: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _fmt_count(value: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
 
 
 @app.command()
@@ -77,34 +76,32 @@ def build(
     stem_side = counts.image_size // net.stem.stride
     table.add_row(
         "stem", net.stem.kind, f"{stem_side}x{stem_side}", "-", str(net.stem.channels), "-",
-        _fmt_count(counts.per_stage_params["stem"]), _fmt_count(counts.per_stage["stem"]),
+        format_count(counts.per_stage_params["stem"]), format_count(counts.per_stage["stem"]),
     )
     for name, stage, side in zip(net.stage_names, net.stages, net.resolutions(counts.image_size)):
         table.add_row(
             name, stage.kind, f"{side}x{side}", str(stage.blocks), str(stage.channels),
             str(stage.heads) if stage.kind == "T" else "-",
-            _fmt_count(counts.per_stage_params[name]), _fmt_count(counts.per_stage[name]),
+            format_count(counts.per_stage_params[name]), format_count(counts.per_stage[name]),
         )
     table.add_row(
         "head", "pool+fc", "1x1", "-", str(net.num_classes), "-",
-        _fmt_count(counts.per_stage_params["head"]), _fmt_count(counts.per_stage["head"]),
+        format_count(counts.per_stage_params["head"]), format_count(counts.per_stage["head"]),
     )
     table.add_section()
-    table.add_row("total", "", "", "", "", "", _fmt_count(counts.params), _fmt_count(counts.flops))
+    table.add_row("total", "", "", "", "", "", format_count(counts.params), format_count(counts.flops))
     console.print(table)
-    console.print("FLOPs are multiply-adds counted once (fvcore's convention).", style="dim")
+    console.print(FLOPS_NOTE, style="dim")
 
 
 @app.command()
 @user_errors_exit_2
 def presets(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="count at this size"),
-    flops: bool = typer.Option(
-        True, "--flops/--no-flops", help="trace FLOPs (allocates each model; big ones take long)"
-    ),
+    flops: bool = typer.Option(True, "--flops/--no-flops", help="show FLOPs"),
 ) -> None:
-    """List the built-in presets with their parameters and FLOPs."""
-    from coatsearch.flops import count, count_params
+    """List the built-in presets with their parameters and FLOPs (analytic counts)."""
+    from coatsearch.flops import count_analytic
     from coatsearch.presets import PAPER_FLOPS, PAPER_PARAMS, PRESETS, preset
 
     table = Table(title="presets (FLOPs: multiply-adds)")
@@ -114,20 +111,232 @@ def presets(
         net = preset(name)
         if image_size is not None:
             net = net.replace(image_size=image_size)
-        params = count_params(net)
-        # Tracing allocates the model: skip FLOPs for the billion-parameter presets.
-        traced = flops and params < 400e6
+        counts = count_analytic(net)
         table.add_row(
             name,
             net.layout,
             ",".join(str(s.blocks) for s in net.stages),
             ",".join(str(s.channels) for s in net.stages),
-            _fmt_count(params),
-            _fmt_count(PAPER_PARAMS[name]) if name in PAPER_PARAMS else "-",
-            _fmt_count(count(net).flops) if traced else "-",
-            _fmt_count(PAPER_FLOPS[name]) if name in PAPER_FLOPS and image_size in (None, 224) else "-",
+            format_count(counts.params),
+            format_count(PAPER_PARAMS[name]) if name in PAPER_PARAMS else "-",
+            format_count(counts.flops) if flops else "-",
+            format_count(PAPER_FLOPS[name]) if name in PAPER_FLOPS and image_size in (None, 224) else "-",
         )
     console.print(table)
+
+
+def _relative(a: float, b: float) -> str:
+    return f"{(a / b - 1) if b else 0.0:+.3%}"
+
+
+@app.command("flops")
+@user_errors_exit_2
+def flops_command(
+    spec: str = typer.Argument(..., help="a preset name or a YAML spec file"),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="count at this size"),
+    by_op: bool = typer.Option(False, "--by-op", help="also break FLOPs down by operator"),
+    traced: bool = typer.Option(True, "--traced/--no-traced", help="also trace the model with fvcore"),
+) -> None:
+    """Count FLOPs, params and activations by the analytic and the traced route, side by side."""
+    import time
+
+    from coatsearch.flops import count
+    from coatsearch.spec import load_spec
+
+    net = load_spec(spec)
+    if image_size is not None:
+        net = net.replace(image_size=image_size)
+    start = time.perf_counter()
+    analytic = count(net, route="analytic")
+    analytic_s = time.perf_counter() - start
+    trace = traced
+    counts = analytic
+    if trace:
+        with err_console.status(f"tracing {net.name or spec} with fvcore..."):
+            start = time.perf_counter()
+            counts = count(net, route="traced")
+            traced_s = time.perf_counter() - start
+
+    title = f"{net.name or spec}  layout {net.layout}  at {analytic.image_size}px"
+    table = Table(title=title)
+    for column in ("row", "params", "analytic FLOPs", "traced FLOPs", "difference"):
+        table.add_column(column, justify="left" if column == "row" else "right")
+    rows = [(k, analytic.per_stage[k], counts.per_stage.get(k, 0), analytic.per_stage_params[k])
+            for k in analytic.per_stage]
+    for row, a, t, p in rows:
+        table.add_row(row, format_count(p), format_count(a), *(_pair(a, t) if trace else ("-", "-")))
+    table.add_section()
+    table.add_row("total", format_count(analytic.params), format_count(analytic.flops),
+                  *(_pair(analytic.flops, counts.flops) if trace else ("-", "-")))
+    table.add_row("activations", "", format_count(analytic.activations),
+                  *(_pair(analytic.activations, counts.activations) if trace else ("-", "-")))
+    console.print(table)
+    if by_op:
+        ops = Table(title="FLOPs by operator")
+        for column in ("operator", "analytic", "traced", "difference"):
+            ops.add_column(column, justify="left" if column == "operator" else "right")
+        for op in dict.fromkeys([*analytic.by_op, *counts.by_op]):
+            a = analytic.by_op.get(op, 0)
+            ops.add_row(op, format_count(a), *(_pair(a, counts.by_op.get(op, 0)) if trace else ("-", "-")))
+        console.print(ops)
+    timing = f"analytic route {analytic_s * 1e3:.2f} ms"
+    if trace:
+        timing += f", traced route {traced_s:.2f} s"
+        if counts.params != analytic.params:
+            timing += f"; params differ: traced {counts.params}"
+        if counts.uncounted:
+            timing += f"; uncounted by the tracer: {', '.join(counts.uncounted)}"
+    console.print(timing, style="dim")
+    console.print(FLOPS_NOTE, style="dim")
+
+
+def _pair(analytic: int, traced: int) -> tuple[str, str]:
+    return format_count(traced), _relative(traced, analytic)
+
+
+@app.command("match")
+@user_errors_exit_2
+def match_command(
+    spec: str = typer.Argument(..., help="a preset name or a YAML spec file"),
+    flops: Optional[str] = typer.Option(None, "--flops", help="FLOP target, e.g. 4.2G or 30M"),
+    params: Optional[str] = typer.Option(None, "--params", help="parameter target, e.g. 25M"),
+    by: str = typer.Option("width", "--by", help="width, depth or both"),
+    tolerance: float = typer.Option(0.01, "--tolerance", help="accepted relative error"),
+    strict: bool = typer.Option(False, "--strict", help="fail (exit 2) when the target is missed"),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="match at this image size"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the matched spec here"),
+) -> None:
+    """Scale a spec's widths or depths to a FLOP or parameter budget."""
+    from coatsearch.budget import match_budget, parse_count
+    from coatsearch.flops import count_analytic
+    from coatsearch.spec import load_spec
+
+    flops_target = parse_count(flops, "--flops") if flops is not None else None
+    params_target = parse_count(params, "--params") if params is not None else None
+    net = load_spec(spec)
+    if image_size is not None:
+        net = net.replace(image_size=image_size)
+    result = match_budget(
+        net, flops=flops_target, params=params_target, by=by,  # type: ignore[arg-type]
+        tolerance=tolerance, strict=strict,
+    )
+    before = count_analytic(net)
+    table = Table(title=f"{net.name or spec} matched to {format_count(result.target)} {result.metric}")
+    for column in ("", "before", "after"):
+        table.add_column(column, justify="left" if not column else "right")
+    table.add_row("stem channels", str(net.stem.channels), str(result.spec.stem.channels))
+    for name, old, new in zip(net.stage_names, net.stages, result.spec.stages):
+        table.add_row(f"{name} {old.kind} channels x blocks", f"{old.channels} x {old.blocks}",
+                      f"{new.channels} x {new.blocks}")
+    table.add_section()
+    table.add_row("params", format_count(before.params), format_count(result.params))
+    table.add_row("FLOPs", format_count(before.flops), format_count(result.flops))
+    console.print(table)
+    style = None if result.within_tolerance else "yellow"
+    console.print(result.message, style=style, highlight=False, soft_wrap=True)
+    if output is not None:
+        output.write_text(result.spec.to_yaml())
+        console.print(f"wrote {output}", style="dim")
+
+
+@app.command()
+@user_errors_exit_2
+def run(
+    space_file: str = typer.Argument(..., metavar="SPACE.yaml", help="a search space (see spaces/)"),
+    out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<study>)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="optuna or ray (overrides the space)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
+    overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
+) -> None:
+    """Run (or resume) a search; write runs/<study>/ with the results table and Pareto front."""
+    from coatsearch.space import load_space
+
+    if backend is not None:
+        overrides = [*overrides, f"backend={backend}"]
+    if address is not None:
+        overrides = [*overrides, "backend=ray"] if backend is None else overrides
+    _run_and_report(load_space(space_file, overrides), Path(out) if out else None, address)
+
+
+@app.command()
+@user_errors_exit_2
+def resume(
+    run_dir: str = typer.Argument(..., help="a run directory written by `coatsearch run`"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
+) -> None:
+    """Finish an interrupted study from its run directory (the space saved there)."""
+    from coatsearch.space import load_space
+
+    saved = Path(run_dir) / "space.yaml"
+    if not saved.exists():
+        raise SpaceError(f"{run_dir}: not a run directory (no space.yaml)")
+    _run_and_report(load_space(saved), Path(run_dir), address)
+
+
+def _run_and_report(space: Any, out: Any, address: Optional[str]) -> None:
+    from coatsearch.search import run_study
+
+    outcome = run_study(space, out, address=address, console=err_console)
+    if outcome.already_done:
+        console.print(f"study {space.study} is complete ({outcome.finished} finished trials); nothing to do.")
+    _print_pareto(space, outcome.pareto_path)
+    console.print(f"results: {outcome.table_path}")
+    from coatsearch.report import build_report
+
+    console.print(f"report: {build_report(outcome.run_dir)}")
+
+
+@app.command()
+@user_errors_exit_2
+def report(
+    run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="a run directory (runs/<study>/)"),
+    out: Optional[str] = typer.Option(None, "-o", "--out", help="HTML file (default RUN_DIR/report.html)"),
+    color_by: str = typer.Option("layout", "--color-by", help="colour and group by this column or parameter"),
+    fmt: str = typer.Option("html", "--format", help="html (write the page), csv or markdown (print tables)"),
+    which: str = typer.Option("all", "--table", help="with csv/markdown: pareto, top, failures or all"),
+    top: int = typer.Option(10, "--top", min=1, help="how many trials the top table holds"),
+    flop_band: Optional[str] = typer.Option(None, "--flop-band", help="design-space band: 0.1 or 28M:36M"),
+    static: list[str] = typer.Option([], "--static", help="also export each figure as png or svg (kaleido)"),
+) -> None:
+    """Write a study's HTML report (Pareto fronts, curves, design space, tables), or print its tables."""
+    from coatsearch.report import build_report, load_run
+    from coatsearch.report.data import parse_band
+    from coatsearch.report.tables import render_text
+
+    if fmt != "html":
+        typer.echo(render_text(load_run(run_dir), fmt, which, top), nl=False)
+        return
+    path = build_report(run_dir, out, color_by=color_by, top=top, flop_band=parse_band(flop_band), static=static)
+    console.print(f"report: {path}")
+
+
+def _print_pareto(space: Any, pareto_path: Any) -> None:
+    import pandas as pd
+
+    if not pareto_path.exists() or pareto_path.stat().st_size == 0:
+        return
+    try:
+        front = pd.read_csv(pareto_path)
+    except pd.errors.EmptyDataError:
+        return
+    table = Table(title=f"Pareto front: {', '.join(f'{o.metric} ({o.direction})' for o in space.objectives)}")
+    columns = ["trial", "layout", "blocks", "channels", "flops", "params", "val_acc", "gap", "fidelity"]
+    columns += [c for c in front.columns if c.startswith("param.")]
+    for column in columns:
+        table.add_column(column)
+    for _, row in front.iterrows():
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            if column in ("flops", "params") and value == value:
+                cells.append(format_count(float(value)))
+            elif isinstance(value, float):
+                cells.append(f"{value:.4f}" if value == value else "-")
+            else:
+                cells.append(str(value))
+        table.add_row(*cells)
+    console.print(table)
+    console.print(FLOPS_NOTE, style="dim")
 
 
 @app.command()
@@ -177,7 +386,7 @@ def train(
     if as_json:
         print(json.dumps(result.to_dict()))
     else:
-        summary = f"{result.status}: {result.params / 1e6:.2f}M params, {result.wall_time:.0f}s"
+        summary = f"{result.status}: {format_count(result.params)} params, {result.wall_time:.0f}s"
         if result.final:
             summary += f", val acc {result.final.val_acc:.2%}"
         if result.test_acc is not None:

@@ -24,8 +24,7 @@ from typing import Any, Literal, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from coatsearch.validation import FieldError as _FieldError
-from coatsearch.validation import one_line_message, validate_mapping
+from coatsearch.validation import FieldError, one_line, validate_mapping
 
 StageKind = Literal["C", "T"]
 NormKind = Literal["batch", "layer"]
@@ -121,14 +120,14 @@ class NetSpec(_Frozen):
                 if stage.kind == "T":
                     seen_t = True
                 elif seen_t:
-                    raise _FieldError(
+                    raise FieldError(
                         ("stages", i, "kind"),
                         "a C stage follows a T stage; the family puts convolution before "
                         "attention (set allow_any_order: true to allow it)",
                     )
         stride = self.total_stride
         if self.image_size % stride:
-            raise _FieldError(
+            raise FieldError(
                 ("image_size",),
                 f"{self.image_size} is not divisible by the total stride {stride}",
             )
@@ -277,7 +276,7 @@ class NetSpec(_Frozen):
 
 def spec_error_from(exc: ValidationError, source: str | None = None) -> SpecError:
     """Turn pydantic's multi-line report into one line naming the first bad field."""
-    return SpecError(one_line_message(exc, source))
+    return SpecError(one_line(exc, source, root="spec"))
 
 
 def load_spec(path_or_name: str | Path) -> NetSpec:

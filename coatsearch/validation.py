@@ -1,8 +1,7 @@
-"""One-line error messages from pydantic validation, shared by every validated model.
+"""One-line error messages from pydantic validation, shared by specs, spaces and trainer configs.
 
-pydantic reports all problems over many lines; the library's rule is one line that names
-the first bad field and what was expected (``stages[2].channels: ...``), so specs, trainer
-configs and search spaces all phrase their errors through `one_line_message`.
+pydantic reports every problem over several lines; users of a CLI need the first one,
+in one line, naming the field path the way they wrote it (``stages[2].channels``).
 """
 
 from __future__ import annotations
@@ -34,12 +33,8 @@ def format_loc(loc: Sequence[Any]) -> str:
     return out
 
 
-def one_line_message(exc: ValidationError, source: str | None = None, root: str = "spec") -> str:
-    """Turn pydantic's multi-line report into one line naming the first bad field.
-
-    ``source`` (a file name) prefixes the message; ``root`` names the whole object when
-    the error is not about one field.
-    """
+def one_line(exc: ValidationError, source: str | None = None, root: str = "spec") -> str:
+    """The first problem of a validation error as ``[source: ]path: message``."""
     err = exc.errors()[0]
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     ctx_error = (err.get("ctx") or {}).get("error")
@@ -55,7 +50,7 @@ def one_line_message(exc: ValidationError, source: str | None = None, root: str 
             message = "unknown field"
         elif err["type"] == "missing":
             message = "required field is missing"
-        elif "input" in err and err["type"] not in ("model_type",):
+        elif "input" in err and err["type"] != "model_type":
             message = f"{message} (got {err['input']!r})"
     path = format_loc(loc) or root
     prefix = f"{source}: " if source else ""
@@ -75,4 +70,4 @@ def validate_mapping(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise error(one_line_message(exc, source, root=what)) from None
+        raise error(one_line(exc, source, root=what)) from None

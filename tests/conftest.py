@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+from typing import TYPE_CHECKING, Callable
+
 import pytest
 import torch
 
 from coatsearch.spec import NetSpec
+
+if TYPE_CHECKING:
+    from coatsearch.flops import Counts
 
 torch.set_num_threads(2)
 
@@ -22,3 +28,93 @@ def tiny_spec(layout: str = "C-C-T-T", image_size: int = 32, **fields) -> NetSpe
 @pytest.fixture
 def small_spec() -> NetSpec:
     return tiny_spec()
+
+
+# --------------------------------------------------------------------------- results tables
+LAYOUTS = ("C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "vit-rel")
+
+
+def synthetic_row(trial: int, layout: str, rng, epochs: int = 3, status: str = "complete",
+                  fidelity: int | None = None, **fields) -> dict:
+    """One results row with the real columns and plausible numbers (fractions, MACs, JSON history)."""
+    import json
+
+    fidelity = epochs if fidelity is None else fidelity
+    kinds = layout.split("-") if layout != "vit-rel" else ["T"]
+    level = 0.80 + 0.02 * kinds.count("C") - 0.05 * (layout == "vit-rel") + rng.normal(0, 0.01)
+    history = []
+    for epoch in range(1, fidelity + 1):
+        val = level - 0.08 / epoch
+        train = val + 0.01 * epoch * (1 + kinds.count("T"))
+        history.append({
+            "epoch": epoch, "train_loss": 1.2 / epoch + rng.uniform(0, 0.05), "train_acc": train,
+            "val_loss": 1.0 / epoch + 0.2, "val_acc": val, "gap": train - val,
+            "images_per_s": 380.0, "wall_time": 20.0 * epoch, "lr": 2e-3 / epoch,
+        })
+    last = history[-1] if history else {}
+    row = {
+        "trial": trial, "status": status, "fidelity": fidelity, "max_fidelity": epochs, "layout": layout,
+        "blocks": "2,1,2,3,1", "channels": "32,32,64,128,256", "image_size": 32,
+        "flops": 32e6 * (1 + rng.uniform(-0.03, 0.03)), "params": rng.uniform(0.4e6, 2.5e6),
+        "val_acc": last.get("val_acc"), "val_loss": last.get("val_loss"), "train_acc": last.get("train_acc"),
+        "train_loss": last.get("train_loss"), "gap": last.get("gap"), "images_per_s": 380.0,
+        "wall_time": 20.0 * fidelity, "seed": 0, "node": "host", "worker": "host:1",
+        "spec": json.dumps({"layout": layout}), "history": json.dumps(history), "param.layout": layout,
+    }
+    row.update(fields)
+    return row
+
+
+def layout_study_rows(per_layout: int = 2, epochs: int = 3, seed: int = 0, troubles: bool = True) -> list[dict]:
+    """Rows like the layouts study's: every layout at matched FLOPs, plus a stopped, a failed,
+    a diverged and an infeasible trial when ``troubles``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = [synthetic_row(len(LAYOUTS) * k + i, layout, rng, epochs)
+            for k in range(per_layout) for i, layout in enumerate(LAYOUTS)]
+    if troubles:
+        n = len(rows)
+        rows.append(synthetic_row(n, "C-T-T-T", rng, epochs, status="stopped", fidelity=1))
+        rows.append(synthetic_row(n + 1, "C-C-T-T", rng, epochs, status="failed", fidelity=1,
+                                  reason="RuntimeError: out of memory", val_acc=None))
+        diverged = synthetic_row(n + 2, "vit-rel", rng, epochs, status="diverged", fidelity=2,
+                                 reason="training loss is nan at epoch 2")
+        history = __import__("json").loads(diverged["history"])
+        history[-1]["train_loss"] = float("nan")
+        diverged["history"] = __import__("json").dumps(history)
+        rows.append(diverged)
+        rows.append({"trial": n + 3, "status": "infeasible", "fidelity": 0, "max_fidelity": epochs,
+                     "param.layout": "C-C-C-C", "reason": "no width multiplier meets 32M FLOPs within 3%"})
+    return rows
+
+
+@pytest.fixture
+def write_study(tmp_path):
+    """``write_study(rows, objectives=..., name=...)`` -> a run directory like run_study's."""
+    import yaml
+
+    from coatsearch.results import write_table
+
+    def write(rows: list[dict], objectives=("val_acc", "flops"), name: str = "layouts", space: bool = True):
+        run_dir = tmp_path / "runs" / name
+        run_dir.mkdir(parents=True)
+        if space:
+            data = {"study": name, "description": "synthetic rows", "objectives": list(objectives), "trials": len(rows)}
+            (run_dir / "space.yaml").write_text(yaml.safe_dump(data))
+        write_table(rows, run_dir / "results.csv")
+        return run_dir
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def traced_count() -> Callable[..., Counts]:
+    """`count` by the traced route, memoised for the session: each preset is traced once."""
+    from coatsearch.flops import count
+
+    @functools.lru_cache(maxsize=None)
+    def traced(spec: NetSpec, image_size: int | None = None) -> Counts:
+        return count(spec, image_size, route="traced")
+
+    return traced

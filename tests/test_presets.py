@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coatsearch import preset
-from coatsearch.flops import count, count_params
+from coatsearch.flops import count_params
 from coatsearch.presets import PAPER_FLOPS, PAPER_PARAMS
 
 
@@ -17,15 +17,15 @@ def test_params_within_2_percent_of_the_paper(name):
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_FLOPS))
-def test_flops_within_3_percent_of_the_paper(name):
-    counts = count(preset(name))
+def test_flops_within_3_percent_of_the_paper(name, traced_count):
+    counts = traced_count(preset(name))
     assert abs(counts.flops / PAPER_FLOPS[name] - 1) < 0.03, counts.flops
     assert counts.params == count_params(preset(name))
     assert sum(counts.per_stage.values()) == counts.flops
 
 
-def test_attention_is_counted():
-    counts = count(preset("coatnet-0"))
+def test_attention_is_counted(traced_count):
+    counts = traced_count(preset("coatnet-0"))
     assert counts.by_op.get("scaled_dot_product_attention", 0) > 0
     assert counts.uncounted == ()
 

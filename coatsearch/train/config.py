@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from coatsearch.validation import one_line_message, validate_mapping
+from coatsearch.validation import one_line, validate_mapping
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps", "xla"]
 
@@ -56,7 +56,7 @@ class TrainConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise TrainConfigError(one_line_message(exc, root="trainer")) from None
+            raise TrainConfigError(one_line(exc, root="trainer")) from None
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str | None = None) -> TrainConfig:

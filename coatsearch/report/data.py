@@ -1,0 +1,169 @@
+"""What a report is built from: a run directory's results table and its space.
+
+The report reads ``results.csv`` and, for the study's name and objectives, ``space.yaml``
+(see `coatsearch.results`). It reads the space leniently, field by field, instead of
+validating the whole space: a report of an old run must not fail because the space schema
+has moved on since, and a run directory without a space still gets a report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from pydantic import ValidationError
+
+from coatsearch.results import COLUMNS, ranked, read_table
+from coatsearch.space import DEFAULT_MODE, Objective, parse_count
+
+#: Above this many distinct values a numeric colour column is drawn as a colour scale.
+MAX_CATEGORIES = 12
+#: Colours for categories, in order; the same group gets the same colour in every figure.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
+)
+
+
+class ReportError(ValueError):
+    """A run directory that cannot be reported on; one line naming the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Study:
+    """The parts of the space a report shows: name, description, objectives."""
+
+    name: str
+    description: str | None
+    objectives: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory, loaded: the study and its results table."""
+
+    run_dir: Path
+    study: Study
+    table: pd.DataFrame
+
+    @property
+    def ranked(self) -> pd.DataFrame:
+        """Complete trials at full fidelity: the only ones fronts and rankings use."""
+        return ranked(self.table)
+
+
+def read_study(run_dir: Path) -> Study:
+    """Name, description and objectives from ``space.yaml``; defaults when it is absent."""
+    path = run_dir / "space.yaml"
+    if not path.exists():
+        return Study(run_dir.name, None, (("val_acc", DEFAULT_MODE["val_acc"]),))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise ReportError(f"{path}: malformed YAML") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: expected a mapping of space fields")
+    objectives = []
+    for i, item in enumerate(data.get("objectives") or ["val_acc"]):
+        try:
+            objective = Objective.model_validate(item)
+        except ValidationError:
+            raise ReportError(
+                f"{path}: objectives[{i}]: expected one of val_acc, flops, params, latency_ms "
+                f"(optionally :max or :min), got {item!r}"
+            ) from None
+        objectives.append((objective.metric, objective.direction))
+    description = data.get("description")
+    return Study(str(data.get("study") or run_dir.name), str(description) if description else None, tuple(objectives))
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    """The results table; an empty file is a study with no trials yet."""
+    try:
+        return read_table(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=COLUMNS)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: not a readable results table ({str(exc).splitlines()[0]})") from None
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Load a run directory, or raise `ReportError` naming what is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ReportError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: expected a run directory (runs/<study>/), got a file")
+    table_path = run_dir / "results.csv"
+    if not table_path.exists():
+        raise ReportError(f"{table_path}: no results table; run the study first (coatsearch run SPACE.yaml)")
+    return Run(run_dir, read_study(run_dir), read_results(table_path))
+
+
+def resolve_column(table: pd.DataFrame, name: str) -> str:
+    """A column of the table by its name, or a sampled parameter's name without ``param.``."""
+    if name in table.columns:
+        return name
+    if f"param.{name}" in table.columns:
+        return f"param.{name}"
+    params = [c for c in table.columns if c.startswith("param.")]
+    choices = ", ".join(["layout", "status", "image_size", "seed", *params])
+    raise ReportError(f"--color-by {name}: no such column in the results table; expected one of {choices}")
+
+
+def is_categorical(values: pd.Series) -> bool:
+    """Text, or numbers with few distinct values (seeds, multipliers on a grid)."""
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return True
+    return values.dropna().nunique() <= MAX_CATEGORIES
+
+
+def label(value: Any) -> str:
+    """How one group value is written in legends: ``0.5``, ``2``, ``C-C-T-T``."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def group_labels(table: pd.DataFrame, column: str) -> pd.Series:
+    """The legend label of every row, for a categorical column."""
+    return table[column].map(label) if len(table) else pd.Series(dtype=str)
+
+
+def group_order(table: pd.DataFrame, column: str) -> list[str]:
+    """Group labels in a stable order: numbers numerically, text alphabetically."""
+    values = table[column].dropna().unique().tolist()
+    try:
+        values = sorted(values)
+    except TypeError:
+        values = sorted(values, key=str)
+    order = [label(v) for v in values]
+    return order + (["n/a"] if table[column].isna().any() else [])
+
+
+def colors_for(groups: list[str]) -> dict[str, str]:
+    return {group: PALETTE[i % len(PALETTE)] for i, group in enumerate(groups)}
+
+
+def parse_band(text: str | None) -> float | tuple[float, float] | None:
+    """``0.1`` (a fraction either side of the median FLOPs) or ``28M:36M`` (absolute)."""
+    if text is None:
+        return None
+    expected = f"--flop-band {text}: expected a fraction such as 0.1, or LOW:HIGH such as 28M:36M"
+    try:
+        if ":" in text:
+            low, high = (parse_count(part) for part in text.split(":", 1))
+            if not 0 <= low < high:
+                raise ValueError
+            return low, high
+        fraction = float(text)
+    except ValueError:
+        raise ReportError(expected) from None
+    if not 0 < fraction < 1:
+        raise ReportError(expected)
+    return fraction

@@ -1,0 +1,309 @@
+"""The report's figures, each built from the results table alone.
+
+- Pareto fronts: validation accuracy against a cost (FLOPs, parameters, latency), every
+  trial a point, the 2-D non-dominated front as a staircase, and its hypervolume.
+- Training curves and the generalization gap (train minus validation accuracy) per group.
+- The design-space view of pycls (Radosavovic et al., 2019/2020): the empirical
+  distribution function (EDF) of validation error per group, among trials of similar FLOPs,
+  which compares *families* of networks rather than single winners.
+
+Accuracies are fractions and shown as percentages. Costs are minimised and accuracy is
+maximised in every plot, whatever the study optimised; the study's own Pareto set is a
+table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from coatsearch.pareto import hypervolume_2d, non_dominated
+from coatsearch.report.data import Run, colors_for, group_labels, group_order, is_categorical
+from coatsearch.results import history_of
+from coatsearch.units import format_count
+
+#: Costs a front can be drawn against, with their axis titles.
+COSTS = {
+    "flops": "FLOPs (multiply-adds, log scale)",
+    "params": "parameters (log scale)",
+    "latency_ms": "latency, batch 1 (ms, log scale)",
+}
+COST_NAMES = {"flops": "FLOPs", "params": "parameters", "latency_ms": "latency"}
+#: The hypervolume's reference cost is this multiple of the largest ranked cost, so the
+#: costliest front point still adds area.
+REFERENCE_MARGIN = 1.1
+#: The default FLOP band of the design-space view: this fraction either side of the median.
+DEFAULT_BAND = 0.10
+TEMPLATE = "plotly_white"
+NOT_RANKED = "not ranked (stopped early, diverged or failed)"
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Which column splits trials into groups, in which order, with which colours."""
+
+    column: str
+    order: list[str]
+    colors: dict[str, str]
+
+    @classmethod
+    def of(cls, table: pd.DataFrame, column: str) -> Grouping:
+        order = group_order(table, column) if len(table) else []
+        return cls(column, order, colors_for(order))
+
+    def labels(self, frame: pd.DataFrame) -> pd.Series:
+        return group_labels(frame, self.column)
+
+
+@dataclass(frozen=True)
+class Coloring:
+    """How points are coloured: by groups, or (for a numeric column) on a colour scale.
+
+    Figures that need groups (curves, gaps, EDFs) use ``groups``: the colour column when it
+    is categorical, else the layout.
+    """
+
+    column: str
+    categorical: bool
+    groups: Grouping
+
+    @classmethod
+    def of(cls, table: pd.DataFrame, column: str) -> Coloring:
+        categorical = is_categorical(table[column]) if len(table) else True
+        return cls(column, categorical, Grouping.of(table, column if categorical else "layout"))
+
+
+@dataclass(frozen=True)
+class Hypervolume:
+    """A 2-D front's hypervolume, normalised by the box between the ideal and the reference."""
+
+    value: float
+    reference_cost: float
+    metric: str
+
+    def describe(self) -> str:
+        cost = self.reference_cost
+        shown = format_count(cost) if self.metric in ("flops", "params") else f"{cost:.3g} ms"
+        return (
+            f"hypervolume {self.value:.3f}: the share of the box from (accuracy 0, "
+            f"{COST_NAMES[self.metric]} {shown} = {REFERENCE_MARGIN:g} × the largest ranked) "
+            f"to (accuracy 1, {COST_NAMES[self.metric]} 0) that the front dominates"
+        )
+
+
+def front_mask(frame: pd.DataFrame, metric: str) -> np.ndarray:
+    """The rows non-dominated in (validation accuracy up, ``metric`` down)."""
+    return non_dominated(frame[[metric, "val_acc"]].to_numpy(), [False, True])
+
+
+def front_hypervolume(ranked: pd.DataFrame, metric: str) -> Hypervolume | None:
+    """Hypervolume of accuracy against ``metric`` over ranked trials, in [0, 1]."""
+    points = ranked.dropna(subset=["val_acc", metric])
+    if points.empty:
+        return None
+    reference = REFERENCE_MARGIN * float(points[metric].max())
+    if reference <= 0:
+        return None
+    area = hypervolume_2d(points[[metric, "val_acc"]].to_numpy(), [False, True], [reference, 0.0])
+    return Hypervolume(area / reference, reference, metric)
+
+
+def _text(value: Any, count: bool = False) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if count:
+        return format_count(float(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _hover_data(frame: pd.DataFrame, color_column: str) -> list[list[str]]:
+    """The spec summary each point shows on hover."""
+    rows = []
+    for record in frame.to_dict("records"):
+        epochs = f"{_text(record.get('fidelity'))}/{_text(record.get('max_fidelity'))}"
+        rows.append([
+            _text(record.get("trial")), _text(record.get("layout")), _text(record.get("blocks")),
+            _text(record.get("channels")), _text(record.get("params"), True), _text(record.get("flops"), True),
+            epochs, _text(record.get("status")), f"{color_column} {_text(record.get(color_column))}",
+        ])
+    return rows
+
+
+HOVER = (
+    "<b>trial %{customdata[0]}</b> · %{customdata[1]} · %{customdata[7]}<br>"
+    "blocks %{customdata[2]}<br>channels %{customdata[3]}<br>"
+    "params %{customdata[4]} · FLOPs %{customdata[5]} (multiply-adds)<br>"
+    "val acc %{y:.2%} · epochs run %{customdata[6]}<extra>%{customdata[8]}</extra>"
+)
+
+
+def _points(frame: pd.DataFrame, metric: str, coloring: Coloring, **style: Any) -> list[go.Scatter]:
+    """Scatter traces of ``frame``: one per group, or one on a colour scale."""
+    common = dict(x=frame[metric], y=frame["val_acc"], mode="markers", hovertemplate=HOVER)
+    if not coloring.categorical:
+        values = frame[coloring.column]
+        return [go.Scatter(
+            **common, customdata=_hover_data(frame, coloring.column), name=coloring.column,
+            marker=dict(color=values, colorscale="Viridis", size=9, colorbar=dict(title=coloring.column), **style),
+        )]
+    traces = []
+    labels = coloring.groups.labels(frame)
+    for group in coloring.groups.order:
+        part = frame[labels == group]
+        if part.empty:
+            continue
+        traces.append(go.Scatter(
+            x=part[metric], y=part["val_acc"], mode="markers", hovertemplate=HOVER, name=group,
+            legendgroup=group, customdata=_hover_data(part, coloring.column),
+            marker=dict(color=coloring.groups.colors[group], size=9, **style),
+        ))
+    return traces
+
+
+def pareto_figure(run: Run, metric: str, coloring: Coloring) -> go.Figure | None:
+    """Validation accuracy against ``metric`` (log axis), with the 2-D front and hypervolume."""
+    table = run.table.dropna(subset=["val_acc", metric])
+    if table.empty:
+        return None
+    ranked = run.ranked.dropna(subset=["val_acc", metric])
+    others = table[~table.index.isin(ranked.index)]
+    fig = go.Figure()
+    for trace in _points(ranked, metric, coloring, line=dict(width=0.5, color="white")):
+        fig.add_trace(trace)
+    if not others.empty:
+        fig.add_trace(go.Scatter(
+            x=others[metric], y=others["val_acc"], mode="markers", name=NOT_RANKED,
+            customdata=_hover_data(others, coloring.column), hovertemplate=HOVER,
+            marker=dict(symbol="circle-open", size=9, color="#7f7f7f"),
+        ))
+    title = f"Validation accuracy vs {COST_NAMES[metric]}"
+    if not ranked.empty:
+        front = ranked[front_mask(ranked, metric)].sort_values([metric, "val_acc"])
+        fig.add_trace(go.Scatter(
+            x=front[metric], y=front["val_acc"], mode="lines", line=dict(shape="hv", color="black", width=1.5),
+            name=f"Pareto front ({len(front)})", hoverinfo="skip",
+        ))
+        volume = front_hypervolume(ranked, metric)
+        if volume is not None:
+            title += f"<br><sup>{volume.describe()}</sup>"
+    fig.update_layout(
+        template=TEMPLATE, title=title, height=520, legend=dict(title=coloring.column),
+        xaxis=dict(type="log", title=COSTS[metric]),
+        yaxis=dict(title="validation accuracy", tickformat=".1%"),
+    )
+    return fig
+
+
+def curves_figure(run: Run, grouping: Grouping) -> go.Figure | None:
+    """Training loss and validation accuracy per epoch, one line per trial."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "validation accuracy"), horizontal_spacing=0.08)
+    labels = grouping.labels(run.table)
+    shown: set[str] = set()
+    drawn = 0
+    for index, row in run.table.sort_values("trial").iterrows():
+        history = history_of(row)
+        if not history:
+            continue
+        group = labels[index]
+        epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+        name = f"trial {_text(row['trial'])} ({_text(row['status'])})"
+        for col, key, fmt in ((1, "train_loss", ".4f"), (2, "val_acc", ".2%")):
+            fig.add_trace(go.Scatter(
+                x=epochs, y=[h.get(key) for h in history], mode="lines+markers", name=group,
+                legendgroup=group, showlegend=group not in shown, line=dict(color=grouping.colors[group], width=1.5),
+                marker=dict(size=5), hovertemplate=f"{name}<br>epoch %{{x}}<br>{key} %{{y:{fmt}}}<extra>{group}</extra>",
+            ), row=1, col=col)
+            shown.add(group)
+        drawn += 1
+    if not drawn:
+        return None
+    fig.update_layout(
+        template=TEMPLATE, height=460, legend=dict(title=grouping.column),
+        title=f"Training curves ({drawn} trials)",
+    )
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_yaxes(title_text="training loss", row=1, col=1)
+    fig.update_yaxes(title_text="validation accuracy", tickformat=".1%", row=1, col=2)
+    return fig
+
+
+def final_gap(frame: pd.DataFrame) -> pd.Series:
+    """Train minus validation accuracy at the last epoch (the row's ``gap``, else computed)."""
+    return frame["gap"].fillna(frame["train_acc"] - frame["val_acc"])
+
+
+def gap_figure(run: Run, grouping: Grouping) -> go.Figure | None:
+    """Generalization gap at the final epoch per group, as boxes with every trial shown."""
+    ranked = run.ranked.assign(_gap=lambda f: final_gap(f)).dropna(subset=["_gap"])
+    if ranked.empty:
+        return None
+    labels = grouping.labels(ranked)
+    fig = go.Figure()
+    for group in grouping.order:
+        part = ranked[labels == group]
+        if part.empty:
+            continue
+        fig.add_trace(go.Box(
+            y=part["_gap"], name=group, boxpoints="all", jitter=0.4, pointpos=0,
+            marker=dict(color=grouping.colors[group], size=7), line=dict(width=1.5),
+            customdata=part["trial"], hovertemplate="trial %{customdata}<br>gap %{y:.2%}<extra>" + group + "</extra>",
+        ))
+    fig.update_layout(
+        template=TEMPLATE, height=440, showlegend=False,
+        title="Generalization gap at the final epoch (train − validation accuracy), complete trials",
+        xaxis=dict(title=grouping.column), yaxis=dict(title="train − validation accuracy", tickformat=".1%"),
+    )
+    return fig
+
+
+def flop_band(flops: pd.Series, band: float | tuple[float, float] | None) -> tuple[float, float, str]:
+    """``(low, high, how)``: a relative band around the median FLOPs, or an absolute one."""
+    if isinstance(band, tuple):
+        low, high = band
+        return low, high, "as given"
+    half = DEFAULT_BAND if band is None else float(band)
+    median = float(flops.median())
+    return median * (1 - half), median * (1 + half), f"±{half:.0%} of the median, {format_count(median)}"
+
+
+def edf_figure(run: Run, grouping: Grouping, band: float | tuple[float, float] | None = None) -> go.Figure | None:
+    """EDF of validation error per group among ranked trials within a FLOP band."""
+    ranked = run.ranked.dropna(subset=["val_acc", "flops"])
+    if ranked.empty:
+        return None
+    low, high, how = flop_band(ranked["flops"], band)
+    inside = ranked[(ranked["flops"] >= low) & (ranked["flops"] <= high)]
+    labels = grouping.labels(inside)
+    errors = 1.0 - inside["val_acc"]
+    right = float(errors.max()) if len(errors) else 1.0
+    fig = go.Figure()
+    for group in grouping.order:
+        part = inside[labels == group].sort_values("val_acc", ascending=False)
+        if part.empty:
+            continue
+        error = (1.0 - part["val_acc"]).to_numpy()
+        n = len(error)
+        x = [error[0], *error, right]
+        y = [0.0, *(np.arange(1, n + 1) / n), 1.0]
+        trials = ["", *part["trial"].map(_text), ""]
+        fig.add_trace(go.Scatter(
+            x=x, y=y, mode="lines", line=dict(shape="hv", color=grouping.colors[group], width=2),
+            name=f"{group}: n={n}, best {error.min():.2%}, mean {error.mean():.2%}",
+            customdata=trials, hovertemplate="trial %{customdata}<br>error %{x:.2%}<br>F %{y:.2f}<extra>" + group + "</extra>",
+        ))
+    fig.update_layout(
+        template=TEMPLATE, height=480, legend=dict(title=f"{grouping.column} (error)"),
+        title=(
+            "Design space: EDF of validation error per group<br>"
+            f"<sup>{len(inside)} of {len(ranked)} complete trials with FLOPs in "
+            f"{format_count(low)}–{format_count(high)} multiply-adds ({how})</sup>"
+        ),
+        xaxis=dict(title="validation error", tickformat=".1%"),
+        yaxis=dict(title="cumulative fraction of trials", range=[0, 1.02]),
+    )
+    return fig

@@ -1,0 +1,390 @@
+"""Search spaces: what to search, under which budget, trained how, run where.
+
+A space is a YAML file validated into an immutable `SearchSpace`. Everything a run needs
+is in it, so the resolved space written beside the results is enough to reproduce them.
+Any field can be overridden from the command line with ``--set dotted.key=value``.
+
+Parameters (``params:``) are keyed by name; each has a domain, either ``choices: [...]``
+or ``low``/``high`` (with optional ``step``, ``log``). Names are either one of the
+*knobs* below or a path into the spec (``stages[1].blocks``, ``stem.channels``,
+``drop_path``) or into the trainer settings (``train.lr``):
+
+- ``layout``: stage kinds, e.g. ``C-C-T-T``; ``vit-rel`` for the ViT-REL baseline. The base
+  spec's per-stage blocks and widths are kept.
+- ``split``: blocks of S2; S3 gets ``split_total`` minus that (the paper's V0/V1/V2).
+- ``head_dim``, ``attention``, ``ffn_expansion``: every T stage; ``norm``,
+  ``mbconv_expansion``: every C stage.
+- ``depth_multiplier``, ``width_multiplier``, ``resolution_multiplier``: scale blocks of
+  S2 onward, all widths, and the image size.
+- ``phi``: compound scaling (EfficientNet): depth ``alpha**phi``, width ``beta**phi``,
+  resolution ``gamma**phi`` with the constants under ``scaling:``.
+- ``seed``: the training seed (grid over it for repeated runs of each configuration).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from coatsearch.spec import NetSpec, SpecError, load_spec
+from coatsearch.units import parse_count
+from coatsearch.validation import FieldError, validate_mapping
+
+KNOBS = (
+    "layout", "split", "head_dim", "attention", "ffn_expansion", "norm", "mbconv_expansion",
+    "depth_multiplier", "width_multiplier", "resolution_multiplier", "phi", "seed",
+)
+METRICS = ("val_acc", "flops", "params", "latency_ms")
+DEFAULT_MODE = {"val_acc": "max", "flops": "min", "params": "min", "latency_ms": "min"}
+
+
+def is_spec_path(name: str) -> bool:
+    """``drop_path``, ``stem.channels``, ``stages[2].blocks``: a field the spec really has."""
+    from coatsearch.spec import StageSpec, StemSpec
+
+    if name in NetSpec.model_fields and name not in ("stem", "stages"):
+        return True
+    head, _, field = name.partition(".")
+    if head == "stem":
+        return field in StemSpec.model_fields
+    return bool(re.fullmatch(r"stages\[\d+\]", head)) and field in StageSpec.model_fields
+
+
+class SpaceError(ValueError):
+    """An invalid search space; one line naming the field and what was expected."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Domain(_Frozen):
+    """The values one parameter may take: ``choices`` or a ``low``..``high`` range."""
+
+    choices: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Domain:
+        if self.choices is not None:
+            if not self.choices:
+                raise ValueError("choices: the choice list is empty")
+            if self.low is not None or self.high is not None:
+                raise ValueError("choices: give choices or low/high, not both")
+        elif self.low is None or self.high is None:
+            raise ValueError("expected `choices: [...]` or both `low` and `high`")
+        elif self.low > self.high:
+            raise ValueError(f"low: {self.low} is above high {self.high}")
+        elif self.log and self.low <= 0:
+            raise ValueError("low: a log range needs low > 0")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return self.choices is None and all(
+            float(v).is_integer() for v in (self.low, self.high, self.step or 1)
+        )
+
+    def grid_values(self) -> list[Any]:
+        """Every value, for the grid sampler (ranges need an integer step)."""
+        if self.choices is not None:
+            return list(self.choices)
+        if not self.is_int:
+            raise ValueError("a range needs integer low/high/step to be enumerated by the grid sampler")
+        return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """Draw a value through an Optuna trial (either backend samples through Optuna)."""
+        if self.choices is not None:
+            return trial.suggest_categorical(name, self.choices)
+        if self.is_int:
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+
+class Budget(_Frozen):
+    """Match every candidate to a target (``flops`` or ``params``), or keep it in a range."""
+
+    flops: float | None = None
+    params: float | None = None
+    by: Literal["width", "depth", "both"] = "width"
+    tolerance: float = Field(0.02, gt=0, lt=1)
+    flops_range: tuple[float, float] | None = None
+    params_range: tuple[float, float] | None = None
+
+    @field_validator("flops", "params", mode="before")
+    @classmethod
+    def _count(cls, value: Any) -> Any:
+        return None if value is None else parse_count(value)
+
+    @field_validator("flops_range", "params_range", mode="before")
+    @classmethod
+    def _range(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ValueError("expected [low, high]")
+        return tuple(parse_count(v) for v in value)
+
+    @model_validator(mode="after")
+    def _check(self) -> Budget:
+        if self.flops is not None and self.params is not None:
+            raise ValueError("flops: match either flops or params, not both")
+        for name in ("flops", "params"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name}: the target must be positive, got {value:g}")
+            bounds = getattr(self, f"{name}_range")
+            if bounds is not None and not 0 <= bounds[0] < bounds[1]:
+                raise ValueError(f"{name}_range: expected 0 <= low < high, got {list(bounds)}")
+        return self
+
+    @property
+    def target(self) -> tuple[str, float] | None:
+        if self.flops is not None:
+            return "flops", self.flops
+        if self.params is not None:
+            return "params", self.params
+        return None
+
+
+class Objective(_Frozen):
+    metric: Literal["val_acc", "flops", "params", "latency_ms"]
+    mode: Literal["max", "min"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        # "val_acc" or "val_acc:max" as shorthand
+        if isinstance(value, str):
+            metric, _, mode = value.partition(":")
+            return {"metric": metric, **({"mode": mode} if mode else {})}
+        return value
+
+    @property
+    def direction(self) -> str:
+        return self.mode or DEFAULT_MODE[self.metric]
+
+
+class DataSettings(_Frozen):
+    source: str = "fashion-mnist"
+    train_size: int | None = Field(None, gt=0)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    augment: Literal["none", "light", "randaugment"] = "none"
+
+
+class EarlyStopping(_Frozen):
+    """ASHA-style early stopping on the validation accuracy, by epoch."""
+
+    kind: Literal["none", "asha"] = "none"
+    metric: str = "val_acc"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: int = Field(2, ge=2)
+
+    @model_validator(mode="after")
+    def _numeric_metric(self) -> EarlyStopping:
+        numeric = ("val_acc", "val_loss", "train_acc", "train_loss")
+        if self.kind == "asha" and self.metric not in numeric:
+            raise ValueError(f"metric: ASHA needs a per-epoch numeric metric ({', '.join(numeric)}), got {self.metric!r}")
+        return self
+
+
+class Resources(_Frozen):
+    """Per-trial resources. ``accelerator_type`` pins trials to Ray nodes of that type (TPU-V4...)."""
+
+    cpu: float = Field(2, gt=0)
+    gpu: float = Field(0, ge=0)
+    accelerator_type: str | None = None
+    custom: dict[str, float] = Field(default_factory=dict)
+
+
+class Scaling(_Frozen):
+    """Compound-scaling constants: depth alpha**phi, width beta**phi, resolution gamma**phi."""
+
+    alpha: float = Field(1.2, gt=0)
+    beta: float = Field(1.1, gt=0)
+    gamma: float = Field(1.15, gt=0)
+
+
+class SearchSpace(_Frozen):
+    study: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str | None = None
+    base: str | dict[str, Any]
+    params: dict[str, Domain] = Field(default_factory=dict)
+    split_total: int | None = Field(None, ge=2)
+    scaling: Scaling = Scaling()
+    budget: Budget | None = None
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective(metric="val_acc")], min_length=1)
+    train: dict[str, Any] = Field(default_factory=dict)
+    data: DataSettings = DataSettings()
+    sampler: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
+    early_stopping: EarlyStopping = EarlyStopping()
+    backend: Literal["optuna", "ray"] = "optuna"
+    trials: int = Field(gt=0)
+    concurrency: int = Field(1, gt=0)
+    resources: Resources = Resources()
+    seed: int = 0
+    storage: str | None = Field(None, description="an Optuna storage URL (optuna backend)")
+    address: str | None = Field(None, description="a Ray cluster address (ray backend)")
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: dict[str, Domain]) -> dict[str, Domain]:
+        for name in params:
+            if name in KNOBS or name.startswith("train.") or is_spec_path(name):
+                continue
+            raise FieldError(
+                (name,),
+                f"unknown parameter; expected one of {', '.join(KNOBS)}, a spec path such as "
+                "stages[1].blocks, or train.<setting>",
+            )
+        return params
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchSpace:
+        names = set(self.params)
+        if self.sampler == "grid":
+            for name, domain in self.params.items():
+                try:
+                    domain.grid_values()
+                except ValueError as exc:
+                    raise FieldError(("params", name), str(exc)) from None
+        if "split" in names and self.split_total is None:
+            base = self.base_spec()
+            if len(base.stages) < 3:
+                raise FieldError(("params", "split"), "needs a base with at least 3 stages (S2 and S3)")
+        if self.early_stopping.kind == "asha" and "val_acc" not in {o.metric for o in self.objectives}:
+            raise FieldError(("early_stopping", "kind"), "ASHA stops on val_acc; add val_acc to the objectives")
+        if len({o.metric for o in self.objectives}) != len(self.objectives):
+            raise FieldError(("objectives",), "each metric may appear once")
+        self._check_budget_reachable()
+        if self.storage is not None and self.backend != "optuna":
+            raise FieldError(("storage",), "a storage URL is for the optuna backend")
+        return self
+
+    def _check_budget_reachable(self) -> None:
+        """An impossible target (below the smallest spec, above the sanity bound) fails at
+        load time, before any trial starts."""
+        if self.budget is None or self.budget.target is None:
+            return
+        from coatsearch.budget import BudgetError, match_budget
+
+        metric, value = self.budget.target
+        try:
+            match_budget(self.base_spec(), **{metric: value}, by=self.budget.by, tolerance=self.budget.tolerance)
+        except BudgetError as exc:
+            message = str(exc).split(": ", 1)[-1]
+            raise FieldError(("budget", metric), message) from None
+
+    @field_validator("base")
+    @classmethod
+    def _valid_base(cls, base: str | dict[str, Any]) -> str | dict[str, Any]:
+        _resolve_base(base)
+        return base
+
+    # ----------------------------------------------------------------------- helpers
+    def base_spec(self) -> NetSpec:
+        return _resolve_base(self.base)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction + "imize" for o in self.objectives]
+
+    @property
+    def epochs(self) -> int:
+        return int(self.train.get("epochs", 1))
+
+    def grid_size(self) -> int:
+        sizes = [len(d.grid_values()) for d in self.params.values()]
+        return int(__import__("math").prod(sizes)) if sizes else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _resolve_base(base: str | dict[str, Any]) -> NetSpec:
+    try:
+        if isinstance(base, str):
+            return load_spec(base)
+        return NetSpec.from_dict(base)
+    except SpecError as exc:
+        raise ValueError(f"base: {exc}") from None
+
+
+# --------------------------------------------------------------------------- loading
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides; values are parsed as YAML scalars/lists."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SpaceError(f"--set {item}: expected dotted.key=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise SpaceError(f"--set {item}: the value is not valid YAML") from None
+        node = data
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            # params keys may themselves contain dots ("train.lr"): join the rest
+            if isinstance(node, dict) and part == "params" and i == 0 and len(parts) > 2:
+                rest = parts[1:]
+                name = ".".join(rest[:-1]) if rest[-1] in Domain.model_fields else ".".join(rest)
+                field = rest[-1] if rest[-1] in Domain.model_fields else None
+                params = node.setdefault("params", {})
+                if field is None:
+                    params[name] = value
+                else:
+                    params.setdefault(name, {})[field] = value
+                break
+            child = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        else:
+            node[parts[-1]] = value
+    return data
+
+
+def space_from_dict(data: Any, source: str | None = None) -> SearchSpace:
+    return validate_mapping(SearchSpace, data, SpaceError, source=source, what="space")
+
+
+def load_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:
+    """Read, override and validate a space file; `SpaceError` names the file and field."""
+    path = Path(path)
+    if not path.exists():
+        raise SpaceError(f"{path}: no such space file")
+    if path.is_dir():
+        raise SpaceError(f"{path}: is a directory, expected a YAML space file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpaceError(f"{path}: malformed YAML{at}: {getattr(exc, 'problem', None) or 'not valid YAML'}") from None
+    if isinstance(data, dict):
+        data = apply_overrides(data, overrides or [])
+    return space_from_dict(data, source=str(path))
+
+
+def iter_grid(space: SearchSpace) -> list[dict[str, Any]]:
+    """All parameter combinations, in a fixed order (for the grid sampler)."""
+    names = list(space.params)
+    values = [space.params[n].grid_values() for n in names]
+    return [dict(zip(names, combo)) for combo in itertools.product(*values)]

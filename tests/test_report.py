@@ -1,0 +1,301 @@
+"""The HTML report and the report command, on results tables with the real columns."""
+
+from __future__ import annotations
+
+import html.parser
+import io
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from coatsearch.cli import app
+from coatsearch.report import ReportError, build_report, load_run
+from coatsearch.report.data import parse_band
+from coatsearch.report.figures import front_hypervolume
+from coatsearch.results import pareto_front, ranked, read_table
+from conftest import layout_study_rows, synthetic_row
+
+FIGURE_IDS = ("fig-pareto-flops", "fig-pareto-params", "fig-curves", "fig-gap", "fig-edf")
+
+
+class _Refs(html.parser.HTMLParser):
+    """Every address the page would load by itself: script/img/iframe src, link href."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        key = {"script": "src", "img": "src", "iframe": "src", "link": "href", "source": "src"}.get(tag)
+        if key and attrs.get(key):
+            self.refs.append(attrs[key])
+
+
+def loaded_addresses(page: str) -> list[str]:
+    parser = _Refs()
+    parser.feed(page)
+    return parser.refs
+
+
+def section(page: str, name: str) -> str:
+    return page.split(f'<section id="{name}">', 1)[1].split("</section>", 1)[0]
+
+
+def figure_payload(page: str, div_id: str) -> str:
+    """The JSON handed to Plotly.newPlot for one figure."""
+    start = page.index(f'Plotly.newPlot(                        "{div_id}"')
+    return page[start:page.index("</script>", start)]
+
+
+# ------------------------------------------------------------------ the full study
+@pytest.fixture
+def study(write_study):
+    return write_study(layout_study_rows(per_layout=2))
+
+
+def test_report_of_a_study_with_failures(study):
+    path = build_report(study)
+    assert path == study / "report.html"
+    page = path.read_text()
+    for div_id in FIGURE_IDS:
+        assert f'id="{div_id}"' in page
+    assert page.count("Plotly.newPlot(") == len(FIGURE_IDS)
+    assert "fig-pareto-latency_ms" not in page  # no latency measured
+    # plotly.js once, not per figure; nothing loaded from elsewhere
+    assert len(re.findall(r"plotly\.js v\d", page)) == 1
+    assert 3e6 < len(page) < 6e6
+    assert loaded_addresses(page) == []
+    assert "cdn.plot.ly" not in page.split("plotly.js v", 1)[0]
+    # FLOPs are said to be multiply-adds in the header and on the axis
+    assert "FLOPs are multiply-adds counted once" in page
+    assert "FLOPs (multiply-adds, log scale)" in figure_payload(page, "fig-pareto-flops")
+    # every failure with its reason
+    failures = section(page, "failures")
+    for reason in ("RuntimeError: out of memory", "training loss is nan at epoch 2",
+                   "no width multiplier meets 32M FLOPs within 3%"):
+        assert reason in failures
+    assert failures.count("<tr>") == 1 + 3
+
+
+def test_report_numbers_come_from_the_table(study):
+    build_report(study, top=4)
+    table = read_table(study / "results.csv")
+    page = (study / "report.html").read_text()
+    front = pareto_front(table, [("val_acc", "max"), ("flops", "min")])
+    written = pd.read_csv(study / "pareto.csv")
+    assert written["trial"].tolist() == front["trial"].tolist()
+    top = pd.read_csv(study / "top.csv")
+    best = ranked(table).sort_values("val_acc", ascending=False)["trial"].head(4).tolist()
+    assert top["trial"].tolist() == best
+    assert "stopped" not in set(top["status"])
+    volume = front_hypervolume(ranked(table), "flops")
+    assert f"hypervolume {volume.value:.3f}" in page
+    assert 0 < volume.value < 1
+
+
+def test_report_is_the_same_every_time(study, tmp_path):
+    first = build_report(study, out=tmp_path / "a" / "report.html").read_text()
+    second = build_report(study, out=tmp_path / "b" / "report.html").read_text()
+    assert first == second
+    assert (tmp_path / "a" / "pareto.csv").exists() and (tmp_path / "a" / "top.csv").exists()
+
+
+def test_edf_band_and_legend(study):
+    table = read_table(study / "results.csv")
+    complete = ranked(table)
+    low, high = complete["flops"].min(), complete["flops"].median()
+    build_report(study, flop_band=(low, high))
+    edf = figure_payload((study / "report.html").read_text(), "fig-edf")
+    inside = complete[(complete["flops"] >= low) & (complete["flops"] <= high)]
+    assert f"{len(inside)} of {len(complete)} complete trials" in edf
+    group = inside[inside["layout"] == inside["layout"].iloc[0]]
+    error = 1 - group["val_acc"]
+    legend = f"{group['layout'].iloc[0]}: n={len(group)}, best {error.min():.2%}, mean {error.mean():.2%}"
+    assert legend in edf
+
+
+def test_latency_front_when_measured(write_study):
+    rows = layout_study_rows(per_layout=1, troubles=False)
+    for i, row in enumerate(rows):
+        row["latency_ms"] = 2.0 + i
+    page = build_report(write_study(rows, objectives=("val_acc", "latency_ms"))).read_text()
+    assert 'id="fig-pareto-latency_ms"' in page
+    assert "latency_ms (min)" in page
+
+
+# ------------------------------------------------------------------ small and odd studies
+def test_single_trial(write_study):
+    rng = np.random.default_rng(1)
+    run_dir = write_study([synthetic_row(0, "C-C-T-T", rng)])
+    page = build_report(run_dir).read_text()
+    for div_id in FIGURE_IDS:
+        assert f'id="{div_id}"' in page
+    assert "Pareto front (1)" in page
+    assert section(page, "tables").count('<td data-v="0">0</td>') == 2  # Pareto set and top trials
+    assert '<p class="empty">none</p>' in section(page, "failures")
+
+
+def test_one_objective(write_study):
+    run_dir = write_study(layout_study_rows(per_layout=1), objectives=("val_acc",))
+    page = build_report(run_dir).read_text()
+    assert "Pareto set: val_acc (max)" in page
+    front = pd.read_csv(run_dir / "pareto.csv")
+    best = ranked(read_table(run_dir / "results.csv"))["val_acc"].max()
+    assert front["val_acc"].tolist() == [best]
+    assert 'id="fig-pareto-flops"' in page  # the accuracy/cost trade-off is still drawn
+
+
+def test_only_failures(write_study):
+    rows = [r for r in layout_study_rows(per_layout=0) if r["status"] != "stopped"]
+    page = build_report(write_study(rows)).read_text()
+    assert "0 complete at full fidelity are ranked" in page
+    assert 'id="fig-curves"' in page  # the failed trials' epochs are still drawn
+    assert 'id="fig-edf"' not in page and "No complete trial at full fidelity yet." in page
+
+
+@pytest.mark.parametrize("content", ["", "trial,status\n"])
+def test_no_trials_yet(write_study, content):
+    run_dir = write_study([])
+    (run_dir / "results.csv").write_text(content)
+    page = build_report(run_dir).read_text()
+    assert "0 trials" in page and "Plotly.newPlot(" not in page
+
+
+def test_without_a_space_file(write_study):
+    run_dir = write_study(layout_study_rows(per_layout=1), space=False, name="old-run")
+    page = build_report(run_dir).read_text()
+    assert "Study old-run" in page and "Objectives: val_acc (max)" in page
+
+
+# ------------------------------------------------------------------ colours
+def test_color_by_a_parameter_without_its_prefix(write_study):
+    rows = layout_study_rows(per_layout=1, troubles=False)
+    for i, row in enumerate(rows):
+        row["param.head_dim"] = 16 * (1 + i % 2)
+    run_dir = write_study(rows)
+    page = build_report(run_dir, color_by="head_dim").read_text()
+    assert "<code>param.head_dim</code>" in page
+    payload = figure_payload(page, "fig-pareto-flops")
+    assert '"name":"16"' in payload and '"name":"32"' in payload
+
+
+def test_color_by_a_continuous_parameter_uses_a_colour_scale(write_study):
+    rows = layout_study_rows(per_layout=3, troubles=False)
+    for i, row in enumerate(rows):
+        row["param.width_multiplier"] = 0.5 + i / 20
+    page = build_report(write_study(rows), color_by="param.width_multiplier").read_text()
+    payload = figure_payload(page, "fig-pareto-flops")
+    assert '"colorbar"' in payload and '"colorscale"' in payload
+    assert '"name":"C-C-T-T"' in figure_payload(page, "fig-gap")  # groups fall back to layout
+
+
+# ------------------------------------------------------------------ errors
+def test_errors_name_the_file(tmp_path, write_study):
+    with pytest.raises(ReportError, match="no such run directory"):
+        build_report(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match=r"results.csv: no results table"):
+        build_report(tmp_path / "empty")
+    run_dir = write_study(layout_study_rows(per_layout=1))
+    with pytest.raises(ReportError, match="expected a run directory"):
+        build_report(run_dir / "results.csv")
+    with pytest.raises(ReportError, match="ending in .html"):
+        build_report(run_dir, out=run_dir / "report.png")
+    with pytest.raises(ReportError, match="--color-by nope: no such column"):
+        build_report(run_dir, color_by="nope")
+    (run_dir / "space.yaml").write_text("objectives: [accuracy]\n")
+    with pytest.raises(ReportError, match=r"space.yaml: objectives\[0\]"):
+        load_run(run_dir)
+    (run_dir / "space.yaml").write_text("objectives: [\n")
+    with pytest.raises(ReportError, match="space.yaml: malformed YAML"):
+        load_run(run_dir)
+
+
+def test_static_export_without_kaleido_says_so(study, monkeypatch):
+    monkeypatch.setitem(sys.modules, "kaleido", None)  # import kaleido -> ImportError
+    with pytest.raises(ReportError, match=r"--static png: kaleido is not installed; pip install 'coatsearch\[static\]'"):
+        build_report(study, static=["png"])
+    with pytest.raises(ReportError, match="expected png or svg"):
+        build_report(study, static=["gif"])
+
+
+def test_parse_band():
+    assert parse_band(None) is None
+    assert parse_band("0.2") == 0.2
+    assert parse_band("28M:36M") == (28e6, 36e6)
+    for bad in ("2", "36M:28M", "x:y", "wide"):
+        with pytest.raises(ReportError, match="--flop-band"):
+            parse_band(bad)
+
+
+# ------------------------------------------------------------------ command line
+runner = CliRunner()
+
+
+def test_cli_writes_the_report(study, tmp_path):
+    out = tmp_path / "r" / "page.html"
+    result = runner.invoke(app, ["report", str(study), "-o", str(out), "--color-by", "status"])
+    assert result.exit_code == 0, result.output
+    assert "page.html" in result.stdout and out.exists()
+    assert "<code>status</code>" in out.read_text()
+
+
+def test_cli_prints_csv_and_markdown(study):
+    result = runner.invoke(app, ["report", str(study), "--format", "csv", "--table", "top", "--top", "3"])
+    assert result.exit_code == 0, result.output
+    top = pd.read_csv(io.StringIO(result.stdout))
+    assert len(top) == 3 and "flops" in top and "spec" not in top
+    result = runner.invoke(app, ["report", str(study), "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "### Pareto set of layouts" in text and "### Failed, diverged and infeasible" in text
+    assert "FLOPs (mult-adds)" in text and "|--------:|" in text  # numbers right-aligned
+    assert "RuntimeError: out of memory" in text
+    assert text.rstrip().endswith("FLOPs are multiply-adds counted once (fvcore's convention).")
+    result = runner.invoke(app, ["report", str(study), "--format", "csv"])
+    assert result.stdout.count("\n# ") == 2 and result.stdout.startswith("# Pareto set")
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--format", "xml"], "--format xml: expected html, csv or markdown"),
+        (["--format", "csv", "--table", "best"], "--table best: expected pareto, top, failures or all"),
+        (["--flop-band", "lots"], "--flop-band lots: expected a fraction"),
+        (["--color-by", "nope"], "--color-by nope: no such column"),
+    ],
+)
+def test_cli_bad_options_are_one_line(study, args, message):
+    result = runner.invoke(app, ["report", str(study), *args])
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_missing_run_dir_exits_2_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "coatsearch.cli", "report", str(tmp_path / "nope")], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'nope'}: no such run directory"
+
+
+def test_run_writes_the_report(tmp_path, monkeypatch, write_study):
+    """`coatsearch run` ends with the report of the run directory it wrote."""
+    import coatsearch.search as search
+
+    run_dir = write_study(layout_study_rows(per_layout=1))
+
+    def fake_run_study(space, out, address=None, console=None):
+        return search.StudyOutcome(run_dir, run_dir / "results.csv", 7, False, run_dir / "pareto.csv")
+
+    monkeypatch.setattr(search, "run_study", fake_run_study)
+    result = runner.invoke(app, ["run", "spaces/layouts.yaml", "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert f"report: {run_dir / 'report.html'}" in result.stdout.replace("\n", "")
+    assert (run_dir / "report.html").exists()

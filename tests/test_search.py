@@ -1,0 +1,160 @@
+"""End-to-end searches on tiny spaces, on both backends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from coatsearch.results import FINISHED, read_table
+from coatsearch.search import run_study
+from coatsearch.space import load_space
+
+TINY = {
+    "study": "tiny",
+    "base": {
+        "image_size": 16, "num_classes": 10, "stem": {"channels": 8, "stride": 1},
+        "stages": [
+            {"kind": "C", "blocks": 1, "channels": 8},
+            {"kind": "C", "blocks": 1, "channels": 16},
+            {"kind": "T", "blocks": 2, "channels": 32, "head_dim": 16},
+            {"kind": "T", "blocks": 1, "channels": 32, "head_dim": 16},
+        ],
+    },
+    "params": {"split": {"choices": [1, 2]}},
+    "split_total": 3,
+    "budget": {"flops": "1.2M", "by": "width", "tolerance": 0.1},
+    "objectives": ["val_acc", "flops"],
+    "train": {"epochs": 2, "batch_size": 64},
+    "data": {"source": "fashion-mnist", "train_size": 256, "val_fraction": 0.25},
+    "sampler": "grid",
+    "trials": 2,
+    "resources": {"cpu": 1},
+}
+
+
+def _space_file(tmp_path: Path, **changes) -> Path:
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data.update(changes)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _finished(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["status"].isin(FINISHED)]
+
+
+def test_optuna_backend_runs_every_trial_within_the_budget(tmp_path):
+    space = load_space(_space_file(tmp_path))
+    outcome = run_study(space, tmp_path / "run")
+    table = read_table(outcome.table_path)
+    finished = _finished(table)
+    assert len(finished) == 2
+    assert sorted(finished["param.split"]) == [1, 2]
+    target = space.budget.flops
+    assert ((finished["flops"] - target).abs() / target <= space.budget.tolerance).all()
+    assert (finished["fidelity"] == 2).all()
+    assert finished["val_acc"].between(0, 1).all()
+    assert (tmp_path / "run" / "space.yaml").exists() and outcome.pareto_path.exists()
+    # a finished study is not run again
+    again = run_study(space, tmp_path / "run")
+    assert again.already_done and len(_finished(read_table(again.table_path))) == 2
+
+
+def test_a_different_space_in_the_same_run_dir_is_refused(tmp_path):
+    from coatsearch.space import SpaceError
+
+    run_study(load_space(_space_file(tmp_path, trials=1)), tmp_path / "run")
+    changed = load_space(_space_file(tmp_path, trials=1, seed=5))
+    with pytest.raises(SpaceError, match="holds a different space"):
+        run_study(changed, tmp_path / "run")
+
+
+def _ray_processes() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "raylet|gcs_server|ray::"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+@pytest.fixture
+def no_leaked_ray():
+    before = _ray_processes()
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    deadline = time.time() + 20
+    while time.time() < deadline and _ray_processes() - before:
+        time.sleep(0.5)
+    leaked = _ray_processes() - before
+    for pid in leaked:
+        os.kill(pid, signal.SIGKILL)
+    assert not leaked, f"Ray processes outlived the test: {sorted(leaked)}"
+
+
+def test_both_backends_produce_the_same_columns(tmp_path, no_leaked_ray):
+    optuna_run = run_study(load_space(_space_file(tmp_path)), tmp_path / "optuna")
+    ray_run = run_study(load_space(_space_file(tmp_path), ["backend=ray"]), tmp_path / "ray")
+    optuna_table, ray_table = read_table(optuna_run.table_path), read_table(ray_run.table_path)
+    assert list(optuna_table.columns) == list(ray_table.columns)
+    assert len(_finished(ray_table)) == 2
+    assert sorted(_finished(ray_table)["param.split"]) == [1, 2]
+
+
+def test_ray_trials_land_on_both_nodes_of_a_cluster(tmp_path, no_leaked_ray):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        space = load_space(
+            _space_file(tmp_path, trials=4, concurrency=2, sampler="random",
+                        params={"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1, 2, 3]}}),
+            ["backend=ray"],
+        )
+        outcome = run_study(space, tmp_path / "run", address=cluster.address)
+        table = read_table(outcome.table_path)
+        assert len(_finished(table)) == 4
+        assert table["node"].nunique() == 2
+    finally:
+        cluster.shutdown()
+
+
+def test_kill_9_then_rerun_completes_without_rerunning_finished_trials(tmp_path):
+    space_file = _space_file(tmp_path, trials=3, params={"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1]}},
+                             train={"epochs": 3, "batch_size": 32})
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "coatsearch.cli", "run", str(space_file), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    table_path = out / "results.csv"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if table_path.exists() and len(_finished(read_table(table_path))) >= 1:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no trial finished in time")
+        first = _finished(read_table(table_path))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    table = read_table(table_path)
+    finished = _finished(table)
+    assert len(finished) == 3
+    # the trials finished before the kill are still there, untouched, and ran once
+    for _, row in first.iterrows():
+        same = finished[finished["trial"] == row["trial"]]
+        assert len(same) == 1 and same.iloc[0]["val_acc"] == row["val_acc"]
+    configs = list(zip(finished["param.split"], finished["param.seed"]))
+    assert len(configs) == len(set(configs)), configs

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coatsearch.space import SpaceError, load_space, parse_count
+from coatsearch.search.candidate import apply_params
+
+SPACES = sorted(Path(__file__).resolve().parent.parent.joinpath("spaces").glob("*.yaml"))
+
+VALID = {
+    "study": "t",
+    "base": {
+        "image_size": 32, "num_classes": 10, "stem": {"channels": 16, "stride": 1},
+        "stages": [
+            {"kind": "C", "blocks": 1, "channels": 16},
+            {"kind": "C", "blocks": 2, "channels": 32},
+            {"kind": "T", "blocks": 2, "channels": 64},
+            {"kind": "T", "blocks": 1, "channels": 64},
+        ],
+    },
+    "params": {"split": {"choices": [1, 2, 3]}},
+    "split_total": 4,
+    "objectives": ["val_acc", "flops"],
+    "train": {"epochs": 1},
+    "trials": 2,
+}
+
+
+def _write(tmp_path: Path, data) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("path", SPACES, ids=[p.name for p in SPACES])
+def test_shipped_spaces_load(path):
+    space = load_space(path)
+    assert space.trials >= 1 and space.params
+
+
+def test_overrides_reach_any_field(tmp_path):
+    path = _write(tmp_path, VALID)
+    space = load_space(path, ["train.epochs=3", "backend=ray", "params.split.choices=[2]", "budget.flops=5M"])
+    assert space.epochs == 3 and space.backend == "ray"
+    assert space.params["split"].choices == [2]
+    assert space.budget.flops == 5e6
+
+
+def test_split_moves_blocks_between_s2_and_s3(tmp_path):
+    space = load_space(_write(tmp_path, VALID))
+    spec, _ = apply_params(space, {"split": 3})
+    assert [s.blocks for s in spec.stages] == [1, 3, 1, 1]
+
+
+def test_layout_and_knobs_apply(tmp_path):
+    data = dict(VALID, params={"layout": {"choices": ["C-T-T-T", "vit-rel"]}, "head_dim": {"choices": [32]},
+                               "train.lr": {"low": 1e-4, "high": 1e-2, "log": True}})
+    space = load_space(_write(tmp_path, data))
+    spec, train = apply_params(space, {"layout": "C-T-T-T", "head_dim": 32, "train.lr": 0.003})
+    assert spec.layout == "C-T-T-T" and {s.head_dim for s in spec.stages if s.kind == "T"} == {32}
+    assert train["lr"] == 0.003
+    vit, _ = apply_params(space, {"layout": "vit-rel"})
+    assert vit.stem.kind == "patch" and vit.layout == "T"
+
+
+def test_parse_count():
+    assert parse_count("4.2G") == pytest.approx(4.2e9)
+    assert parse_count("25M") == 25e6
+    assert parse_count(1000) == 1000
+    with pytest.raises(ValueError):
+        parse_count("lots")
+
+
+def _mutated(change):
+    data = yaml.safe_load(yaml.safe_dump(VALID))
+    change(data)
+    return data
+
+
+BAD_SPACES = [
+    (_mutated(lambda d: d["params"].update(colour={"choices": [1]})), "params.colour: unknown parameter"),
+    (_mutated(lambda d: d["params"].update(split={"choices": []})), "params.split.choices: the choice list is empty"),
+    (_mutated(lambda d: d.update(budget={"flops": -5})), "budget.flops: the target must be positive"),
+    (_mutated(lambda d: d.update(budget={"flops": 0})), "budget.flops: the target must be positive"),
+    (_mutated(lambda d: d.update(budget={"flops": 10})), "budget.flops:"),
+    (_mutated(lambda d: d.update(budget={"params": "1e15"})), "budget.params:"),
+    (_mutated(lambda d: d.update(backend="slurm")), "backend:"),
+    (_mutated(lambda d: d.update(sampler="cmaes2")), "sampler:"),
+    (_mutated(lambda d: d.update(early_stopping={"kind": "asha", "metric": "layout"})), "early_stopping.metric: ASHA needs a per-epoch numeric metric"),
+    (_mutated(lambda d: d.pop("trials")), "trials: required field is missing"),
+    (_mutated(lambda d: d.update(trials=0)), "trials:"),
+    (_mutated(lambda d: d.update(colour=1)), "colour: unknown field"),
+    (_mutated(lambda d: d["params"].update(split={"low": 3, "high": 1})), "params.split.low: 3.0 is above high 1.0"),
+    (_mutated(lambda d: d.update(sampler="grid", params={"train.lr": {"low": 0.001, "high": 0.01}})), "params.train.lr: a range needs integer"),
+    (_mutated(lambda d: d.update(base="coatnet-9")), "base: preset: unknown preset"),
+    (_mutated(lambda d: d.update(objectives=["accuracy"])), "objectives[0].metric:"),
+    (_mutated(lambda d: d.update(storage="sqlite:///x.db", backend="ray")), "storage: a storage URL is for the optuna backend"),
+    ("study: [\n", "malformed YAML"),
+]
+
+
+@pytest.mark.parametrize("data,message", BAD_SPACES)
+def test_bad_spaces_name_the_field_in_one_line(tmp_path, data, message):
+    path = _write(tmp_path, data)
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"{path}: ") and message in text, text
+
+
+def test_bad_override_syntax(tmp_path):
+    with pytest.raises(SpaceError, match="expected dotted.key=value"):
+        load_space(_write(tmp_path, VALID), ["trials"])
+
+
+def test_missing_space_file():
+    with pytest.raises(SpaceError, match="no such space file"):
+        load_space("nowhere/space.yaml")
+
+
+def test_cli_rejects_a_bad_space_before_any_trial(tmp_path):
+    path = _write(tmp_path, _mutated(lambda d: d.update(backend="slurm")))
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "coatsearch.cli", "run", str(path), "--out", str(out)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "backend:" in result.stderr
+    assert not out.exists()
