@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,6 +33,10 @@ from coatsearch.results import FINISHED
 from coatsearch.search.candidate import sample_params
 from coatsearch.search.trial import objective_values, run_trial
 from coatsearch.space import SearchSpace, iter_grid
+
+# Heartbeats and stale-trial recovery are marked experimental in Optuna; we rely on them
+# knowingly (see the module docstring), so their warnings are noise for our users.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 HEARTBEAT_S = 2
 GRACE_S = 6

@@ -52,8 +52,7 @@ def _trainable(config: dict[str, Any], space_data: dict[str, Any]) -> None:
     from coatsearch.space import space_from_dict
 
     space = space_from_dict(space_data)
-    context = tune.get_context()
-    number = _trial_number(context.get_trial_id())
+    number = -1  # the driver numbers trials (ResultsCallback), in the order Tune made them
     node = ray.get_runtime_context().get_node_id()[:12]
     metric_names = [o.metric for o in space.objectives]
 
@@ -108,10 +107,11 @@ class ResultsCallback(Callback):
         result = trial.last_result or self.partial.get(trial.trial_id, {})
         if result.get("row"):
             row = json.loads(result["row"])
+            row["trial"] = _trial_number(trial)
         else:  # stopped by the scheduler (or died) before its final report
             epochs = int(self.space_data.get("train", {}).get("epochs", 1))
             row = {
-                "trial": _trial_number(trial.trial_id),
+                "trial": _trial_number(trial),
                 "status": "failed" if error else "stopped",
                 "fidelity": int(result.get("epoch", 0)),
                 "max_fidelity": epochs,
@@ -125,8 +125,9 @@ class ResultsCallback(Callback):
             self.on_rows(rows)
 
 
-def _trial_number(trial_id: str) -> int:
-    return int(str(trial_id).rsplit("_", 1)[-1])
+def _trial_number(trial: Any) -> int:
+    """Tune's experiment tag starts with the trial's creation counter (1, 2, ...)."""
+    return int(str(trial.experiment_tag).split("_", 1)[0]) - 1
 
 
 def run_ray(
