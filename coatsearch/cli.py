@@ -31,7 +31,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Tables are wide: when output goes to a file or pipe, do not squeeze them into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 #: Errors that mean "the user's input is wrong": reported in one line, exit code 2.
@@ -273,7 +274,7 @@ def resume(
     _run_and_report(load_space(saved), Path(run_dir), address)
 
 
-def _run_and_report(space: Any, out: Any, address: Optional[str]) -> None:
+def _run_and_report(space: Any, out: Any, address: Optional[str]) -> Any:
     from coatsearch.search import run_study
 
     outcome = run_study(space, out, address=address, console=err_console)
@@ -284,6 +285,26 @@ def _run_and_report(space: Any, out: Any, address: Optional[str]) -> None:
     from coatsearch.report import build_report
 
     console.print(f"report: {build_report(outcome.run_dir)}")
+    return outcome
+
+
+@app.command()
+@user_errors_exit_2
+def study(
+    study_dir: str = typer.Argument(..., metavar="STUDY_DIR", help="a study folder (studies/<name>/)"),
+    out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<study>)"),
+    overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
+) -> None:
+    """Run a study's space, then write its results.csv, summary.csv, report and README table."""
+    from pathlib import Path
+
+    from coatsearch.studies import load_study, write_outputs
+
+    folder = Path(study_dir)
+    space = load_study(folder, overrides)
+    outcome = _run_and_report(space, Path(out) if out else None, None)
+    write_outputs(folder, space, outcome.run_dir)
+    console.print(f"study written: {folder}/results.csv, summary.csv, report.html, README.md")
 
 
 @app.command()

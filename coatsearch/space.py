@@ -19,6 +19,7 @@ or ``low``/``high`` (with optional ``step``, ``log``). Names are either one of t
 - ``phi``: compound scaling (EfficientNet): depth ``alpha**phi``, width ``beta**phi``,
   resolution ``gamma**phi`` with the constants under ``scaling:``.
 - ``seed``: the training seed (grid over it for repeated runs of each configuration).
+- ``data.<setting>``: a data setting per trial, e.g. ``data.train_size`` for data-size studies.
 """
 
 from __future__ import annotations
@@ -241,10 +242,12 @@ class SearchSpace(_Frozen):
         for name in params:
             if name in KNOBS or name.startswith("train.") or is_spec_path(name):
                 continue
+            if name.startswith("data.") and name[5:] in DataSettings.model_fields:
+                continue
             raise FieldError(
                 (name,),
                 f"unknown parameter; expected one of {', '.join(KNOBS)}, a spec path such as "
-                "stages[1].blocks, or train.<setting>",
+                "stages[1].blocks, train.<setting> or data.<setting>",
             )
         return params
 
@@ -284,6 +287,17 @@ class SearchSpace(_Frozen):
             message = str(exc).split(": ", 1)[-1]
             raise FieldError(("budget", metric), message) from None
 
+    @field_validator("train")
+    @classmethod
+    def _valid_train(cls, train: dict[str, Any]) -> dict[str, Any]:
+        from coatsearch.train import TrainConfig, TrainConfigError
+
+        try:
+            TrainConfig.from_dict(train)
+        except TrainConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return train
+
     @field_validator("base")
     @classmethod
     def _valid_base(cls, base: str | dict[str, Any]) -> str | dict[str, Any]:
@@ -304,7 +318,9 @@ class SearchSpace(_Frozen):
 
     @property
     def epochs(self) -> int:
-        return int(self.train.get("epochs", 1))
+        from coatsearch.train import TrainConfig
+
+        return int(self.train.get("epochs", TrainConfig.model_fields["epochs"].default))
 
     def grid_size(self) -> int:
         sizes = [len(d.grid_values()) for d in self.params.values()]

@@ -30,6 +30,7 @@ class Candidate:
     flops: int
     n_params: int
     train: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
     budget_note: str = ""
 
 
@@ -143,8 +144,9 @@ def apply_params(space: SearchSpace, params: dict[str, Any]) -> tuple[NetSpec, d
     if "split" in params:
         spec = _apply_split(spec, int(params["split"]), space.split_total)
     for name, value in params.items():
-        if name.startswith("train."):
-            train[name.split(".", 1)[1]] = value
+        if name.startswith(("train.", "data.")):
+            if name.startswith("train."):
+                train[name.split(".", 1)[1]] = value
         elif name not in ("layout", "split") and name not in _STAGE_KNOBS and name not in _SCALE_KNOBS and name != "seed":
             spec = _apply_path(spec, name, value)
     for name, (kind, field_name) in _STAGE_KNOBS.items():
@@ -201,4 +203,8 @@ def make_candidate(space: SearchSpace, params: dict[str, Any]) -> Candidate:
             value = getattr(counts, metric)
             if bounds is not None and not bounds[0] <= value <= bounds[1]:
                 raise InfeasibleCandidate(f"{metric} {value:.3g} outside [{bounds[0]:.3g}, {bounds[1]:.3g}]")
-    return Candidate(params=dict(params), spec=spec, flops=counts.flops, n_params=counts.params, train=train, budget_note=note)
+    data = {name.split(".", 1)[1]: value for name, value in params.items() if name.startswith("data.")}
+    return Candidate(
+        params=dict(params), spec=spec, flops=counts.flops, n_params=counts.params,
+        train=train, data=data, budget_note=note,
+    )

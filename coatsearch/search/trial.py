@@ -25,15 +25,15 @@ Report = Callable[[int, dict[str, Any]], bool]
 _DATA_CACHE: dict[tuple[Any, ...], Any] = {}
 
 
-def load_trial_data(space: SearchSpace, image_size: int, seed: int) -> Any:
-    """The data bundle for a trial, loaded once per process and image size.
+def load_trial_data(space: SearchSpace, image_size: int, seed: int, overrides: dict[str, Any] | None = None) -> Any:
+    """The data bundle for a trial, loaded once per process, image size and data setting.
 
     The validation split depends on the data seed only (the space's ``seed``), never on a
     trial's training seed, so all trials are selected on the same images.
     """
     from coatsearch.data import load_data
 
-    settings = space.data
+    settings = space.data.model_copy(update=overrides or {})
     key = (settings.model_dump_json(), image_size, seed)
     if key not in _DATA_CACHE:
         _DATA_CACHE[key] = load_data(
@@ -125,7 +125,7 @@ def run_trial(
 
     try:
         config = TrainConfig(**settings)
-        data = load_trial_data(space, candidate.spec.image_size, space.seed)
+        data = load_trial_data(space, candidate.spec.image_size, space.seed, candidate.data)
         result = fit(candidate.spec, config, data, callback=on_epoch)
     except Exception as exc:  # a broken trial is recorded; the study goes on
         row.update(status="failed", reason=f"{type(exc).__name__}: {exc}".splitlines()[0],

@@ -1,0 +1,110 @@
+"""Studies: committed, re-runnable answers to one layout question each.
+
+A study is a folder ``studies/<name>/`` holding ``space.yaml`` (a search space whose
+parameters are the question's factors plus ``seed`` for repeats) and a README. Running
+it (``coatsearch study studies/<name>``) runs the space, then writes beside it:
+
+  results.csv   every trial (the run's results table)
+  summary.csv   per configuration: n, mean and std over seeds of each metric
+  report.html   the run's report
+
+and rewrites the README's results table between the ``<!-- results:start -->`` and
+``<!-- results:end -->`` markers, so the numbers a reader sees are always the CSV's.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from coatsearch.results import ranked, read_table
+from coatsearch.space import SearchSpace, SpaceError, load_space
+
+#: Metrics summarised per configuration, with how they are shown.
+METRICS = {
+    "val_acc": "val acc (%)",
+    "test_acc": "test acc (%)",
+    "train_acc": "train acc (%)",
+    "train_loss": "train loss",
+    "gap": "gap (pp)",
+}
+_PERCENT = {"val_acc", "test_acc", "train_acc", "gap"}
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def factors(space: SearchSpace) -> list[str]:
+    """The study's factors: every sampled parameter but the seed (the repeat axis)."""
+    return [f"param.{name}" for name in space.params if name != "seed"]
+
+
+def summarise(table: pd.DataFrame, group_by: Sequence[str]) -> pd.DataFrame:
+    """Mean and std over seeds of each metric per configuration, full-fidelity trials only."""
+    rows = ranked(table)
+    columns = list(group_by)
+    aggregated = rows.groupby(columns, sort=False, dropna=False)
+    summary = aggregated.size().rename("n").to_frame()
+    for metric in METRICS:
+        if metric in rows and rows[metric].notna().any():
+            summary[f"{metric}_mean"] = aggregated[metric].mean()
+            summary[f"{metric}_std"] = aggregated[metric].std(ddof=1)
+    summary["flops_mean"] = aggregated["flops"].mean()
+    summary["params_mean"] = aggregated["params"].mean()
+    return summary.reset_index()
+
+
+def _cell(mean: float, std: float, metric: str) -> str:
+    scale = 100.0 if metric in _PERCENT else 1.0
+    digits = 2 if metric in _PERCENT else 3
+    if pd.isna(std):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def summary_markdown(summary: pd.DataFrame, group_by: Sequence[str]) -> str:
+    """The README table: one row per configuration, ``mean ± std`` over seeds."""
+    from coatsearch.units import format_count
+
+    metrics = [m for m in METRICS if f"{m}_mean" in summary]
+    header = [c.removeprefix("param.") for c in group_by] + ["n", "FLOPs", "params"] + [METRICS[m] for m in metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in summary.iterrows():
+        cells = [str(row[c]) for c in group_by]
+        cells += [str(int(row["n"])), format_count(row["flops_mean"]), format_count(row["params_mean"])]
+        cells += [_cell(row[f"{m}_mean"], row[f"{m}_std"], m) for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def replace_results(readme: str, table: str) -> str:
+    """The README text with the table between the results markers replaced."""
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(readme):
+        raise SpaceError(f"README: no {START} ... {END} markers for the results table")
+    return pattern.sub(lambda _: f"{START}\n{table}\n{END}", readme)
+
+
+def write_outputs(study_dir: Path, space: SearchSpace, run_dir: Path) -> pd.DataFrame:
+    """Copy the run's table and report into the study folder; write summary and README table."""
+    table = read_table(run_dir / "results.csv")
+    shutil.copyfile(run_dir / "results.csv", study_dir / "results.csv")
+    report = run_dir / "report.html"
+    if report.exists():
+        shutil.copyfile(report, study_dir / "report.html")
+    group_by = factors(space)
+    summary = summarise(table, group_by)
+    summary.to_csv(study_dir / "summary.csv", index=False)
+    readme = study_dir / "README.md"
+    if readme.exists():
+        readme.write_text(replace_results(readme.read_text(), summary_markdown(summary, group_by)))
+    return summary
+
+
+def load_study(study_dir: Path, overrides: list[str] | None = None) -> SearchSpace:
+    space_file = study_dir / "space.yaml"
+    if not study_dir.is_dir() or not space_file.exists():
+        raise SpaceError(f"{study_dir}: not a study folder (expected {space_file.name} inside)")
+    return load_space(space_file, overrides)

@@ -1,0 +1,86 @@
+"""Each study re-runs from its folder, and its README shows exactly its CSV's numbers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from coatsearch.results import read_table
+from coatsearch.studies import END, START, factors, load_study, replace_results, summarise, summary_markdown
+
+STUDIES = sorted(p.parent for p in (Path(__file__).resolve().parent.parent / "studies").glob("*/space.yaml"))
+
+
+def _smoke_overrides(study_dir: Path) -> list[str]:
+    space = load_study(study_dir)
+    sets = ["train.epochs=1", "trials=2", "params.seed.choices=[0]", "data.train_size=300"]
+    if "data.train_size" in space.params:
+        sets.append("params.data.train_size.choices=[300]")
+    return sets
+
+
+@pytest.mark.parametrize("study_dir", STUDIES, ids=[p.name for p in STUDIES])
+def test_study_reruns_in_a_smoke_configuration(study_dir, tmp_path):
+    copy = tmp_path / study_dir.name
+    copy.mkdir()
+    shutil.copyfile(study_dir / "space.yaml", copy / "space.yaml")
+    shutil.copyfile(study_dir / "README.md", copy / "README.md")
+    cmd = [sys.executable, "-m", "coatsearch.cli", "study", str(copy), "--out", str(tmp_path / "run")]
+    for item in _smoke_overrides(study_dir):
+        cmd += ["--set", item]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = read_table(copy / "results.csv")
+    assert (table["status"] == "complete").sum() == 2
+    summary = pd.read_csv(copy / "summary.csv")
+    assert summary["n"].sum() == 2
+    readme = (copy / "README.md").read_text()
+    assert summary_markdown(summarise(table, factors(load_study(copy))), factors(load_study(copy))) in readme
+    assert (copy / "report.html").exists()
+
+
+@pytest.mark.parametrize("study_dir", STUDIES, ids=[p.name for p in STUDIES])
+def test_readme_numbers_match_the_committed_results(study_dir):
+    results = study_dir / "results.csv"
+    if not results.exists():
+        pytest.skip(f"{study_dir.name}: no committed results yet")
+    space = load_study(study_dir)
+    group_by = factors(space)
+    summary = summarise(read_table(results), group_by)
+    committed = pd.read_csv(study_dir / "summary.csv")
+    pd.testing.assert_frame_equal(
+        committed.reset_index(drop=True), summary.reset_index(drop=True), check_dtype=False, check_exact=False
+    )
+    readme = (study_dir / "README.md").read_text()
+    section = readme[readme.index(START) + len(START): readme.index(END)].strip()
+    assert section == summary_markdown(summary, group_by)
+
+
+def test_replace_results_needs_the_markers():
+    assert replace_results(f"a\n{START}\nold\n{END}\nb", "new") == f"a\n{START}\nnew\n{END}\nb"
+    from coatsearch.space import SpaceError
+
+    with pytest.raises(SpaceError, match="markers"):
+        replace_results("no markers here", "new")
+
+
+def test_summary_is_mean_and_std_over_seeds_of_full_fidelity_trials():
+    rows = pd.DataFrame(
+        {
+            "trial": [0, 1, 2, 3], "status": ["complete", "complete", "complete", "stopped"],
+            "fidelity": [3, 3, 3, 1], "max_fidelity": [3, 3, 3, 3], "param.layout": ["A", "A", "B", "B"],
+            "val_acc": [0.8, 0.9, 0.5, 0.1], "flops": [10, 10, 20, 20], "params": [1, 1, 2, 2],
+        }
+    )
+    summary = summarise(rows, ["param.layout"]).set_index("param.layout")
+    assert summary.loc["A", "n"] == 2 and summary.loc["B", "n"] == 1
+    assert summary.loc["A", "val_acc_mean"] == pytest.approx(0.85)
+    assert summary.loc["A", "val_acc_std"] == pytest.approx(0.0707107, rel=1e-5)
+    assert summary.loc["B", "val_acc_mean"] == pytest.approx(0.5)  # the stopped trial is not ranked
+    table = summary_markdown(summary.reset_index(), ["param.layout"])
+    assert "| A | 2 |" in table and "85.00 ± 7.07" in table
