@@ -25,6 +25,30 @@ def tiny_spec(layout: str = "C-C-T-T", image_size: int = 32, **fields) -> NetSpe
     return NetSpec.from_layout(layout, blocks, channels, image_size=image_size, num_classes=10, **fields)
 
 
+#: A search space whose trials train in a second or two (16x16, a few hundred images).
+TINY_SPACE = {
+    "study": "tiny",
+    "base": {
+        "image_size": 16, "num_classes": 10, "stem": {"channels": 8, "stride": 1},
+        "stages": [
+            {"kind": "C", "blocks": 1, "channels": 8},
+            {"kind": "C", "blocks": 1, "channels": 16},
+            {"kind": "T", "blocks": 2, "channels": 32, "head_dim": 16},
+            {"kind": "T", "blocks": 1, "channels": 32, "head_dim": 16},
+        ],
+    },
+    "params": {"split": {"choices": [1, 2]}},
+    "split_total": 3,
+    "budget": {"flops": "1.2M", "by": "width", "tolerance": 0.1},
+    "objectives": ["val_acc", "flops"],
+    "train": {"epochs": 2, "batch_size": 64},
+    "data": {"source": "fashion-mnist", "train_size": 256, "val_fraction": 0.25},
+    "sampler": "grid",
+    "trials": 2,
+    "resources": {"cpu": 1},
+}
+
+
 @pytest.fixture
 def small_spec() -> NetSpec:
     return tiny_spec()

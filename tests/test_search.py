@@ -16,29 +16,7 @@ import yaml
 from coatsearch.results import FINISHED, read_table
 from coatsearch.search import run_study
 from coatsearch.space import load_space
-
-TINY = {
-    "study": "tiny",
-    "base": {
-        "image_size": 16, "num_classes": 10, "stem": {"channels": 8, "stride": 1},
-        "stages": [
-            {"kind": "C", "blocks": 1, "channels": 8},
-            {"kind": "C", "blocks": 1, "channels": 16},
-            {"kind": "T", "blocks": 2, "channels": 32, "head_dim": 16},
-            {"kind": "T", "blocks": 1, "channels": 32, "head_dim": 16},
-        ],
-    },
-    "params": {"split": {"choices": [1, 2]}},
-    "split_total": 3,
-    "budget": {"flops": "1.2M", "by": "width", "tolerance": 0.1},
-    "objectives": ["val_acc", "flops"],
-    "train": {"epochs": 2, "batch_size": 64},
-    "data": {"source": "fashion-mnist", "train_size": 256, "val_fraction": 0.25},
-    "sampler": "grid",
-    "trials": 2,
-    "resources": {"cpu": 1},
-}
-
+from tests.conftest import TINY_SPACE as TINY
 
 def _space_file(tmp_path: Path, **changes) -> Path:
     data = yaml.safe_load(yaml.safe_dump(TINY))

@@ -9,26 +9,11 @@ import yaml
 
 from coatsearch.space import SpaceError, load_space, parse_count
 from coatsearch.search.candidate import apply_params
+from tests.conftest import TINY_SPACE
 
 SPACES = sorted(Path(__file__).resolve().parent.parent.joinpath("spaces").glob("*.yaml"))
 
-VALID = {
-    "study": "t",
-    "base": {
-        "image_size": 32, "num_classes": 10, "stem": {"channels": 16, "stride": 1},
-        "stages": [
-            {"kind": "C", "blocks": 1, "channels": 16},
-            {"kind": "C", "blocks": 2, "channels": 32},
-            {"kind": "T", "blocks": 2, "channels": 64},
-            {"kind": "T", "blocks": 1, "channels": 64},
-        ],
-    },
-    "params": {"split": {"choices": [1, 2, 3]}},
-    "split_total": 4,
-    "objectives": ["val_acc", "flops"],
-    "train": {"epochs": 1},
-    "trials": 2,
-}
+VALID = TINY_SPACE
 
 
 def _write(tmp_path: Path, data) -> Path:
@@ -53,12 +38,12 @@ def test_overrides_reach_any_field(tmp_path):
 
 def test_split_moves_blocks_between_s2_and_s3(tmp_path):
     space = load_space(_write(tmp_path, VALID))
-    spec, _ = apply_params(space, {"split": 3})
-    assert [s.blocks for s in spec.stages] == [1, 3, 1, 1]
+    spec, _ = apply_params(space, {"split": 2})
+    assert [s.blocks for s in spec.stages] == [1, 2, 1, 1]
 
 
 def test_layout_and_knobs_apply(tmp_path):
-    data = dict(VALID, params={"layout": {"choices": ["C-T-T-T", "vit-rel"]}, "head_dim": {"choices": [32]},
+    data = dict(VALID, sampler="tpe", params={"layout": {"choices": ["C-T-T-T", "vit-rel"]}, "head_dim": {"choices": [32]},
                                "train.lr": {"low": 1e-4, "high": 1e-2, "log": True}})
     space = load_space(_write(tmp_path, data))
     spec, train = apply_params(space, {"layout": "C-T-T-T", "head_dim": 32, "train.lr": 0.003})
