@@ -255,7 +255,9 @@ def run(
     if backend is not None:
         overrides = [*overrides, f"backend={backend}"]
     if address is not None:
-        overrides = [*overrides, "backend=ray"] if backend is None else overrides
+        if backend not in (None, "ray"):
+            raise SpaceError(f"--address: a Ray cluster address needs --backend ray, not {backend}")
+        overrides = [*overrides, "backend=ray"]
     _run_and_report(load_space(space_file, overrides), Path(out) if out else None, address)
 
 
@@ -295,7 +297,11 @@ def study(
     out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<study>)"),
     overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
 ) -> None:
-    """Run a study's space, then write its results.csv, summary.csv, report and README table."""
+    """Run a study's space, then write its results.csv, summary.csv, report and README table.
+
+    The outputs are written into STUDY_DIR, replacing the committed ones: run a smoke
+    configuration (``--set``) on a copy of the folder.
+    """
     from pathlib import Path
 
     from coatsearch.studies import load_study, write_outputs

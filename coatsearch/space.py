@@ -25,6 +25,7 @@ or ``low``/``high`` (with optional ``step``, ``log``). Names are either one of t
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -68,9 +69,10 @@ class Domain(_Frozen):
     """The values one parameter may take: ``choices`` or a ``low``..``high`` range."""
 
     choices: list[Any] | None = None
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
+    # int | float keeps what was written: ``low: 1`` is an integer range, ``low: 1.0`` a float one
+    low: int | float | None = None
+    high: int | float | None = None
+    step: int | float | None = None
     log: bool = False
 
     @model_validator(mode="after")
@@ -86,12 +88,17 @@ class Domain(_Frozen):
             raise ValueError(f"low: {self.low} is above high {self.high}")
         elif self.log and self.low <= 0:
             raise ValueError("low: a log range needs low > 0")
+        elif self.step is not None and self.step <= 0:
+            raise ValueError(f"step: must be positive, got {self.step}")
+        elif self.step is not None and self.log:
+            raise ValueError("step: a log range cannot have a step")
         return self
 
     @property
     def is_int(self) -> bool:
+        """An integer range: low, high (and step) all written as integers."""
         return self.choices is None and all(
-            float(v).is_integer() for v in (self.low, self.high, self.step or 1)
+            isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high, self.step or 1)
         )
 
     def grid_values(self) -> list[Any]:
@@ -183,7 +190,7 @@ class DataSettings(_Frozen):
 
 
 class EarlyStopping(_Frozen):
-    """ASHA-style early stopping on the validation accuracy, by epoch."""
+    """ASHA-style early stopping by epoch on a per-epoch metric (accuracies up, losses down)."""
 
     kind: Literal["none", "asha"] = "none"
     metric: str = "val_acc"
@@ -196,6 +203,10 @@ class EarlyStopping(_Frozen):
         if self.kind == "asha" and self.metric not in numeric:
             raise ValueError(f"metric: ASHA needs a per-epoch numeric metric ({', '.join(numeric)}), got {self.metric!r}")
         return self
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.metric.endswith("loss") else "max"
 
 
 class Resources(_Frozen):
@@ -218,7 +229,7 @@ class Scaling(_Frozen):
 class SearchSpace(_Frozen):
     study: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str | None = None
-    base: str | dict[str, Any]
+    base: Any = Field(description="a preset name, a spec file path, or an inline spec mapping")
     params: dict[str, Domain] = Field(default_factory=dict)
     split_total: int | None = Field(None, ge=2)
     scaling: Scaling = Scaling()
@@ -260,18 +271,59 @@ class SearchSpace(_Frozen):
                     domain.grid_values()
                 except ValueError as exc:
                     raise FieldError(("params", name), str(exc)) from None
-        if "split" in names and self.split_total is None:
-            base = self.base_spec()
-            if len(base.stages) < 3:
-                raise FieldError(("params", "split"), "needs a base with at least 3 stages (S2 and S3)")
-        if self.early_stopping.kind == "asha" and "val_acc" not in {o.metric for o in self.objectives}:
-            raise FieldError(("early_stopping", "kind"), "ASHA stops on val_acc; add val_acc to the objectives")
+        if "split" in names:
+            self._check_split()
         if len({o.metric for o in self.objectives}) != len(self.objectives):
             raise FieldError(("objectives",), "each metric may appear once")
         self._check_budget_reachable()
+        self._check_params_apply()
         if self.storage is not None and self.backend != "optuna":
             raise FieldError(("storage",), "a storage URL is for the optuna backend")
         return self
+
+    def _check_split(self) -> None:
+        base = self.base_spec()
+        if len(base.stages) < 3:
+            raise FieldError(("params", "split"), "needs a base with at least 3 stages (S2 and S3)")
+        total = self.split_total or base.stages[1].blocks + base.stages[2].blocks
+        values = self.params["split"].grid_values() if self.params["split"].choices or self.params["split"].is_int else []
+        for value in values:
+            if not isinstance(value, int) or not 1 <= value <= total - 1:
+                raise FieldError(
+                    ("params", "split"), f"S2 blocks must be whole numbers from 1 to {total - 1} (split_total {total}), got {value!r}"
+                )
+
+    def _check_params_apply(self) -> None:
+        """Apply each choice (and range end) of every parameter to the base, alone: a name or
+        value that can never work is reported now, not after a run of failed trials."""
+        from coatsearch.search.candidate import apply_params
+        from coatsearch.spec import SpecError
+        from coatsearch.train import TrainConfig
+
+        for name, domain in self.params.items():
+            if name.startswith("train.") and name[6:] not in TrainConfig.model_fields:
+                raise FieldError(("params", name), f"TrainConfig has no setting {name[6:]!r}")
+            values = domain.choices if domain.choices is not None else [domain.low, domain.high]
+            for value in values:
+                try:
+                    apply_params(self, {name: value})
+                except (SpecError, TypeError, ValueError) as exc:
+                    raise FieldError(("params", name), f"{value!r} does not apply to the base: {exc}") from None
+
+    @property
+    def trial_threads(self) -> int:
+        """Torch threads per trial: the CPUs each trial is given."""
+        return max(1, int(self.resources.cpu))
+
+    @property
+    def target_trials(self) -> int:
+        """Trials to finish: ``trials``, or the grid's size when that is smaller."""
+        return min(self.trials, self.grid_size()) if self.sampler == "grid" else self.trials
+
+    def resolved(self) -> SearchSpace:
+        """The same space with ``base`` written out as a full spec: what a run directory keeps,
+        so a later edit of a preset or spec file cannot change a study behind its back."""
+        return self.model_copy(update={"base": self.base_spec().to_dict()})
 
     def _check_budget_reachable(self) -> None:
         """An impossible target (below the smallest spec, above the sanity bound) fails at
@@ -300,7 +352,9 @@ class SearchSpace(_Frozen):
 
     @field_validator("base")
     @classmethod
-    def _valid_base(cls, base: str | dict[str, Any]) -> str | dict[str, Any]:
+    def _valid_base(cls, base: Any) -> str | dict[str, Any]:
+        if not isinstance(base, (str, dict)):
+            raise ValueError(f"expected a preset name, a spec file or an inline spec, got {base!r}")
         _resolve_base(base)
         return base
 
@@ -324,7 +378,7 @@ class SearchSpace(_Frozen):
 
     def grid_size(self) -> int:
         sizes = [len(d.grid_values()) for d in self.params.values()]
-        return int(__import__("math").prod(sizes)) if sizes else 1
+        return math.prod(sizes) if sizes else 1
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -339,7 +393,7 @@ def _resolve_base(base: str | dict[str, Any]) -> NetSpec:
             return load_spec(base)
         return NetSpec.from_dict(base)
     except SpecError as exc:
-        raise ValueError(f"base: {exc}") from None
+        raise ValueError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- loading

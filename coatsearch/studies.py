@@ -38,13 +38,16 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 def factors(space: SearchSpace) -> list[str]:
     """The study's factors: every sampled parameter but the seed (the repeat axis)."""
-    return [f"param.{name}" for name in space.params if name != "seed"]
+    return [f"param.{name}" for name in space.params if name != "seed"] or ["configuration"]
 
 
 def summarise(table: pd.DataFrame, group_by: Sequence[str]) -> pd.DataFrame:
     """Mean and std over seeds of each metric per configuration, full-fidelity trials only."""
     rows = ranked(table)
     columns = list(group_by)
+    if not columns or columns == ["configuration"]:  # seeds only: one configuration
+        rows = rows.assign(configuration="all")
+        columns = ["configuration"]
     aggregated = rows.groupby(columns, sort=False, dropna=False)
     summary = aggregated.size().rename("n").to_frame()
     for metric in METRICS:

@@ -50,7 +50,7 @@ def one_line(exc: ValidationError, source: str | None = None, root: str = "spec"
             message = "unknown field"
         elif err["type"] == "missing":
             message = "required field is missing"
-        elif "input" in err and err["type"] != "model_type":
+        elif "input" in err and err["type"] not in ("model_type", "value_error"):
             message = f"{message} (got {err['input']!r})"
     path = format_loc(loc) or root
     prefix = f"{source}: " if source else ""

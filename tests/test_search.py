@@ -136,3 +136,29 @@ def test_kill_9_then_rerun_completes_without_rerunning_finished_trials(tmp_path)
         assert len(same) == 1 and same.iloc[0]["val_acc"] == row["val_acc"]
     configs = list(zip(finished["param.split"], finished["param.seed"]))
     assert len(configs) == len(set(configs)), configs
+
+
+def test_grid_points_run_once_each_even_when_some_are_infeasible(tmp_path):
+    # split 1 of 3 blocks cannot meet a budget that only split 2 reaches: one point is
+    # infeasible, the others run once each, and the study ends when the grid is walked
+    space = load_space(_space_file(tmp_path, trials=3, train={"epochs": 1, "batch_size": 64},
+                                   params={"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1]}},
+                                   budget={"flops_range": [0, 422000]}))
+    outcome = run_study(space, tmp_path / "run")
+    table = read_table(outcome.table_path)
+    points = list(zip(table["param.split"], table["param.seed"]))
+    assert len(points) == len(set(points)) == 3
+    # raising the trial count walks the rest of the grid, nothing twice
+    more = load_space(_space_file(tmp_path, trials=4, train={"epochs": 1, "batch_size": 64},
+                                  params={"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1]}},
+                                  budget={"flops_range": [0, 422000]}))
+    table = read_table(run_study(more, tmp_path / "run").table_path)
+    points = list(zip(table["param.split"], table["param.seed"]))
+    assert len(points) == len(set(points)) == 4
+
+
+def test_a_one_point_grid_runs(tmp_path):
+    space = load_space(_space_file(tmp_path, trials=5, params={"split": {"choices": [2]}},
+                                   train={"epochs": 1, "batch_size": 64}))
+    table = read_table(run_study(space, tmp_path / "run").table_path)
+    assert list(table["status"]) == ["complete"]

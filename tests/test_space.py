@@ -53,6 +53,20 @@ def test_layout_and_knobs_apply(tmp_path):
     assert vit.stem.kind == "patch" and vit.layout == "T"
 
 
+def test_a_range_written_with_floats_stays_a_float_range(tmp_path):
+    data = dict(VALID, sampler="tpe", params={"width_multiplier": {"low": 1.0, "high": 2.0}, "split": {"low": 1, "high": 2}})
+    space = load_space(_write(tmp_path, data))
+    assert not space.params["width_multiplier"].is_int
+    assert space.params["split"].is_int
+
+
+def test_the_run_directory_keeps_the_resolved_base(tmp_path):
+    space = load_space(_write(tmp_path, dict(VALID, base="coatnet-0", budget=None, params={"head_dim": {"choices": [32]}})))
+    resolved = space.resolved()
+    assert resolved.base == space.base_spec().to_dict()
+    assert resolved.base_spec() == space.base_spec()
+
+
 def test_parse_count():
     assert parse_count("4.2G") == pytest.approx(4.2e9)
     assert parse_count("25M") == 25e6
@@ -80,11 +94,18 @@ BAD_SPACES = [
     (_mutated(lambda d: d.pop("trials")), "trials: required field is missing"),
     (_mutated(lambda d: d.update(trials=0)), "trials:"),
     (_mutated(lambda d: d.update(colour=1)), "colour: unknown field"),
-    (_mutated(lambda d: d["params"].update(split={"low": 3, "high": 1})), "params.split.low: 3.0 is above high 1.0"),
+    (_mutated(lambda d: d["params"].update(split={"low": 3, "high": 1})), "params.split.low: 3 is above high 1"),
     (_mutated(lambda d: d.update(sampler="grid", params={"train.lr": {"low": 0.001, "high": 0.01}})), "params.train.lr: a range needs integer"),
-    (_mutated(lambda d: d.update(base="coatnet-9")), "base: preset: unknown preset"),
+    (_mutated(lambda d: d.update(base="coatnet-9")), "base.preset: unknown preset"),
     (_mutated(lambda d: d.update(objectives=["accuracy"])), "objectives[0].metric:"),
     (_mutated(lambda d: d.update(storage="sqlite:///x.db", backend="ray")), "storage: a storage URL is for the optuna backend"),
+    (_mutated(lambda d: d["params"].update(split={"choices": [3]})), "params.split: S2 blocks must be whole numbers from 1 to 2"),
+    (_mutated(lambda d: d["params"].update({"train.bogus": {"choices": [1]}})), "params.train.bogus: TrainConfig has no setting"),
+    (_mutated(lambda d: d["params"].update({"stages[9].blocks": {"choices": [1]}})), "params.stages[9].blocks: 1 does not apply"),
+    (_mutated(lambda d: d["params"].update(layout={"choices": ["C-C"]})), "params.layout: 'C-C' does not apply"),
+    (_mutated(lambda d: d["params"].update({"train.lr": {"low": 0.001, "high": 0.1, "log": True, "step": 0.01}})), "step: a log range cannot have a step"),
+    (_mutated(lambda d: d.update(base=3)), "base: expected a preset name"),
+    (_mutated(lambda d: d.update(train={"lr": -1})), "train.lr: Input should be greater than 0"),
     ("study: [\n", "malformed YAML"),
 ]
 

@@ -84,3 +84,13 @@ def test_summary_is_mean_and_std_over_seeds_of_full_fidelity_trials():
     assert summary.loc["B", "val_acc_mean"] == pytest.approx(0.5)  # the stopped trial is not ranked
     table = summary_markdown(summary.reset_index(), ["param.layout"])
     assert "| A | 2 |" in table and "85.00 ± 7.07" in table
+
+
+def test_a_study_of_seeds_alone_summarises_one_configuration():
+    rows = pd.DataFrame(
+        {"trial": [0, 1], "status": ["complete"] * 2, "fidelity": [1, 1], "max_fidelity": [1, 1],
+         "val_acc": [0.5, 0.7], "flops": [1, 1], "params": [1, 1]}
+    )
+    summary = summarise(rows, ["configuration"])
+    assert len(summary) == 1 and summary.loc[0, "n"] == 2
+    assert summary.loc[0, "val_acc_mean"] == pytest.approx(0.6)

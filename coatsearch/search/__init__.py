@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from coatsearch.results import FINISHED, pareto_front, read_table, to_frame, write_table
-from coatsearch.space import SearchSpace, SpaceError
+from coatsearch.space import SearchSpace, SpaceError, space_from_dict
 
 log = logging.getLogger("coatsearch")
 
@@ -36,8 +36,11 @@ def _check_run_dir(space: SearchSpace, run_dir: Path) -> None:
     saved = run_dir / "space.yaml"
     if not saved.exists():
         return
-    before = yaml.safe_load(saved.read_text()) or {}
-    now = space.to_dict()
+    try:
+        before = space_from_dict(yaml.safe_load(saved.read_text()), source=str(saved)).resolved().to_dict()
+    except SpaceError:
+        raise SpaceError(f"{saved}: the saved space is no longer valid; use another --out") from None
+    now = space.resolved().to_dict()
     before.pop("trials", None)
     now.pop("trials", None)
     if before != now:
@@ -82,10 +85,10 @@ def run_study(
     run_dir = Path(out) if out else Path("runs") / space.study
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_run_dir(space, run_dir)
-    (run_dir / "space.yaml").write_text(space.to_yaml())
+    (run_dir / "space.yaml").write_text(space.resolved().to_yaml())
     table_path = run_dir / "results.csv"
     pareto_path = run_dir / "pareto.csv"
-    target = min(space.trials, space.grid_size()) if space.sampler == "grid" else space.trials
+    target = space.target_trials
 
     done = finished_rows(table_path)
     if done >= target:
@@ -115,7 +118,7 @@ def run_study(
             if space.backend == "optuna":
                 from coatsearch.search.optuna_backend import run_optuna
 
-                threads = max(1, int(space.resources.cpu))
+                threads = space.trial_threads
                 extra = []
                 ctx = multiprocessing.get_context("spawn")
                 for _ in range(space.concurrency - 1):

@@ -48,9 +48,10 @@ def vit_rel_from(base: NetSpec) -> NetSpec:
     then all of the base's blocks as relative-attention blocks at its S3 width."""
     strides = [base.stem.stride] + [s.stride for s in base.stages]
     patch = math.prod(strides[: min(4, len(strides))])
-    t_stages = [s for s in base.stages if s.kind == "T"] or list(base.stages)
-    width = t_stages[0].channels
-    head_dim = t_stages[0].head_dim if t_stages[0].kind == "T" else 32
+    # the first attention stage's width, or S3's (where C-C-T-T starts attending) without one
+    t_stages = [s for s in base.stages if s.kind == "T"] or [base.stages[min(2, len(base.stages) - 1)]]
+    head_dim = t_stages[0].head_dim
+    width = _round_to(t_stages[0].channels, head_dim)
     data = base.to_dict()
     data["stem"] = {"kind": "patch", "channels": width, "stride": patch, "norm": "layer"}
     data["stages"] = [
@@ -97,7 +98,7 @@ def _apply_stage_field(spec: NetSpec, kind: str | None, field_name: str, value: 
         data = stage.model_dump(mode="json")
         if kind is None or stage.kind == kind:
             data[field_name] = value
-            if field_name == "head_dim" and stage.kind == "T":
+            if field_name == "head_dim":
                 data["channels"] = _round_to(stage.channels, int(value))
         stages.append(data)
     return spec.with_stages(stages)
@@ -184,7 +185,7 @@ def make_candidate(space: SearchSpace, params: dict[str, Any]) -> Candidate:
 
     try:
         spec, train = apply_params(space, params)
-    except SpecError as exc:
+    except (SpecError, TypeError, ValueError) as exc:
         raise InfeasibleCandidate(str(exc)) from None
     note = ""
     budget = space.budget

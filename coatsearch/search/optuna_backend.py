@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 from coatsearch.results import FINISHED
 from coatsearch.search.candidate import sample_params
 from coatsearch.search.trial import objective_values, run_trial
-from coatsearch.space import SearchSpace, iter_grid
+from coatsearch.space import SearchSpace, SpaceError, iter_grid
 
 # Heartbeats and stale-trial recovery are marked experimental in Optuna; we rely on them
 # knowingly (see the module docstring), so their warnings are noise for our users.
@@ -49,11 +49,10 @@ class _TrialDidNotComplete(Exception):
 
 
 def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The space's sampler. A grid is walked by enqueuing its points (`enqueue_grid`), so
+    its sampler only ever serves enqueued values; a random one keeps it simple."""
     seed = space.seed
-    if space.sampler == "grid":
-        grid = {name: domain.grid_values() for name, domain in space.params.items()}
-        return optuna.samplers.GridSampler(grid, seed=seed)
-    if space.sampler == "random":
+    if space.sampler in ("random", "grid"):
         return optuna.samplers.RandomSampler(seed=seed)
     if space.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, space.trials // 2)))
@@ -87,12 +86,36 @@ def finished_count(study: optuna.Study) -> int:
     return sum(1 for row in rows_of(study) if row.get("status") in FINISHED)
 
 
-class RungStopper:
-    """ASHA by epoch: at rungs ``grace * rf**k`` a trial continues only if its validation
-    accuracy is in the top ``1/rf`` of all trials recorded at that rung."""
+def enqueue_grid(study: optuna.Study, space: SearchSpace) -> None:
+    """Enqueue, in a fixed order, every grid point no trial of the study holds yet.
 
-    def __init__(self, study: optuna.Study, grace: int, factor: int, max_epochs: int) -> None:
-        self.study, self.factor = study, factor
+    A point is held by any trial that finished, was infeasible, is running or waiting; a
+    trial failed for a dead worker is re-queued by the stale-trial callback, so it is held
+    by that copy. Running this again on resume (or from a second worker) adds nothing
+    twice; raising ``trials`` adds the next points.
+    """
+    held = []
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.FAIL and "row" not in trial.user_attrs:
+            continue  # a dead worker's trial: its retry copy holds the point
+        held.append(trial.params or trial.system_attrs.get("fixed_params", {}))
+    for params in iter_grid(space)[: space.target_trials]:
+        if not any(_same_point(params, other) for other in held):
+            study.enqueue_trial(params)
+            held.append(params)
+
+
+def _same_point(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+
+
+class RungStopper:
+    """ASHA by epoch: at rungs ``grace * rf**k`` a trial continues only if its metric is in
+    the top ``1/rf`` of all trials recorded at that rung."""
+
+    def __init__(self, study: optuna.Study, grace: int, factor: int, max_epochs: int,
+                 metric: str = "val_acc", mode: str = "max") -> None:
+        self.study, self.factor, self.metric, self.mode = study, factor, metric, mode
         self.rungs = []
         rung = grace
         while rung < max_epochs:
@@ -102,16 +125,17 @@ class RungStopper:
     def should_stop(self, epoch: int, value: float) -> bool:
         if epoch not in self.rungs:
             return False
+        sign = 1.0 if self.mode == "max" else -1.0  # compare as "higher is better"
         peers = []
         for row in rows_of(self.study):
             history = json.loads(row.get("history") or "[]")
-            if len(history) >= epoch:
-                peers.append(history[epoch - 1]["val_acc"])
+            if len(history) >= epoch and history[epoch - 1].get(self.metric) is not None:
+                peers.append(sign * history[epoch - 1][self.metric])
         if len(peers) < self.factor:
             return False
         peers.sort(reverse=True)
         cutoff = peers[max(0, len(peers) // self.factor - 1)]
-        return value < cutoff
+        return sign * value < cutoff
 
 
 def _wait_for_stale(study: optuna.Study) -> bool:
@@ -134,21 +158,21 @@ def run_optuna(
     """Run trials until the study holds ``space.trials`` finished trials."""
     study = open_study(space, run_dir)
     fail_stale_trials(study)
-    target = min(space.trials, space.grid_size()) if space.sampler == "grid" else space.trials
+    target = space.target_trials
+    early = space.early_stopping
     stopper = (
-        RungStopper(study, space.early_stopping.grace_period, space.early_stopping.reduction_factor, space.epochs)
-        if space.early_stopping.kind == "asha" else None
+        RungStopper(study, early.grace_period, early.reduction_factor, space.epochs, early.metric, early.mode)
+        if early.kind == "asha" else None
     )
-    if space.sampler == "grid" and not study.trials:
-        # enqueue in a fixed order so the grid is walked the same way on every machine
-        for params in iter_grid(space)[:target]:
-            study.enqueue_trial(params)
+    grid = space.sampler == "grid"
+    if grid:
+        enqueue_grid(study, space)
 
     def objective(trial: optuna.Trial) -> Any:
         params = sample_params(space, trial)
 
         def report(epoch: int, metrics: dict[str, Any]) -> bool:
-            return bool(stopper and stopper.should_stop(epoch, metrics["val_acc"]))
+            return bool(stopper and stopper.should_stop(epoch, metrics[early.metric]))
 
         row = run_trial(space, trial.number, params, report=report, threads=threads)
         trial.set_user_attr("row", row)
@@ -162,19 +186,23 @@ def run_optuna(
     while True:
         done = finished_count(study)
         on_row(rows_of(study))
-        if done >= target:
-            return
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        if done + running >= target:
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        # a grid is done when every enqueued point has ended (infeasible ones included)
+        if done >= target or (grid and not waiting and not running):
+            return
+        if done + running >= target or (grid and not waiting):
             if _wait_for_stale(study):
                 continue
             if running:  # other live workers will finish the study
                 time.sleep(HEARTBEAT_S)
                 continue
+            if grid:
+                return
         before = finished_count(study)
         study.optimize(objective, n_trials=1, catch=(_TrialDidNotComplete,), gc_after_trial=True)
         infeasible_streak = 0 if finished_count(study) > before else infeasible_streak + 1
         if infeasible_streak >= MAX_INFEASIBLE_STREAK:
-            raise RuntimeError(
+            raise SpaceError(
                 f"{MAX_INFEASIBLE_STREAK} candidates in a row were infeasible; widen the space or the budget"
             )

@@ -54,25 +54,25 @@ def _trainable(config: dict[str, Any], space_data: dict[str, Any]) -> None:
     space = space_from_dict(space_data)
     number = -1  # the driver numbers trials (ResultsCallback), in the order Tune made them
     node = ray.get_runtime_context().get_node_id()[:12]
-    metric_names = [o.metric for o in space.objectives]
+    # every report carries the objectives and the early-stopping metric (worst values when
+    # not measured yet, so a cut-short trial never looks ideal to the searcher)
+    names = list(dict.fromkeys([o.metric for o in space.objectives] + [space.early_stopping.metric]))
 
     def report(epoch: int, metrics: dict[str, Any]) -> bool:
         if epoch < space.epochs:  # the last epoch goes out with the final row
-            tune.report({**{m: metrics.get(m, 0.0) for m in metric_names}, "val_acc": metrics["val_acc"],
-                         "epoch": epoch, "row": ""})
+            tune.report({**{m: _metric_value(metrics, m) for m in names}, "epoch": epoch, "row": ""})
         return False
 
-    threads = max(1, int(space.resources.cpu))
-    row = run_trial(space, number, config, report=report, threads=threads, node=node)
-    final = {m: _metric_value(row, m) for m in metric_names}
-    tune.report({**final, "val_acc": _metric_value(row, "val_acc"), "epoch": row.get("fidelity", 0),
+    row = run_trial(space, number, config, report=report, threads=space.trial_threads, node=node)
+    tune.report({**{m: _metric_value(row, m) for m in names}, "epoch": row.get("fidelity", 0),
                  "row": json.dumps(row, default=str)})
 
 
 def _metric_value(row: dict[str, Any], metric: str) -> float:
+    """The metric, or its worst value when missing or NaN (failed, infeasible, not yet)."""
     value = row.get(metric)
-    if value is None or value != value:  # missing or NaN (failed, infeasible)
-        return 0.0 if metric == "val_acc" else float(1e30)
+    if value is None or value != value:
+        return 0.0 if metric.endswith("acc") else float(1e30)
     return float(value)
 
 
@@ -109,7 +109,9 @@ class ResultsCallback(Callback):
             row = json.loads(result["row"])
             row["trial"] = _trial_number(trial)
         else:  # stopped by the scheduler (or died) before its final report
-            epochs = int(self.space_data.get("train", {}).get("epochs", 1))
+            from coatsearch.space import space_from_dict
+
+            epochs = space_from_dict(self.space_data).epochs
             row = {
                 "trial": _trial_number(trial),
                 "status": "failed" if error else "stopped",
@@ -167,7 +169,8 @@ def run_ray(
         search_alg = ConcurrencyLimiter(searcher, max_concurrent=space.concurrency)
         if space.early_stopping.kind == "asha":
             scheduler: Any = ASHAScheduler(
-                time_attr="training_iteration", metric="val_acc", mode="max", max_t=space.epochs,
+                time_attr="training_iteration", metric=space.early_stopping.metric,
+                mode=space.early_stopping.mode, max_t=space.epochs,
                 grace_period=space.early_stopping.grace_period,
                 reduction_factor=space.early_stopping.reduction_factor,
             )

@@ -146,7 +146,7 @@ def run_trial(
         test_acc=getattr(result, "test_acc", None),
         history=json.dumps(history),
     )
-    if any(o.metric == "latency_ms" for o in space.objectives) and result.status == "complete":
+    if any(o.metric == "latency_ms" for o in space.objectives) and result.status in ("complete", "stopped"):
         from coatsearch.nn import build
 
         row["latency_ms"] = measure_latency_ms(build(result.spec), result.spec.image_size, result.spec.in_channels)
