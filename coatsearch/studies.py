@@ -67,6 +67,13 @@ def _cell(mean: float, std: float, metric: str) -> str:
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
+def _label(value: object) -> str:
+    """A factor's value as written in the space (CSV round trips turn 2 into 2.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def summary_markdown(summary: pd.DataFrame, group_by: Sequence[str]) -> str:
     """The README table: one row per configuration, ``mean ± std`` over seeds."""
     from coatsearch.units import format_count
@@ -75,7 +82,7 @@ def summary_markdown(summary: pd.DataFrame, group_by: Sequence[str]) -> str:
     header = [c.removeprefix("param.") for c in group_by] + ["n", "FLOPs", "params"] + [METRICS[m] for m in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in summary.iterrows():
-        cells = [str(row[c]) for c in group_by]
+        cells = [_label(row[c]) for c in group_by]
         cells += [str(int(row["n"])), format_count(row["flops_mean"]), format_count(row["params_mean"])]
         cells += [_cell(row[f"{m}_mean"], row[f"{m}_std"], m) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
