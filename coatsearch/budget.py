@@ -74,7 +74,7 @@ def parse_count(text: str | float | int, field: str = "target") -> float:
         raise BudgetError(f"{field}: {exc}") from None
 
 
-def _round_to(value: float, multiple: int) -> int:
+def round_to_multiple(value: float, multiple: int) -> int:
     """Nearest positive multiple (half rounds up, so it is monotone in ``value``)."""
     return max(multiple, int(value / multiple + 0.5) * multiple)
 
@@ -144,7 +144,7 @@ class _Scaler:
 
     def widths(self, factor: float, blocks: tuple[int, ...]) -> _Shape:
         """Every width times ``factor``, rounded to its nearest multiple."""
-        return self._shape([_round_to(factor * w, q) for w, q in self.free], blocks)
+        return self._shape([round_to_multiple(factor * w, q) for w, q in self.free], blocks)
 
     def near_widths(self, factor: float, blocks: tuple[int, ...]) -> list[tuple[float, _Shape]]:
         """Shapes whose widths sit one multiple either side of their nearest at ``factor``.
@@ -157,7 +157,7 @@ class _Scaler:
         options = []
         for value, q in exact:
             if 3 ** len(exact) <= MAX_WIDTH_VARIANTS:
-                nearest = _round_to(value, q)
+                nearest = round_to_multiple(value, q)
                 choices = {nearest - q, nearest, nearest + q}
             else:
                 choices = {math.floor(value / q) * q, math.ceil(value / q) * q}

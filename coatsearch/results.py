@@ -35,6 +35,11 @@ COLUMNS = [
 FINISHED = ("complete", "stopped", "diverged", "failed")
 
 
+def count_finished(frame: pd.DataFrame) -> int:
+    """Trials that ran to their end (see `FINISHED`)."""
+    return int(frame["status"].isin(FINISHED).sum()) if len(frame) else 0
+
+
 def write_table(rows: Iterable[dict[str, Any]], path: Path) -> pd.DataFrame:
     """Write rows atomically (temp file + rename): a crash never leaves half a table."""
     frame = to_frame(rows)

@@ -16,7 +16,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from coatsearch.results import FINISHED, pareto_front, read_table, to_frame, write_table
+from coatsearch.results import count_finished, pareto_front, read_table, to_frame, write_table
 from coatsearch.space import SearchSpace, SpaceError, space_from_dict
 
 log = logging.getLogger("coatsearch")
@@ -54,8 +54,7 @@ def _check_run_dir(space: SearchSpace, run_dir: Path) -> None:
 def finished_rows(table_path: Path) -> int:
     if not table_path.exists():
         return 0
-    table = read_table(table_path)
-    return int(table["status"].isin(FINISHED).sum())
+    return count_finished(read_table(table_path))
 
 
 def _setup_log(run_dir: Path) -> logging.Handler:
@@ -105,7 +104,7 @@ def run_study(
     task = progress.add_task(f"{space.study} trials", total=target, completed=done, best="")
 
     def show(frame: Any) -> None:
-        finished = int(frame["status"].isin(FINISHED).sum()) if len(frame) else 0
+        finished = count_finished(frame)
         complete = frame[frame["status"] == "complete"] if len(frame) else frame
         best = f"best val_acc {complete['val_acc'].max():.4f}" if len(complete) else ""
         progress.update(task, completed=min(finished, target), best=best)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from coatsearch.budget import round_to_multiple
 from coatsearch.space import SearchSpace
 from coatsearch.spec import NetSpec, SpecError
 
@@ -39,10 +40,6 @@ def sample_params(space: SearchSpace, trial: Any) -> dict[str, Any]:
     return {name: domain.suggest(trial, name) for name, domain in space.params.items()}
 
 
-def _round_to(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
-
-
 def vit_rel_from(base: NetSpec) -> NetSpec:
     """A ViT-REL counterpart of a base spec: a patch stem with the stride of the base's S3,
     then all of the base's blocks as relative-attention blocks at its S3 width."""
@@ -51,7 +48,7 @@ def vit_rel_from(base: NetSpec) -> NetSpec:
     # the first attention stage's width, or S3's (where C-C-T-T starts attending) without one
     t_stages = [s for s in base.stages if s.kind == "T"] or [base.stages[min(2, len(base.stages) - 1)]]
     head_dim = t_stages[0].head_dim
-    width = _round_to(t_stages[0].channels, head_dim)
+    width = round_to_multiple(t_stages[0].channels, head_dim)
     data = base.to_dict()
     data["stem"] = {"kind": "patch", "channels": width, "stride": patch, "norm": "layer"}
     data["stages"] = [
@@ -75,7 +72,7 @@ def _apply_layout(spec: NetSpec, layout: str) -> NetSpec:
         data = stage.model_dump(mode="json")
         data["kind"] = kind
         if kind == "T":
-            data["channels"] = _round_to(stage.channels, stage.head_dim)
+            data["channels"] = round_to_multiple(stage.channels, stage.head_dim)
         stages.append(data)
     return spec.with_stages(stages)
 
@@ -99,7 +96,7 @@ def _apply_stage_field(spec: NetSpec, kind: str | None, field_name: str, value: 
         if kind is None or stage.kind == kind:
             data[field_name] = value
             if field_name == "head_dim":
-                data["channels"] = _round_to(stage.channels, int(value))
+                data["channels"] = round_to_multiple(stage.channels, int(value))
         stages.append(data)
     return spec.with_stages(stages)
 
@@ -122,17 +119,17 @@ def _apply_path(spec: NetSpec, path: str, value: Any) -> NetSpec:
 def scale(spec: NetSpec, depth: float = 1.0, width: float = 1.0, resolution: float = 1.0) -> NetSpec:
     """Multiply blocks of S2 onward, every width, and the image size."""
     data = spec.to_dict()
-    data["stem"]["channels"] = _round_to(spec.stem.channels * width, 8)
+    data["stem"]["channels"] = round_to_multiple(spec.stem.channels * width, 8)
     stages = []
     for i, stage in enumerate(spec.stages):
         d = stage.model_dump(mode="json")
         if i >= 1:
             d["blocks"] = max(1, math.ceil(stage.blocks * depth))
         multiple = math.lcm(8, stage.head_dim) if stage.kind == "T" else 8
-        d["channels"] = _round_to(stage.channels * width, multiple)
+        d["channels"] = round_to_multiple(stage.channels * width, multiple)
         stages.append(d)
     data["stages"] = stages
-    data["image_size"] = _round_to(spec.image_size * resolution, spec.total_stride)
+    data["image_size"] = round_to_multiple(spec.image_size * resolution, spec.total_stride)
     return NetSpec.from_dict(data)
 
 
