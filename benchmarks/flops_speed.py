@@ -59,7 +59,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for spec in specs:
-        analytic_s = median_seconds(lambda: count_analytic(spec), 200)
+        analytic_s = median_seconds(lambda spec=spec: count_analytic(spec), 200)
         start = time.perf_counter()
         traced = count(spec, route="traced")
         traced_s = time.perf_counter() - start
@@ -82,7 +82,7 @@ def main() -> None:
         (small_spec(), 50e6, "depth"),
     ]
     for spec, target, by in cases:
-        seconds = median_seconds(lambda: match_budget(spec, flops=target, by=by), 5)  # type: ignore[arg-type]
+        seconds = median_seconds(lambda spec=spec, target=target, by=by: match_budget(spec, flops=target, by=by), 5)  # type: ignore[arg-type]
         result = match_budget(spec, flops=target, by=by)  # type: ignore[arg-type]
         print(
             f"{spec.name:<22}{format_count(target):>9}{by:>7}{seconds * 1e3:9.1f}  "

@@ -22,7 +22,8 @@ from pathlib import Path
 import yaml
 
 from coatsearch.results import read_table
-from coatsearch.search import run_study
+from coatsearch.runner import run_study
+from coatsearch.search import compile_space
 from coatsearch.space import load_space
 
 SPACE = {
@@ -50,7 +51,7 @@ def measure(backend: str, trials: int, workdir: Path) -> tuple[float, float]:
     path.write_text(yaml.safe_dump({**SPACE, "trials": trials, "backend": backend}))
     space = load_space(path)
     start = time.perf_counter()
-    outcome = run_study(space, workdir / backend)
+    outcome = run_study(compile_space(space), workdir / backend)
     wall = time.perf_counter() - start
     table = read_table(outcome.table_path)
     return wall, float(table["wall_time"].sum())

@@ -26,12 +26,11 @@ gather are not counted, in either route.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
-from coatsearch.nn.blocks import ffn_hidden, mbconv_hidden, mbconv_se_width
-from coatsearch.spec import NetSpec, SpecError, StageSpec
+from coatsearch.spec import NetSpec, SpecError, StageSpec, ffn_hidden, mbconv_hidden, mbconv_se_width
 
 #: fvcore's FLOP estimate per element of an affine norm at inference.
 NORM_FLOPS_PER_ELEMENT = {"batch": 2, "layer": 5}

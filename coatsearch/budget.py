@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 from coatsearch import units
+from coatsearch.errors import CoatsearchError
 from coatsearch.flops import count_analytic
-from coatsearch.spec import NetSpec
+from coatsearch.spec import CHANNEL_MULTIPLE, NetSpec, make_divisible
 from coatsearch.units import format_count
 
 Metric = Literal["flops", "params"]
 ScaleBy = Literal["width", "depth", "both"]
 
-#: Channels are multiples of this (and of head_dim in T stages): hardware-friendly widths.
-CHANNEL_MULTIPLE = 8
 #: Targets above these are taken for typos (CoAtNet-7 is 2.4B params, ~2.6T FLOPs at 512).
 SANITY_BOUND: dict[str, float] = {"flops": 1e14, "params": 1e11}
 #: Scale factors searched: widths or middle-stage depths up to this many times the spec's.
@@ -44,7 +44,7 @@ MAX_DEPTH_VARIANTS = 48
 MAX_WIDTH_VARIANTS = 3**7
 
 
-class BudgetError(ValueError):
+class BudgetError(CoatsearchError):
     """An impossible or malformed budget. The message is one line naming the field."""
 
 
@@ -74,11 +74,6 @@ def parse_count(text: str | float | int, field: str = "target") -> float:
         raise BudgetError(f"{field}: {exc}") from None
 
 
-def round_to_multiple(value: float, multiple: int) -> int:
-    """Nearest positive multiple (half rounds up, so it is monotone in ``value``)."""
-    return max(multiple, int(value / multiple + 0.5) * multiple)
-
-
 @dataclass(frozen=True)
 class _Shape:
     """The integers scaling changes: stem, stage and pre-logits widths; stage blocks."""
@@ -100,13 +95,10 @@ class _Scaler:
     def __init__(self, spec: NetSpec, metric: Metric) -> None:
         self.spec = spec
         self.metric = metric
-        self.quanta = tuple(
-            math.lcm(CHANNEL_MULTIPLE, s.head_dim) if s.kind == "T" else CHANNEL_MULTIPLE
-            for s in spec.stages
-        )
+        self.quanta = tuple(s.width_multiple for s in spec.stages)
         self.stem_tied = spec.stem.channels == spec.stages[0].channels
         self.head_tied = spec.head_hidden == spec.stages[-1].channels
-        self.scalable = middle_stages(spec)
+        self.scalable = spec.depth_stages
         self._cache: dict[_Shape, int] = {}
         # (original width, multiple) of every independent width: stages, then stem, head
         free = [(s.channels, q) for s, q in zip(spec.stages, self.quanta)]
@@ -144,7 +136,7 @@ class _Scaler:
 
     def widths(self, factor: float, blocks: tuple[int, ...]) -> _Shape:
         """Every width times ``factor``, rounded to its nearest multiple."""
-        return self._shape([round_to_multiple(factor * w, q) for w, q in self.free], blocks)
+        return self._shape([make_divisible(factor * w, q) for w, q in self.free], blocks)
 
     def near_widths(self, factor: float, blocks: tuple[int, ...]) -> list[tuple[float, _Shape]]:
         """Shapes whose widths sit one multiple either side of their nearest at ``factor``.
@@ -157,7 +149,7 @@ class _Scaler:
         options = []
         for value, q in exact:
             if 3 ** len(exact) <= MAX_WIDTH_VARIANTS:
-                nearest = round_to_multiple(value, q)
+                nearest = make_divisible(value, q)
                 choices = {nearest - q, nearest, nearest + q}
             else:
                 choices = {math.floor(value / q) * q, math.ceil(value / q) * q}
@@ -169,7 +161,8 @@ class _Scaler:
         return out
 
     def depths(self, factor: float, shape: _Shape) -> _Shape:
-        """The middle stages' blocks times ``factor``, rounded, at least 1."""
+        """The blocks of the spec's `depth_stages` times ``factor``, rounded half up, at
+        least 1 (the rule of `NetSpec.scaled`)."""
         blocks = tuple(
             max(1, int(factor * s.blocks + 0.5)) if i in self.scalable else s.blocks
             for i, s in enumerate(self.spec.stages)
@@ -191,20 +184,6 @@ class _Scaler:
             counts = count_analytic(self.build(shape))
             self._cache[shape] = counts.flops if self.metric == "flops" else counts.params
         return self._cache[shape]
-
-
-def middle_stages(spec: NetSpec) -> frozenset[int]:
-    """Indices of the stages depth scaling grows: S2..S(n-1), as the paper grows S2/S3.
-
-    Stage groups are named ``S1``..``Sn`` (a mixed stage, ``S3a``/``S3b``, is one group).
-    With fewer than three groups every stage is scalable.
-    """
-    groups = [name.rstrip("abcdefghijklmnopqrstuvwxyz") for name in spec.stage_names]
-    order = list(dict.fromkeys(groups))
-    if len(order) < 3:
-        return frozenset(range(len(groups)))
-    inner = set(order[1:-1])
-    return frozenset(i for i, g in enumerate(groups) if g in inner)
 
 
 def _bracket(

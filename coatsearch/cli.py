@@ -9,20 +9,17 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from coatsearch.budget import BudgetError
-from coatsearch.data.errors import DataError
-from coatsearch.report.data import ReportError
-from coatsearch.space import SpaceError
-from coatsearch.spec import SpecError
-from coatsearch.train.config import TrainConfigError
+from coatsearch.errors import CoatsearchError
+from coatsearch.status import Status
 from coatsearch.units import FLOPS_NOTE, format_count
 
 app = typer.Typer(
@@ -35,24 +32,24 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
-#: Errors that mean "the user's input is wrong": reported in one line, exit code 2.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    SpecError, SpaceError, BudgetError, ReportError, DataError, TrainConfigError,
-)
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` on stderr, in one line; the exit to raise."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
 def user_errors_exit_2(func: F) -> F:
-    """Report the library's input errors as ``error: ...`` and exit 2."""
+    """Report the library's input errors (`CoatsearchError`) as ``error: ...``, exit 2."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except USER_ERRORS as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+        except CoatsearchError as exc:
+            raise fail(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -61,11 +58,11 @@ def user_errors_exit_2(func: F) -> F:
 @user_errors_exit_2
 def build(
     spec: str = typer.Argument(..., help="a preset name (see `coatsearch presets`) or a YAML spec file"),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="count at this size"),
+    image_size: int | None = typer.Option(None, "--image-size", help="count at this size"),
 ) -> None:
     """Print the network a spec describes, stage by stage, with params and FLOPs."""
     from coatsearch.flops import count
-    from coatsearch.spec import load_spec
+    from coatsearch.presets import load_spec
 
     net = load_spec(spec)
     if image_size is not None:
@@ -98,7 +95,7 @@ def build(
 @app.command()
 @user_errors_exit_2
 def presets(
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="count at this size"),
+    image_size: int | None = typer.Option(None, "--image-size", help="count at this size"),
     flops: bool = typer.Option(True, "--flops/--no-flops", help="show FLOPs"),
 ) -> None:
     """List the built-in presets with their parameters and FLOPs (analytic counts)."""
@@ -134,7 +131,7 @@ def _relative(a: float, b: float) -> str:
 @user_errors_exit_2
 def flops_command(
     spec: str = typer.Argument(..., help="a preset name or a YAML spec file"),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="count at this size"),
+    image_size: int | None = typer.Option(None, "--image-size", help="count at this size"),
     by_op: bool = typer.Option(False, "--by-op", help="also break FLOPs down by operator"),
     traced: bool = typer.Option(True, "--traced/--no-traced", help="also trace the model with fvcore"),
 ) -> None:
@@ -142,7 +139,7 @@ def flops_command(
     import time
 
     from coatsearch.flops import count
-    from coatsearch.spec import load_spec
+    from coatsearch.presets import load_spec
 
     net = load_spec(spec)
     if image_size is not None:
@@ -199,18 +196,18 @@ def _pair(analytic: int, traced: int) -> tuple[str, str]:
 @user_errors_exit_2
 def match_command(
     spec: str = typer.Argument(..., help="a preset name or a YAML spec file"),
-    flops: Optional[str] = typer.Option(None, "--flops", help="FLOP target, e.g. 4.2G or 30M"),
-    params: Optional[str] = typer.Option(None, "--params", help="parameter target, e.g. 25M"),
+    flops: str | None = typer.Option(None, "--flops", help="FLOP target, e.g. 4.2G or 30M"),
+    params: str | None = typer.Option(None, "--params", help="parameter target, e.g. 25M"),
     by: str = typer.Option("width", "--by", help="width, depth or both"),
     tolerance: float = typer.Option(0.01, "--tolerance", help="accepted relative error"),
     strict: bool = typer.Option(False, "--strict", help="fail (exit 2) when the target is missed"),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="match at this image size"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the matched spec here"),
+    image_size: int | None = typer.Option(None, "--image-size", help="match at this image size"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="write the matched spec here"),
 ) -> None:
     """Scale a spec's widths or depths to a FLOP or parameter budget."""
     from coatsearch.budget import match_budget, parse_count
     from coatsearch.flops import count_analytic
-    from coatsearch.spec import load_spec
+    from coatsearch.presets import load_spec
 
     flops_target = parse_count(flops, "--flops") if flops is not None else None
     params_target = parse_count(params, "--params") if params is not None else None
@@ -244,13 +241,13 @@ def match_command(
 @user_errors_exit_2
 def run(
     space_file: str = typer.Argument(..., metavar="SPACE.yaml", help="a search space (see spaces/)"),
-    out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<study>)"),
-    backend: Optional[str] = typer.Option(None, "--backend", help="optuna or ray (overrides the space)"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
+    out: str | None = typer.Option(None, "--out", help="run directory (default runs/<study>)"),
+    backend: str | None = typer.Option(None, "--backend", help="optuna or ray (overrides the space)"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
     overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
 ) -> None:
     """Run (or resume) a search; write runs/<study>/ with the results table and Pareto front."""
-    from coatsearch.space import load_space
+    from coatsearch.space import SpaceError, load_space
 
     if backend is not None:
         overrides = [*overrides, f"backend={backend}"]
@@ -258,34 +255,47 @@ def run(
         if backend not in (None, "ray"):
             raise SpaceError(f"--address: a Ray cluster address needs --backend ray, not {backend}")
         overrides = [*overrides, "backend=ray"]
-    _run_and_report(load_space(space_file, overrides), Path(out) if out else None, address)
+    _run_and_report(load_space(space_file, overrides), Path(out) if out else None, address, source=space_file)
 
 
 @app.command()
 @user_errors_exit_2
 def resume(
     run_dir: str = typer.Argument(..., help="a run directory written by `coatsearch run`"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
 ) -> None:
     """Finish an interrupted study from its run directory (the space saved there)."""
-    from coatsearch.space import load_space
+    from coatsearch.space import SpaceError, load_space
 
     saved = Path(run_dir) / "space.yaml"
     if not saved.exists():
         raise SpaceError(f"{run_dir}: not a run directory (no space.yaml)")
-    _run_and_report(load_space(saved), Path(run_dir), address)
+    _run_and_report(load_space(saved), Path(run_dir), address, source=str(saved))
 
 
-def _run_and_report(space: Any, out: Any, address: Optional[str]) -> Any:
-    from coatsearch.search import run_study
+def _run_and_report(space: Any, out: Path | None, address: str | None, source: str | None = None) -> Any:
+    """Compile the space (every check before any trial), run it, print and report."""
+    from coatsearch.report import build_report
+    from coatsearch.report.tables import pareto_rich_table
+    from coatsearch.runner import RunInterrupted, run_study
+    from coatsearch.search import compile_space
 
-    outcome = run_study(space, out, address=address, console=err_console)
+    plan = compile_space(space, source=source)
+    try:
+        outcome = run_study(plan, out, address=address, console=err_console)
+    except RunInterrupted as stop:
+        report_path = build_report(stop.run_dir)
+        console.print(f"results: {stop.run_dir / 'results.csv'}\nreport: {report_path}")
+        raise fail(str(stop), 128 + stop.signum) from None
+    if outcome.note:
+        err_console.print(f"[yellow]warning:[/] {escape(outcome.note)}", highlight=False, soft_wrap=True)
     if outcome.already_done:
         console.print(f"study {space.study} is complete ({outcome.finished} finished trials); nothing to do.")
-    _print_pareto(space, outcome.pareto_path)
+    table = pareto_rich_table(outcome.pareto_path, [(o.metric, o.direction) for o in space.objectives])
+    if table is not None:
+        console.print(table)
+        console.print(FLOPS_NOTE, style="dim")
     console.print(f"results: {outcome.table_path}")
-    from coatsearch.report import build_report
-
     console.print(f"report: {build_report(outcome.run_dir)}")
     return outcome
 
@@ -294,7 +304,7 @@ def _run_and_report(space: Any, out: Any, address: Optional[str]) -> Any:
 @user_errors_exit_2
 def study(
     study_dir: str = typer.Argument(..., metavar="STUDY_DIR", help="a study folder (studies/<name>/)"),
-    out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<study>)"),
+    out: str | None = typer.Option(None, "--out", help="run directory (default runs/<study>)"),
     overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
 ) -> None:
     """Run a study's space, then write its results.csv, summary.csv, report and README table.
@@ -302,13 +312,11 @@ def study(
     The outputs are written into STUDY_DIR, replacing the committed ones: run a smoke
     configuration (``--set``) on a copy of the folder.
     """
-    from pathlib import Path
-
     from coatsearch.studies import load_study, write_outputs
 
     folder = Path(study_dir)
     space = load_study(folder, overrides)
-    outcome = _run_and_report(space, Path(out) if out else None, None)
+    outcome = _run_and_report(space, Path(out) if out else None, None, source=str(folder / "space.yaml"))
     write_outputs(folder, space, outcome.run_dir)
     console.print(f"study written: {folder}/results.csv, summary.csv, report.html, README.md")
 
@@ -317,12 +325,12 @@ def study(
 @user_errors_exit_2
 def report(
     run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="a run directory (runs/<study>/)"),
-    out: Optional[str] = typer.Option(None, "-o", "--out", help="HTML file (default RUN_DIR/report.html)"),
+    out: str | None = typer.Option(None, "-o", "--out", help="HTML file (default RUN_DIR/report.html)"),
     color_by: str = typer.Option("layout", "--color-by", help="colour and group by this column or parameter"),
     fmt: str = typer.Option("html", "--format", help="html (write the page), csv or markdown (print tables)"),
     which: str = typer.Option("all", "--table", help="with csv/markdown: pareto, top, failures or all"),
     top: int = typer.Option(10, "--top", min=1, help="how many trials the top table holds"),
-    flop_band: Optional[str] = typer.Option(None, "--flop-band", help="design-space band: 0.1 or 28M:36M"),
+    flop_band: str | None = typer.Option(None, "--flop-band", help="design-space band: 0.1 or 28M:36M"),
     static: list[str] = typer.Option([], "--static", help="also export each figure as png or svg (kaleido)"),
 ) -> None:
     """Write a study's HTML report (Pareto fronts, curves, design space, tables), or print its tables."""
@@ -337,35 +345,6 @@ def report(
     console.print(f"report: {path}")
 
 
-def _print_pareto(space: Any, pareto_path: Any) -> None:
-    import pandas as pd
-
-    if not pareto_path.exists() or pareto_path.stat().st_size == 0:
-        return
-    try:
-        front = pd.read_csv(pareto_path)
-    except pd.errors.EmptyDataError:
-        return
-    table = Table(title=f"Pareto front: {', '.join(f'{o.metric} ({o.direction})' for o in space.objectives)}")
-    columns = ["trial", "layout", "blocks", "channels", "flops", "params", "val_acc", "gap", "fidelity"]
-    columns += [c for c in front.columns if c.startswith("param.")]
-    for column in columns:
-        table.add_column(column)
-    for _, row in front.iterrows():
-        cells = []
-        for column in columns:
-            value = row.get(column)
-            if column in ("flops", "params") and value == value:
-                cells.append(format_count(float(value)))
-            elif isinstance(value, float):
-                cells.append(f"{value:.4f}" if value == value else "-")
-            else:
-                cells.append(str(value))
-        table.add_row(*cells)
-    console.print(table)
-    console.print(FLOPS_NOTE, style="dim")
-
-
 @app.command()
 @user_errors_exit_2
 def train(
@@ -374,21 +353,21 @@ def train(
         "fashion-mnist", "--data",
         help="fashion-mnist, fashion-mnist-full[:PATH], idx:PATH, imagefolder:PATH, torchvision:NAME[:ROOT]",
     ),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="default: the config's (5)"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="initialisation, batch order and validation split"),
-    train_size: Optional[int] = typer.Option(None, "--train-size", help="train on a stratified subset of N images"),
+    epochs: int | None = typer.Option(None, "--epochs", help="default: the config's (5)"),
+    seed: int | None = typer.Option(None, "--seed", help="initialisation, batch order and validation split"),
+    train_size: int | None = typer.Option(None, "--train-size", help="train on a stratified subset of N images"),
     augment: str = typer.Option("none", "--augment", help="none, light (crop + flip) or randaugment"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's)"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, mps or xla"),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of trainer fields"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None, "--lr"),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: torch's)"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, mps or xla"),
+    config: Path | None = typer.Option(None, "--config", help="YAML file of trainer fields"),
     test: bool = typer.Option(True, "--test/--no-test", help="evaluate on the test split at the end"),
     as_json: bool = typer.Option(False, "--json", help="print the final metrics as one JSON object"),
 ) -> None:
     """Train one spec on a dataset and report per-epoch metrics and the test accuracy."""
     from coatsearch.data import load_data
-    from coatsearch.spec import load_spec
+    from coatsearch.presets import load_spec
     from coatsearch.train import TrainConfig, fit
     from coatsearch.train.device import resolve_device
     from coatsearch.train.progress import TrainProgress
@@ -419,7 +398,7 @@ def train(
         if result.test_acc is not None:
             summary += f", test acc {result.test_acc:.2%}"
         console.print(summary + (f" ({result.reason})" if result.reason else ""), highlight=False)
-    if result.status in ("diverged", "failed"):
+    if result.status in (Status.DIVERGED, Status.FAILED):
         raise typer.Exit(1)
 
 

@@ -6,7 +6,7 @@ by anything that ranks (the results table's Pareto set, the report's 2-D fronts)
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -15,7 +15,8 @@ literal one.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from pathlib import Path
 
 from coatsearch.spec import NetSpec, SpecError
 
@@ -24,7 +25,8 @@ _BASE = dict(image_size=224, num_classes=1000)
 
 def _coatnet(blocks: list[int], channels: list[int], name: str) -> NetSpec:
     return NetSpec.from_layout(
-        "C-C-T-T", blocks, channels, name=name, head_hidden=channels[-1], **_BASE
+        "C-C-T-T", blocks, channels, name=name, head_hidden=channels[-1],
+        image_size=_BASE["image_size"], num_classes=_BASE["num_classes"],
     )
 
 
@@ -90,3 +92,22 @@ def preset(name: str) -> NetSpec:
         return PRESETS[name]()
     except KeyError:
         raise SpecError(f"preset: unknown preset {name!r}; expected one of {', '.join(PRESETS)}") from None
+
+
+def load_spec(path_or_name: str | Path) -> NetSpec:
+    """A preset name (``coatnet-0``) or the path of a YAML spec file."""
+    text = str(path_or_name)
+    if text in PRESETS:
+        return preset(text)
+    path = Path(text)
+    if not path.exists():
+        if path.suffix in (".yaml", ".yml") or "/" in text:
+            raise SpecError(f"{text}: no such spec file")
+        raise SpecError(f"preset: unknown preset {text!r}; expected one of {', '.join(PRESETS)}")
+    if path.is_dir():
+        raise SpecError(f"{text}: is a directory, expected a YAML spec file")
+    try:
+        text_of_file = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{text}: cannot be read ({type(exc).__name__})") from None
+    return NetSpec.from_yaml(text_of_file, source=text)

@@ -1,15 +1,15 @@
-"""One results table per study: one row per trial, written as trials finish.
+"""One results table per study: one row per trial, rebuilt from the run's ledger.
 
-Both backends produce the same columns, so everything downstream (Pareto fronts,
-reports, studies) reads only this table. Sampled parameters appear as ``param.<name>``
-columns; ``history`` holds the per-epoch metrics as JSON; ``spec`` the trained network
-as JSON.
+Both backends produce `TrialRow`s, so everything downstream (Pareto fronts, reports,
+studies) reads only this table. Sampled parameters appear as ``param.<name>`` columns;
+``point`` keys a configuration; ``history`` holds the per-epoch metrics as JSON; ``spec``
+the trained network as JSON.
 
 A run directory (``runs/<study>/``) holds:
-  space.yaml     the space as resolved (overrides applied)
-  results.csv    this table
+  space.yaml     the space as resolved (overrides applied, base written out)
+  results.csv    this table (rebuilt from the ledger on every run, so a damaged copy heals)
   pareto.csv     the non-dominated full-fidelity trials
-  study.db       the Optuna storage (optuna backend), or ray/ (the Ray Tune experiment)
+  study.db       the Optuna storage (optuna backend), or ledger.jsonl and tune/ (ray backend)
   run.log        what the run printed
 """
 
@@ -17,60 +17,48 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from coatsearch.pareto import non_dominated
+from coatsearch.search.rows import COLUMNS, TrialRow
+from coatsearch.status import FINISHED, Status
 
-COLUMNS = [
-    "trial", "status", "fidelity", "max_fidelity", "layout", "blocks", "channels", "image_size",
-    "flops", "params", "val_acc", "val_loss", "train_acc", "train_loss", "gap", "test_acc",
-    "latency_ms", "images_per_s", "wall_time", "seed", "node", "worker", "reason",
-    "budget_note", "spec", "history",
-]
-#: Statuses of trials that ran to their end (they count towards a study's trial budget).
-FINISHED = ("complete", "stopped", "diverged", "failed")
+__all__ = ["COLUMNS", "FINISHED", "count_finished", "history_of", "pareto_front", "ranked", "read_table",
+           "table_rows", "to_frame", "write_table"]
 
 
 def count_finished(frame: pd.DataFrame) -> int:
-    """Trials that ran to their end (see `FINISHED`)."""
-    return int(frame["status"].isin(FINISHED).sum()) if len(frame) else 0
+    """Trials that ran to their end (see `coatsearch.status.FINISHED`)."""
+    return int(frame["status"].isin(list(FINISHED)).sum()) if len(frame) else 0
 
 
-def write_table(rows: Iterable[dict[str, Any]], path: Path) -> pd.DataFrame:
+def table_rows(rows: Iterable[TrialRow]) -> list[TrialRow]:
+    """What the table shows of a ledger: one row per trial number, and an interrupted
+    trial only while its configuration has not run to its end since."""
+    by_number = {row.trial: row for row in rows}
+    done = {row.point for row in by_number.values() if row.status != Status.INTERRUPTED}
+    return [row for _, row in sorted(by_number.items())
+            if row.status != Status.INTERRUPTED or row.point not in done]
+
+
+def to_frame(rows: Iterable[TrialRow]) -> pd.DataFrame:
+    records = [row.to_record() for row in table_rows(rows)]
+    param_cols = sorted({k for record in records for k in record if k.startswith("param.")})
+    return pd.DataFrame(records, columns=[*COLUMNS, *param_cols])
+
+
+def write_table(rows: Iterable[TrialRow], path: Path) -> pd.DataFrame:
     """Write rows atomically (temp file + rename): a crash never leaves half a table."""
     frame = to_frame(rows)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     frame.to_csv(tmp, index=False)
     os.replace(tmp, path)
     return frame
-
-
-def upsert_rows(path: Path, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Insert or replace rows (by trial number) in the table at ``path``; return all rows."""
-    existing: dict[int, dict[str, Any]] = {}
-    if path.exists():
-        for record in read_table(path).to_dict("records"):
-            existing[int(record["trial"])] = {k: v for k, v in record.items() if not _missing(v)}
-    for row in rows:
-        existing[int(row["trial"])] = row
-    merged = list(existing.values())
-    write_table(merged, path)
-    return merged
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
-
-
-def to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    rows = list(rows)
-    param_cols = sorted({k for row in rows for k in row if k.startswith("param.")})
-    frame = pd.DataFrame(rows, columns=COLUMNS + param_cols)
-    return frame.sort_values("trial", kind="stable").reset_index(drop=True) if len(frame) else frame
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -90,7 +78,7 @@ def ranked(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame
     full = frame["fidelity"] >= frame["max_fidelity"]
-    return frame[(frame["status"] == "complete") & full]
+    return frame[(frame["status"] == Status.COMPLETE) & full]
 
 
 def pareto_front(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:

@@ -1,63 +1,37 @@
 """Search spaces: what to search, under which budget, trained how, run where.
 
-A space is a YAML file validated into an immutable `SearchSpace`. Everything a run needs
-is in it, so the resolved space written beside the results is enough to reproduce them.
-Any field can be overridden from the command line with ``--set dotted.key=value``.
+A space is a YAML file validated into an immutable `SearchSpace`. This module checks its
+*shape* only: field types, known parameter names, enumerable grids. Whether each value
+applies to the base network and the budget can be met is checked once, before any trial,
+when the space is compiled into a plan (`coatsearch.search.compile_space`). Any field can
+be overridden from the command line with ``--set dotted.key=value``.
 
 Parameters (``params:``) are keyed by name; each has a domain, either ``choices: [...]``
-or ``low``/``high`` (with optional ``step``, ``log``). Names are either one of the
-*knobs* below or a path into the spec (``stages[1].blocks``, ``stem.channels``,
-``drop_path``) or into the trainer settings (``train.lr``):
-
-- ``layout``: stage kinds, e.g. ``C-C-T-T``; ``vit-rel`` for the ViT-REL baseline. The base
-  spec's per-stage blocks and widths are kept.
-- ``split``: blocks of S2; S3 gets ``split_total`` minus that (the paper's V0/V1/V2).
-- ``head_dim``, ``attention``, ``ffn_expansion``: every T stage; ``norm``,
-  ``mbconv_expansion``: every C stage.
-- ``depth_multiplier``, ``width_multiplier``, ``resolution_multiplier``: scale blocks of
-  S2 onward, all widths, and the image size.
-- ``phi``: compound scaling (EfficientNet): depth ``alpha**phi``, width ``beta**phi``,
-  resolution ``gamma**phi`` with the constants under ``scaling:``.
-- ``seed``: the training seed (grid over it for repeated runs of each configuration).
-- ``data.<setting>``: a data setting per trial, e.g. ``data.train_size`` for data-size studies.
+or ``low``/``high`` (with optional ``step``, ``log``). The names are those of
+`coatsearch.knobs`: a knob (``layout``, ``split``, ``head_dim``, ``phi``, ...), a spec path
+(``stages[1].blocks``), ``train.<setting>``, ``data.<setting>`` or ``seed``.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from coatsearch.spec import NetSpec, SpecError, load_spec
+from coatsearch.errors import CoatsearchError
+from coatsearch.knobs import KNOBS, KnobContext, parameter_kind
+from coatsearch.train.config import TrainConfig, TrainConfigError
 from coatsearch.units import parse_count
 from coatsearch.validation import FieldError, validate_mapping
 
-KNOBS = (
-    "layout", "split", "head_dim", "attention", "ffn_expansion", "norm", "mbconv_expansion",
-    "depth_multiplier", "width_multiplier", "resolution_multiplier", "phi", "seed",
-)
 METRICS = ("val_acc", "flops", "params", "latency_ms")
 DEFAULT_MODE = {"val_acc": "max", "flops": "min", "params": "min", "latency_ms": "min"}
 
 
-def is_spec_path(name: str) -> bool:
-    """``drop_path``, ``stem.channels``, ``stages[2].blocks``: a field the spec really has."""
-    from coatsearch.spec import StageSpec, StemSpec
-
-    if name in NetSpec.model_fields and name not in ("stem", "stages"):
-        return True
-    head, _, field = name.partition(".")
-    if head == "stem":
-        return field in StemSpec.model_fields
-    return bool(re.fullmatch(r"stages\[\d+\]", head)) and field in StageSpec.model_fields
-
-
-class SpaceError(ValueError):
+class SpaceError(CoatsearchError):
     """An invalid search space; one line naming the field and what was expected."""
 
 
@@ -105,7 +79,7 @@ class Domain(_Frozen):
         """Every value, for the grid sampler (ranges need an integer step)."""
         if self.choices is not None:
             return list(self.choices)
-        if not self.is_int:
+        if not self.is_int or self.low is None or self.high is None:
             raise ValueError("a range needs integer low/high/step to be enumerated by the grid sampler")
         return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
 
@@ -113,7 +87,7 @@ class Domain(_Frozen):
         """Draw a value through an Optuna trial (either backend samples through Optuna)."""
         if self.choices is not None:
             return trial.suggest_categorical(name, self.choices)
-        if self.is_int:
+        if self.is_int and self.low is not None and self.high is not None:
             return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
@@ -244,6 +218,7 @@ class SearchSpace(_Frozen):
     concurrency: int = Field(1, gt=0)
     resources: Resources = Resources()
     seed: int = 0
+    retries: int = Field(1, ge=0, description="times a trial whose worker died runs again before it counts as failed")
     storage: str | None = Field(None, description="an Optuna storage URL (optuna backend)")
     address: str | None = Field(None, description="a Ray cluster address (ray backend)")
 
@@ -251,99 +226,44 @@ class SearchSpace(_Frozen):
     @classmethod
     def _known_params(cls, params: dict[str, Domain]) -> dict[str, Domain]:
         for name in params:
-            if name in KNOBS or name.startswith("train.") or is_spec_path(name):
-                continue
-            if name.startswith("data.") and name[5:] in DataSettings.model_fields:
-                continue
-            raise FieldError(
-                (name,),
-                f"unknown parameter; expected one of {', '.join(KNOBS)}, a spec path such as "
-                "stages[1].blocks, train.<setting> or data.<setting>",
-            )
+            if parameter_kind(name, data_fields=DataSettings.model_fields) is None:
+                raise FieldError(
+                    (name,),
+                    f"unknown parameter; expected one of {', '.join([*KNOBS, 'seed'])}, a spec path "
+                    "such as stages[1].blocks, train.<setting> or data.<setting>",
+                )
+            if name.startswith("train.") and name[6:] not in TrainConfig.model_fields:
+                raise FieldError((name,), f"the trainer has no setting {name[6:]!r}")
         return params
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchSpace:
-        names = set(self.params)
         if self.sampler == "grid":
             for name, domain in self.params.items():
                 try:
                     domain.grid_values()
                 except ValueError as exc:
                     raise FieldError(("params", name), str(exc)) from None
-        if "split" in names:
-            self._check_split()
         if len({o.metric for o in self.objectives}) != len(self.objectives):
             raise FieldError(("objectives",), "each metric may appear once")
-        self._check_budget_reachable()
-        self._check_params_apply()
+        if not self.params and self.trials > 1:
+            raise FieldError(
+                ("params",),
+                f"the space has no parameters, so all {self.trials} trials would train the same "
+                "network; add a parameter (seed repeats a configuration) or set trials: 1",
+            )
         if self.storage is not None and self.backend != "optuna":
             raise FieldError(("storage",), "a storage URL is for the optuna backend")
         return self
-
-    def _check_split(self) -> None:
-        base = self.base_spec()
-        if len(base.stages) < 3:
-            raise FieldError(("params", "split"), "needs a base with at least 3 stages (S2 and S3)")
-        total = self.split_total or base.stages[1].blocks + base.stages[2].blocks
-        values = self.params["split"].grid_values() if self.params["split"].choices or self.params["split"].is_int else []
-        for value in values:
-            if not isinstance(value, int) or not 1 <= value <= total - 1:
-                raise FieldError(
-                    ("params", "split"), f"S2 blocks must be whole numbers from 1 to {total - 1} (split_total {total}), got {value!r}"
-                )
-
-    def _check_params_apply(self) -> None:
-        """Apply each choice (and range end) of every parameter to the base, alone: a name or
-        value that can never work is reported now, not after a run of failed trials."""
-        from coatsearch.search.candidate import apply_params
-        from coatsearch.spec import SpecError
-        from coatsearch.train import TrainConfig
-
-        for name, domain in self.params.items():
-            if name.startswith("train.") and name[6:] not in TrainConfig.model_fields:
-                raise FieldError(("params", name), f"TrainConfig has no setting {name[6:]!r}")
-            values = domain.choices if domain.choices is not None else [domain.low, domain.high]
-            for value in values:
-                try:
-                    apply_params(self, {name: value})
-                except (SpecError, TypeError, ValueError) as exc:
-                    raise FieldError(("params", name), f"{value!r} does not apply to the base: {exc}") from None
 
     @property
     def trial_threads(self) -> int:
         """Torch threads per trial: the CPUs each trial is given."""
         return max(1, int(self.resources.cpu))
 
-    @property
-    def target_trials(self) -> int:
-        """Trials to finish: ``trials``, or the grid's size when that is smaller."""
-        return min(self.trials, self.grid_size()) if self.sampler == "grid" else self.trials
-
-    def resolved(self) -> SearchSpace:
-        """The same space with ``base`` written out as a full spec: what a run directory keeps,
-        so a later edit of a preset or spec file cannot change a study behind its back."""
-        return self.model_copy(update={"base": self.base_spec().to_dict()})
-
-    def _check_budget_reachable(self) -> None:
-        """An impossible target (below the smallest spec, above the sanity bound) fails at
-        load time, before any trial starts."""
-        if self.budget is None or self.budget.target is None:
-            return
-        from coatsearch.budget import BudgetError, match_budget
-
-        metric, value = self.budget.target
-        try:
-            match_budget(self.base_spec(), **{metric: value}, by=self.budget.by, tolerance=self.budget.tolerance)
-        except BudgetError as exc:
-            message = str(exc).split(": ", 1)[-1]
-            raise FieldError(("budget", metric), message) from None
-
     @field_validator("train")
     @classmethod
     def _valid_train(cls, train: dict[str, Any]) -> dict[str, Any]:
-        from coatsearch.train import TrainConfig, TrainConfigError
-
         try:
             TrainConfig.from_dict(train)
         except TrainConfigError as exc:
@@ -352,15 +272,16 @@ class SearchSpace(_Frozen):
 
     @field_validator("base")
     @classmethod
-    def _valid_base(cls, base: Any) -> str | dict[str, Any]:
+    def _base_shape(cls, base: Any) -> str | dict[str, Any]:
         if not isinstance(base, (str, dict)):
             raise ValueError(f"expected a preset name, a spec file or an inline spec, got {base!r}")
-        _resolve_base(base)
         return base
 
-    # ----------------------------------------------------------------------- helpers
-    def base_spec(self) -> NetSpec:
-        return _resolve_base(self.base)
+    @property
+    def knob_context(self) -> KnobContext:
+        """What knobs read from the space besides their values."""
+        s = self.scaling
+        return KnobContext(split_total=self.split_total, alpha=s.alpha, beta=s.beta, gamma=s.gamma)
 
     @property
     def multi_objective(self) -> bool:
@@ -372,28 +293,13 @@ class SearchSpace(_Frozen):
 
     @property
     def epochs(self) -> int:
-        from coatsearch.train import TrainConfig
-
         return int(self.train.get("epochs", TrainConfig.model_fields["epochs"].default))
-
-    def grid_size(self) -> int:
-        sizes = [len(d.grid_values()) for d in self.params.values()]
-        return math.prod(sizes) if sizes else 1
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-def _resolve_base(base: str | dict[str, Any]) -> NetSpec:
-    try:
-        if isinstance(base, str):
-            return load_spec(base)
-        return NetSpec.from_dict(base)
-    except SpecError as exc:
-        raise ValueError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- loading

@@ -18,13 +18,16 @@ Vocabulary (Dai et al., 2021):
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any, Literal, Sequence
+import re
+import string
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from coatsearch.validation import FieldError, one_line, validate_mapping
+from coatsearch.errors import CoatsearchError
+from coatsearch.validation import FieldError, validate_mapping
 
 StageKind = Literal["C", "T"]
 NormKind = Literal["batch", "layer"]
@@ -35,8 +38,36 @@ StemKind = Literal["conv", "patch"]
 #: that the last of four stride-2 stages still sees at least 2x2 tokens.
 SMALL_IMAGE_MAX = 64
 
+_STAGE_PATH = re.compile(r"stages\[(\d+)\]\.([a-z_]+)")
 
-class SpecError(ValueError):
+
+#: Channels are multiples of this (and of head_dim in T stages): hardware-friendly widths.
+CHANNEL_MULTIPLE = 8
+
+
+def make_divisible(value: float, multiple: int) -> int:
+    """The nearest positive multiple of ``multiple`` (an exact half rounds up, so the result
+    is monotone in ``value``). The one rounding rule for every width and image size that
+    scaling, budgets and search knobs produce."""
+    return max(multiple, int(value / multiple + 0.5) * multiple)
+
+
+def mbconv_hidden(out_channels: int, expansion: float) -> int:
+    """Width of the MBConv inverted bottleneck."""
+    return max(1, round(out_channels * expansion))
+
+
+def mbconv_se_width(in_channels: int, se_ratio: float) -> int:
+    """Width of the squeeze-excitation bottleneck (0 disables SE)."""
+    return max(1, int(in_channels * se_ratio)) if se_ratio > 0 else 0
+
+
+def ffn_hidden(channels: int, expansion: float) -> int:
+    """Width of the Transformer feed-forward layer."""
+    return max(1, round(channels * expansion))
+
+
+class SpecError(CoatsearchError):
     """An invalid spec. The message is one line: ``field.path: what was expected``."""
 
 
@@ -89,6 +120,11 @@ class StageSpec(_Frozen):
     def heads(self) -> int:
         """Attention heads of a ``T`` stage (0 for ``C``)."""
         return self.channels // self.head_dim if self.kind == "T" else 0
+
+    @property
+    def width_multiple(self) -> int:
+        """What this stage's width must be a multiple of: 8, and ``head_dim`` in ``T`` stages."""
+        return math.lcm(CHANNEL_MULTIPLE, self.head_dim) if self.kind == "T" else CHANNEL_MULTIPLE
 
 
 class NetSpec(_Frozen):
@@ -162,19 +198,175 @@ class NetSpec(_Frozen):
         return out
 
     @property
-    def stage_names(self) -> list[str]:
-        """``S1``, ``S2``...; stride-1 continuations get a letter: ``S3a``, ``S3b``."""
+    def stage_groups(self) -> tuple[tuple[int, ...], ...]:
+        """Stage indices grouped as the paper numbers stages: ``((0,), (1,), (2, 3), (4,))``
+        for CoAtNet-6, whose mixed S3 is two entries (a stride-1 stage continues the group
+        before it). Depth scaling, splits and names all read this."""
         groups: list[list[int]] = []
         for i, stage in enumerate(self.stages):
             if groups and stage.stride == 1:
                 groups[-1].append(i)
             else:
                 groups.append([i])
+        return tuple(tuple(g) for g in groups)
+
+    @property
+    def stage_names(self) -> list[str]:
+        """``S1``, ``S2``...; the entries of a mixed stage get a letter: ``S3a``, ``S3b``."""
         names = [""] * len(self.stages)
-        for g, members in enumerate(groups, start=1):
+        for g, members in enumerate(self.stage_groups, start=1):
             for j, i in enumerate(members):
-                names[i] = f"S{g}" + ("abcdefghijklmnopqrstuvwxyz"[j] if len(members) > 1 else "")
+                names[i] = f"S{g}" + (string.ascii_lowercase[j] if len(members) > 1 else "")
         return names
+
+    @property
+    def depth_stages(self) -> frozenset[int]:
+        """The stages depth scaling grows: the middle groups S2..S(n-1), as the paper grows
+        S2 and S3 from CoAtNet-0 to -1 (S1 and S4 keep 2 blocks). With fewer than three
+        groups every stage grows."""
+        groups = self.stage_groups
+        if len(groups) < 3:
+            return frozenset(range(len(self.stages)))
+        return frozenset(i for group in groups[1:-1] for i in group)
+
+    # ----------------------------------------------------------------- transforms
+    # Every change a search or a budget makes to a network is one of these: validated
+    # copies, one rounding rule (`make_divisible`), ties between widths kept.
+    def map_stages(self, kind: StageKind | None = None, /, **fields: Any) -> NetSpec:
+        """Set ``fields`` on every stage of ``kind`` (every stage when None).
+
+        A ``T`` stage whose ``head_dim`` changes gets the nearest width divisible by it, so
+        ``spec.map_stages("T", head_dim=64)`` always gives a valid spec.
+        """
+        head_dim = fields.get("head_dim", 1)
+        if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0:
+            raise SpecError(f"head_dim: expected a positive whole number, got {head_dim!r}")
+        stages = []
+        for stage in self.stages:
+            data = stage.model_dump(mode="json")
+            if kind is None or stage.kind == kind:
+                data.update(fields)
+                if data["kind"] == "T" and "head_dim" in fields:
+                    data["channels"] = make_divisible(stage.channels, math.lcm(CHANNEL_MULTIPLE, int(fields["head_dim"])))
+            stages.append(data)
+        return self.with_stages(stages)
+
+    def with_layout(self, layout: str) -> NetSpec:
+        """The same stages with the kinds of ``layout`` (``C-C-T-T``; ``+`` joins the entries
+        of a mixed stage, ``C-C-C+T-T``), blocks and widths kept. A stage that becomes ``T``
+        gets the nearest width divisible by its ``head_dim``."""
+        groups = [part.split("+") for part in layout.upper().split("-")] if layout else []
+        kinds = [k.strip() for group in groups for k in group]
+        if not kinds or any(k not in ("C", "T") for k in kinds):
+            raise SpecError(f"layout: expected stage kinds C or T joined by '-' (or '+'), got {layout!r}")
+        shape = [len(g) for g in self.stage_groups]
+        if [len(g) for g in groups] != shape:
+            raise SpecError(
+                f"layout: {layout} does not fit the base's stages ({self.layout}: "
+                f"{len(self.stages)} stage entries in {len(shape)} stages)"
+            )
+        stages = []
+        for stage, kind in zip(self.stages, kinds):
+            data = stage.model_dump(mode="json")
+            data["kind"] = kind
+            if kind == "T":
+                data["channels"] = make_divisible(stage.channels, math.lcm(CHANNEL_MULTIPLE, stage.head_dim))
+            stages.append(data)
+        return self.with_stages(stages)
+
+    def with_split(self, s2_blocks: int, total: int | None = None) -> NetSpec:
+        """``s2_blocks`` blocks in S2 and the rest of ``total`` (default: S2 + S3 as they
+        are) in S3: the paper's V0/V1/V2 comparison."""
+        groups = self.stage_groups
+        if len(groups) < 3 or len(groups[1]) != 1 or len(groups[2]) != 1:
+            raise SpecError("split: needs S2 and S3, each a single stage")
+        s2, s3 = groups[1][0], groups[2][0]
+        total = total or self.stages[s2].blocks + self.stages[s3].blocks
+        if isinstance(s2_blocks, bool) or not isinstance(s2_blocks, int) or not 1 <= s2_blocks <= total - 1:
+            raise SpecError(f"split: S2 blocks must be a whole number from 1 to {total - 1} (of {total}), got {s2_blocks!r}")
+        stages = [s.model_dump(mode="json") for s in self.stages]
+        stages[s2]["blocks"], stages[s3]["blocks"] = s2_blocks, total - s2_blocks
+        return self.with_stages(stages)
+
+    def scaled(self, *, width: float = 1.0, depth: float = 1.0, resolution: float = 1.0) -> NetSpec:
+        """Every width times ``width``, the blocks of `depth_stages` times ``depth``, the
+        image size times ``resolution``.
+
+        Widths round to their `StageSpec.width_multiple`, blocks half up (at least 1), the
+        image size to a multiple of the total stride. A stem or pre-logits layer as wide as
+        its neighbouring stage stays as wide (scaling never adds a projection the network
+        did not have); otherwise it scales by the same factor.
+        """
+        for name, factor in (("width", width), ("depth", depth), ("resolution", resolution)):
+            if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+                raise SpecError(f"{name}: a scale factor must be a positive number, got {factor!r}")
+        data = self.to_dict()
+        grow = self.depth_stages
+        stages = []
+        for i, stage in enumerate(self.stages):
+            d = stage.model_dump(mode="json")
+            d["channels"] = make_divisible(stage.channels * width, stage.width_multiple)
+            if i in grow:
+                d["blocks"] = max(1, int(stage.blocks * depth + 0.5))
+            stages.append(d)
+        data["stages"] = stages
+        if self.stem.channels == self.stages[0].channels:
+            data["stem"]["channels"] = stages[0]["channels"]
+        else:
+            data["stem"]["channels"] = make_divisible(self.stem.channels * width, CHANNEL_MULTIPLE)
+        if self.head_hidden is not None:
+            tied = self.head_hidden == self.stages[-1].channels
+            data["head_hidden"] = stages[-1]["channels"] if tied else make_divisible(self.head_hidden * width, CHANNEL_MULTIPLE)
+        data["image_size"] = make_divisible(self.image_size * resolution, self.total_stride)
+        return NetSpec.from_dict(data)
+
+    def as_vit_rel(self) -> NetSpec:
+        """The ViT-REL counterpart: a patch stem with the stride of the stem and the first
+        three stages, then all of the spec's blocks as relative-attention blocks at the width
+        of its first ``T`` stage (S3's when it has none)."""
+        strides = [self.stem.stride] + [s.stride for s in self.stages]
+        patch = math.prod(strides[: min(4, len(strides))])
+        attending = [s for s in self.stages if s.kind == "T"] or [self.stages[min(2, len(self.stages) - 1)]]
+        head_dim = attending[0].head_dim
+        width = make_divisible(attending[0].channels, math.lcm(CHANNEL_MULTIPLE, head_dim))
+        data = self.to_dict()
+        data["stem"] = {"kind": "patch", "channels": width, "stride": patch, "norm": "layer"}
+        data["stages"] = [{
+            "kind": "T", "blocks": sum(s.blocks for s in self.stages), "channels": width,
+            "stride": 1, "head_dim": head_dim, "attention": "relative",
+        }]
+        data["allow_any_order"] = False
+        if self.head_hidden is not None and self.head_hidden == self.stages[-1].channels:
+            data["head_hidden"] = width
+        return NetSpec.from_dict(data)
+
+    def with_field(self, path: str, value: Any) -> NetSpec:
+        """One field set by its path as written in YAML: ``drop_path``, ``stem.channels``,
+        ``stages[2].blocks``."""
+        data = self.to_dict()
+        match = _STAGE_PATH.fullmatch(path)
+        if match:
+            index, name = int(match.group(1)), match.group(2)
+            if index >= len(data["stages"]):
+                raise SpecError(f"{path}: the spec has {len(data['stages'])} stages")
+            data["stages"][index][name] = value
+        elif path.startswith("stem."):
+            data["stem"][path.split(".", 1)[1]] = value
+        else:
+            data[path] = value
+        return NetSpec.from_dict(data)
+
+    @classmethod
+    def has_field(cls, path: str) -> bool:
+        """Whether ``path`` names a field specs have (``drop_path``, ``stem.channels``,
+        ``stages[1].blocks``); `with_field` takes exactly these."""
+        if path in cls.model_fields and path not in ("stem", "stages"):
+            return True
+        head, _, name = path.partition(".")
+        if head == "stem":
+            return name in StemSpec.model_fields
+        match = _STAGE_PATH.fullmatch(path)
+        return match is not None and match.group(2) in StageSpec.model_fields
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -196,14 +388,19 @@ class NetSpec(_Frozen):
     ) -> NetSpec:
         """Build a spec from a layout string and per-stage lists.
 
-        ``blocks`` and ``channels`` list S0 (the stem) first, then one entry per stage;
-        ``strides`` (optional) lists the stages only. For images of at most 64 px the stem
+        ``blocks`` and ``channels`` list S0 (the stem) first, then one entry per stage
+        entry; ``strides`` (optional) lists the stage entries only. ``+`` joins the entries
+        of a mixed stage (``C-C-C+T-T``, CoAtNet-6/7): the later ones run at stride 1, so
+        ``NetSpec.from_layout(spec.layout, ...)`` reads back what `layout` writes. For images of at most 64 px the stem
         gets stride 1 unless ``stem_stride`` says otherwise.
         """
-        kinds = [k.strip().upper() for k in layout.split("-")] if layout else []
+        groups = [part.split("+") for part in layout.upper().split("-")] if layout else []
+        kinds = [k.strip() for group in groups for k in group]
+        # the entries of a mixed stage ("C+T") after the first continue at stride 1
+        continues = [j > 0 for group in groups for j in range(len(group))]
         n = len(kinds)
         if n == 0 or any(k not in ("C", "T") for k in kinds):
-            raise SpecError(f"layout: expected stage kinds C or T joined by '-', got {layout!r}")
+            raise SpecError(f"layout: expected stage kinds C or T joined by '-' (or '+' within a stage), got {layout!r}")
         for field, values in (("blocks", blocks), ("channels", channels)):
             if len(values) != n + 1:
                 raise SpecError(
@@ -221,7 +418,7 @@ class NetSpec(_Frozen):
                     "kind": kind,
                     "blocks": blocks[i + 1],
                     "channels": channels[i + 1],
-                    "stride": 2 if strides is None else strides[i],
+                    "stride": (1 if continues[i] else 2) if strides is None else strides[i],
                     "expansion": expansion,
                     "head_dim": head_dim,
                     "se_ratio": se_ratio,
@@ -264,7 +461,7 @@ class NetSpec(_Frozen):
         """A validated copy with some top-level fields changed."""
         data = self.to_dict()
         data.update(
-            {k: (v.to_dict() if isinstance(v, BaseModel) else v) for k, v in changes.items()}
+            {k: (v.model_dump(mode="json") if isinstance(v, BaseModel) else v) for k, v in changes.items()}
         )
         return NetSpec.from_dict(data)
 
@@ -272,25 +469,3 @@ class NetSpec(_Frozen):
         return self.replace(
             stages=[s.model_dump(mode="json") if isinstance(s, BaseModel) else s for s in stages]
         )
-
-
-def spec_error_from(exc: ValidationError, source: str | None = None) -> SpecError:
-    """Turn pydantic's multi-line report into one line naming the first bad field."""
-    return SpecError(one_line(exc, source, root="spec"))
-
-
-def load_spec(path_or_name: str | Path) -> NetSpec:
-    """A preset name (``coatnet-0``) or the path of a YAML spec file."""
-    from coatsearch.presets import PRESETS, preset
-
-    text = str(path_or_name)
-    if text in PRESETS:
-        return preset(text)
-    path = Path(text)
-    if not path.exists():
-        if path.suffix in (".yaml", ".yml") or "/" in text:
-            raise SpecError(f"{text}: no such spec file")
-        raise SpecError(f"preset: unknown preset {text!r}; expected one of {', '.join(PRESETS)}")
-    if path.is_dir():
-        raise SpecError(f"{text}: is a directory, expected a YAML spec file")
-    return NetSpec.from_yaml(path.read_text(), source=text)

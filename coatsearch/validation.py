@@ -6,7 +6,8 @@ in one line, naming the field path the way they wrote it (``stages[2].channels``
 
 from __future__ import annotations
 
-from typing import Any, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from coatsearch.report import ReportError, build_report
-from coatsearch.report.browser import BrowserError, visit
+from tests.browser import BrowserError, visit
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -119,6 +120,7 @@ def write_study(tmp_path):
     import yaml
 
     from coatsearch.results import write_table
+    from coatsearch.search import TrialRow
 
     def write(rows: list[dict], objectives=("val_acc", "flops"), name: str = "layouts", space: bool = True):
         run_dir = tmp_path / "runs" / name
@@ -126,7 +128,7 @@ def write_study(tmp_path):
         if space:
             data = {"study": name, "description": "synthetic rows", "objectives": list(objectives), "trials": len(rows)}
             (run_dir / "space.yaml").write_text(yaml.safe_dump(data))
-        write_table(rows, run_dir / "results.csv")
+        write_table([TrialRow.from_record(r) for r in rows], run_dir / "results.csv")
         return run_dir
 
     return write
@@ -137,7 +139,7 @@ def traced_count() -> Callable[..., Counts]:
     """`count` by the traced route, memoised for the session: each preset is traced once."""
     from coatsearch.flops import count
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def traced(spec: NetSpec, image_size: int | None = None) -> Counts:
         return count(spec, image_size, route="traced")
 

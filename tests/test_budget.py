@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from coatsearch import NetSpec, load_spec, preset
-from coatsearch.budget import BudgetError, match_budget, middle_stages, parse_count
+from coatsearch.budget import BudgetError, match_budget, parse_count
 from coatsearch.cli import app
 from coatsearch.flops import count_analytic
 
@@ -113,8 +113,8 @@ def test_depth_scaling_grows_only_the_middle_stages():
     assert (new[0].blocks, new[3].blocks) == (old[0].blocks, old[3].blocks)
     assert new[1].blocks < old[1].blocks and new[2].blocks < old[2].blocks
     assert [s.channels for s in new] == [s.channels for s in old]
-    assert middle_stages(preset("coatnet-6")) == {1, 2, 3}  # S2, S3a, S3b
-    assert middle_stages(preset("vit-rel")) == {0}
+    assert preset("coatnet-6").depth_stages == {1, 2, 3}  # S2, S3a, S3b
+    assert preset("vit-rel").depth_stages == {0}
 
 
 def _with_blocks(spec: NetSpec, s2: int, s3: int) -> NetSpec:

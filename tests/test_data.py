@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from coatsearch.data import DataError, FASHION_MNIST_CLASSES, load_data
+from coatsearch.data import FASHION_MNIST_CLASSES, DataError, load_data
 from coatsearch.data.augment import RANDAUGMENT_OPS, make_transform, rand_augment, random_crop_flip
 from coatsearch.data.idx import read_idx
 from coatsearch.data.images import fit_images

@@ -11,14 +11,14 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import layout_study_rows, synthetic_row
 from typer.testing import CliRunner
 
 from coatsearch.cli import app
 from coatsearch.report import ReportError, build_report, load_run
 from coatsearch.report.data import parse_band
 from coatsearch.report.figures import front_hypervolume
-from coatsearch.results import pareto_front, ranked, read_table
-from conftest import layout_study_rows, synthetic_row
+from coatsearch.results import ranked, read_table
 
 FIGURE_IDS = ("fig-pareto-flops", "fig-pareto-params", "fig-curves", "fig-gap", "fig-edf")
 
@@ -83,20 +83,25 @@ def test_report_of_a_study_with_failures(study):
     assert failures.count("<tr>") == 1 + 3
 
 
-def test_report_numbers_come_from_the_table(study):
-    build_report(study, top=4)
-    table = read_table(study / "results.csv")
-    page = (study / "report.html").read_text()
-    front = pareto_front(table, [("val_acc", "max"), ("flops", "min")])
-    written = pd.read_csv(study / "pareto.csv")
-    assert written["trial"].tolist() == front["trial"].tolist()
-    top = pd.read_csv(study / "top.csv")
-    best = ranked(table).sort_values("val_acc", ascending=False)["trial"].head(4).tolist()
-    assert top["trial"].tolist() == best
-    assert "stopped" not in set(top["status"])
-    volume = front_hypervolume(ranked(table), "flops")
-    assert f"hypervolume {volume.value:.3f}" in page
-    assert 0 < volume.value < 1
+def test_report_front_and_top_are_the_hand_computed_ones(write_study):
+    # (val_acc, FLOPs): trial 2 is dominated by 1, trial 5 by 0; trial 4 dominates every
+    # other but was stopped after one epoch, so it is on no front and in no ranking
+    rng = np.random.default_rng(0)
+    points = {0: (0.90, 40e6), 1: (0.85, 20e6), 2: (0.80, 30e6), 3: (0.92, 80e6), 4: (0.97, 10e6), 5: (0.88, 50e6)}
+    rows = []
+    for trial, (acc, flops) in points.items():
+        stopped = trial == 4
+        row = synthetic_row(trial, "C-C-T-T", rng, status="stopped" if stopped else "complete",
+                            fidelity=1 if stopped else None, flops=flops)
+        row["val_acc"] = acc
+        rows.append(row)
+    run_dir = write_study(rows)
+    build_report(run_dir, top=2)
+    assert pd.read_csv(run_dir / "pareto.csv")["trial"].tolist() == [3, 0, 1]
+    assert pd.read_csv(run_dir / "top.csv")["trial"].tolist() == [3, 0]
+    page = (run_dir / "report.html").read_text()
+    volume = front_hypervolume(ranked(read_table(run_dir / "results.csv")), "flops")
+    assert f"hypervolume {volume.value:.3f}" in page and 0 < volume.value < 1
 
 
 def test_report_is_the_same_every_time(study, tmp_path):
@@ -287,14 +292,14 @@ def test_cli_missing_run_dir_exits_2_without_traceback(tmp_path):
 
 def test_run_writes_the_report(tmp_path, monkeypatch, write_study):
     """`coatsearch run` ends with the report of the run directory it wrote."""
-    import coatsearch.search as search
+    import coatsearch.runner as runner_module
 
     run_dir = write_study(layout_study_rows(per_layout=1))
 
-    def fake_run_study(space, out, address=None, console=None):
-        return search.StudyOutcome(run_dir, run_dir / "results.csv", 7, False, run_dir / "pareto.csv")
+    def fake_run_study(plan, out, address=None, console=None):
+        return runner_module.StudyOutcome(run_dir, run_dir / "results.csv", 7, False, run_dir / "pareto.csv")
 
-    monkeypatch.setattr(search, "run_study", fake_run_study)
+    monkeypatch.setattr(runner_module, "run_study", fake_run_study)
     result = runner.invoke(app, ["run", "spaces/layouts.yaml", "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert f"report: {run_dir / 'report.html'}" in result.stdout.replace("\n", "")

@@ -9,11 +9,11 @@ from __future__ import annotations
 import io
 
 import pytest
+from conftest import layout_study_rows
 
 from coatsearch.report import build_report
-from coatsearch.report.browser import find_chromium, visit
 from coatsearch.space import load_space
-from conftest import layout_study_rows
+from tests.browser import find_chromium, visit
 
 pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e '.[test]')")
 pytestmark = pytest.mark.skipif(

@@ -14,9 +14,11 @@ import pytest
 import yaml
 
 from coatsearch.results import FINISHED, read_table
-from coatsearch.search import run_study
+from coatsearch.runner import run_study as run_plan
+from coatsearch.search import compile_space
 from coatsearch.space import load_space
 from tests.conftest import TINY_SPACE as TINY
+
 
 def _space_file(tmp_path: Path, **changes) -> Path:
     data = yaml.safe_load(yaml.safe_dump(TINY))
@@ -24,6 +26,10 @@ def _space_file(tmp_path: Path, **changes) -> Path:
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def run_study(space, out, **kwargs):
+    return run_plan(compile_space(space), out, **kwargs)
 
 
 def _finished(table: pd.DataFrame) -> pd.DataFrame:
@@ -78,13 +84,21 @@ def no_leaked_ray():
     assert not leaked, f"Ray processes outlived the test: {sorted(leaked)}"
 
 
-def test_both_backends_produce_the_same_columns(tmp_path, no_leaked_ray):
+def test_both_backends_run_the_same_trials(tmp_path, no_leaked_ray):
+    import os
+
     optuna_run = run_study(load_space(_space_file(tmp_path)), tmp_path / "optuna")
     ray_run = run_study(load_space(_space_file(tmp_path), ["backend=ray"]), tmp_path / "ray")
-    optuna_table, ray_table = read_table(optuna_run.table_path), read_table(ray_run.table_path)
-    assert list(optuna_table.columns) == list(ray_table.columns)
-    assert len(_finished(ray_table)) == 2
-    assert sorted(_finished(ray_table)["param.split"]) == [1, 2]
+    key = ["param.split", "status", "layout", "blocks", "channels", "flops", "params", "fidelity", "seed"]
+    by_point = {}
+    for name, outcome in (("optuna", optuna_run), ("ray", ray_run)):
+        table = read_table(outcome.table_path).sort_values("param.split")
+        assert table["param.split"].tolist() == [1, 2]
+        by_point[name] = table
+    assert by_point["optuna"][key].to_dict("records") == by_point["ray"][key].to_dict("records")
+    # same seeds, same data, one thread: the same training to the last digit
+    assert by_point["optuna"]["val_acc"].tolist() == pytest.approx(by_point["ray"]["val_acc"].tolist(), abs=1e-6)
+    assert "RAY_AUTH_MODE" not in os.environ  # set for the run only
 
 
 def test_ray_trials_land_on_both_nodes_of_a_cluster(tmp_path, no_leaked_ray):
@@ -148,6 +162,9 @@ def test_grid_points_run_once_each_even_when_some_are_infeasible(tmp_path):
     table = read_table(outcome.table_path)
     points = list(zip(table["param.split"], table["param.seed"]))
     assert len(points) == len(set(points)) == 3
+    # the first grid point, split 1, is the infeasible one; the others trained
+    statuses = dict(zip(points, table["status"]))
+    assert statuses == {(1, 0): "infeasible", (1, 1): "infeasible", (2, 0): "complete"}
     # raising the trial count walks the rest of the grid, nothing twice
     more = load_space(_space_file(tmp_path, trials=4, train={"epochs": 1, "batch_size": 64},
                                   params={"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1]}},

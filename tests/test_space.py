@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from coatsearch.knobs import apply_params
+from coatsearch.search import compile_space
 from coatsearch.space import SpaceError, load_space, parse_count
-from coatsearch.search.candidate import apply_params
 from tests.conftest import TINY_SPACE
 
 SPACES = sorted(Path(__file__).resolve().parent.parent.joinpath("spaces").glob("*.yaml"))
@@ -37,19 +38,20 @@ def test_overrides_reach_any_field(tmp_path):
 
 
 def test_split_moves_blocks_between_s2_and_s3(tmp_path):
-    space = load_space(_write(tmp_path, VALID))
-    spec, _ = apply_params(space, {"split": 2})
+    plan = compile_space(load_space(_write(tmp_path, VALID)))
+    spec = apply_params(plan.base, {"split": 2}, plan.space.knob_context).spec
     assert [s.blocks for s in spec.stages] == [1, 2, 1, 1]
 
 
 def test_layout_and_knobs_apply(tmp_path):
     data = dict(VALID, sampler="tpe", params={"layout": {"choices": ["C-T-T-T", "vit-rel"]}, "head_dim": {"choices": [32]},
                                "train.lr": {"low": 1e-4, "high": 1e-2, "log": True}})
-    space = load_space(_write(tmp_path, data))
-    spec, train = apply_params(space, {"layout": "C-T-T-T", "head_dim": 32, "train.lr": 0.003})
+    plan = compile_space(load_space(_write(tmp_path, data)))
+    draft = apply_params(plan.base, {"layout": "C-T-T-T", "head_dim": 32, "train.lr": 0.003})
+    spec = draft.spec
     assert spec.layout == "C-T-T-T" and {s.head_dim for s in spec.stages if s.kind == "T"} == {32}
-    assert train["lr"] == 0.003
-    vit, _ = apply_params(space, {"layout": "vit-rel"})
+    assert draft.train["lr"] == 0.003
+    vit = apply_params(plan.base, {"layout": "vit-rel"}).spec
     assert vit.stem.kind == "patch" and vit.layout == "T"
 
 
@@ -61,10 +63,12 @@ def test_a_range_written_with_floats_stays_a_float_range(tmp_path):
 
 
 def test_the_run_directory_keeps_the_resolved_base(tmp_path):
+    from coatsearch import preset
+
     space = load_space(_write(tmp_path, dict(VALID, base="coatnet-0", budget=None, params={"head_dim": {"choices": [32]}})))
-    resolved = space.resolved()
-    assert resolved.base == space.base_spec().to_dict()
-    assert resolved.base_spec() == space.base_spec()
+    plan = compile_space(space)
+    assert plan.space.base == preset("coatnet-0").to_dict()
+    assert compile_space(plan.space).base == plan.base == preset("coatnet-0")
 
 
 def test_parse_count():
@@ -99,8 +103,8 @@ BAD_SPACES = [
     (_mutated(lambda d: d.update(base="coatnet-9")), "base.preset: unknown preset"),
     (_mutated(lambda d: d.update(objectives=["accuracy"])), "objectives[0].metric:"),
     (_mutated(lambda d: d.update(storage="sqlite:///x.db", backend="ray")), "storage: a storage URL is for the optuna backend"),
-    (_mutated(lambda d: d["params"].update(split={"choices": [3]})), "params.split: S2 blocks must be whole numbers from 1 to 2"),
-    (_mutated(lambda d: d["params"].update({"train.bogus": {"choices": [1]}})), "params.train.bogus: TrainConfig has no setting"),
+    (_mutated(lambda d: d["params"].update(split={"choices": [3]})), "params.split: 3 does not apply to the base: split: S2 blocks must be a whole number from 1 to 2"),
+    (_mutated(lambda d: d["params"].update({"train.bogus": {"choices": [1]}})), "params.train.bogus: the trainer has no setting"),
     (_mutated(lambda d: d["params"].update({"stages[9].blocks": {"choices": [1]}})), "params.stages[9].blocks: 1 does not apply"),
     (_mutated(lambda d: d["params"].update(layout={"choices": ["C-C"]})), "params.layout: 'C-C' does not apply"),
     (_mutated(lambda d: d["params"].update({"train.lr": {"low": 0.001, "high": 0.1, "log": True, "step": 0.01}})), "step: a log range cannot have a step"),
@@ -114,7 +118,7 @@ BAD_SPACES = [
 def test_bad_spaces_name_the_field_in_one_line(tmp_path, data, message):
     path = _write(tmp_path, data)
     with pytest.raises(SpaceError) as info:
-        load_space(path)
+        compile_space(load_space(path), source=str(path), check_data=False)
     text = str(info.value)
     assert "\n" not in text
     assert text.startswith(f"{path}: ") and message in text, text

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from pydantic import ValidationError
 
 from coatsearch import NetSpec, SpecError, load_spec, preset
 from tests.conftest import tiny_spec
@@ -41,7 +42,7 @@ def test_dict_and_yaml_round_trip(name):
 
 def test_spec_is_immutable_and_hashable():
     spec = preset("coatnet-0")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         spec.image_size = 32  # type: ignore[misc]
     assert hash(spec) == hash(preset("coatnet-0"))
 

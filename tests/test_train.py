@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from coatsearch.data import DataBundle, load_data
+from coatsearch.nn import build
 from coatsearch.train import EpochMetrics, TrainConfig, TrainConfigError, adapt_spec, fit
 from coatsearch.train.optim import param_groups, warmup_cosine
-from coatsearch.nn import build
 from tests.conftest import tiny_spec
 
 FAST = dict(batch_size=32, threads=2)

@@ -113,6 +113,7 @@ def load_data(
         test_images, test_labels = images[held], labels[held]
         images, labels = images[kept], labels[kept]
     else:
+        assert raw.test_labels is not None  # a source with test images has their labels
         test_images, test_labels = raw.test_images, raw.test_labels
     present = torch.unique(labels)
     if len(present) < 2:

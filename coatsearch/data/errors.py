@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from coatsearch.errors import CoatsearchError
 
-class DataError(ValueError):
+
+class DataError(CoatsearchError):
     """Unusable data. The message is one line and names the source or file at fault."""

@@ -8,8 +8,8 @@ per-sample overhead of a `DataLoader`. The trainer fetches whole batches with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

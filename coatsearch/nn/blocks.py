@@ -13,6 +13,7 @@ from torch import nn
 
 from coatsearch.nn.attention import Attention2d
 from coatsearch.nn.layers import DropPath, SqueezeExcite, norm2d
+from coatsearch.spec import ffn_hidden, mbconv_hidden, mbconv_se_width
 
 
 class ConvStem(nn.Module):
@@ -99,21 +100,6 @@ class MBConv(nn.Module):
         x = F.gelu(self.depthwise_norm(self.depthwise(x)))
         x = self.proj(self.se(x))
         return residual + self.drop_path(x)
-
-
-def mbconv_hidden(out_channels: int, expansion: float) -> int:
-    """Width of the MBConv inverted bottleneck."""
-    return max(1, round(out_channels * expansion))
-
-
-def mbconv_se_width(in_channels: int, se_ratio: float) -> int:
-    """Width of the squeeze-excitation bottleneck (0 disables SE)."""
-    return max(1, int(in_channels * se_ratio)) if se_ratio > 0 else 0
-
-
-def ffn_hidden(channels: int, expansion: float) -> int:
-    """Width of the Transformer feed-forward layer."""
-    return max(1, round(channels * expansion))
 
 
 class TransformerBlock(nn.Module):

@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
+from coatsearch.errors import CoatsearchError
 from coatsearch.results import COLUMNS, ranked, read_table
 from coatsearch.space import DEFAULT_MODE, Objective, parse_count
 
@@ -28,7 +29,7 @@ PALETTE = (
 )
 
 
-class ReportError(ValueError):
+class ReportError(CoatsearchError):
     """A run directory that cannot be reported on; one line naming the file and the problem."""
 
 

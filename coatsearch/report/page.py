@@ -9,8 +9,10 @@ written as CSV beside the page.
 from __future__ import annotations
 
 import html
+import os
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -120,7 +122,7 @@ def render(
     color_column = resolve_column(run.table, color_by)
     coloring = figures.Coloring.of(run.table, color_column)
     page = Page()
-    page.add(f'<section id="pareto"><h2>Pareto fronts</h2><p class="note">Filled points are complete '
+    page.add('<section id="pareto"><h2>Pareto fronts</h2><p class="note">Filled points are complete '
              "trials at full fidelity; the staircase is their non-dominated front (higher accuracy, "
              "lower cost). Hover a point for its network.</p>")
     costs = [m for m in figures.COSTS if run.table[m].notna().any()] or ["flops"]
@@ -164,8 +166,6 @@ def export_static(page: Page, out: Path, fmt: str) -> list[Path]:
         if exc.name == "kaleido":
             raise ReportError(f"--static {fmt}: kaleido is not installed; pip install 'coatsearch[static]'") from None
         raise ReportError(f"--static {fmt}: kaleido is installed but does not import ({exc})") from None
-    from coatsearch.report.browser import find_chromium
-
     if find_chromium() is None:
         raise ReportError(f"--static {fmt}: kaleido needs Chrome or Chromium and none was found (apt-get install chromium)")
     names = list(page.figures)
@@ -204,3 +204,19 @@ def build_report(
     for fmt in static:
         export_static(page, out, fmt)
     return out
+
+
+#: Executable names of Chrome/Chromium, tried in order (``COATSEARCH_CHROMIUM`` overrides).
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+def find_chromium() -> str | None:
+    """Path of a Chrome/Chromium executable (kaleido's static export needs one), or None."""
+    explicit = os.environ.get("COATSEARCH_CHROMIUM")
+    if explicit:
+        return explicit if Path(explicit).exists() else shutil.which(explicit)
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None

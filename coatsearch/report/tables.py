@@ -8,12 +8,16 @@ clicking a header, with a few lines of inline script and no library.
 from __future__ import annotations
 
 import html
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from rich.table import Table
 
 from coatsearch.report.data import ReportError, Run
 from coatsearch.results import pareto_front
+from coatsearch.status import Status
 from coatsearch.units import FLOPS_NOTE, format_count
 
 #: Columns shown, in order, when the table has them and they are not all empty.
@@ -76,7 +80,7 @@ def top_trials(run: Run, n: int = 10) -> pd.DataFrame:
 def failures(run: Run) -> pd.DataFrame:
     """Trials that failed, diverged or could not be built, with why."""
     table = run.table
-    return table[table["status"].isin(["failed", "diverged", "infeasible"])].reset_index(drop=True)
+    return table[table["status"].isin([Status.FAILED, Status.DIVERGED, Status.INFEASIBLE])].reset_index(drop=True)
 
 
 def _integers(column: pd.Series) -> pd.Series:
@@ -93,7 +97,7 @@ def view(frame: pd.DataFrame, columns: Sequence[str] = SHOWN) -> pd.DataFrame:
 
 
 def format_cell(column: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
         return "-"
     if column in FORMATS:
         return FORMATS[column](float(value))
@@ -185,3 +189,22 @@ def render_text(run: Run, fmt: str, which: str = "all", top: int = 10) -> str:
         return "\n".join(f"# {chosen[n][0]}\n{to_csv(chosen[n][1])}" for n in names)
     parts = [f"### {chosen[n][0]}\n\n{to_markdown(chosen[n][1])}\n" for n in names]
     return "\n".join(parts) + f"\n{FLOPS_NOTE}\n"
+
+
+def pareto_rich_table(pareto_path: Path, objectives: Sequence[tuple[str, str]]) -> Table | None:
+    """The Pareto front of a run as a terminal table (None when it is empty)."""
+    if not pareto_path.exists() or pareto_path.stat().st_size == 0:
+        return None
+    try:
+        front = pd.read_csv(pareto_path)
+    except pd.errors.EmptyDataError:
+        return None
+    if front.empty:
+        return None
+    columns = shown_columns(front, ["trial", "layout", "blocks", "channels", "flops", "params", "val_acc", "gap", "fidelity"])
+    table = Table(title=f"Pareto front: {', '.join(f'{m} ({d})' for m, d in objectives)}")
+    for column in columns:
+        table.add_column(HEADERS.get(column, column))
+    for _, row in front.iterrows():
+        table.add_row(*(format_cell(c, row.get(c)) for c in columns))
+    return table

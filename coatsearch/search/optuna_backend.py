@@ -1,42 +1,46 @@
 """In-process search on an Optuna study.
 
-The study lives in ``runs/<study>/study.db`` (SQLite) or at any Optuna storage URL the
-space gives; a shared PostgreSQL URL lets several ``coatsearch run`` workers on several
-machines split one study. It is a plain Optuna study: optuna-dashboard opens it.
+The study lives in ``RUN_DIR/study.db`` (SQLite) or at any Optuna storage URL the space
+gives; a shared PostgreSQL URL lets any number of ``coatsearch run`` workers on any number
+of machines split one study. It is a plain Optuna study: optuna-dashboard opens it.
 
-Each trial stores its results row as the user attribute ``row``; the results table is
-rebuilt from the storage after every trial, so the storage is the single source of truth.
+The storage is the ledger: each trial stores its `TrialRow` as the user attribute
+``row``, and the results table is rebuilt from it, so a damaged table is never trusted.
+
+Grids: every point the study does not hold yet is enqueued once (`enqueue_grid`) and each
+worker takes enqueued points only, so every point runs exactly once across workers,
+kill -9 and resume.
 
 Crash safety: trials send a heartbeat. A worker killed mid-trial leaves a RUNNING trial
-whose heartbeat goes stale; the next worker fails it and re-enqueues the same
-parameters (`RetryHeartbeatStaleTrialCallback`), so only the trial in flight is lost and
-no finished trial ever runs again.
+whose heartbeat goes stale; the next worker fails it and re-enqueues the same parameters
+(`RetryHeartbeatStaleTrialCallback`, at most ``retries`` times), so only the trial in
+flight is lost and no finished trial ever runs again. A trial stopped by Ctrl-C is marked
+``interrupted`` and runs again on resume.
 
 Early stopping: Optuna cannot prune multi-objective studies, so ASHA is applied here by
-epoch rungs on validation accuracy against the other trials' records at the same rung
-(`RungStopper`); stopped trials keep status ``stopped`` and their fidelity.
+epoch rungs against the other trials' records at the same rung (`RungStopper`); stopped
+trials keep status ``stopped`` and their fidelity.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from coatsearch.results import FINISHED
-from coatsearch.search.candidate import sample_params
-from coatsearch.search.trial import objective_values, run_trial
-from coatsearch.space import SearchSpace, SpaceError, iter_grid
-
-# Heartbeats and stale-trial recovery are marked experimental in Optuna; we rely on them
-# knowingly (see the module docstring), so their warnings are noise for our users.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+from coatsearch.search.plan import SearchPlan
+from coatsearch.search.rows import TrialRow, point_key
+from coatsearch.search.trial import run_trial
+from coatsearch.space import SpaceError
+from coatsearch.status import Status
 
 HEARTBEAT_S = 2
 GRACE_S = 6
@@ -48,65 +52,124 @@ class _TrialDidNotComplete(Exception):
     """A diverged or failed trial: recorded in its row, marked FAIL for the sampler."""
 
 
-def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The space's sampler. A grid is walked by enqueuing its points (`enqueue_grid`), so
-    its sampler only ever serves enqueued values; a random one keeps it simple."""
-    seed = space.seed
-    if space.sampler in ("random", "grid"):
-        return optuna.samplers.RandomSampler(seed=seed)
-    if space.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, space.trials // 2)))
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, max(2, space.trials // 3)))
-
-
-def open_study(space: SearchSpace, run_dir: Path) -> optuna.Study:
-    url = space.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
-    storage = RDBStorage(
-        url,
-        heartbeat_interval=HEARTBEAT_S,
-        grace_period=GRACE_S,
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
-        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-    )
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's info logs and its warnings about the heartbeat API (experimental, relied on
+    knowingly) silenced while a search runs, and restored after it."""
+    level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
-        storage=storage,
-        study_name=space.study,
-        directions=space.directions,
-        sampler=make_sampler(space),
-        load_if_exists=True,
-    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
 
 
-def rows_of(study: optuna.Study) -> list[dict[str, Any]]:
-    return [t.user_attrs["row"] for t in study.get_trials(deepcopy=False) if "row" in t.user_attrs]
+def make_sampler(plan: SearchPlan) -> optuna.samplers.BaseSampler:
+    """The space's sampler. A grid is walked by enqueuing its points, so its sampler only
+    ever serves enqueued values."""
+    space = plan.space
+    if space.sampler in ("random", "grid"):
+        return optuna.samplers.RandomSampler(seed=space.seed)
+    if space.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=space.seed, population_size=max(4, min(50, space.trials // 2)))
+    return optuna.samplers.TPESampler(seed=space.seed, multivariate=True, n_startup_trials=min(10, max(2, space.trials // 3)))
 
 
-def finished_count(study: optuna.Study) -> int:
-    return sum(1 for row in rows_of(study) if row.get("status") in FINISHED)
+def storage_url(plan: SearchPlan, run_dir: Path) -> str:
+    return plan.space.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
 
 
-def enqueue_grid(study: optuna.Study, space: SearchSpace) -> None:
-    """Enqueue, in a fixed order, every grid point no trial of the study holds yet.
+def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Study:
+    """The study (created on first use). Creating the schema races when several workers
+    start at once on a fresh database, so a lost race is retried."""
+    from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
-    A point is held by any trial that finished, was infeasible, is running or waiting; a
-    trial failed for a dead worker is re-queued by the stale-trial callback, so it is held
-    by that copy. Running this again on resume (or from a second worker) adds nothing
-    twice; raising ``trials`` adds the next points.
-    """
-    held = []
+    url = storage_url(plan, run_dir)
+    for attempt in range(attempts):
+        try:
+            with quiet_optuna():
+                storage = RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=plan.space.retries),
+                    engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                )
+                return optuna.create_study(
+                    storage=storage, study_name=plan.study,
+                    directions=plan.study_directions,
+                    sampler=make_sampler(plan), load_if_exists=True,
+                )
+        except (IntegrityError, OperationalError) as exc:
+            if attempt == attempts - 1:
+                raise SpaceError(f"storage: cannot open the study at {_safe(url)}: {_first_line(exc)}") from None
+            time.sleep(0.2 * (attempt + 1))
+        except DatabaseError as exc:
+            raise SpaceError(f"storage: {_safe(url)} is not an Optuna study database ({_first_line(exc)}); "
+                             "move it away or use another --out") from None
+        except ValueError as exc:  # e.g. the stored study has other directions
+            raise SpaceError(f"storage: {exc}".splitlines()[0]) from None
+    raise AssertionError("unreachable")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _safe(url: str) -> str:
+    """A URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --------------------------------------------------------------------------- the ledger
+def _retries_of(trial: FrozenTrial) -> int:
+    return len(trial.system_attrs.get("retry_history", []))
+
+
+def ledger(study: optuna.Study, retries: int) -> list[TrialRow]:
+    """Every row the study holds: stored rows, plus trials that ended without one (their
+    worker died or was interrupted) and were not retried: ``failed`` once a point has
+    used its retries, else ``interrupted`` (it runs again)."""
+    trials = study.get_trials(deepcopy=False)
+    rows: list[TrialRow] = []
+    retried = {t.system_attrs.get("failed_trial") for t in trials if "failed_trial" in t.system_attrs}
+    retried |= {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    for trial in trials:
+        if "row" in trial.user_attrs:
+            rows.append(TrialRow.from_record(trial.user_attrs["row"]))
+        elif trial.state == TrialState.FAIL and trial.number not in retried:
+            dead = _retries_of(trial) >= retries and "interrupted" not in trial.user_attrs
+            rows.append(TrialRow(
+                trial=trial.number, status=Status.FAILED if dead else Status.INTERRUPTED,
+                params=dict(trial.params), reason="the trial's worker died" if dead else "the run was stopped",
+            ))
+    return rows
+
+
+def _held_points(study: optuna.Study) -> set[str]:
+    """Points a trial holds: it finished, was infeasible, is running or waiting."""
+    held = set()
     for trial in study.get_trials(deepcopy=False):
-        if trial.state == TrialState.FAIL and "row" not in trial.user_attrs:
-            continue  # a dead worker's trial: its retry copy holds the point
-        held.append(trial.params or trial.system_attrs.get("fixed_params", {}))
-    for params in iter_grid(space)[: space.target_trials]:
-        if not any(_same_point(params, other) for other in held):
+        row = trial.user_attrs.get("row")
+        if row is not None or trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            held.add(point_key(trial.params or trial.system_attrs.get("fixed_params", {})))
+    return held
+
+
+def enqueue_grid(study: optuna.Study, plan: SearchPlan) -> None:
+    """Enqueue, in the grid's order, every point of the plan that no trial holds yet.
+
+    Running this again on resume (or from a second worker) adds nothing twice; raising
+    ``trials`` adds the next points; an interrupted point is enqueued again.
+    """
+    held = _held_points(study)
+    for params in plan.grid_points:
+        if point_key(params) not in held:
             study.enqueue_trial(params)
-            held.append(params)
-
-
-def _same_point(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+            held.add(point_key(params))
 
 
 class RungStopper:
@@ -127,8 +190,8 @@ class RungStopper:
             return False
         sign = 1.0 if self.mode == "max" else -1.0  # compare as "higher is better"
         peers = []
-        for row in rows_of(self.study):
-            history = json.loads(row.get("history") or "[]")
+        for trial in self.study.get_trials(deepcopy=False):
+            history = json.loads((trial.user_attrs.get("row") or {}).get("history") or "[]")
             if len(history) >= epoch and history[epoch - 1].get(self.metric) is not None:
                 peers.append(sign * history[epoch - 1][self.metric])
         if len(peers) < self.factor:
@@ -138,7 +201,15 @@ class RungStopper:
         return sign * value < cutoff
 
 
-def _wait_for_stale(study: optuna.Study) -> bool:
+def _frozen(study: optuna.Study, number: int) -> FrozenTrial:
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+def _finished_count(study: optuna.Study, retries: int) -> int:
+    return sum(1 for row in ledger(study, retries) if row.finished)
+
+
+def _fail_stale(study: optuna.Study) -> bool:
     """Fail trials whose worker stopped sending heartbeats; True if any were failed."""
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
@@ -149,59 +220,110 @@ def _wait_for_stale(study: optuna.Study) -> bool:
     return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) < before
 
 
-def run_optuna(
-    space: SearchSpace,
-    run_dir: Path,
-    on_row: Callable[[list[dict[str, Any]]], None],
-    threads: int | None = None,
-) -> None:
-    """Run trials until the study holds ``space.trials`` finished trials."""
-    study = open_study(space, run_dir)
+# --------------------------------------------------------------------------- the backend
+class OptunaBackend:
+    """Trials in this process (plus ``concurrency - 1`` spawned workers) on one study."""
+
+    name = "optuna"
+
+    def __init__(self, plan: SearchPlan, run_dir: Path, threads: int | None = None) -> None:
+        self.plan, self.run_dir = plan, run_dir
+        self.threads = threads if threads is not None else plan.space.trial_threads
+
+    def ledger(self) -> list[TrialRow]:
+        return ledger(open_study(self.plan, self.run_dir), self.plan.space.retries)
+
+    def run(self, on_rows: Callable[[list[TrialRow]], None]) -> None:
+        """Run trials until the study holds the plan's target of finished trials."""
+        import multiprocessing
+
+        open_study(self.plan, self.run_dir)  # create the schema once, before any worker
+        ctx = multiprocessing.get_context("spawn")
+        workers = [ctx.Process(target=_worker, args=(self.plan, str(self.run_dir), self.threads), daemon=True)
+                   for _ in range(self.plan.space.concurrency - 1)]
+        for proc in workers:
+            proc.start()
+        try:
+            run_worker(self.plan, self.run_dir, on_rows, self.threads)
+        finally:
+            for proc in workers:
+                if proc.is_alive():
+                    proc.terminate()  # interrupted: their trials are marked by the next run
+                proc.join()
+        on_rows(self.ledger())
+
+
+def _worker(plan: SearchPlan, run_dir: str, threads: int) -> None:
+    """Entry point of extra worker processes (``concurrency`` > 1)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    run_worker(plan, Path(run_dir), lambda rows: None, threads)
+
+
+def run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRow]], None], threads: int | None) -> None:
+    """One worker's loop: take trials until the study is done (other workers may share it)."""
+    with quiet_optuna():
+        _run_worker(plan, run_dir, on_rows, threads)
+
+
+def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRow]], None], threads: int | None) -> None:
+    space = plan.space
+    study = open_study(plan, run_dir)
     fail_stale_trials(study)
-    target = space.target_trials
+    target, retries = plan.target_trials, space.retries
     early = space.early_stopping
     stopper = (
-        RungStopper(study, early.grace_period, early.reduction_factor, space.epochs, early.metric, early.mode)
+        RungStopper(study, early.grace_period, early.reduction_factor, plan.epochs, early.metric, early.mode)
         if early.kind == "asha" else None
     )
-    grid = space.sampler == "grid"
+    grid = plan.grid is not None
     if grid:
-        enqueue_grid(study, space)
+        enqueue_grid(study, plan)
 
     def objective(trial: optuna.Trial) -> Any:
-        params = sample_params(space, trial)
+        if grid and "fixed_params" not in _frozen(study, trial.number).system_attrs:
+            raise optuna.TrialPruned("no grid point left")  # another worker took the last one
+        params = plan.sample(trial)
 
         def report(epoch: int, metrics: dict[str, Any]) -> bool:
             return bool(stopper and stopper.should_stop(epoch, metrics[early.metric]))
 
-        row = run_trial(space, trial.number, params, report=report, threads=threads)
-        trial.set_user_attr("row", row)
-        if row["status"] == "infeasible":
-            raise optuna.TrialPruned(row["reason"])
-        if row["status"] not in ("complete", "stopped"):
-            raise _TrialDidNotComplete(row.get("reason") or row["status"])
-        return tuple(objective_values(space, row)) if space.multi_objective else objective_values(space, row)[0]
+        try:
+            row = run_trial(plan, trial.number, params, report=report, threads=threads)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        trial.set_user_attr("row", row.to_record())
+        if row.status == Status.INFEASIBLE:
+            raise optuna.TrialPruned(row.reason)
+        if row.status not in (Status.COMPLETE, Status.STOPPED):
+            raise _TrialDidNotComplete(row.reason or str(row.status))
+        values = [row.objective(m) for m in plan.metrics]
+        return tuple(values) if space.multi_objective else values[0]
 
     infeasible_streak = 0
     while True:
-        done = finished_count(study)
-        on_row(rows_of(study))
+        done = _finished_count(study, retries)
+        on_rows(ledger(study, retries))
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         # a grid is done when every enqueued point has ended (infeasible ones included)
         if done >= target or (grid and not waiting and not running):
             return
         if done + running >= target or (grid and not waiting):
-            if _wait_for_stale(study):
+            if _fail_stale(study):
+                if grid:
+                    enqueue_grid(study, plan)
                 continue
             if running:  # other live workers will finish the study
                 time.sleep(HEARTBEAT_S)
                 continue
             if grid:
                 return
-        before = finished_count(study)
+        before = done
         study.optimize(objective, n_trials=1, catch=(_TrialDidNotComplete,), gc_after_trial=True)
-        infeasible_streak = 0 if finished_count(study) > before else infeasible_streak + 1
+        infeasible_streak = 0 if _finished_count(study, retries) > before else infeasible_streak + 1
         if infeasible_streak >= MAX_INFEASIBLE_STREAK:
             raise SpaceError(
                 f"{MAX_INFEASIBLE_STREAK} candidates in a row were infeasible; widen the space or the budget"

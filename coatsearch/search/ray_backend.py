@@ -1,96 +1,127 @@
-"""Search on Ray Tune: the same space and trials, on one machine or a cluster.
+"""Search on Ray Tune: the same plan and trials, on one machine or a cluster.
 
-Sampling goes through `OptunaSearch` with the same define-by-run function and sampler
-as the optuna backend; early stopping through Ray's `ASHAScheduler` on validation
-accuracy. Locally Ray starts embedded and is shut down at the end; ``address`` (or
-``--address auto|ray://...``) joins an existing cluster of GPU/TPU nodes unchanged,
-with per-trial resources from the space.
+Sampling goes through `OptunaSearch` with the plan's define-by-run sampling and the same
+sampler as the optuna backend; early stopping through Ray's `ASHAScheduler`. Locally Ray
+starts embedded and is shut down at the end; ``address`` (``--address auto|ray://...``)
+joins an existing cluster of GPU/TPU nodes unchanged, with per-trial resources from the
+space.
 
-Multi-objective searches put the metric and mode lists on the searcher only (Ray
-rejects lists in `TuneConfig`), and ASHA gets its own single metric. A trial ASHA stops
-early is still recorded as complete by Tune; its row keeps status ``stopped`` and its
-fidelity, so it is never ranked beside full-fidelity trials.
+The ledger is ours, not Tune's: each trial that ends is appended to ``RUN_DIR/ledger.jsonl``
+at once (one JSON row a line, flushed to disk). A run, first or resumed, starts a fresh
+Tune experiment for what the ledger does not hold yet: grid points not yet run, in the
+grid's order, or ``trials`` minus those finished, with the finished ones told to the
+sampler first so it resumes where it was. So a finished trial never runs again, after
+kill -9 too, and only trials in flight are lost. A worker that dies is retried
+``retries`` times (`FailureConfig`); a trial that keeps dying is recorded as failed.
 
-Each epoch is reported to Tune with the results row so far; the last report, sent after
-training, carries the final row. A driver-side callback writes the results table as
-trials finish. An interrupted experiment is restored (`Tuner.restore`) on the next run.
+Processes: a local run keeps Ray's files in a folder of its own (one per run directory).
+Processes still alive from an earlier run of that folder whose driver is gone (kill -9
+leaves a few) are ended when the next run starts, and its old session folders removed.
+
+Multi-objective searches put the metric and mode lists on the searcher only (Ray rejects
+lists in `TuneConfig`), and ASHA gets its own single metric. A trial ASHA stops early is
+recorded with status ``stopped`` and its fidelity, so it is never ranked beside
+full-fidelity trials. Infeasible candidates use up a Tune sample; the backend runs more
+rounds until the target of finished trials is met.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import hashlib
 import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ray.tune import Callback
 
-from coatsearch.search.candidate import sample_params
+from coatsearch.errors import CoatsearchError
+from coatsearch.search.plan import SearchPlan
+from coatsearch.search.rows import TrialRow, point_key
 from coatsearch.search.trial import run_trial
-from coatsearch.space import SearchSpace
+from coatsearch.status import Status
 
-EXPERIMENT = "ray"
-
-
-class DefineByRun:
-    """Picklable define-by-run space for `OptunaSearch` (Tune saves the searcher's state)."""
-
-    def __init__(self, space_data: dict[str, Any]) -> None:
-        self.space_data = space_data
-
-    def __call__(self, trial: Any) -> None:
-        from coatsearch.space import space_from_dict
-
-        sample_params(space_from_dict(self.space_data), trial)
+LEDGER = "ledger.jsonl"
+#: Rounds of Tune experiments one run may start before it gives up on a mostly infeasible space.
+MAX_ROUNDS = 20
 
 
-def _trainable(config: dict[str, Any], space_data: dict[str, Any]) -> None:
+# --------------------------------------------------------------------------- ledger
+def read_ledger(run_dir: Path) -> list[TrialRow]:
+    """The rows appended so far, by trial number (a line cut short by a crash is skipped)."""
+    path = run_dir / LEDGER
+    rows: dict[int, TrialRow] = {}
+    if not path.exists():
+        return []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = TrialRow.from_json(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+        rows[row.trial] = row
+    return [rows[k] for k in sorted(rows)]
+
+
+def append_ledger(run_dir: Path, row: TrialRow) -> None:
+    with open(run_dir / LEDGER, "a") as handle:
+        handle.write(row.to_json() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+# --------------------------------------------------------------------------- trainable
+def _trainable(config: dict[str, Any], plan: SearchPlan) -> None:
     """Ray function trainable: one trial, reporting every epoch."""
     import ray
     from ray import tune
 
-    from coatsearch.space import space_from_dict
-
-    space = space_from_dict(space_data)
-    number = -1  # the driver numbers trials (ResultsCallback), in the order Tune made them
     node = ray.get_runtime_context().get_node_id()[:12]
     # every report carries the objectives and the early-stopping metric (worst values when
     # not measured yet, so a cut-short trial never looks ideal to the searcher)
-    names = list(dict.fromkeys([o.metric for o in space.objectives] + [space.early_stopping.metric]))
+    names = list(dict.fromkeys([*plan.metrics, plan.space.early_stopping.metric]))
 
     def report(epoch: int, metrics: dict[str, Any]) -> bool:
-        if epoch < space.epochs:  # the last epoch goes out with the final row
-            tune.report({**{m: _metric_value(metrics, m) for m in names}, "epoch": epoch, "row": ""})
+        if epoch < plan.epochs:  # the last epoch goes out with the final row
+            tune.report({**{m: _metric_value(metrics.get(m)) for m in names}, "epoch": epoch, "row": ""})
         return False
 
-    row = run_trial(space, number, config, report=report, threads=space.trial_threads, node=node)
-    tune.report({**{m: _metric_value(row, m) for m in names}, "epoch": row.get("fidelity", 0),
-                 "row": json.dumps(row, default=str)})
+    row = run_trial(plan, -1, config, report=report, threads=plan.space.trial_threads, node=node)
+    tune.report({**{m: _metric_value(row.objective(m), m) for m in names}, "epoch": row.fidelity,
+                 "row": row.to_json()})
 
 
-def _metric_value(row: dict[str, Any], metric: str) -> float:
+def _metric_value(value: Any, metric: str = "val_acc") -> float:
     """The metric, or its worst value when missing or NaN (failed, infeasible, not yet)."""
-    value = row.get(metric)
     if value is None or value != value:
-        return 0.0 if metric.endswith("acc") else float(1e30)
+        return 0.0 if metric.endswith("acc") else 1e30
     return float(value)
 
 
-class ResultsCallback(Callback):
-    """Upserts each finished trial's row into the results table (driver side).
+class LedgerCallback(Callback):
+    """Driver side: numbers trials in the order Tune made them and appends each ended
+    trial's row to the ledger; remembers the trials in flight. (Tune pickles its callbacks
+    with the experiment; the live ``on_row`` is left out of that.)"""
 
-    It keeps no rows in memory: the table on disk is read, updated and rewritten, so a
-    callback restored with an interrupted experiment continues the same table.
-    ``on_rows`` (a live progress display) is dropped when Tune pickles the callback.
-    """
-
-    def __init__(self, space_data: dict[str, Any], table_path: str, on_rows: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
-        super().__init__()
-        self.space_data, self.table_path, self.on_rows = space_data, table_path, on_rows
+    def __init__(self, plan: SearchPlan, run_dir: Path, first_number: int,
+                 on_row: Callable[[TrialRow], None] | None = None) -> None:
+        self.plan, self.run_dir, self.first_number, self.on_row = plan, run_dir, first_number, on_row
         self.partial: dict[str, dict[str, Any]] = {}
+        self.in_flight: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "on_rows": None}
+        return {**self.__dict__, "on_row": None, "in_flight": {}}
+
+    def number(self, trial: Any) -> int:
+        # Tune's experiment tag starts with the trial's creation counter (1, 2, ...)
+        return self.first_number + int(str(trial.experiment_tag).split("_", 1)[0]) - 1
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.in_flight[trial.trial_id] = trial
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.partial[trial.trial_id] = result
@@ -99,106 +130,219 @@ class ResultsCallback(Callback):
         self._finish(trial, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "the trial's worker raised an error; see the Ray logs")
+        self._finish(trial, f"the trial's worker died {self.plan.space.retries + 1} times; see the Ray logs")
 
     def _finish(self, trial: Any, error: str | None) -> None:
-        from coatsearch.results import upsert_rows
-
+        self.in_flight.pop(trial.trial_id, None)
         result = trial.last_result or self.partial.get(trial.trial_id, {})
         if result.get("row"):
-            row = json.loads(result["row"])
-            row["trial"] = _trial_number(trial)
-        else:  # stopped by the scheduler (or died) before its final report
-            from coatsearch.space import space_from_dict
-
-            epochs = space_from_dict(self.space_data).epochs
-            row = {
-                "trial": _trial_number(trial),
-                "status": "failed" if error else "stopped",
-                "fidelity": int(result.get("epoch", 0)),
-                "max_fidelity": epochs,
-                "val_acc": result.get("val_acc"),
-                "reason": error,
-                **{f"param.{k}": v for k, v in trial.config.items()},
-                **{m: result[m] for m in ("flops", "params") if m in result},
-            }
-        rows = upsert_rows(Path(self.table_path), [row])
-        if self.on_rows is not None:
-            self.on_rows(rows)
-
-
-def _trial_number(trial: Any) -> int:
-    """Tune's experiment tag starts with the trial's creation counter (1, 2, ...)."""
-    return int(str(trial.experiment_tag).split("_", 1)[0]) - 1
-
-
-def run_ray(
-    space: SearchSpace,
-    run_dir: Path,
-    table_path: Path,
-    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
-    address: str | None = None,
-) -> None:
-    """Run (or restore and finish) the Tune experiment of a space."""
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    from coatsearch.search.optuna_backend import make_sampler
-
-    address = address or space.address
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, _temp_dir=None)
-    try:
-        metrics = [o.metric for o in space.objectives]
-        modes = [o.direction for o in space.objectives]
-        searcher = OptunaSearch(
-            space=DefineByRun(space.to_dict()),
-            metric=metrics if space.multi_objective else metrics[0],
-            mode=modes if space.multi_objective else modes[0],
-            sampler=make_sampler(space),
-            seed=space.seed,
-        )
-        search_alg = ConcurrencyLimiter(searcher, max_concurrent=space.concurrency)
-        if space.early_stopping.kind == "asha":
-            scheduler: Any = ASHAScheduler(
-                time_attr="training_iteration", metric=space.early_stopping.metric,
-                mode=space.early_stopping.mode, max_t=space.epochs,
-                grace_period=space.early_stopping.grace_period,
-                reduction_factor=space.early_stopping.reduction_factor,
+            row = TrialRow.from_json(result["row"]).replace(trial=self.number(trial))
+        else:  # stopped by the scheduler, or died, before its final report
+            row = TrialRow(
+                trial=self.number(trial), status=Status.FAILED if error else Status.STOPPED,
+                params=dict(trial.config), max_fidelity=self.plan.epochs, fidelity=int(result.get("epoch", 0)),
+                val_acc=result.get("val_acc"), reason=error, flops=result.get("flops"), n_params=result.get("params"),
             )
+        append_ledger(self.run_dir, row)
+        if self.on_row is not None:
+            self.on_row(row)
+
+    def interrupted(self) -> list[TrialRow]:
+        return [TrialRow(trial=self.number(t), status=Status.INTERRUPTED, params=dict(t.config),
+                         max_fidelity=self.plan.epochs, reason="the run was stopped")
+                for t in self.in_flight.values()]
+
+
+# --------------------------------------------------------------------------- processes
+def ray_folder(run_dir: Path) -> Path:
+    """Ray's folder for a run directory: short (socket paths are limited to ~100 bytes)
+    and the same on every run of that directory."""
+    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"coatsearch-ray-{digest}"
+
+
+def processes_using(folder: Path) -> list[int]:
+    """PIDs of processes whose command line names ``folder`` (Ray's processes of a run)."""
+    needle = str(folder).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def reap(folder: Path, timeout: float = 5.0) -> int:
+    """End every process still using ``folder`` and remove its old sessions; how many ended."""
+    pids = processes_using(folder) if Path("/proc").is_dir() else []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.time() + timeout
+        while time.time() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.1)
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            break
+    shutil.rmtree(folder, ignore_errors=True)
+    return len(pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie has exited; only its parent's wait is missing
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterator[None]:
+    """Ray started (locally, in the run's own folder) or joined (a cluster), and shut down
+    after; environment variables it needs are set only meanwhile."""
+    import ray
+
+    env = {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: v for k, v in env.items() if saved[k] is None})
+    folder = ray_folder(run_dir)
+    try:
+        if address:
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError, ImportError) as exc:
+                raise CoatsearchError(f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
         else:
-            scheduler = FIFOScheduler()
+            reap(folder)
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, _temp_dir=str(folder))
+        yield
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if not address:
+            reap(folder)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+
+
+# --------------------------------------------------------------------------- the backend
+class RayBackend:
+    """Trials as Ray Tune trials, locally or on the cluster at ``address``."""
+
+    name = "ray"
+
+    def __init__(self, plan: SearchPlan, run_dir: Path, address: str | None = None) -> None:
+        self.plan, self.run_dir = plan, run_dir
+        self.address = address or plan.space.address
+        self.interrupted: list[TrialRow] = []
+
+    def ledger(self) -> list[TrialRow]:
+        return read_ledger(self.run_dir) + self.interrupted
+
+    def run(self, on_rows: Callable[[list[TrialRow]], None]) -> None:
+        with ray_session(self.plan, self.run_dir, self.address):
+            for _ in range(MAX_ROUNDS):
+                rows = read_ledger(self.run_dir)
+                todo = self._todo(rows)
+                if todo == 0:
+                    break
+                self._round(rows, todo, on_rows)
+                if self.interrupted:
+                    raise KeyboardInterrupt
+                if sum(r.finished for r in read_ledger(self.run_dir)) == sum(r.finished for r in rows) and self.plan.grid is None:
+                    break  # a whole round of infeasible candidates: the space is (nearly) empty
+        on_rows(self.ledger())
+
+    def _todo(self, rows: list[TrialRow]) -> int:
+        if self.plan.grid is not None:
+            held = {r.point for r in rows}
+            return sum(point_key(p) not in held for p in self.plan.grid_points)
+        return max(0, self.plan.target_trials - sum(r.finished for r in rows))
+
+    def _searcher(self, rows: list[TrialRow]) -> Any:
+        """`OptunaSearch` on a study that already holds the finished trials (so the sampler
+        resumes) and, for a grid, the points still to run, enqueued in order."""
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        from coatsearch.search.optuna_backend import make_sampler, quiet_optuna
+
+        plan = self.plan
+        multi = plan.space.multi_objective
+        # a fresh SQLite file (Tune pickles the searcher; an in-memory storage does not pickle)
+        path = self.run_dir / "tune" / "sampler.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        with quiet_optuna():
+            storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+            study = optuna.create_study(storage=storage, study_name=plan.study,
+                                        directions=plan.study_directions)
+            for row in rows:
+                if row.status not in (Status.COMPLETE, Status.STOPPED):
+                    continue
+                study.enqueue_trial(dict(row.params))
+                trial = study.ask()
+                plan.sample(trial)
+                values = [row.objective(m) for m in plan.metrics]
+                study.tell(trial, values if multi else values[0])
+            if plan.grid is not None:
+                held = {r.point for r in rows}
+                for params in plan.grid_points:
+                    if point_key(params) not in held:
+                        study.enqueue_trial(params)
+        return OptunaSearch(
+            space=plan.sample, metric=plan.metrics if multi else plan.metrics[0],
+            mode=plan.directions if multi else plan.directions[0],
+            sampler=make_sampler(plan), seed=plan.space.seed, storage=storage, study_name=plan.study,
+        )
+
+    def _round(self, rows: list[TrialRow], todo: int, on_rows: Callable[[list[TrialRow]], None]) -> None:
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+        from ray.tune.search import ConcurrencyLimiter
+
+        plan, space = self.plan, self.plan.space
+        early = space.early_stopping
+        scheduler: Any = FIFOScheduler()
+        if early.kind == "asha":
+            scheduler = ASHAScheduler(
+                time_attr="training_iteration", metric=early.metric, mode=early.mode, max_t=plan.epochs,
+                grace_period=early.grace_period, reduction_factor=early.reduction_factor,
+            )
         resources: dict[str, float] = {"cpu": space.resources.cpu, "gpu": space.resources.gpu, **space.resources.custom}
         if space.resources.accelerator_type:
             resources[f"accelerator_type:{space.resources.accelerator_type}"] = 0.001
-        trainable = tune.with_resources(
-            tune.with_parameters(_trainable, space_data=space.to_dict()), resources
+        trainable = tune.with_resources(tune.with_parameters(_trainable, plan=plan), resources)
+        first = max((r.trial for r in rows), default=-1) + 1
+        callback = LedgerCallback(plan, self.run_dir, first, lambda row: on_rows(read_ledger(self.run_dir)))
+        storage = (self.run_dir / "tune").resolve()
+        name = f"round-{first}"
+        shutil.rmtree(storage / name, ignore_errors=True)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(self._searcher(rows), max_concurrent=space.concurrency),
+                scheduler=scheduler, num_samples=todo, reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(storage), callbacks=[callback], verbose=0,
+                failure_config=tune.FailureConfig(max_failures=space.retries),
+            ),
         )
-        callback = ResultsCallback(space.to_dict(), str(table_path), on_rows)
-        storage = str((run_dir / "tune").resolve())
-        path = os.path.join(storage, EXPERIMENT)
-        if tune.Tuner.can_restore(path):
-            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(
-                    search_alg=search_alg, scheduler=scheduler, num_samples=space.trials,
-                    reuse_actors=True,
-                ),
-                run_config=tune.RunConfig(
-                    name=EXPERIMENT, storage_path=storage, callbacks=[callback], verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=0),
-                ),
-            )
-        tuner.fit()
-    finally:
-        ray.shutdown()
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:
+            self.interrupted = callback.interrupted()
+            raise
+        self.interrupted = callback.interrupted()

@@ -13,12 +13,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from coatsearch.errors import CoatsearchError
 from coatsearch.validation import one_line, validate_mapping
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps", "xla"]
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(CoatsearchError):
     """An invalid trainer setting. The message is one line: ``field: what was expected``."""
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
-from typing import Callable, ContextManager
 
 import torch
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from torch import nn
 from coatsearch.data import DataBundle, DataError, ImageSet
 from coatsearch.nn import build
 from coatsearch.spec import NetSpec
+from coatsearch.status import Status
 from coatsearch.train.config import TrainConfig
 from coatsearch.train.device import Runtime, make_runtime
 from coatsearch.train.metrics import EpochMetrics, TrialResult
@@ -204,8 +205,8 @@ def fit(
         torch.manual_seed(config.seed)
         model = build(spec).to(runtime.device)
         if runtime.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        result = TrialResult("complete", spec, sum(p.numel() for p in model.parameters()))
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        result = TrialResult(Status.COMPLETE, spec, sum(p.numel() for p in model.parameters()))
         if runtime.device.type != "cpu":
             data = data.to(runtime.device)  # batches are then gathered on the device
         trainer = _Trainer(model, config, data, runtime)
@@ -216,10 +217,10 @@ def fit(
                 train_loss, train_acc, speed, lr = trainer.train_epoch(epoch, on_batch)
                 val_loss, val_acc = evaluate(model, data.val, eval_batch, runtime)
             except _NonFinite as exc:
-                result.status, result.reason = "diverged", str(exc)
+                result.status, result.reason = Status.DIVERGED, str(exc)
                 break
             except RuntimeError as exc:
-                result.status = "failed"
+                result.status = Status.FAILED
                 result.reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 break
             metrics = EpochMetrics(
@@ -229,10 +230,10 @@ def fit(
             )
             result.epochs.append(metrics)
             if callback is not None and callback(metrics) and epoch < config.epochs:
-                result.status = "stopped"
+                result.status = Status.STOPPED
                 break
 
-        if config.eval_test and result.status in ("complete", "stopped"):
+        if config.eval_test and result.status in (Status.COMPLETE, Status.STOPPED):
             result.test_loss, result.test_acc = evaluate(model, data.test, eval_batch, runtime)
     if result.reason:
         log(f"trial {result.status}: {result.reason}")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from coatsearch.spec import NetSpec
-
-Status = Literal["complete", "stopped", "diverged", "failed"]
+from coatsearch.status import Status
 
 
 @dataclass(frozen=True)

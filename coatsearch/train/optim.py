@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -12,7 +12,8 @@ from torch import nn
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
     """Matrices and kernels decay; biases, norm scales and relative-bias tables do not
     (decaying a bias table pulls attention toward uniform, which is no regulariser)."""
-    decay, keep = [], []
+    decay: list[nn.Parameter] = []
+    keep: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue

@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
+from coatsearch.report.page import find_chromium
+
 #: Executable names tried in order; ``COATSEARCH_CHROMIUM`` names one explicitly.
-CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
     "--mute-audio", "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
@@ -43,18 +43,6 @@ PLOTS_DRAWN = (
 
 class BrowserError(RuntimeError):
     """Chromium could not be started or stopped answering."""
-
-
-def find_chromium() -> str | None:
-    """Path of a Chrome/Chromium executable, or None."""
-    explicit = os.environ.get("COATSEARCH_CHROMIUM")
-    if explicit:
-        return explicit if Path(explicit).exists() else shutil.which(explicit)
-    for name in CANDIDATES:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
 
 
 @dataclass

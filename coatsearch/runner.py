@@ -1,0 +1,185 @@
+"""Running a study: a plan in, a run directory with results out, on either backend.
+
+`run_study` owns the run directory (see `coatsearch.results`), the progress display and
+the stop signals; the backend only runs trials and keeps its ledger. The results table is
+rebuilt from the ledger at the start and after every trial, so it always says exactly what
+ran, and a damaged table heals on the next run.
+
+Ctrl-C (SIGINT) and SIGTERM stop a run cleanly: trials in flight are marked
+``interrupted``, the table and Pareto front are written, and `RunInterrupted` says how to
+resume. Nothing that finished is lost or run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from coatsearch.errors import CoatsearchError
+from coatsearch.results import pareto_front, write_table
+from coatsearch.search import SearchPlan, TrialRow, make_backend
+from coatsearch.space import SpaceError, space_from_dict
+from coatsearch.status import Status
+
+log = logging.getLogger("coatsearch")
+
+
+class RunInterrupted(Exception):
+    """The run was stopped by a signal; what finished is written. ``signal`` is its number."""
+
+    def __init__(self, run_dir: Path, signum: int) -> None:
+        super().__init__(f"stopped; resume with: coatsearch resume {run_dir}")
+        self.run_dir, self.signum = run_dir, signum
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    run_dir: Path
+    table_path: Path
+    finished: int
+    already_done: bool
+    pareto_path: Path
+    note: str = ""
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create the run directory, or say in one line why it cannot be used."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CoatsearchError(f"--out {run_dir}: cannot create the run directory ({exc.strerror or exc})") from None
+    probe = run_dir / ".write-test"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise CoatsearchError(f"--out {run_dir}: the run directory is not writable ({exc.strerror or exc})") from None
+
+
+def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
+    """Whether to write ``space.yaml``, and a note for the user.
+
+    A different space in the same directory is refused: its results would mean something
+    else. Only ``trials`` may change: more trials extend the study; fewer change nothing
+    (the saved space is kept, and the note says so).
+    """
+    saved = run_dir / "space.yaml"
+    if not saved.exists():
+        return True, ""
+    try:
+        before = space_from_dict(yaml.safe_load(saved.read_text()), source=str(saved)).to_dict()
+    except (SpaceError, yaml.YAMLError):
+        raise SpaceError(f"{saved}: the saved space is not a valid space; use another --out") from None
+    now = plan.space.to_dict()
+    trials_before, trials_now = before.pop("trials", None), now.pop("trials", None)
+    if before != now:
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        raise SpaceError(
+            f"{saved}: this run directory holds a different space (changed: {', '.join(changed)}); "
+            "use another --out or study name"
+        )
+    if trials_now is not None and trials_before is not None and trials_now < trials_before:
+        return False, f"the run directory's study has trials: {trials_before}; trials: {trials_now} changes nothing there"
+    return trials_now != trials_before, ""
+
+
+def _setup_log(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """SIGTERM handled like Ctrl-C (a `KeyboardInterrupt`); the signal seen is recorded."""
+    seen: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield seen
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_study(
+    plan: SearchPlan,
+    out: Path | None = None,
+    address: str | None = None,
+    console: Console | None = None,
+) -> StudyOutcome:
+    """Run a study to its target of finished trials, resuming whatever is already there."""
+    console = console or Console(stderr=True)
+    run_dir = Path(out) if out else Path("runs") / plan.study
+    prepare_run_dir(run_dir)
+    write_space, note = saved_space_note(plan, run_dir)
+    table_path, pareto_path = run_dir / "results.csv", run_dir / "pareto.csv"
+    target = plan.target_trials
+    backend = make_backend(plan, run_dir, address)
+
+    rows = backend.ledger()
+    done = sum(row.finished for row in rows)
+    if done >= target or not write_space and note:
+        _write_outputs(plan, rows, table_path, pareto_path)
+        return StudyOutcome(run_dir, table_path, done, True, pareto_path, note)
+    if write_space:
+        (run_dir / "space.yaml").write_text(plan.space.to_yaml())
+
+    handler = _setup_log(run_dir)
+    log.info("study %s: %d/%d trials finished, backend %s", plan.study, done, target, backend.name)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[best]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+    task = progress.add_task(f"{plan.study} trials", total=target, completed=done, best="")
+    latest: list[TrialRow] = rows
+
+    def on_rows(new_rows: list[TrialRow]) -> None:
+        latest[:] = new_rows
+        write_table(new_rows, table_path)
+        finished = sum(row.finished for row in new_rows)
+        scores = [row.val_acc for row in new_rows if row.status == Status.COMPLETE and row.val_acc is not None]
+        progress.update(task, completed=min(finished, target), best=f"best val_acc {max(scores):.4f}" if scores else "")
+
+    try:
+        with _stop_signals() as seen, progress:
+            try:
+                backend.run(on_rows)
+            except KeyboardInterrupt:
+                rows = backend.ledger()
+                _write_outputs(plan, rows, table_path, pareto_path)
+                in_flight = sum(row.status == Status.INTERRUPTED for row in rows)
+                log.info("interrupted with %d trials in flight", in_flight)
+                raise RunInterrupted(run_dir, seen[0] if seen else signal.SIGINT) from None
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    rows = backend.ledger()
+    _write_outputs(plan, rows, table_path, pareto_path)
+    return StudyOutcome(run_dir, table_path, sum(row.finished for row in rows), False, pareto_path, note)
+
+
+def _write_outputs(plan: SearchPlan, rows: list[TrialRow], table_path: Path, pareto_path: Path) -> None:
+    frame = write_table(rows, table_path)
+    front = pareto_front(frame, [(o.metric, o.direction) for o in plan.space.objectives])
+    front.to_csv(pareto_path, index=False)

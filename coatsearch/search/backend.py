@@ -1,0 +1,43 @@
+"""The contract every search backend keeps, and the registry that picks one.
+
+A backend runs the trials of one `SearchPlan` in one run directory. It owns a *ledger*,
+the durable record of every trial that ended (the Optuna storage; a Ray run's JSON-lines
+file), and the results table is always rebuilt from it. It never writes the table itself:
+it hands every state of the ledger to ``on_rows`` and the runner writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from coatsearch.search.plan import SearchPlan
+from coatsearch.search.rows import TrialRow
+
+OnRows = Callable[[list[TrialRow]], None]
+
+
+class Backend(Protocol):
+    name: str
+
+    def ledger(self) -> list[TrialRow]:
+        """Every row the run holds: finished, infeasible and interrupted trials."""
+        ...
+
+    def run(self, on_rows: OnRows) -> None:
+        """Run trials until the plan's target holds; ``on_rows`` gets the whole ledger
+        whenever a trial ends. Ctrl-C raises `KeyboardInterrupt` after the ledger holds
+        what finished (in-flight trials are left for the next run)."""
+        ...
+
+
+def make_backend(plan: SearchPlan, run_dir: Path, address: str | None = None) -> Backend:
+    """The plan's backend (``space.backend``) for ``run_dir``."""
+    if plan.space.backend == "ray":
+        from coatsearch.search.ray_backend import RayBackend
+
+        return RayBackend(plan, run_dir, address)
+    from coatsearch.search.optuna_backend import OptunaBackend
+
+    return OptunaBackend(plan, run_dir)

@@ -1,0 +1,236 @@
+"""A space compiled once into a `SearchPlan`: everything checked, the grid enumerated.
+
+`compile_space` does, once and before any trial, all the work that is the same for every
+trial: it resolves the base network, applies every value each parameter can take to it
+(so a value that can never work fails now, not after a run of failed trials), checks that
+the budget can be met, that the storage URL and the data source work, and enumerates the
+grid. Backends and worker processes receive the plan, never a dict to re-validate.
+
+The grid rule: a grid sampler runs each point exactly once, in the fixed order of
+`SearchPlan.grid`. When the grid holds more points than ``trials``, the first ``trials``
+points run (raising ``trials`` later runs the next ones); when it holds fewer, the study
+ends when every point has run. Infeasible points are recorded and do not count as trials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from coatsearch.budget import BudgetError, match_budget
+from coatsearch.flops import count_analytic
+from coatsearch.knobs import apply_params
+from coatsearch.presets import load_spec
+from coatsearch.space import DataSettings, SearchSpace, SpaceError, iter_grid
+from coatsearch.spec import NetSpec, SpecError
+from coatsearch.train.config import TrainConfig, TrainConfigError
+
+StudyDirection = Literal["maximize", "minimize"]
+
+
+class InfeasibleCandidate(ValueError):
+    """The sampled parameters give no valid network within the budget: skip training."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The network a parameter set describes, matched to the budget, with its counts and
+    the trial's trainer and data settings."""
+
+    params: dict[str, Any]
+    spec: NetSpec
+    flops: int
+    n_params: int
+    train: dict[str, Any] = field(default_factory=dict)
+    data: DataSettings = DataSettings()
+    budget_note: str = ""
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """A checked space: ``space`` has its base written out (what a run directory keeps),
+    ``base`` is that network, ``grid`` every point of a grid sampler in run order."""
+
+    space: SearchSpace
+    base: NetSpec
+    grid: tuple[dict[str, Any], ...] | None = None
+
+    @property
+    def study(self) -> str:
+        return self.space.study
+
+    @property
+    def epochs(self) -> int:
+        return self.space.epochs
+
+    @property
+    def target_trials(self) -> int:
+        """Trials to finish: ``trials``, or the grid's size when that is smaller."""
+        if self.grid is not None:
+            return min(self.space.trials, len(self.grid))
+        return self.space.trials
+
+    @property
+    def grid_points(self) -> tuple[dict[str, Any], ...]:
+        """The grid points this study runs (the first `target_trials`); empty without a grid."""
+        return () if self.grid is None else self.grid[: self.target_trials]
+
+    @property
+    def metrics(self) -> list[str]:
+        return [o.metric for o in self.space.objectives]
+
+    @property
+    def directions(self) -> list[str]:
+        """``max`` / ``min`` per objective."""
+        return [o.direction for o in self.space.objectives]
+
+    @property
+    def study_directions(self) -> list[StudyDirection]:
+        """Optuna's ``maximize`` / ``minimize`` per objective."""
+        return ["maximize" if d == "max" else "minimize" for d in self.directions]
+
+    def sample(self, trial: Any) -> dict[str, Any]:
+        """Define-by-run sampling through an Optuna trial: one value per parameter."""
+        return {name: domain.suggest(trial, name) for name, domain in self.space.params.items()}
+
+    def candidate(self, params: dict[str, Any]) -> Candidate:
+        """Apply parameters, match the budget, count. Raises `InfeasibleCandidate`."""
+        space = self.space
+        try:
+            draft = apply_params(self.base, params, space.knob_context)
+            data = space.data.model_copy(update=draft.data)
+        except (SpecError, TypeError, ValueError) as exc:
+            raise InfeasibleCandidate(str(exc)) from None
+        spec, note = draft.spec, ""
+        budget = space.budget
+        if budget is not None and budget.target is not None:
+            metric, value = budget.target
+            try:
+                match = match_budget(spec, flops=value if metric == "flops" else None,
+                                     params=value if metric == "params" else None,
+                                     by=budget.by, tolerance=budget.tolerance, strict=True)
+            except (BudgetError, SpecError) as exc:
+                raise InfeasibleCandidate(str(exc)) from None
+            spec, note = match.spec, match.message
+        counts = count_analytic(spec)
+        if budget is not None:
+            for metric, bounds in (("flops", budget.flops_range), ("params", budget.params_range)):
+                got = getattr(counts, metric)
+                if bounds is not None and not bounds[0] <= got <= bounds[1]:
+                    raise InfeasibleCandidate(f"{metric} {got:.3g} outside [{bounds[0]:.3g}, {bounds[1]:.3g}]")
+        return Candidate(params=dict(params), spec=spec, flops=counts.flops, n_params=counts.params,
+                         train={**space.train, **draft.train}, data=data, budget_note=note)
+
+
+# --------------------------------------------------------------------------- compiling
+def compile_space(space: SearchSpace, *, source: str | None = None, check_data: bool = True) -> SearchPlan:
+    """Check a space against its base, budget, storage and data; `SpaceError` (one line,
+    naming the field, after ``source``: the space file) for anything that would make
+    trials fail."""
+    try:
+        return _compile(space, check_data)
+    except SpaceError as exc:
+        if source is None or str(exc).startswith(f"{source}: "):
+            raise
+        raise SpaceError(f"{source}: {exc}") from None
+
+
+def _compile(space: SearchSpace, check_data: bool) -> SearchPlan:
+    base = _base(space)
+    resolved = space.model_copy(update={"base": base.to_dict()})
+    for name, domain in space.params.items():
+        values = domain.choices if domain.choices is not None else [domain.low, domain.high]
+        for value in values:
+            _check_value(space, base, name, value)
+    _check_budget(space, base)
+    if space.storage is not None:
+        check_storage_url(space.storage, "storage")
+    if check_data:
+        check_data_source(space.data, base.image_size, space.seed)
+    grid = tuple(iter_grid(space)) if space.sampler == "grid" else None
+    return SearchPlan(space=resolved, base=base, grid=grid)
+
+
+def _base(space: SearchSpace) -> NetSpec:
+    try:
+        if isinstance(space.base, str):
+            return load_spec(space.base)
+        return NetSpec.from_dict(space.base, source="base")
+    except SpecError as exc:
+        message = str(exc)
+        head, sep, _ = message.partition(": ")
+        if message.startswith("base"):
+            raise SpaceError(message) from None
+        # "preset: unknown ..." reads as base.preset; a file's own message keeps its name
+        raise SpaceError(f"base.{message}" if sep and head.isidentifier() else f"base: {message}") from None
+
+
+def _check_value(space: SearchSpace, base: NetSpec, name: str, value: Any) -> None:
+    """One value of one parameter, applied alone to the base."""
+    where = f"params.{name}"
+    if name.startswith("train."):
+        try:
+            TrainConfig.from_dict({**space.train, name[6:]: value})
+        except TrainConfigError as exc:
+            raise SpaceError(f"{where}: {value!r} is not a valid trainer setting: {exc}") from None
+        return
+    if name.startswith("data."):
+        try:
+            DataSettings.model_validate({**space.data.model_dump(), name[5:]: value})
+        except ValueError as exc:
+            raise SpaceError(f"{where}: {value!r} is not a valid data setting: {exc}".splitlines()[0]) from None
+        return
+    try:
+        apply_params(base, {name: value}, space.knob_context)
+    except (SpecError, TypeError, ValueError, ArithmeticError) as exc:
+        raise SpaceError(f"{where}: {value!r} does not apply to the base: {exc}") from None
+
+
+def _check_budget(space: SearchSpace, base: NetSpec) -> None:
+    """An impossible target (below the smallest spec, above the sanity bound) fails now."""
+    if space.budget is None or space.budget.target is None:
+        return
+    metric, value = space.budget.target
+    try:
+        match_budget(base, flops=value if metric == "flops" else None, params=value if metric == "params" else None,
+                     by=space.budget.by, tolerance=space.budget.tolerance)
+    except BudgetError as exc:
+        raise SpaceError(f"budget.{metric}: {str(exc).split(': ', 1)[-1]}") from None
+
+
+def check_storage_url(url: str, field_name: str = "storage") -> None:
+    """A storage URL that SQLAlchemy can parse, with an installed driver and, for SQLite,
+    an existing folder."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise SpaceError(
+            f"{field_name}: {url!r} is not a database URL (expected e.g. sqlite:///study.db or postgresql://host/db)"
+        ) from None
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise SpaceError(f"{field_name}: unknown database scheme {parsed.drivername!r} (expected sqlite or postgresql)") from None
+    except ImportError as exc:
+        hint = " (pip install 'psycopg[binary]')" if parsed.get_backend_name() == "postgresql" else ""
+        raise SpaceError(f"{field_name}: the driver for {parsed.drivername} is not installed{hint}: {exc}") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise SpaceError(f"{field_name}: the folder of {parsed.database} does not exist")
+
+
+def check_data_source(data: DataSettings, image_size: int, seed: int = 0) -> None:
+    """Read the data source once (missing, empty, unreadable or truncated data fails here,
+    not in every trial); the trial processes of this machine then reuse the read."""
+    from coatsearch.data import DataError
+    from coatsearch.search.inputs import load_trial_data
+
+    try:
+        load_trial_data(data, image_size, seed)
+    except DataError as exc:
+        raise SpaceError(f"data.source: {exc}") from None

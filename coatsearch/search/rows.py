@@ -1,0 +1,145 @@
+"""`TrialRow`: what one trial reports, the same on every backend.
+
+A row is built once per trial (`TrialRow.begin`), grows through `replace` as the trial
+goes (candidate described, trained, measured) and is stored as a flat record: a results
+table row, an Optuna user attribute, a line of a Ray run's ledger. Sampled parameters
+become ``param.<name>`` columns; ``point`` is the parameters as canonical JSON, the key
+that says two trials ran the same configuration (a grid point).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from coatsearch.status import Status
+
+#: The table's columns, in order; ``param.<name>`` columns follow.
+COLUMNS = (
+    "trial", "status", "point", "fidelity", "max_fidelity", "layout", "blocks", "channels",
+    "image_size", "flops", "params", "val_acc", "val_loss", "train_acc", "train_loss", "gap",
+    "test_acc", "latency_ms", "images_per_s", "wall_time", "seed", "node", "worker", "reason",
+    "budget_note", "spec", "history",
+)
+
+
+def point_key(params: Mapping[str, Any]) -> str:
+    """The canonical JSON of a parameter set: equal for equal configurations (``2`` and
+    ``2.0`` are one value, as they are to the sampler)."""
+    return json.dumps({k: _plain(params[k]) for k in sorted(params)}, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial's outcome. ``fidelity`` counts the epochs trained of ``max_fidelity``;
+    ``history`` holds the per-epoch metrics; ``spec`` the trained network (JSON)."""
+
+    trial: int
+    status: Status
+    params: Mapping[str, Any] = field(default_factory=dict)
+    max_fidelity: int = 0
+    fidelity: int = 0
+    layout: str | None = None
+    blocks: str | None = None
+    channels: str | None = None
+    image_size: int | None = None
+    flops: int | None = None
+    n_params: int | None = None
+    val_acc: float | None = None
+    val_loss: float | None = None
+    train_acc: float | None = None
+    train_loss: float | None = None
+    gap: float | None = None
+    test_acc: float | None = None
+    latency_ms: float | None = None
+    images_per_s: float | None = None
+    wall_time: float | None = None
+    seed: int | None = None
+    node: str | None = None
+    worker: str | None = None
+    reason: str | None = None
+    budget_note: str | None = None
+    spec: str | None = None
+    history: str | None = None
+
+    @classmethod
+    def begin(cls, trial: int, params: Mapping[str, Any], max_fidelity: int, node: str | None = None) -> TrialRow:
+        """A row for a trial that is starting (status `INTERRUPTED` until it ends)."""
+        host = socket.gethostname()
+        return cls(trial=trial, status=Status.INTERRUPTED, params=dict(params), max_fidelity=max_fidelity,
+                   node=node or host, worker=f"{host}:{os.getpid()}")
+
+    def replace(self, **changes: Any) -> TrialRow:
+        if "status" in changes:
+            changes["status"] = Status(changes["status"])
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def point(self) -> str:
+        return point_key(self.params)
+
+    @property
+    def finished(self) -> bool:
+        return self.status.finished
+
+    def objective(self, metric: str) -> float:
+        """A metric's value (``params`` is the parameter count)."""
+        value = self.n_params if metric == "params" else getattr(self, metric)
+        return float("nan") if value is None else float(value)
+
+    # ------------------------------------------------------------------ records
+    def to_record(self) -> dict[str, Any]:
+        """The flat, JSON-able form: the table's columns, then ``param.<name>``."""
+        record: dict[str, Any] = {}
+        for name in COLUMNS:
+            if name == "point":
+                record[name] = self.point
+            elif name == "params":
+                record[name] = self.n_params
+            else:
+                value = getattr(self, name)
+                record[name] = str(value) if isinstance(value, Status) else value
+        record.update({f"param.{k}": v for k, v in self.params.items()})
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> TrialRow:
+        """The row of a flat record (a table row or a stored attribute); missing or NaN
+        cells become None."""
+        def value(name: str) -> Any:
+            v = record.get(name)
+            return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+        fields = {f.name for f in dataclasses.fields(cls)} - {"params", "n_params", "trial", "status"}
+        data = {name: value(name) for name in fields}
+        for name in ("fidelity", "max_fidelity"):
+            data[name] = int(data[name] or 0)
+        for name in ("image_size", "flops", "seed"):
+            if data[name] is not None:
+                data[name] = int(data[name])
+        params = {k[6:]: _plain(v) for k, v in record.items() if k.startswith("param.") and value(k) is not None}
+        n_params = value("params")
+        return cls(trial=int(record["trial"]), status=Status(record["status"]), params=params,
+                   n_params=None if n_params is None else int(n_params), **data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_record(), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrialRow:
+        return cls.from_record(json.loads(text))
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars from a table cell as Python numbers; whole floats as ints."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
