@@ -1,0 +1,299 @@
+"""A corpus of malformed inputs, each refused before any trial starts.
+
+Every case is a command line as a user would type it, over files the case writes:
+malformed spaces, specs, data folders, flags and tampered run folders. Each must exit
+with code 2 and one line on stderr (``error: ...``) that names the field or file at
+fault, start no trial, and leave every file already in the run folder byte for byte as
+it was. Valid controls beside them show the same commands do run when nothing is wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from coatsearch.cli import app
+from tests.conftest import TINY_SPACE
+
+runner = CliRunner()
+ONE_TRIAL = {"trials": 1, "params": {"seed": {"choices": [0]}}, "train": {"epochs": 1, "batch_size": 64}}
+
+
+@dataclass
+class Case:
+    """``argv`` (with ``{space}``, ``{out}``, ``{dir}`` filled in) after ``setup`` wrote the
+    files; the error line must contain ``expect``."""
+
+    name: str
+    argv: list[str]
+    expect: str
+    space: dict[str, Any] | str | None = None
+    setup: Callable[[Path], None] | None = None
+    prior_run: bool = False  # a finished run is in {out} before the command
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+def space_with(**changes: Any) -> dict[str, Any]:
+    data = copy.deepcopy(TINY_SPACE)
+    data.update(ONE_TRIAL)
+    for key, value in changes.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return data
+
+
+def params(**domains: Any) -> dict[str, Any]:
+    return space_with(params=domains, trials=2, sampler="grid")
+
+
+def base_with(**changes: Any) -> dict[str, Any]:
+    base = copy.deepcopy(TINY_SPACE["base"])
+    base.update(changes)
+    return space_with(base=base)
+
+
+def image_folder(root: Path, classes: int = 2, per_class: int = 12, broken: str | None = None) -> None:
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    if broken == "truncated":
+        path = root / "class0" / "0.png"
+        path.write_bytes(path.read_bytes()[:40])
+    elif broken == "text":
+        (root / "class1" / "notes.png").write_text("not an image")
+
+
+def data_space(kind: str) -> dict[str, Any]:
+    return space_with(data={"source": f"imagefolder:{{dir}}/{kind}", "val_fraction": 0.25})
+
+
+MALFORMED: list[Case] = [
+    # ------------------------------------------------------------------ spaces: shape
+    Case("unknown-parameter", ["run", "{space}"], "params.colour: unknown parameter", params(colour={"choices": [1]})),
+    Case("empty-choices", ["run", "{space}"], "params.split.choices: the choice list is empty", params(split={"choices": []})),
+    Case("negative-budget", ["run", "{space}"], "budget.flops: the target must be positive", space_with(budget={"flops": -5})),
+    Case("zero-budget", ["run", "{space}"], "budget.flops: the target must be positive", space_with(budget={"flops": 0})),
+    Case("tiny-budget", ["run", "{space}"], "budget.flops: target 10 is below the smallest spec", space_with(budget={"flops": 10})),
+    Case("huge-budget", ["run", "{space}"], "budget.params: target", space_with(budget={"params": "1e15"})),
+    Case("budget-units", ["run", "{space}"], "budget.flops: expected a number", space_with(budget={"flops": "lots"})),
+    Case("both-budgets", ["run", "{space}"], "budget.flops: match either flops or params", space_with(budget={"flops": "1M", "params": "1M"})),
+    Case("backend", ["run", "{space}"], "backend:", space_with(backend="slurm")),
+    Case("sampler", ["run", "{space}"], "sampler:", space_with(sampler="cmaes2")),
+    Case("asha-metric", ["run", "{space}"], "early_stopping.metric: ASHA needs", space_with(early_stopping={"kind": "asha", "metric": "layout"})),
+    Case("no-trials", ["run", "{space}"], "trials: required field is missing", space_with(trials=None)),
+    Case("zero-trials", ["run", "{space}"], "trials:", space_with(trials=0)),
+    Case("negative-concurrency", ["run", "{space}"], "concurrency:", space_with(concurrency=-1)),
+    Case("unknown-field", ["run", "{space}"], "colour: unknown field", space_with(colour=1)),
+    Case("low-above-high", ["run", "{space}"], "params.split.low: 3 is above high 1", params(split={"low": 3, "high": 1})),
+    Case("float-grid", ["run", "{space}"], "params.train.lr: a range needs integer", params(**{"train.lr": {"low": 0.001, "high": 0.01}})),
+    Case("log-step", ["run", "{space}"], "step: a log range cannot have a step", params(**{"train.lr": {"low": 0.001, "high": 0.1, "log": True, "step": 0.01}})),
+    Case("log-zero", ["run", "{space}"], "low: a log range needs low > 0", params(**{"train.lr": {"low": 0, "high": 0.1, "log": True}})),
+    Case("objective", ["run", "{space}"], "objectives[0].metric:", space_with(objectives=["accuracy"])),
+    Case("objective-twice", ["run", "{space}"], "objectives: each metric may appear once", space_with(objectives=["val_acc", "val_acc"])),
+    Case("storage-on-ray", ["run", "{space}"], "storage: a storage URL is for the optuna backend", space_with(storage="sqlite:///x.db", backend="ray")),
+    Case("study-name", ["run", "{space}"], "study:", space_with(study="my study/1")),
+    Case("train-setting", ["run", "{space}"], "train.lr: Input should be greater than 0", space_with(train={"lr": -1})),
+    Case("train-unknown", ["run", "{space}"], "train.colour", space_with(train={"colour": 1})),
+    Case("data-fraction", ["run", "{space}"], "data.val_fraction:", space_with(data={"val_fraction": 1.5})),
+    Case("augment", ["run", "{space}"], "data.augment:", space_with(data={"augment": "heavy"})),
+    Case("base-type", ["run", "{space}"], "base: expected a preset name", space_with(base=3)),
+    Case("not-a-mapping", ["run", "{space}"], "expected a mapping of space fields", "- 1\n- 2\n"),
+    Case("malformed-yaml", ["run", "{space}"], "malformed YAML", "study: [\n"),
+    Case("empty-file", ["run", "{space}"], "expected a mapping of space fields", ""),
+    Case("no-params-many-trials", ["run", "{space}"], "params: the space has no parameters, so all 2 trials", space_with(params={}, trials=2)),
+    # ------------------------------------------------------------------ spaces: values against the base
+    Case("head-dim-zero", ["run", "{space}"], "params.head_dim: 0 does not apply", params(head_dim={"choices": [0, 16]})),
+    Case("head-dim-text", ["run", "{space}"], "params.head_dim: 'wide' does not apply", params(head_dim={"choices": ["wide"]})),
+    Case("split-out-of-range", ["run", "{space}"], "params.split: 3 does not apply", params(split={"choices": [3]})),
+    Case("split-float", ["run", "{space}"], "params.split: 1.5 does not apply", params(split={"choices": [1.5]})),
+    Case("layout-length", ["run", "{space}"], "params.layout: 'C-C' does not apply", params(layout={"choices": ["C-C"]})),
+    Case("layout-kind", ["run", "{space}"], "params.layout: 'C-X-T-T' does not apply", params(layout={"choices": ["C-X-T-T"]})),
+    Case("stage-index", ["run", "{space}"], "params.stages[9].blocks: 1 does not apply", params(**{"stages[9].blocks": {"choices": [1]}})),
+    Case("stage-blocks", ["run", "{space}"], "params.stages[1].blocks: 0 does not apply", params(**{"stages[1].blocks": {"choices": [0, 1]}})),
+    Case("width-negative", ["run", "{space}"], "params.width_multiplier: -1 does not apply", params(width_multiplier={"choices": [-1, 1]})),
+    Case("attention-kind", ["run", "{space}"], "params.attention: 'global' does not apply", params(attention={"choices": ["global"]})),
+    Case("norm-kind", ["run", "{space}"], "params.norm: 'group' does not apply", params(norm={"choices": ["group"]})),
+    Case("train-param-unknown", ["run", "{space}"], "params.train.bogus: the trainer has no setting", params(**{"train.bogus": {"choices": [1]}})),
+    Case("train-param-value", ["run", "{space}"], "params.train.lr: -1 is not a valid trainer setting", params(**{"train.lr": {"choices": [-1, 0.01]}})),
+    Case("data-param-value", ["run", "{space}"], "params.data.train_size: 0 is not a valid data setting", params(**{"data.train_size": {"choices": [0, 100]}})),
+    Case("seed-text", ["run", "{space}"], "params.seed: 'a' does not apply", params(seed={"choices": ["a", 1]})),
+    Case("unknown-preset", ["run", "{space}"], "base.preset: unknown preset", space_with(base="coatnet-9")),
+    Case("base-file-missing", ["run", "{space}"], "base: nets/missing.yaml: no such spec file", space_with(base="nets/missing.yaml")),
+    Case("base-invalid", ["run", "{space}"], "base.stages[2].channels: 40 is not divisible by head_dim 16",
+         base_with(stages=[{"kind": "C", "blocks": 1, "channels": 8}, {"kind": "C", "blocks": 1, "channels": 16},
+                           {"kind": "T", "blocks": 2, "channels": 40, "head_dim": 16}])),
+    Case("storage-scheme", ["run", "{space}"], "storage: unknown database scheme 'mongodb'", space_with(storage="mongodb://localhost/x")),
+    Case("storage-garbage", ["run", "{space}"], "storage: 'not a url' is not a database URL", space_with(storage="not a url")),
+    Case("storage-folder", ["run", "{space}"], "storage: the folder of /nonexistent/dir/study.db does not exist", space_with(storage="sqlite:////nonexistent/dir/study.db")),
+    # ------------------------------------------------------------------ data folders
+    Case("data-missing", ["run", "{space}"], "data.source: {dir}/nowhere: no such directory", data_space("nowhere")),
+    Case("data-empty", ["run", "{space}"], "data.source: {dir}/empty: no class sub-folders", data_space("empty"),
+         setup=lambda d: (d / "empty").mkdir()),
+    Case("data-empty-class", ["run", "{space}"], "empty class folder", data_space("hollow"),
+         setup=lambda d: (image_folder(d / "hollow"), (d / "hollow" / "class2").mkdir())),
+    Case("data-truncated-image", ["run", "{space}"], "0.png: unreadable image", data_space("cut"),
+         setup=lambda d: image_folder(d / "cut", broken="truncated")),
+    Case("data-not-an-image", ["run", "{space}"], "notes.png: unreadable image", data_space("text"),
+         setup=lambda d: image_folder(d / "text", broken="text")),
+    Case("data-one-class", ["run", "{space}"], "has one class only", data_space("single"),
+         setup=lambda d: image_folder(d / "single", classes=1)),
+    Case("data-unknown-source", ["run", "{space}"], "data.source:", space_with(data={"source": "cifar-11"})),
+    Case("data-idx-missing", ["run", "{space}"], "data.source: {dir}/idx: no such directory", space_with(data={"source": "idx:{dir}/idx"})),
+    # ------------------------------------------------------------------ flags
+    Case("set-syntax", ["run", "{space}", "--set", "trials"], "--set trials: expected dotted.key=value", space_with()),
+    Case("set-yaml", ["run", "{space}", "--set", "trials=[1"], "the value is not valid YAML", space_with()),
+    Case("set-value", ["run", "{space}", "--set", "trials=many"], "trials:", space_with()),
+    Case("backend-flag", ["run", "{space}", "--backend", "slurm"], "backend:", space_with()),
+    Case("address-without-ray", ["run", "{space}", "--backend", "optuna", "--address", "auto"], "--address: a Ray cluster address needs --backend ray", space_with()),
+    Case("space-missing", ["run", "{dir}/nope.yaml"], "nope.yaml: no such space file"),
+    Case("space-is-dir", ["run", "{dir}"], "is a directory, expected a YAML space file"),
+    Case("out-under-file", ["run", "{space}", "--out", "{dir}/afile/run"], "--out {dir}/afile/run: cannot create the run directory", space_with(),
+         setup=lambda d: (d / "afile").write_text("x")),
+    Case("out-under-proc", ["run", "{space}", "--out", "/proc/coatsearch-run"], "--out /proc/coatsearch-run: cannot create", space_with()),
+    Case("resume-missing", ["resume", "{dir}/norun"], "norun: not a run directory (no space.yaml)"),
+    Case("build-missing", ["build", "{dir}/net.yaml"], "net.yaml: no such spec file"),
+    Case("build-bad-spec", ["build", "{dir}/net.yaml"], "stages[0].channels: 190 is not divisible by head_dim 32",
+         setup=lambda d: (d / "net.yaml").write_text("stages:\n  - {kind: T, blocks: 2, channels: 190}\n")),
+    Case("match-units", ["match", "coatnet-0", "--flops", "lots"], "--flops: expected a number"),
+    Case("match-both", ["match", "coatnet-0", "--flops", "1G", "--params", "1M"], "budget: give exactly one target"),
+    Case("report-missing", ["report", "{dir}/norun"], "norun: no such run directory"),
+    # ------------------------------------------------------------------ tampered run folders
+    Case("run-other-space", ["run", "{space}", "--out", "{out}", "--set", "seed=5"], "this run directory holds a different space (changed: seed)",
+         space_with(), prior_run=True),
+    Case("run-space-garbage", ["run", "{space}", "--out", "{out}"], "space.yaml: the saved space is not a valid space", space_with(),
+         prior_run=True, files={"space.yaml": b"study: [\n"}),
+    Case("run-study-db-garbage", ["run", "{space}", "--out", "{out}", "--set", "trials=2", "--set", "params.seed.choices=[0,1]"],
+         "is not an Optuna study database", space_with(), prior_run=True, files={"study.db": b"garbage" * 100}),
+    Case("resume-space-garbage", ["resume", "{out}"], "space.yaml: malformed YAML", space_with(), prior_run=True,
+         files={"space.yaml": b"study: [\n"}),
+]
+
+
+def _fill(text: str, tmp: Path) -> str:
+    return text.replace("{space}", str(tmp / "space.yaml")).replace("{out}", str(tmp / "run")).replace("{dir}", str(tmp))
+
+
+def _fill_data(value: Any, tmp: Path) -> Any:
+    if isinstance(value, str):
+        return _fill(value, tmp)
+    if isinstance(value, dict):
+        return {k: _fill_data(v, tmp) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_data(v, tmp) for v in value]
+    return value
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _prepare(case: Case, tmp: Path) -> None:
+    (tmp / "nets").mkdir(exist_ok=True)
+    if case.prior_run:
+        (tmp / "space.yaml").write_text(yaml.safe_dump(space_with()))
+        result = runner.invoke(app, ["run", str(tmp / "space.yaml"), "--out", str(tmp / "run")])
+        assert result.exit_code == 0, result.output
+        for name, content in case.files.items():
+            (tmp / "run" / name).write_bytes(content)
+    if case.space is not None:
+        text = case.space if isinstance(case.space, str) else yaml.safe_dump(_fill_data(case.space, tmp))
+        (tmp / "space.yaml").write_text(text)
+    if case.setup is not None:
+        case.setup(tmp)
+
+
+def test_the_corpus_is_large():
+    assert len(MALFORMED) >= 60
+    assert len({c.name for c in MALFORMED}) == len(MALFORMED)
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=[c.name for c in MALFORMED])
+def test_malformed_input_is_refused_in_one_line(case, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _prepare(case, tmp_path)
+    before = _snapshot(tmp_path / "run")
+    result = runner.invoke(app, [_fill(a, tmp_path) for a in case.argv])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    assert _fill(case.expect, tmp_path) in lines[0], lines[0]
+    assert _snapshot(tmp_path / "run") == before  # nothing already written was changed
+    if not case.prior_run:
+        assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()  # no trial started
+
+
+VALID = [
+    ("space", ["run", "{space}", "--out", "{out}"], space_with()),
+    ("image-folder", ["run", "{space}", "--out", "{out}"], data_space("good")),
+    ("build", ["build", "coatnet-0"], None),
+    ("match", ["match", "coatnet-0", "--flops", "2G"], None),
+    ("resume-finished", ["resume", "{out}"], space_with()),
+]
+
+
+@pytest.mark.parametrize("name,argv,space", VALID, ids=[v[0] for v in VALID])
+def test_valid_controls_run(name, argv, space, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if space is not None:
+        (tmp_path / "space.yaml").write_text(yaml.safe_dump(_fill_data(space, tmp_path)))
+    if name == "image-folder":
+        image_folder(tmp_path / "good")
+    if name == "resume-finished":
+        assert runner.invoke(app, ["run", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "run")]).exit_code == 0
+    result = runner.invoke(app, [_fill(a, tmp_path) for a in argv])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_damaged_results_table_is_rebuilt_from_the_study(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(space_with()))
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["run", str(space), "--out", str(out)]).exit_code == 0
+    good = (out / "results.csv").read_text()
+    (out / "results.csv").write_text(good[: len(good) // 3] + '\n"unterminated')
+    result = runner.invoke(app, ["resume", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "results.csv").read_text() == good
+
+
+def test_fewer_trials_on_a_finished_run_change_nothing(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(space_with(trials=2, params={"seed": {"choices": [0, 1]}})))
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["run", str(space), "--out", str(out)]).exit_code == 0
+    before = _snapshot(out)
+    result = runner.invoke(app, ["run", str(space), "--out", str(out), "--set", "trials=1"])
+    assert result.exit_code == 0
+    assert "trials: 1 changes nothing" in result.stderr.replace("\n", " ")
+    assert _snapshot(out)["space.yaml"] == before["space.yaml"]
+
+
+@pytest.mark.skipif(sys.platform != "linux" or os.geteuid() == 0, reason="root writes anywhere")
+def test_an_unwritable_out_folder(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(space_with()))
+    result = runner.invoke(app, ["run", str(space), "--out", str(locked / "run")])
+    assert result.exit_code == 2 and "cannot create the run directory" in result.stderr
