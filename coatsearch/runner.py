@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from coatsearch.errors import CoatsearchError
 from coatsearch.results import pareto_front, write_table
-from coatsearch.search import SearchPlan, TrialRow, make_backend
+from coatsearch.search import Backend, SearchPlan, TrialRow, make_backend
 from coatsearch.space import SpaceError, space_from_dict
 from coatsearch.status import Status
 
@@ -130,11 +130,16 @@ def run_study(
     """Run a study to its target of finished trials, resuming whatever is already there."""
     console = console or Console(stderr=True)
     run_dir = Path(out) if out else Path("runs") / plan.study
+    backend = make_backend(plan, run_dir, address)
+    with backend.session():
+        return _run_in_session(plan, run_dir, backend, console)
+
+
+def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: Console) -> StudyOutcome:
     prepare_run_dir(run_dir)
     write_space, note = saved_space_note(plan, run_dir)
     table_path, pareto_path = run_dir / "results.csv", run_dir / "pareto.csv"
     target = plan.target_trials
-    backend = make_backend(plan, run_dir, address)
 
     rows = backend.ledger()
     done = sum(row.finished for row in rows)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +134,7 @@ MALFORMED: list[Case] = [
     Case("seed-text", ["run", "{space}"], "params.seed: 'a' does not apply", params(seed={"choices": ["a", 1]})),
     Case("unknown-preset", ["run", "{space}"], "base.preset: unknown preset", space_with(base="coatnet-9")),
     Case("base-file-missing", ["run", "{space}"], "base: nets/missing.yaml: no such spec file", space_with(base="nets/missing.yaml")),
-    Case("base-invalid", ["run", "{space}"], "base.stages[2].channels: 40 is not divisible by head_dim 16",
+    Case("base-invalid", ["run", "{space}"], "base: stages[2].channels: 40 is not divisible by head_dim 16",
          base_with(stages=[{"kind": "C", "blocks": 1, "channels": 8}, {"kind": "C", "blocks": 1, "channels": 16},
                            {"kind": "T", "blocks": 2, "channels": 40, "head_dim": 16}])),
     Case("storage-scheme", ["run", "{space}"], "storage: unknown database scheme 'mongodb'", space_with(storage="mongodb://localhost/x")),
@@ -167,6 +165,8 @@ MALFORMED: list[Case] = [
     Case("out-under-file", ["run", "{space}", "--out", "{dir}/afile/run"], "--out {dir}/afile/run: cannot create the run directory", space_with(),
          setup=lambda d: (d / "afile").write_text("x")),
     Case("out-under-proc", ["run", "{space}", "--out", "/proc/coatsearch-run"], "--out /proc/coatsearch-run: cannot create", space_with()),
+    Case("address-no-cluster", ["run", "{space}", "--backend", "ray", "--address", "auto"], "--address auto: cannot join the Ray cluster", space_with()),
+    Case("address-no-client", ["run", "{space}", "--backend", "ray", "--address", "ray://127.0.0.1:1"], "--address ray://127.0.0.1:1: cannot join", space_with()),
     Case("resume-missing", ["resume", "{dir}/norun"], "norun: not a run directory (no space.yaml)"),
     Case("build-missing", ["build", "{dir}/net.yaml"], "net.yaml: no such spec file"),
     Case("build-bad-spec", ["build", "{dir}/net.yaml"], "stages[0].channels: 190 is not divisible by head_dim 32",
@@ -179,7 +179,7 @@ MALFORMED: list[Case] = [
          space_with(), prior_run=True),
     Case("run-space-garbage", ["run", "{space}", "--out", "{out}"], "space.yaml: the saved space is not a valid space", space_with(),
          prior_run=True, files={"space.yaml": b"study: [\n"}),
-    Case("run-study-db-garbage", ["run", "{space}", "--out", "{out}", "--set", "trials=2", "--set", "params.seed.choices=[0,1]"],
+    Case("run-study-db-garbage", ["run", "{space}", "--out", "{out}"],
          "is not an Optuna study database", space_with(), prior_run=True, files={"study.db": b"garbage" * 100}),
     Case("resume-space-garbage", ["resume", "{out}"], "space.yaml: malformed YAML", space_with(), prior_run=True,
          files={"space.yaml": b"study: [\n"}),
@@ -287,13 +287,3 @@ def test_fewer_trials_on_a_finished_run_change_nothing(tmp_path):
     assert result.exit_code == 0
     assert "trials: 1 changes nothing" in result.stderr.replace("\n", " ")
     assert _snapshot(out)["space.yaml"] == before["space.yaml"]
-
-
-@pytest.mark.skipif(sys.platform != "linux" or os.geteuid() == 0, reason="root writes anywhere")
-def test_an_unwritable_out_folder(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump(space_with()))
-    result = runner.invoke(app, ["run", str(space), "--out", str(locked / "run")])
-    assert result.exit_code == 2 and "cannot create the run directory" in result.stderr

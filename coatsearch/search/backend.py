@@ -9,6 +9,7 @@ it hands every state of the ledger to ``on_rows`` and the runner writes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +21,11 @@ OnRows = Callable[[list[TrialRow]], None]
 
 class Backend(Protocol):
     name: str
+
+    def session(self) -> AbstractContextManager[None]:
+        """Whatever the run needs while it lasts (a Ray cluster joined or started), entered
+        before anything is written; a `CoatsearchError` when it cannot be had."""
+        ...
 
     def ledger(self) -> list[TrialRow]:
         """Every row the run holds: finished, infeasible and interrupted trials."""

@@ -230,6 +230,9 @@ class OptunaBackend:
         self.plan, self.run_dir = plan, run_dir
         self.threads = threads if threads is not None else plan.space.trial_threads
 
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
     def ledger(self) -> list[TrialRow]:
         return ledger(open_study(self.plan, self.run_dir), self.plan.space.retries)
 
@@ -258,7 +261,24 @@ def _worker(plan: SearchPlan, run_dir: str, threads: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    _exit_with_parent()
     run_worker(plan, Path(run_dir), lambda rows: None, threads)
+
+
+def _exit_with_parent(poll_s: float = 0.5) -> None:
+    """End this worker when its parent is gone (killed with -9): no orphan trains on, and
+    its trial in flight goes stale and is retried by the next run."""
+    import os
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="coatsearch-parent-watch").start()
 
 
 def run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRow]], None], threads: int | None) -> None:

@@ -247,21 +247,25 @@ class RayBackend:
         self.address = address or plan.space.address
         self.interrupted: list[TrialRow] = []
 
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        return ray_session(self.plan, self.run_dir, self.address)
+
     def ledger(self) -> list[TrialRow]:
         return read_ledger(self.run_dir) + self.interrupted
 
     def run(self, on_rows: Callable[[list[TrialRow]], None]) -> None:
-        with ray_session(self.plan, self.run_dir, self.address):
-            for _ in range(MAX_ROUNDS):
-                rows = read_ledger(self.run_dir)
-                todo = self._todo(rows)
-                if todo == 0:
-                    break
-                self._round(rows, todo, on_rows)
-                if self.interrupted:
-                    raise KeyboardInterrupt
-                if sum(r.finished for r in read_ledger(self.run_dir)) == sum(r.finished for r in rows) and self.plan.grid is None:
-                    break  # a whole round of infeasible candidates: the space is (nearly) empty
+        """Run trials; inside `session`."""
+        for _ in range(MAX_ROUNDS):
+            rows = read_ledger(self.run_dir)
+            todo = self._todo(rows)
+            if todo == 0:
+                break
+            self._round(rows, todo, on_rows)
+            if self.interrupted:
+                raise KeyboardInterrupt
+            finished_before = sum(r.finished for r in rows)
+            if self.plan.grid is None and sum(r.finished for r in read_ledger(self.run_dir)) == finished_before:
+                break  # a whole round of infeasible candidates: the space is (nearly) empty
         on_rows(self.ledger())
 
     def _todo(self, rows: list[TrialRow]) -> int:

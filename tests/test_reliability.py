@@ -1,0 +1,139 @@
+"""What a search reports is exactly what it ran: every grid point once on every backend,
+at any concurrency, across kill -9, Ctrl-C and resume; no process of ours left behind."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coatsearch.results import read_table
+from coatsearch.search.ray_backend import processes_using, ray_folder
+from tests.conftest import TINY_SPACE
+
+#: The 2x3 grid: split {1, 2} x seed {0, 1, 2}, six trials.
+GRID = {"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1, 2]}}
+POINTS = {(s, seed) for s in (1, 2) for seed in (0, 1, 2)}
+
+
+def _space(tmp_path: Path, **changes) -> Path:
+    data = yaml.safe_load(yaml.safe_dump(TINY_SPACE))
+    data.update(params=GRID, trials=6, sampler="grid", train={"epochs": 2, "batch_size": 64})
+    data.update(changes)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _command(space: Path, out: Path, backend: str, concurrency: int) -> list[str]:
+    return [sys.executable, "-m", "coatsearch.cli", "run", str(space), "--out", str(out), "--backend", backend,
+            "--set", f"concurrency={concurrency}"]
+
+
+def _finished(out: Path):
+    path = out / "results.csv"
+    if not path.exists():
+        return None
+    try:
+        table = read_table(path)
+    except Exception:  # being replaced right now
+        return None
+    return table[table["status"] == "complete"]
+
+
+def _assert_every_point_once(out: Path):
+    table = read_table(out / "results.csv")
+    points = list(zip(table["param.split"], table["param.seed"]))
+    assert len(table) == 6 and set(points) == POINTS, points
+    assert (table["status"] == "complete").all(), table["status"].tolist()
+    return table
+
+
+def _wait_for_no_processes(out: Path, seconds: float = 10.0) -> list[int]:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        left = processes_using(ray_folder(out))
+        if not left:
+            return []
+        time.sleep(0.25)
+    return processes_using(ray_folder(out))
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_the_ray_grid_runs_every_point_once(tmp_path, concurrency):
+    out = tmp_path / "run"
+    result = subprocess.run(_command(_space(tmp_path), out, "ray", concurrency), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    _assert_every_point_once(out)
+    assert _wait_for_no_processes(out) == []
+
+
+@pytest.mark.parametrize("backend,concurrency", [("ray", 1), ("ray", 2), ("optuna", 2)])
+def test_kill_9_after_two_trials_then_rerun(tmp_path, backend, concurrency):
+    out = tmp_path / "run"
+    command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, backend, concurrency)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            done = _finished(out)
+            if done is not None and len(done) >= 2:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("two trials did not finish in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = _finished(out)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = _assert_every_point_once(out)
+    # the trials finished before the kill are there, unchanged: they did not run again
+    for _, row in before.iterrows():
+        again = table[table["trial"] == row["trial"]].iloc[0]
+        for column in ("point", "val_acc", "wall_time", "worker", "history"):
+            assert again[column] == row[column], column
+    if backend == "ray":
+        assert _wait_for_no_processes(out) == []
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
+    out = tmp_path / "run"
+    command = _command(_space(tmp_path, train={"epochs": 4, "batch_size": 32}), out, "optuna", 1)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        done = _finished(out)
+        if done is not None and len(done) >= 1:
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)  # into the next trial
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert stderr.strip().splitlines()[-1] == f"error: stopped; resume with: coatsearch resume {out}"
+    table = read_table(out / "results.csv")
+    assert "interrupted" in set(table["status"]) and (out / "report.html").exists()
+    finished = table[table["status"] == "complete"]
+    result = subprocess.run([sys.executable, "-m", "coatsearch.cli", "resume", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = _assert_every_point_once(out)
+    for _, row in finished.iterrows():
+        assert final[final["trial"] == row["trial"]].iloc[0]["val_acc"] == row["val_acc"]
+
+
+def test_two_runs_on_a_fresh_run_dir_at_once_share_the_study(tmp_path):
+    out = tmp_path / "run"
+    command = _command(_space(tmp_path, train={"epochs": 1, "batch_size": 64}), out, "optuna", 1)
+    procs = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-2000:]
+    _assert_every_point_once(out)
