@@ -162,18 +162,21 @@ def ray_folder(run_dir: Path) -> Path:
 
 
 def processes_using(folder: Path) -> list[int]:
-    """PIDs of processes whose command line names ``folder`` (Ray's processes of a run)."""
-    needle = str(folder).encode()
+    """PIDs of processes of a run's Ray: their command line names ``folder``, or they hold
+    a file open under it (Ray renames its workers and agents, ``ray::IDLE``, but they keep
+    their session's log files open)."""
+    needle = str(folder)
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
+            if needle.encode() in (entry / "cmdline").read_bytes() or any(
+                os.readlink(fd).startswith(needle) for fd in (entry / "fd").iterdir()
+            ):
+                pids.append(int(entry.name))
         except OSError:
             continue
-        if needle in cmdline:
-            pids.append(int(entry.name))
     return pids
 
 
