@@ -143,7 +143,7 @@ def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: 
 
     rows = backend.ledger()
     done = sum(row.finished for row in rows)
-    if done >= target or not write_space and note:
+    if done >= target or (note and not write_space):  # finished, or asked for fewer trials
         _write_outputs(plan, rows, table_path, pareto_path)
         return StudyOutcome(run_dir, table_path, done, True, pareto_path, note)
     if write_space:
@@ -157,10 +157,7 @@ def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: 
         console=console, transient=False,
     )
     task = progress.add_task(f"{plan.study} trials", total=target, completed=done, best="")
-    latest: list[TrialRow] = rows
-
     def on_rows(new_rows: list[TrialRow]) -> None:
-        latest[:] = new_rows
         write_table(new_rows, table_path)
         finished = sum(row.finished for row in new_rows)
         scores = [row.val_acc for row in new_rows if row.status == Status.COMPLETE and row.val_acc is not None]
