@@ -63,6 +63,9 @@ class BudgetMatch:
     relative_error: float
     within_tolerance: bool
     message: str
+    #: Matching FLOPs and params together: both targets and both signed errors.
+    targets: dict[str, float] | None = None
+    errors: dict[str, float] | None = None
 
 
 def parse_count(text: str | float | int, field: str = "target") -> float:
@@ -308,7 +311,7 @@ class _Search:
 def _check_target(flops: float | str | None, params: float | str | None) -> tuple[Metric, float]:
     if (flops is None) == (params is None):
         got = "both" if flops is not None else "neither"
-        raise BudgetError(f"budget: give exactly one target, flops or params (got {got})")
+        raise BudgetError(f"budget: give a target, flops or params (got {got})")
     metric: Metric = "flops" if flops is not None else "params"
     value = flops if flops is not None else params
     assert value is not None
@@ -343,7 +346,11 @@ def match_budget(
     tolerance: float = 0.01,
     strict: bool = False,
 ) -> BudgetMatch:
-    """Scale ``spec`` so its FLOPs (or parameters) meet the target.
+    """Scale ``spec`` so its FLOPs (or parameters, or both) meet the target.
+
+    Given both ``flops`` and ``params``, width and depth move together (`_match_both`):
+    the depth stages' blocks by one factor, every width by another, so that both targets
+    are met within ``tolerance``; ``by`` does not apply.
 
     ``by="width"`` multiplies every stage width, the stem's and the pre-logits' by one
     factor, rounded to multiples of 8 and of each T stage's ``head_dim``; when no factor
@@ -357,6 +364,8 @@ def match_budget(
     positive, above `SANITY_BOUND`, outside what the scaling reaches, or (``strict=True``)
     missed by more than ``tolerance``.
     """
+    if flops is not None and params is not None:
+        return _match_both(spec, parse_count(flops, "flops"), parse_count(params, "params"), tolerance, strict)
     metric, target = _check_target(flops, params)
     if by not in ("width", "depth", "both"):
         raise BudgetError(f"by: expected 'width', 'depth' or 'both', got {by!r}")
@@ -436,3 +445,72 @@ def _finish(search: _Search, shape: _Shape, by: str, strict: bool) -> BudgetMatc
         within_tolerance=within,
         message=message,
     )
+
+
+#: Depth factors tried when matching FLOPs and params together (distinct block counts only).
+BOTH_DEPTH_FACTORS = tuple(round(0.2 * 1.05**k, 6) for k in range(80))
+
+
+def _match_both(spec: NetSpec, flops: float, params: float, tolerance: float, strict: bool) -> BudgetMatch:
+    """FLOPs and params together: for each depth (one factor on the depth stages), the
+    width that meets the FLOPs; of those, the spec closest to both targets, refined with
+    widths one multiple off their nearest. The paper compares layouts at similar FLOPs
+    *and* params; which of a layout's shapes gets there is this search's choice."""
+    for name, value in (("flops", flops), ("params", params)):
+        _check_target(value if name == "flops" else None, value if name == "params" else None)
+    if not 0 < tolerance < 1:
+        raise BudgetError(f"tolerance: expected a fraction between 0 and 1, got {tolerance:g}")
+    by_flops, by_params = _Scaler(spec, "flops"), _Scaler(spec, "params")
+    search = _Search(by_flops, flops, tolerance)
+
+    def errors(shape: _Shape) -> tuple[float, float]:
+        return by_flops.cost(shape) / flops - 1, by_params.cost(shape) / params - 1
+
+    def score(shape: _Shape) -> float:
+        return max(abs(e) for e in errors(shape))
+
+    seen: dict[tuple[int, ...], _Shape] = {}
+    for factor in BOTH_DEPTH_FACTORS:
+        blocks = by_flops.depths(factor, by_flops.original).blocks
+        if blocks in seen:
+            continue
+        try:
+            seen[blocks] = search.by_width(blocks, refine=False)
+        except BudgetError:
+            continue
+    if not seen:
+        raise BudgetError(f"flops: target {format_count(flops)} is beyond what width and depth scaling reach")
+    ranked_shapes = sorted(seen.values(), key=score)
+    best = ranked_shapes[0]
+    if score(best) > tolerance:
+        for shape in ranked_shapes[:3]:
+            for factor in _width_factors(by_flops, shape):
+                for _, near in by_flops.near_widths(factor, shape.blocks):
+                    if score(near) < score(best):
+                        best = near
+    spec_out = by_flops.build(best)
+    if spec_out != spec:
+        label = f"{spec.name}@{format_count(flops)}-flops-{format_count(params)}-params" if spec.name else None
+        spec_out = NetSpec.from_dict({**spec_out.to_dict(), "name": label})
+    counts = count_analytic(spec_out)
+    e_flops, e_params = counts.flops / flops - 1, counts.params / params - 1
+    within = max(abs(e_flops), abs(e_params)) <= tolerance
+    message = (
+        f"{format_count(counts.flops)} FLOPs ({e_flops:+.2%}) and {format_count(counts.params)} params "
+        f"({e_params:+.2%}) for targets of {format_count(flops)} and {format_count(params)}: {_describe(spec_out)}"
+    )
+    if not within:
+        message += (f"; no spec of this layout meets both within {tolerance:.0%} (closest shown); "
+                    "its FLOPs-per-parameter differ too much from the target's")
+        if strict:
+            raise BudgetError(f"budget: {message}")
+    return BudgetMatch(
+        spec=spec_out, flops=counts.flops, params=counts.params, target=flops, metric="flops",
+        relative_error=e_flops, within_tolerance=within, message=message,
+        targets={"flops": flops, "params": params}, errors={"flops": e_flops, "params": e_params},
+    )
+
+
+def _width_factors(scaler: _Scaler, shape: _Shape) -> list[float]:
+    """The width factor a shape's widths correspond to (its first stage's width ratio)."""
+    return [shape.channels[0] / scaler.spec.stages[0].channels]

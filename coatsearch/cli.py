@@ -245,10 +245,15 @@ def run(
     backend: str | None = typer.Option(None, "--backend", help="optuna or ray (overrides the space)"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
     overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list every candidate (network, FLOPs, params) without training"),
+    as_json: bool = typer.Option(False, "--json", help="with --dry-run: print the candidates as JSON"),
 ) -> None:
     """Run (or resume) a search; write runs/<study>/ with the results table and Pareto front."""
     from coatsearch.space import SpaceError, load_space
 
+    if dry_run:
+        _dry_run(load_space(space_file, overrides), space_file, as_json)
+        return
     if backend is not None:
         overrides = [*overrides, f"backend={backend}"]
     if address is not None:
@@ -256,6 +261,20 @@ def run(
             raise SpaceError(f"--address: a Ray cluster address needs --backend ray, not {backend}")
         overrides = [*overrides, "backend=ray"]
     _run_and_report(load_space(space_file, overrides), Path(out) if out else None, address, source=space_file)
+
+
+def _dry_run(space: Any, source: str, as_json: bool) -> None:
+    from coatsearch.report.tables import preview_rich_table
+    from coatsearch.search import compile_space
+    from coatsearch.search.preview import preview
+
+    plan = compile_space(space, source=source, check_data=False)
+    candidates = preview(plan)
+    if as_json:
+        print(json.dumps([c.to_dict() for c in candidates], default=str))
+        return
+    console.print(preview_rich_table(candidates, f"{plan.study}: {len(candidates)} candidates (dry run, nothing trained)"))
+    console.print(FLOPS_NOTE, style="dim")
 
 
 @app.command()

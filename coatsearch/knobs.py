@@ -20,6 +20,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from coatsearch.budget import BudgetError
+from coatsearch.flops import count_analytic
+from coatsearch.scaling import RULES, scale
 from coatsearch.spec import NetSpec, SpecError
 
 #: The kinds of parameter, as `parameter_kind` names them.
@@ -103,6 +106,10 @@ KNOBS: dict[str, Knob] = {
                              scale=lambda v, c: Scale(width=_positive_number("width_multiplier", v))),
     "resolution_multiplier": Knob("the image size times the value (rounded to the total stride)",
                                   scale=lambda v, c: Scale(resolution=_positive_number("resolution_multiplier", v))),
+    "rule": Knob("the scaling rule `scale` uses: coatnet, compound, depth, width or resolution (coatsearch.scaling)",
+                 order=9),
+    "scale": Knob("FLOPs as a multiple of the base network's, reached by `rule` (default coatnet) after the other knobs",
+                  order=9),
     "phi": Knob("compound scaling: depth alpha**phi, width beta**phi, resolution gamma**phi (scaling:)",
                 scale=lambda v, c: Scale(width=c.beta ** _number("phi", v), depth=c.alpha ** _number("phi", v),
                                          resolution=c.gamma ** _number("phi", v))),
@@ -165,4 +172,18 @@ def apply_params(base: NetSpec, params: dict[str, Any], ctx: KnobContext = KnobC
             scale = scale * knob.scale(value, ctx)
     if scale != Scale():
         spec = spec.scaled(width=scale.width, depth=scale.depth, resolution=scale.resolution)
+    if "scale" in params or "rule" in params:
+        spec = _by_rule(base, spec, params.get("scale", 1), params.get("rule", "coatnet"))
     return Draft(spec, train, data)
+
+
+def _by_rule(base: NetSpec, spec: NetSpec, multiple: Any, rule: Any) -> NetSpec:
+    """``spec`` grown by ``rule`` to ``multiple`` times the *base* network's FLOPs, so every
+    layout at one ``scale`` has the same budget."""
+    if not isinstance(rule, str) or rule not in RULES:
+        raise SpecError(f"rule: expected one of {', '.join(RULES)}, got {rule!r}")
+    target = _positive_number("scale", multiple) * count_analytic(base).flops
+    try:
+        return scale(spec, rule, flops=target, tolerance=0.02).spec
+    except BudgetError as exc:
+        raise SpecError(str(exc)) from None

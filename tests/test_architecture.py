@@ -1,7 +1,7 @@
 """The package's layering: no import cycle, and each part reads only the parts below it.
 
 The layers, lowest first (README, "Architecture"): errors/units/validation/status/pareto,
-spec, presets, nn and analytic, flops, budget, data, train, knobs, space, search, results,
+spec, presets, nn and analytic, flops, budget, scaling, data, train, knobs, space, search, results,
 runner, report, studies, cli. Every import counts, those inside functions too.
 """
 
@@ -17,6 +17,7 @@ LAYERS = [
     {"nn", "analytic"},
     {"flops"},
     {"budget"},
+    {"scaling"},
     {"data"},
     {"train"},
     {"knobs"},

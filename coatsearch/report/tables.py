@@ -208,3 +208,18 @@ def pareto_rich_table(pareto_path: Path, objectives: Sequence[tuple[str, str]]) 
     for _, row in front.iterrows():
         table.add_row(*(format_cell(c, row.get(c)) for c in columns))
     return table
+
+
+def preview_rich_table(candidates: Sequence[Any], title: str) -> Table:
+    """A dry run's candidates (`coatsearch.search.preview.Preview`) as a terminal table."""
+    table = Table(title=title)
+    names = list(dict.fromkeys(k for c in candidates for k in c.params))
+    for column in [*names, "layout", "blocks", "channels", "image", "FLOPs", "params", "budget error", "status"]:
+        table.add_column(column)
+    for c in candidates:
+        error = "-" if c.budget_error is None else f"{c.budget_error:+.2%}"
+        status = c.status if c.reason is None else f"{c.status}: {c.reason}"
+        table.add_row(*(format_cell(n, c.params.get(n)) for n in names), c.layout or "-", c.blocks or "-",
+                      c.channels or "-", format_cell("image_size", c.image_size), format_cell("flops", c.flops),
+                      format_cell("params", c.n_params), error, status)
+    return table

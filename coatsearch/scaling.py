@@ -1,0 +1,183 @@
+"""Scaling rules: grow (or shrink) a network to a cost, the way a family grows.
+
+`scale(spec, rule, flops=...)` returns the spec a rule makes at a FLOP (or parameter)
+target, such as ``"2x"`` (twice the spec's cost) or ``"64M"``. Rules:
+
+- ``coatnet``: the paper's family rule. Widths keep their ratios (doubling S1 to S4), the
+  stem stays no wider than S1, and depth grows in S2 and S3 only, keeping their ratio.
+  Depth and width grow by the same factor, so width carries two thirds of the cost, as
+  from CoAtNet-0 to -3 (x2 width, x2.5 S2+S3 blocks for x8.3 FLOPs); the width is then
+  matched to the target exactly.
+- ``compound``: EfficientNet's rule, depth ``alpha**phi``, width ``beta**phi``,
+  resolution ``gamma**phi`` with ``phi = log2(target / cost)``. The constants are not
+  EfficientNet-B0's: a small grid at ``phi = 1`` under this network's real analytic cost
+  (attention grows with the 4th power of resolution, not the 2nd) picks the point whose
+  cost is closest to 2x with the three dimensions contributing most evenly, resolutions
+  in the steps the total stride allows; the width is then matched to the target.
+- ``depth``, ``width``, ``resolution``: one dimension only. Resolution moves in steps of
+  the total stride, so it lands only as close as those steps allow (the error is stated).
+
+`family(base, rule, steps)` is a base and ``steps`` members at twice the cost each, as the
+paper's CoAtNet-0..3 table.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from coatsearch.budget import BudgetError, match_budget, parse_count
+from coatsearch.flops import count_analytic
+from coatsearch.spec import NetSpec
+from coatsearch.units import format_count
+
+Rule = Literal["coatnet", "compound", "depth", "width", "resolution"]
+RULES: tuple[str, ...] = ("coatnet", "compound", "depth", "width", "resolution")
+
+#: The compound rule's grid at phi = 1: depth and width factors, and up to this many
+#: resolution steps of the total stride.
+COMPOUND_DEPTHS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6)
+COMPOUND_WIDTHS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)
+COMPOUND_RESOLUTION_STEPS = 3
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """What a rule made: the spec, its counts, and how far from the target it landed."""
+
+    spec: NetSpec
+    rule: str
+    metric: str
+    target: float
+    flops: int
+    params: int
+    relative_error: float
+    factors: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def image_size(self) -> int:
+        return self.spec.image_size
+
+
+def _cost(spec: NetSpec, metric: str) -> int:
+    counts = count_analytic(spec)
+    return counts.flops if metric == "flops" else counts.params
+
+
+def parse_target(value: float | str, current: float, name: str) -> float:
+    """``"2x"`` (a multiple of ``current``) or a count such as ``"64M"``."""
+    if isinstance(value, str) and value.strip().lower().endswith("x"):
+        try:
+            multiple = float(value.strip()[:-1])
+        except ValueError:
+            raise BudgetError(f"{name}: expected a multiple such as 2x or a count such as 64M, got {value!r}") from None
+        if not multiple > 0:
+            raise BudgetError(f"{name}: a multiple must be positive, got {value!r}")
+        return multiple * current
+    return parse_count(value, name)
+
+
+def scale(
+    spec: NetSpec,
+    rule: str = "coatnet",
+    *,
+    flops: float | str | None = None,
+    params: float | str | None = None,
+    tolerance: float = 0.01,
+) -> Scaled:
+    """``spec`` grown or shrunk by ``rule`` to a FLOP or parameter target (see the module)."""
+    if rule not in RULES:
+        raise BudgetError(f"rule: expected one of {', '.join(RULES)}, got {rule!r}")
+    if (flops is None) == (params is None):
+        raise BudgetError("scale: give one target, flops or params")
+    metric = "flops" if flops is not None else "params"
+    value = flops if flops is not None else params
+    assert value is not None
+    current = _cost(spec, metric)
+    target = parse_target(value, current, metric)
+    ratio = target / current
+    factors: dict[str, float] = {}
+    note = ""
+    if rule == "width":
+        out = _match(spec, metric, target, "width", tolerance)
+    elif rule == "depth":
+        out = _match(spec, metric, target, "depth", tolerance)
+    elif rule == "resolution":
+        out = _by_resolution(spec, metric, target)
+        factors["resolution"] = out.image_size / spec.image_size
+    elif rule == "coatnet":
+        factors["depth"] = ratio ** (1 / 3)
+        out = _match(spec.scaled(depth=factors["depth"]), metric, target, "width", tolerance)
+    else:
+        alpha, beta, gamma, achieved = compound_constants(spec)
+        phi = math.log2(ratio)
+        factors = {"alpha": alpha, "beta": beta, "gamma": gamma, "phi": phi}
+        grown = spec.scaled(depth=alpha**phi, width=beta**phi, resolution=gamma**phi)
+        out = _match(grown, metric, target, "width", tolerance)
+        note = (f"constants at phi=1: alpha {alpha:g}, beta {beta:g}, gamma {gamma:.4g} "
+                f"(real cost x{achieved:.3f}, not alpha*beta^2*gamma^2 = {alpha * beta**2 * gamma**2:.3f})")
+    out = _stem_no_wider_than_s1(out)
+    counts = count_analytic(out)
+    achieved = counts.flops if metric == "flops" else counts.params
+    if out.name and out.name != spec.name:
+        out = out.replace(name=f"{spec.name}-{rule}-{format_count(target)}" if spec.name else None)
+    return Scaled(spec=out, rule=rule, metric=metric, target=target, flops=counts.flops, params=counts.params,
+                  relative_error=achieved / target - 1, factors=factors, note=note)
+
+
+def _match(spec: NetSpec, metric: str, target: float, by: str, tolerance: float) -> NetSpec:
+    kwargs = {"flops": target} if metric == "flops" else {"params": target}
+    return match_budget(spec, by=by, tolerance=tolerance, **kwargs).spec  # type: ignore[arg-type]
+
+
+def _stem_no_wider_than_s1(spec: NetSpec) -> NetSpec:
+    s1 = spec.stages[0].channels
+    return spec if spec.stem.channels <= s1 else spec.with_field("stem.channels", s1)
+
+
+def _by_resolution(spec: NetSpec, metric: str, target: float) -> NetSpec:
+    """The image size, in steps of the total stride, whose cost is closest to the target."""
+    stride = spec.total_stride
+    best, best_error = spec, abs(_cost(spec, metric) / target - 1)
+    size = spec.image_size
+    step = stride if _cost(spec, metric) < target else -stride
+    while stride <= size + step <= 16 * max(spec.image_size, 224):
+        size += step
+        candidate = spec.replace(image_size=size)
+        error = abs(_cost(candidate, metric) / target - 1)
+        if error >= best_error:
+            break
+        best, best_error = candidate, error
+    return best
+
+
+def compound_constants(spec: NetSpec) -> tuple[float, float, float, float]:
+    """``(alpha, beta, gamma, cost ratio)`` at ``phi = 1`` for this network (see the module)."""
+    base = _cost(spec, "flops")
+    stride = spec.total_stride
+    sizes = [spec.image_size + k * stride for k in range(COMPOUND_RESOLUTION_STEPS + 1)]
+    best: tuple[float, float, float, float, float] | None = None
+    for alpha, beta, size in itertools.product(COMPOUND_DEPTHS, COMPOUND_WIDTHS, sizes):
+        gamma = size / spec.image_size
+        grown = spec.scaled(depth=alpha, width=beta, resolution=gamma)
+        ratio = _cost(grown, "flops") / base
+        shares = [math.log(alpha), 2 * math.log(beta), 2 * math.log(gamma)]
+        unevenness = max(shares) - min(shares)
+        score = abs(math.log(ratio / 2)) * 10 + unevenness
+        if best is None or score < best[0]:
+            best = (score, alpha, beta, gamma, ratio)
+    assert best is not None
+    return best[1], best[2], best[3], best[4]
+
+
+def family(base: NetSpec, rule: str = "coatnet", steps: int = 3, factor: float = 2.0,
+           tolerance: float = 0.01) -> list[Scaled]:
+    """The base and ``steps`` members at ``factor`` times the cost each (from the base)."""
+    if steps < 1:
+        raise BudgetError(f"steps: expected at least 1, got {steps}")
+    members = [scale(base, rule, flops="1x", tolerance=tolerance)]
+    members += [scale(base, rule, flops=f"{factor**k}x", tolerance=tolerance) for k in range(1, steps + 1)]
+    return members

@@ -1,0 +1,72 @@
+"""A dry run: every candidate a plan would train, without training any.
+
+For a grid, every point the study runs; otherwise the first ``trials`` samples the space's
+sampler draws (from a fresh study, as a new run's first draws are). Users check a space's
+networks, costs and budget errors here before spending a cluster on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from coatsearch.search.plan import InfeasibleCandidate, SearchPlan
+
+
+@dataclass(frozen=True)
+class Preview:
+    """One candidate as a run would build it; ``status`` is ``ok`` or ``infeasible``."""
+
+    params: dict[str, Any]
+    status: str
+    layout: str | None = None
+    blocks: str | None = None
+    channels: str | None = None
+    image_size: int | None = None
+    flops: int | None = None
+    n_params: int | None = None
+    budget_error: float | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _points(plan: SearchPlan) -> list[dict[str, Any]]:
+    if plan.grid is not None:
+        return [dict(p) for p in plan.grid_points]
+    import optuna
+
+    from coatsearch.search.optuna_backend import make_sampler, quiet_optuna
+
+    with quiet_optuna():
+        study = optuna.create_study(sampler=make_sampler(plan), directions=plan.study_directions)
+        points = []
+        for _ in range(plan.space.trials):
+            trial = study.ask()
+            points.append(plan.sample(trial))
+    return points
+
+
+def preview(plan: SearchPlan) -> list[Preview]:
+    """The candidates of a plan, in the order a run would meet them."""
+    budget = plan.space.budget
+    out = []
+    for params in _points(plan):
+        try:
+            candidate = plan.candidate(params)
+        except InfeasibleCandidate as exc:
+            out.append(Preview(params=params, status="infeasible", reason=str(exc)))
+            continue
+        spec = candidate.spec
+        error = None
+        if budget is not None and budget.target is not None:
+            metric, target = budget.target
+            error = (candidate.flops if metric == "flops" else candidate.n_params) / target - 1
+        out.append(Preview(
+            params=params, status="ok", layout=spec.layout,
+            blocks=",".join(str(s.blocks) for s in spec.stages),
+            channels=",".join(str(s.channels) for s in spec.stages),
+            image_size=spec.image_size, flops=candidate.flops, n_params=candidate.n_params, budget_error=error,
+        ))
+    return out
