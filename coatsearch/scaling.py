@@ -10,10 +10,12 @@ target, such as ``"2x"`` (twice the spec's cost) or ``"64M"``. Rules:
   matched to the target exactly.
 - ``compound``: EfficientNet's rule, depth ``alpha**phi``, width ``beta**phi``,
   resolution ``gamma**phi`` with ``phi = log2(target / cost)``. The constants are not
-  EfficientNet-B0's: a small grid at ``phi = 1`` under this network's real analytic cost
-  (attention grows with the 4th power of resolution, not the 2nd) picks the point whose
-  cost is closest to 2x with the three dimensions contributing most evenly, resolutions
-  in the steps the total stride allows; the width is then matched to the target.
+  EfficientNet-B0's: a small grid under this network's real analytic cost (attention
+  grows with the 4th power of resolution, not the 2nd) picks the point whose cost per
+  unit ``phi`` is closest to 2x with the three dimensions contributing most evenly, after
+  rounding to whole blocks and to the image sizes the total stride allows (evaluated at
+  ``phi = 3``, where a small network's rounding does not hide a dimension); the width is
+  then matched to the target.
 - ``depth``, ``width``, ``resolution``: one dimension only. Resolution moves in steps of
   the total stride, so it lands only as close as those steps allow (the error is stated).
 
@@ -36,11 +38,12 @@ from coatsearch.units import format_count
 Rule = Literal["coatnet", "compound", "depth", "width", "resolution"]
 RULES: tuple[str, ...] = ("coatnet", "compound", "depth", "width", "resolution")
 
-#: The compound rule's grid at phi = 1: depth and width factors, and up to this many
-#: resolution steps of the total stride.
+#: The compound rule's grid of per-phi factors (depth alpha, width beta, resolution gamma),
+#: each point evaluated at phi = COMPOUND_PHI.
 COMPOUND_DEPTHS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6)
 COMPOUND_WIDTHS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)
-COMPOUND_RESOLUTION_STEPS = 3
+COMPOUND_RESOLUTIONS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)
+COMPOUND_PHI = 3
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,8 @@ def scale(
         factors = {"alpha": alpha, "beta": beta, "gamma": gamma, "phi": phi}
         grown = spec.scaled(depth=alpha**phi, width=beta**phi, resolution=gamma**phi)
         out = _match(grown, metric, target, "width", tolerance)
-        note = (f"constants at phi=1: alpha {alpha:g}, beta {beta:g}, gamma {gamma:.4g} "
-                f"(real cost x{achieved:.3f}, not alpha*beta^2*gamma^2 = {alpha * beta**2 * gamma**2:.3f})")
+        note = (f"constants: alpha {alpha:g}, beta {beta:g}, gamma {gamma:g} (real cost x{achieved:.3f} per unit phi, "
+                f"where alpha*beta^2*gamma^2 says {alpha * beta**2 * gamma**2:.3f})")
     out = _stem_no_wider_than_s1(out)
     counts = count_analytic(out)
     achieved = counts.flops if metric == "flops" else counts.params
@@ -155,18 +158,24 @@ def _by_resolution(spec: NetSpec, metric: str, target: float) -> NetSpec:
 
 
 def compound_constants(spec: NetSpec) -> tuple[float, float, float, float]:
-    """``(alpha, beta, gamma, cost ratio)`` at ``phi = 1`` for this network (see the module)."""
+    """``(alpha, beta, gamma, cost ratio per unit phi)`` for this network (see the module).
+
+    Each grid point is evaluated at ``phi = COMPOUND_PHI`` and its cost ratio taken to the
+    power ``1 / COMPOUND_PHI``: at ``phi = 1`` a small network's rounding (one block, one
+    stride step of image size) would hide whole dimensions.
+    """
     base = _cost(spec, "flops")
-    stride = spec.total_stride
-    sizes = [spec.image_size + k * stride for k in range(COMPOUND_RESOLUTION_STEPS + 1)]
     best: tuple[float, float, float, float, float] | None = None
-    for alpha, beta, size in itertools.product(COMPOUND_DEPTHS, COMPOUND_WIDTHS, sizes):
-        gamma = size / spec.image_size
-        grown = spec.scaled(depth=alpha, width=beta, resolution=gamma)
-        ratio = _cost(grown, "flops") / base
-        shares = [math.log(alpha), 2 * math.log(beta), 2 * math.log(gamma)]
-        unevenness = max(shares) - min(shares)
-        score = abs(math.log(ratio / 2)) * 10 + unevenness
+    for alpha, beta, gamma in itertools.product(COMPOUND_DEPTHS, COMPOUND_WIDTHS, COMPOUND_RESOLUTIONS):
+        k = COMPOUND_PHI
+        grown = spec.scaled(depth=alpha**k, width=beta**k, resolution=gamma**k)
+        ratio = (_cost(grown, "flops") / base) ** (1 / k)
+        # what each dimension really grew by, per unit phi, after rounding
+        depth = (sum(s.blocks for s in grown.stages) / sum(s.blocks for s in spec.stages)) ** (1 / k)
+        width = (grown.stages[-1].channels / spec.stages[-1].channels) ** (1 / k)
+        size = (grown.image_size / spec.image_size) ** (1 / k)
+        shares = [math.log(depth), 2 * math.log(width), 2 * math.log(size)]
+        score = abs(math.log(ratio / 2)) * 10 + max(shares) - min(shares)
         if best is None or score < best[0]:
             best = (score, alpha, beta, gamma, ratio)
     assert best is not None
