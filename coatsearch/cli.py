@@ -100,7 +100,7 @@ def presets(
 ) -> None:
     """List the built-in presets with their parameters and FLOPs (analytic counts)."""
     from coatsearch.flops import count_analytic
-    from coatsearch.presets import PAPER_FLOPS, PAPER_PARAMS, PRESETS, preset
+    from coatsearch.presets import FITTED_TO, PAPER_FLOPS, PAPER_PARAMS, PRESETS, preset
 
     table = Table(title="presets (FLOPs: multiply-adds)")
     for column in ("preset", "layout", "blocks", "channels", "params", "paper", "FLOPs", "paper "):
@@ -116,7 +116,7 @@ def presets(
             ",".join(str(s.blocks) for s in net.stages),
             ",".join(str(s.channels) for s in net.stages),
             format_count(counts.params),
-            format_count(PAPER_PARAMS[name]) if name in PAPER_PARAMS else "-",
+            format_count(PAPER_PARAMS[FITTED_TO.get(name, name)]) if FITTED_TO.get(name, name) in PAPER_PARAMS else "-",
             format_count(counts.flops) if flops else "-",
             format_count(PAPER_FLOPS[name]) if name in PAPER_FLOPS and image_size in (None, 224) else "-",
         )
@@ -235,6 +235,86 @@ def match_command(
     if output is not None:
         output.write_text(result.spec.to_yaml())
         console.print(f"wrote {output}", style="dim")
+
+
+@app.command("scale")
+@user_errors_exit_2
+def scale_command(
+    spec: str = typer.Argument(..., help="a preset name or a YAML spec file"),
+    rule: str = typer.Option("coatnet", "--rule", help="coatnet, compound, depth, width or resolution"),
+    flops: str | None = typer.Option(None, "--flops", help="target: a multiple (2x) or a count (8.4G)"),
+    params: str | None = typer.Option(None, "--params", help="target: a multiple (2x) or a count (42M)"),
+    tolerance: float = typer.Option(0.01, "--tolerance", help="accepted relative error of the final width match"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="write the scaled spec here"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as one JSON object"),
+) -> None:
+    """Grow (or shrink) a network to a FLOP or parameter target by a scaling rule."""
+    from coatsearch.presets import load_spec
+    from coatsearch.scaling import scale
+
+    net = load_spec(spec)
+    result = scale(net, rule, flops=flops, params=params, tolerance=tolerance)
+    if output is not None:
+        output.write_text(result.spec.to_yaml())
+    if as_json:
+        print(json.dumps(_scaled_record(result)))
+        return
+    console.print(_family_table([_scaled_record(result)], f"{net.name or spec} by the {rule} rule"))
+    if result.note:
+        console.print(result.note, style="dim", highlight=False)
+    if output is not None:
+        console.print(f"wrote {output}", style="dim")
+
+
+@app.command()
+@user_errors_exit_2
+def family(
+    base: str = typer.Argument(..., help="a preset name or a YAML spec file"),
+    rule: str = typer.Option("coatnet", "--rule", help="coatnet, compound, depth, width or resolution"),
+    steps: int = typer.Option(3, "--steps", help="members after the base, each at twice the cost"),
+    factor: float = typer.Option(2.0, "--factor", help="cost multiple from one member to the next"),
+    out_dir: Path | None = typer.Option(None, "-o", "--out", help="write each member's spec into this folder"),
+    as_json: bool = typer.Option(False, "--json", help="print the family as JSON"),
+) -> None:
+    """A family grown from a base by a rule: the base and STEPS members at FACTOR x the cost each."""
+    from coatsearch.presets import load_spec
+    from coatsearch.scaling import family as grow
+
+    net = load_spec(base)
+    members = grow(net, rule, steps, factor)
+    records = [_scaled_record(m) for m in members]
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for k, member in enumerate(members):
+            (out_dir / f"{net.name or 'base'}-{rule}-{k}.yaml").write_text(member.spec.to_yaml())
+    if as_json:
+        print(json.dumps(records))
+        return
+    console.print(_family_table(records, f"{net.name or base}: the {rule} family, x{factor:g} cost per step"))
+    if members[-1].note:
+        console.print(members[-1].note, style="dim", highlight=False)
+    console.print(FLOPS_NOTE, style="dim")
+
+
+def _scaled_record(result: Any) -> dict[str, Any]:
+    spec = result.spec
+    return {
+        "rule": result.rule, "target": result.target, "metric": result.metric, "flops": result.flops,
+        "params": result.params, "relative_error": result.relative_error, "image_size": spec.image_size,
+        "stem": spec.stem.channels, "blocks": [s.blocks for s in spec.stages],
+        "channels": [s.channels for s in spec.stages], "factors": result.factors, "spec": spec.to_dict(),
+    }
+
+
+def _family_table(records: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("target", "FLOPs", "params", "error", "image", "stem", "blocks", "channels"):
+        table.add_column(column, justify="right" if column not in ("blocks", "channels") else "left")
+    for r in records:
+        table.add_row(format_count(r["target"]), format_count(r["flops"]), format_count(r["params"]),
+                      f"{r['relative_error']:+.2%}", str(r["image_size"]), str(r["stem"]),
+                      ",".join(map(str, r["blocks"])), ",".join(map(str, r["channels"])))
+    return table
 
 
 @app.command()

@@ -97,6 +97,68 @@ def replace_results(readme: str, table: str) -> str:
     return pattern.sub(lambda _: f"{START}\n{table}\n{END}", readme)
 
 
+FITS_START, FITS_END = "<!-- fits:start -->", "<!-- fits:end -->"
+
+
+def scaling_markdown(table: pd.DataFrame, group_column: str) -> str:
+    """A scaling study's fits and verdict, from its table: per group, the fitted
+    ``val error = a * (FLOPs / F0)**-b + c`` with bootstrap 95% CIs, then where (if
+    anywhere) each pair of curves crosses inside the measured FLOPs."""
+    from coatsearch.stats import crossing, fit_power_law
+    from coatsearch.units import format_count
+
+    rows = ranked(table).dropna(subset=["val_acc", "flops"])
+    name = group_column.removeprefix("param.")
+    lines = [f"| {name} | trials | FLOPs | val error at the least / most | b (95% CI) | c (95% CI) |",
+             "|---|---|---|---|---|---|"]
+    fits = {}
+    for group, part in rows.groupby(rows[group_column].map(_label), sort=False):
+        flops = part["flops"].astype(float).to_numpy()
+        error = 1 - part["val_acc"].astype(float).to_numpy()
+        small, large = error[flops == flops.min()].mean(), error[flops == flops.max()].mean()
+        try:
+            fit = fit_power_law(flops, error)
+        except (ValueError, RuntimeError):
+            lines.append(f"| {group} | {len(part)} | {format_count(flops.min())}–{format_count(flops.max())} | "
+                         f"{small:.2%} / {large:.2%} | – | – |")
+            continue
+        fits[group] = (fit, flops.min(), flops.max())
+        lines.append(
+            f"| {group} | {len(part)} | {format_count(flops.min())}–{format_count(flops.max())} | "
+            f"{small:.2%} / {large:.2%} | {fit.b:.2f} ({fit.b_ci[0]:.2f}–{fit.b_ci[1]:.2f}) | "
+            f"{fit.c:.2%} ({fit.c_ci[0]:.2%}–{fit.c_ci[1]:.2%}) |"
+        )
+    lines.append("")
+    groups = list(fits)
+    for i, first in enumerate(groups):
+        for second in groups[i + 1:]:
+            f1, lo1, hi1 = fits[first]
+            f2, lo2, hi2 = fits[second]
+            low, high = max(lo1, lo2), min(hi1, hi2)
+            if low >= high:
+                continue
+            at = crossing(f1, f2, low, high)
+            if at is None:
+                better = first if f1(high) < f2(high) else second
+                lines.append(f"- {first} vs {second}: the fitted curves do not cross between "
+                             f"{format_count(low)} and {format_count(high)} FLOPs; {better} is lower throughout.")
+            else:
+                after = first if f1(high) < f2(high) else second
+                lines.append(f"- {first} vs {second}: the fitted curves cross at {format_count(at)} FLOPs; "
+                             f"above it {after} has the lower error.")
+    lines.append("")
+    lines.append("A crossing is a statement about the fitted curves: where the CIs of b and c overlap, "
+                 "the data cannot tell the curves apart.")
+    return "\n".join(lines)
+
+
+def replace_between(readme: str, start: str, end: str, text: str) -> str:
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(readme):
+        raise SpaceError(f"README: no {start} ... {end} markers")
+    return pattern.sub(lambda _: f"{start}\n{text}\n{end}", readme)
+
+
 def write_outputs(study_dir: Path, space: SearchSpace, run_dir: Path) -> pd.DataFrame:
     """Copy the run's table and report into the study folder; write summary and README table."""
     table = read_table(run_dir / "results.csv")
@@ -109,7 +171,11 @@ def write_outputs(study_dir: Path, space: SearchSpace, run_dir: Path) -> pd.Data
     summary.to_csv(study_dir / "summary.csv", index=False)
     readme = study_dir / "README.md"
     if readme.exists():
-        readme.write_text(replace_results(readme.read_text(), summary_markdown(summary, group_by)))
+        text = replace_results(readme.read_text(), summary_markdown(summary, group_by))
+        if "scale" in space.params and FITS_START in text:
+            column = next((c for c in group_by if c != "param.scale"), "layout")
+            text = replace_between(text, FITS_START, FITS_END, scaling_markdown(table, column))
+        readme.write_text(text)
     return summary
 
 

@@ -1,6 +1,6 @@
 """The package's layering: no import cycle, and each part reads only the parts below it.
 
-The layers, lowest first (README, "Architecture"): errors/units/validation/status/pareto,
+The layers, lowest first (README, "Architecture"): errors/units/validation/status/pareto/stats,
 spec, presets, nn and analytic, flops, budget, scaling, data, train, knobs, space, search, results,
 runner, report, studies, cli. Every import counts, those inside functions too.
 """
@@ -11,7 +11,7 @@ import grimp
 import pytest
 
 LAYERS = [
-    {"errors", "units", "validation", "status", "pareto"},
+    {"errors", "units", "validation", "status", "pareto", "stats"},
     {"spec"},
     {"presets"},
     {"nn", "analytic"},

@@ -172,7 +172,7 @@ MALFORMED: list[Case] = [
     Case("build-bad-spec", ["build", "{dir}/net.yaml"], "stages[0].channels: 190 is not divisible by head_dim 32",
          setup=lambda d: (d / "net.yaml").write_text("stages:\n  - {kind: T, blocks: 2, channels: 190}\n")),
     Case("match-units", ["match", "coatnet-0", "--flops", "lots"], "--flops: expected a number"),
-    Case("match-both", ["match", "coatnet-0", "--flops", "1G", "--params", "1M"], "budget: give exactly one target"),
+    Case("match-both", ["match", "coatnet-0", "--flops", "1G", "--params", "1M", "--strict"], "no spec of this layout meets both"),
     Case("report-missing", ["report", "{dir}/norun"], "norun: no such run directory"),
     # ------------------------------------------------------------------ tampered run folders
     Case("run-other-space", ["run", "{space}", "--out", "{out}", "--set", "seed=5"], "this run directory holds a different space (changed: seed)",

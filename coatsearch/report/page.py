@@ -132,6 +132,10 @@ def render(
     page.add('</section><section id="training"><h2>Training</h2>')
     page.figure("curves", figures.curves_figure(run, coloring.groups), "No per-epoch history recorded yet.")
     page.figure("gap", figures.gap_figure(run, coloring.groups), "No complete trial at full fidelity yet.")
+    scaling = figures.scaling_info(run)
+    if scaling is not None:
+        page.add('</section><section id="scaling"><h2>Scaling</h2>')
+        page.figure("scaling", figures.scaling_figure(scaling), "No complete trial at full fidelity yet.")
     page.add('</section><section id="design-space"><h2>Design space</h2>')
     page.figure("edf", figures.edf_figure(run, coloring.groups, flop_band), "No complete trial at full fidelity yet.")
     objectives = ", ".join(f"{m} ({d})" for m, d in run.study.objectives)
