@@ -375,7 +375,7 @@ def resume(
 def _run_and_report(space: Any, out: Path | None, address: str | None, source: str | None = None) -> Any:
     """Compile the space (every check before any trial), run it, print and report."""
     from coatsearch.report import build_report
-    from coatsearch.report.tables import pareto_rich_table
+    from coatsearch.report.tables import effects_rich_table, pareto_rich_table
     from coatsearch.runner import RunInterrupted, run_study
     from coatsearch.search import compile_space
 
@@ -394,8 +394,16 @@ def _run_and_report(space: Any, out: Path | None, address: str | None, source: s
     if table is not None:
         console.print(table)
         console.print(FLOPS_NOTE, style="dim")
+    report_path = build_report(outcome.run_dir)
+    effects_path = outcome.run_dir / "effects.csv"
+    if effects_path.exists() and effects_path.stat().st_size:
+        import pandas as pd
+
+        found = effects_rich_table(pd.read_csv(effects_path), "validation accuracy per searched value (95% interval)")
+        if found is not None:
+            console.print(found)
     console.print(f"results: {outcome.table_path}")
-    console.print(f"report: {build_report(outcome.run_dir)}")
+    console.print(f"report: {report_path}")
     return outcome
 
 
@@ -425,7 +433,8 @@ def study(
 def report(
     run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="a run directory (runs/<study>/)"),
     out: str | None = typer.Option(None, "-o", "--out", help="HTML file (default RUN_DIR/report.html)"),
-    color_by: str = typer.Option("layout", "--color-by", help="colour and group by this column or parameter"),
+    color_by: str | None = typer.Option(
+        None, "--color-by", help="colour and group by this column or parameter (default: the first searched one)"),
     fmt: str = typer.Option("html", "--format", help="html (write the page), csv or markdown (print tables)"),
     which: str = typer.Option("all", "--table", help="with csv/markdown: pareto, top, failures or all"),
     top: int = typer.Option(10, "--top", min=1, help="how many trials the top table holds"),

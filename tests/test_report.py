@@ -20,7 +20,7 @@ from coatsearch.report.data import parse_band
 from coatsearch.report.figures import front_hypervolume
 from coatsearch.results import ranked, read_table
 
-FIGURE_IDS = ("fig-pareto-flops", "fig-pareto-params", "fig-curves", "fig-gap", "fig-edf")
+FIGURE_IDS = ("fig-effect-layout", "fig-pareto-flops", "fig-pareto-params", "fig-curves", "fig-gap", "fig-edf")
 
 
 class _Refs(html.parser.HTMLParser):
@@ -139,8 +139,9 @@ def test_single_trial(write_study):
     rng = np.random.default_rng(1)
     run_dir = write_study([synthetic_row(0, "C-C-T-T", rng)])
     page = build_report(run_dir).read_text()
-    for div_id in FIGURE_IDS:
+    for div_id in FIGURE_IDS[1:]:  # one trial: no parameter varies, so no effect figure
         assert f'id="{div_id}"' in page
+    assert 'id="fig-effect-layout"' not in page
     assert "Pareto front (1)" in page
     assert section(page, "tables").count('<td data-v="0">0</td>') == 2  # Pareto set and top trials
     assert '<p class="empty">none</p>' in section(page, "failures")
@@ -304,3 +305,68 @@ def test_run_writes_the_report(tmp_path, monkeypatch, write_study):
     assert result.exit_code == 0, result.output
     assert f"report: {run_dir / 'report.html'}" in result.stdout.replace("\n", "")
     assert (run_dir / "report.html").exists()
+
+
+# ------------------------------------------------------------------ effects of the searched parameters
+def _split_rows(rng, accuracies: dict[int, list[float]], val_images: int = 1000) -> list[dict]:
+    rows = []
+    for split, values in accuracies.items():
+        for seed, acc in enumerate(values):
+            row = synthetic_row(len(rows), "C-C-T-T", rng, **{"param.split": split, "param.seed": seed, "seed": seed})
+            row.update(val_acc=acc, val_images=val_images)
+            rows.append(row)
+    return rows
+
+
+def test_effects_are_per_value_means_with_intervals(write_study):
+    from coatsearch.report import effects
+    from coatsearch.report.data import load_run
+
+    rng = np.random.default_rng(0)
+    run_dir = write_study(_split_rows(rng, {1: [0.80, 0.82, 0.81], 2: [0.86, 0.88, 0.87]}))
+    run = load_run(run_dir)
+    assert effects.searched(run.table) == ["param.split"]  # the seed is the repeat axis, not a factor
+    found = effects.effect(run.table, "param.split")
+    one, two = found.levels
+    assert (one.value, one.n, two.value) == ("1", 3, "2")
+    assert one.mean == pytest.approx(0.81) and two.mean == pytest.approx(0.87)
+    seeds_only = 4.302653 * 0.01 / np.sqrt(3)  # t(2) quantile x std / sqrt(n)
+    assert one.high - one.mean > seeds_only  # the validation set's binomial error widens it
+    (comparison,) = effects.comparisons(found)
+    assert comparison.difference == pytest.approx(-0.06) and comparison.p < 0.01
+    assert comparison.p_holm == comparison.p  # one pair: nothing to correct
+
+
+def test_the_report_answers_the_searched_question(write_study):
+    rng = np.random.default_rng(0)
+    rows = _split_rows(rng, {1: [0.80, 0.82], 2: [0.86, 0.88], 3: [0.84, 0.85]})
+    run_dir = write_study(rows)
+    space = run_dir / "space.yaml"
+    space.write_text(space.read_text() + "params: {split: {choices: [1, 2, 3]}, seed: {choices: [0, 1]}}\n"
+                     "budget: {flops: 32M, tolerance: 0.03}\n")
+    build_report(run_dir)
+    page = (run_dir / "report.html").read_text()
+    payload = figure_payload(page, "fig-effect-split")
+    assert '"title":{"text":"split"}' in payload.replace(" ", "")  # x axis: the searched parameter
+    assert page.index('id="effects"') < page.index('id="pareto"')  # the question comes first
+    assert "cost is equal by construction, so no front is drawn" in figure_payload(page, "fig-pareto-flops")
+    assert "Pareto front (" not in figure_payload(page, "fig-pareto-flops")
+    effects_csv = pd.read_csv(run_dir / "effects.csv")
+    assert effects_csv["value"].tolist() == [1, 2, 3] and (effects_csv["val_acc_ci95_low"] < effects_csv["val_acc_mean"]).all()
+    assert len(pd.read_csv(run_dir / "comparisons.csv")) == 3
+    assert "colored by <code>param.split</code>" in page or "coloured by <code>param.split</code>" in page
+
+
+def test_importances_need_two_varying_parameters(write_study):
+    from coatsearch.report import effects
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for i, (split, head) in enumerate([(s, h) for s in (1, 2, 3) for h in (16, 32)] * 4):
+        row = synthetic_row(i, "C-C-T-T", rng, **{"param.split": split, "param.head_dim": head})
+        row["val_acc"] = 0.7 + 0.05 * split + rng.normal(0, 0.002)  # split matters, head_dim does not
+        rows.append(row)
+    table = pd.read_csv(write_study(rows) / "results.csv")
+    found = effects.importances(table, ["param.split", "param.head_dim"])
+    assert found["split"] > 0.8 > found["head_dim"]
+    assert effects.importances(table, ["param.split"]) is None

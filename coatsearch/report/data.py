@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from coatsearch.errors import CoatsearchError
 from coatsearch.results import COLUMNS, ranked, read_table
 from coatsearch.space import DEFAULT_MODE, Objective, parse_count
+from coatsearch.units import format_count
 
 #: Above this many distinct values a numeric colour column is drawn as a colour scale.
 MAX_CATEGORIES = 12
@@ -40,6 +41,8 @@ class Study:
     name: str
     description: str | None
     objectives: tuple[tuple[str, str], ...]
+    searched: tuple[str, ...] = ()  # the space's parameters, in its order
+    budget: str | None = None  # "flops 32M within 3%" when every candidate was matched to a target
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,24 @@ def read_study(run_dir: Path) -> Study:
             ) from None
         objectives.append((objective.metric, objective.direction))
     description = data.get("description")
-    return Study(str(data.get("study") or run_dir.name), str(description) if description else None, tuple(objectives))
+    params = data.get("params")
+    params = params if isinstance(params, dict) else {}
+    return Study(str(data.get("study") or run_dir.name), str(description) if description else None, tuple(objectives),
+                 tuple(str(p) for p in params), _budget_text(data.get("budget")))
+
+
+def _budget_text(budget: object) -> str | None:
+    """``flops 32M within 3%`` for a space that matched every candidate to a target."""
+    if not isinstance(budget, dict):
+        return None
+    for metric in ("flops", "params"):
+        if budget.get(metric) is not None:
+            try:
+                target = format_count(parse_count(budget[metric]))
+            except ValueError:
+                return None
+            return f"{metric} {target} within {float(budget.get('tolerance', 0.02)):.0%}"
+    return None
 
 
 def read_results(path: Path) -> pd.DataFrame:

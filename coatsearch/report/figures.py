@@ -24,6 +24,7 @@ from plotly.subplots import make_subplots
 
 from coatsearch.pareto import hypervolume_2d, non_dominated
 from coatsearch.report.data import Run, colors_for, group_labels, group_order, is_categorical
+from coatsearch.report.effects import Effect, jitter
 from coatsearch.results import history_of
 from coatsearch.stats import PowerLaw, fit_power_law
 from coatsearch.units import format_count
@@ -167,7 +168,11 @@ def _points(frame: pd.DataFrame, metric: str, coloring: Coloring, **style: Any) 
 
 
 def pareto_figure(run: Run, metric: str, coloring: Coloring) -> go.Figure | None:
-    """Validation accuracy against ``metric`` (log axis), with the 2-D front and hypervolume."""
+    """Validation accuracy against ``metric`` (log axis), with the 2-D front and hypervolume.
+
+    When the study matched every candidate to a FLOP budget, the FLOPs differ by rounding
+    only: the figure says so and draws no front over that noise."""
+    matched = run.study.budget is not None and run.study.budget.startswith(metric)
     table = run.table.dropna(subset=["val_acc", metric])
     if table.empty:
         return None
@@ -183,7 +188,10 @@ def pareto_figure(run: Run, metric: str, coloring: Coloring) -> go.Figure | None
             marker=dict(symbol="circle-open", size=9, color="#7f7f7f"),
         ))
     title = f"Validation accuracy vs {COST_NAMES[metric]}"
-    if not ranked.empty:
+    if matched:
+        title += (f"<br><sup>every candidate was matched to {run.study.budget}: cost is equal by construction, "
+                  "so no front is drawn</sup>")
+    elif not ranked.empty:
         front = ranked[front_mask(ranked, metric)].sort_values([metric, "val_acc"])
         fig.add_trace(go.Scatter(
             x=front[metric], y=front["val_acc"], mode="lines", line=dict(shape="hv", color="black", width=1.5),
@@ -371,4 +379,51 @@ def scaling_figure(info: ScalingInfo | None) -> go.Figure | None:
                       legend=dict(title=info.group_column.removeprefix("param.")))
     fig.update_xaxes(type="log", title_text="FLOPs (multiply-adds, log scale)")
     fig.update_yaxes(type="log", title_text="validation error (log scale)", tickformat=".1%")
+    return fig
+
+
+# --------------------------------------------------------------------------- effects
+def effect_figure(found: Effect | None) -> go.Figure | None:
+    """Validation accuracy against one searched parameter: each value's mean with its 95%
+    interval (seeds and the validation set's binomial error), every trial as a point."""
+    if found is None or not found.levels:
+        return None
+    fig = go.Figure()
+    positions = [float(lv.value) for lv in found.levels] if found.numeric else list(range(len(found.levels)))
+    step = min(np.diff(sorted(positions))) if len(positions) > 1 else 1.0
+    for x, level in zip(positions, found.levels):
+        offsets = jitter(level.n) * step
+        fig.add_trace(go.Scatter(
+            x=[x + o for o in offsets], y=list(level.accuracies), mode="markers", showlegend=False,
+            marker=dict(color="#9ecae1", size=7),
+            hovertemplate=f"{found.parameter} {level.value}<br>val acc %{{y:.2%}}<extra>trial</extra>",
+        ))
+    fig.add_trace(go.Scatter(
+        x=positions, y=[lv.mean for lv in found.levels], mode="markers+lines", name="mean, 95% interval",
+        line=dict(color="#1f77b4", width=1.5), marker=dict(size=10, color="#1f77b4"),
+        error_y=dict(type="data", symmetric=False, array=[lv.high - lv.mean for lv in found.levels],
+                     arrayminus=[lv.mean - lv.low for lv in found.levels], thickness=1.5, width=6),
+        customdata=[[lv.n, lv.low, lv.high] for lv in found.levels],
+        hovertemplate=f"{found.parameter} %{{x}}<br>mean %{{y:.2%}} [%{{customdata[1]:.2%}}, %{{customdata[2]:.2%}}]"
+                      "<br>%{customdata[0]} trials<extra></extra>",
+    ))
+    axis: dict[str, object] = dict(title=found.parameter)
+    if not found.numeric:
+        axis.update(tickmode="array", tickvals=positions, ticktext=[lv.value for lv in found.levels])
+    best = found.best()
+    fig.update_layout(template=TEMPLATE, height=440, xaxis=axis, yaxis=dict(title="validation accuracy", tickformat=".1%"),
+                      title=f"Validation accuracy by {found.parameter} (best: {best.value}, {best.mean:.2%} "
+                            f"[{best.low:.2%}, {best.high:.2%}])", legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def importance_figure(found: dict[str, float] | None) -> go.Figure | None:
+    """Optuna's importances of the searched parameters for validation accuracy."""
+    if not found:
+        return None
+    names = sorted(found, key=found.get)  # type: ignore[arg-type]
+    fig = go.Figure(go.Bar(x=[found[n] for n in names], y=names, orientation="h", marker_color="#1f77b4",
+                           hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    fig.update_layout(template=TEMPLATE, height=120 + 40 * len(names), title="Parameter importances (Optuna)",
+                      xaxis=dict(title="share of the variance of validation accuracy", tickformat=".0%"))
     return fig

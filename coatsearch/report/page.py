@@ -17,7 +17,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from coatsearch.report import figures, tables
+from coatsearch.report import effects, figures, tables
 from coatsearch.report.data import ReportError, Run, load_run, resolve_column
 from coatsearch.units import FLOPS_NOTE
 
@@ -109,19 +109,42 @@ def _header(run: Run, color_column: str) -> str:
         f'<p class="note">{FLOPS_NOTE} Accuracies are on the validation split. Points and groups '
         f"are coloured by <code>{html.escape(color_column)}</code>. Every number here is computed "
         f"from <code>results.csv</code>.</p>"
-        '<nav><a href="#pareto">Pareto fronts</a><a href="#training">Training</a>'
+        '<nav><a href="#effects">Effects</a><a href="#pareto">Pareto fronts</a><a href="#training">Training</a>'
         '<a href="#design-space">Design space</a><a href="#tables">Tables</a>'
         '<a href="#failures">Failures</a></nav></header>'
     )
 
 
+def default_color(run: Run) -> str:
+    """Colour by the first searched parameter (the study's question), else the layout."""
+    found = effects.searched(run.table, run.study.searched)
+    return found[0] if found else "layout"
+
+
 def render(
-    run: Run, color_by: str = "layout", top: int = 10, flop_band: float | tuple[float, float] | None = None
+    run: Run, color_by: str | None = None, top: int = 10, flop_band: float | tuple[float, float] | None = None
 ) -> tuple[str, Page]:
     """The page's HTML and its parts (figures by name, for static export)."""
-    color_column = resolve_column(run.table, color_by)
+    color_column = resolve_column(run.table, color_by or default_color(run))
     coloring = figures.Coloring.of(run.table, color_column)
     page = Page()
+    columns = effects.searched(run.table, run.study.searched)
+    if columns:
+        page.add('<section id="effects"><h2>Effects</h2><p class="note">Validation accuracy per value of each '
+                 "searched parameter: the mean of its complete, full-fidelity trials with a 95% interval that "
+                 "combines the spread over seeds with the validation set's binomial error; trials as points.</p>")
+        for column in columns:
+            page.figure(f"effect-{column.removeprefix('param.')}", figures.effect_figure(effects.effect(run.table, column)),
+                        "No complete trial at full fidelity yet.")
+        found = effects.importances(run.table, columns)
+        if found:
+            page.figure("importances", figures.importance_figure(found), "")
+        tests = [c for column in columns if (e := effects.effect(run.table, column)) for c in effects.comparisons(e)]
+        if tests:
+            page.add("<h3>Comparisons</h3><p class=\"note\">Welch t-tests of every pair of values, p corrected "
+                     "across the pairs of each parameter (Holm). Also in <code>comparisons.csv</code>.</p>")
+            page.table(tables.html_table(tables.comparisons_view(effects.comparisons_frame(tests)), "comparisons"))
+        page.add("</section>")
     page.add('<section id="pareto"><h2>Pareto fronts</h2><p class="note">Filled points are complete '
              "trials at full fidelity; the staircase is their non-dominated front (higher accuracy, "
              "lower cost). Hover a point for its network.</p>")
@@ -185,7 +208,7 @@ def export_static(page: Page, out: Path, fmt: str) -> list[Path]:
 def build_report(
     run_dir: str | Path,
     out: str | Path | None = None,
-    color_by: str = "layout",
+    color_by: str | None = None,
     top: int = 10,
     flop_band: float | tuple[float, float] | None = None,
     static: Sequence[str] = (),
@@ -203,6 +226,11 @@ def build_report(
     document, page = render(run, color_by=color_by, top=top, flop_band=flop_band)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(document, encoding="utf-8")
+    columns = effects.searched(run.table, run.study.searched)
+    found = [e for c in columns if (e := effects.effect(run.table, c)) is not None]
+    effects.effects_frame(found).to_csv(out.parent / "effects.csv", index=False)
+    effects.comparisons_frame([c for e in found for c in effects.comparisons(e)]).to_csv(
+        out.parent / "comparisons.csv", index=False)
     tables.pareto_set(run).to_csv(out.parent / "pareto.csv", index=False)
     tables.top_trials(run, top).to_csv(out.parent / "top.csv", index=False)
     for fmt in static:

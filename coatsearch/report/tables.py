@@ -223,3 +223,26 @@ def preview_rich_table(candidates: Sequence[Any], title: str) -> Table:
                       c.channels or "-", format_cell("image_size", c.image_size), format_cell("flops", c.flops),
                       format_cell("params", c.n_params), error, status)
     return table
+
+
+def comparisons_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """Comparisons for people: differences in points, p to three figures."""
+    shown = frame.copy()
+    for column in ("difference", "ci95_low", "ci95_high"):
+        shown[column] = [f"{v * 100:+.2f} pp" for v in frame[column]]
+    for column in ("p", "p_holm"):
+        shown[column] = [f"{v:.3g}" for v in frame[column]]
+    return shown
+
+
+def effects_rich_table(frame: pd.DataFrame, title: str) -> Table | None:
+    """``effects.csv`` as a terminal table: per value, n and mean [95% interval]."""
+    if frame.empty:
+        return None
+    table = Table(title=title)
+    for column in ("parameter", "value", "trials", "val acc", "95% interval"):
+        table.add_column(column)
+    for _, row in frame.iterrows():
+        table.add_row(str(row["parameter"]), str(row["value"]), str(int(row["n"])), f"{row['val_acc_mean']:.2%}",
+                      f"[{row['val_acc_ci95_low']:.2%}, {row['val_acc_ci95_high']:.2%}]")
+    return table

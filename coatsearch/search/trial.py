@@ -86,6 +86,7 @@ def run_trial(
     try:
         config = TrainConfig(**settings)
         data = load_trial_data(candidate.data, candidate.spec.image_size, space.seed)
+        row = row.replace(val_images=len(data.val))
         result = fit(candidate.spec, config, data, callback=on_epoch)
     except Exception as exc:  # a broken trial is recorded; the study goes on
         return row.replace(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}".splitlines()[0],
