@@ -350,11 +350,33 @@ def _dry_run(space: Any, source: str, as_json: bool) -> None:
 
     plan = compile_space(space, source=source, check_data=False)
     candidates = preview(plan)
+    timing = _estimate(plan, candidates)
     if as_json:
-        print(json.dumps([c.to_dict() for c in candidates], default=str))
+        records = [c.to_dict() for c in candidates]
+        if timing is not None:
+            for record, seconds in zip(records, timing.per_trial_s):
+                record["estimated_s"] = seconds
+        print(json.dumps({"candidates": records, "estimated_run_s": timing and timing.run_s,
+                          "estimate_basis": timing and timing.basis}, default=str))
         return
-    console.print(preview_rich_table(candidates, f"{plan.study}: {len(candidates)} candidates (dry run, nothing trained)"))
+    console.print(preview_rich_table(candidates, f"{plan.study}: {len(candidates)} candidates (dry run, nothing trained)",
+                                     timing.per_trial_s if timing else None))
     console.print(FLOPS_NOTE, style="dim")
+    if timing is not None:
+        console.print(f"estimated run time: {timing.run_s / 60:.1f} min ({timing.basis})", highlight=False)
+
+
+def _estimate(plan: Any, candidates: list[Any]) -> Any:
+    """Wall-time estimates from timed steps, when the data source can be sized cheaply."""
+    from coatsearch.search.estimate import estimate
+    from coatsearch.search.inputs import load_trial_data
+
+    try:
+        data = load_trial_data(plan.space.data, plan.base.image_size, plan.space.seed)
+    except CoatsearchError:
+        return None  # no data here (a cluster's path): candidates only
+    specs = [plan.candidate(c.params).spec if c.status == "ok" else None for c in candidates]
+    return estimate(plan, specs, len(data.train), len(data.val), data.in_channels, data.num_classes)
 
 
 @app.command()
@@ -404,7 +426,47 @@ def _run_and_report(space: Any, out: Path | None, address: str | None, source: s
             console.print(found)
     console.print(f"results: {outcome.table_path}")
     console.print(f"report: {report_path}")
+    best = _best_row(outcome.run_dir)
+    if best is not None:
+        console.print(f"best: trial {int(best['trial'])}, val acc {best['val_acc']:.2%}; to train it fully:\n"
+                      f"  coatsearch best {outcome.run_dir} -o best.yaml && coatsearch train best.yaml --epochs 20",
+                      highlight=False, soft_wrap=True)
     return outcome
+
+
+def _best_row(run_dir: Path) -> Any:
+    """The ranked trial with the best validation accuracy, or None."""
+    from coatsearch.report import load_run
+
+    ranked = load_run(run_dir).ranked.dropna(subset=["val_acc", "spec"])
+    if ranked.empty:
+        return None
+    return ranked.sort_values(["val_acc", "trial"], ascending=[False, True]).iloc[0]
+
+
+@app.command()
+@user_errors_exit_2
+def best(
+    run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="a run directory (runs/<study>/)"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="write the best trial's spec here"),
+) -> None:
+    """The best trial of a run (highest validation accuracy at full fidelity) as a spec."""
+    from coatsearch.report import ReportError
+    from coatsearch.spec import NetSpec
+
+    row = _best_row(Path(run_dir))
+    if row is None:
+        raise ReportError(f"{run_dir}: no complete trial at full fidelity yet")
+    spec = NetSpec.from_dict(json.loads(row["spec"]))
+    params = {k.removeprefix("param."): getattr(row[k], "item", lambda v=row[k]: v)()
+              for k in row.index if k.startswith("param.") and row[k] == row[k]}
+    console.print(f"trial {int(row['trial'])}: val acc {row['val_acc']:.2%}, {format_count(row['flops'])} FLOPs, "
+                  f"{format_count(row['params'])} params; {params}", highlight=False, soft_wrap=True)
+    if output is not None:
+        output.write_text(spec.to_yaml())
+        console.print(f"wrote {output}; train it with: coatsearch train {output} --epochs 20", highlight=False)
+    else:
+        typer.echo(spec.to_yaml(), nl=False)
 
 
 @app.command()

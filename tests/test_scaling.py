@@ -94,7 +94,9 @@ def test_scale_as_a_knob_gives_every_layout_the_same_budget():
 def test_table7_dry_run_lists_the_three_networks():
     result = runner.invoke(app, ["run", "spaces/table7.yaml", "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
+    out = json.loads(result.stdout)
+    rows = out["candidates"]
+    assert out["estimated_run_s"] is None  # no ImageNet here: candidates, no estimate
     blocks = {r["params"]["split"]: r["blocks"] for r in rows}
     assert blocks == {6: "2,6,14,2", 2: "2,2,18,2", 8: "2,8,12,2"}
     assert all(r["channels"] == "128,256,512,1024" and r["image_size"] == 224 for r in rows)
@@ -110,8 +112,12 @@ def test_dry_run_of_a_sampled_space_lists_trials_candidates(tmp_path):
     space = dict(TINY_SPACE, sampler="random", trials=4, params={"width_multiplier": {"low": 1.0, "high": 2.0}})
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(space))
-    rows = json.loads(runner.invoke(app, ["run", str(path), "--dry-run", "--json"]).stdout)
+    out = json.loads(runner.invoke(app, ["run", str(path), "--dry-run", "--json"]).stdout)
+    rows = out["candidates"]
     assert len(rows) == 4 and all(r["status"] in ("ok", "infeasible") for r in rows)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok and all(r["estimated_s"] > 0 for r in ok) and out["estimated_run_s"] > 0
+    assert out["estimate_basis"].startswith("rough")
     assert not (tmp_path / "runs").exists()
 
 

@@ -110,7 +110,9 @@ def importances(table: pd.DataFrame, columns: list[str]) -> dict[str, float] | N
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(direction="maximize")
-        distributions: dict[str, BaseDistribution] = {c: CategoricalDistribution(sorted({_label(v) for v in rows[c]})) for c in columns}
+        distributions: dict[str, BaseDistribution] = {
+            c: CategoricalDistribution(sorted({_label(v) for v in rows[c]})) for c in columns
+        }
         for _, row in rows.iterrows():
             study.add_trial(optuna.trial.create_trial(
                 params={c: _label(row[c]) for c in columns}, distributions=distributions, value=float(row["val_acc"]),

@@ -25,7 +25,7 @@ COLUMNS = (
     "trial", "status", "point", "fidelity", "max_fidelity", "layout", "blocks", "channels",
     "image_size", "flops", "params", "val_acc", "val_loss", "train_acc", "train_loss", "gap",
     "test_acc", "latency_ms", "images_per_s", "wall_time", "seed", "val_images", "node", "worker", "reason",
-    "budget_note", "spec", "history",
+    "budget_note", "phases", "spec", "history",
 )
 
 
@@ -66,6 +66,7 @@ class TrialRow:
     worker: str | None = None
     reason: str | None = None
     budget_note: str | None = None
+    phases: str | None = None  # JSON: seconds spent building the candidate, reading data, training, evaluating
     spec: str | None = None
     history: str | None = None
 

@@ -65,11 +65,13 @@ def run_trial(
     space = plan.space
     row = TrialRow.begin(trial_number, params, plan.epochs, node=node)
     start = time.perf_counter()
+    phases: dict[str, float] = {}
     try:
         candidate = plan.candidate(params)
     except InfeasibleCandidate as exc:
         return row.replace(status=Status.INFEASIBLE, reason=str(exc), wall_time=time.perf_counter() - start)
     row = _described(row, candidate)
+    phases["build"] = time.perf_counter() - start
     settings = dict(candidate.train)
     if threads is not None:
         settings["threads"] = threads
@@ -85,9 +87,13 @@ def run_trial(
 
     try:
         config = TrainConfig(**settings)
+        mark = time.perf_counter()
         data = load_trial_data(candidate.data, candidate.spec.image_size, space.seed)
         row = row.replace(val_images=len(data.val))
+        phases["data"] = time.perf_counter() - mark
+        mark = time.perf_counter()
         result = fit(candidate.spec, config, data, callback=on_epoch)
+        fitting = time.perf_counter() - mark
     except Exception as exc:  # a broken trial is recorded; the study goes on
         return row.replace(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}".splitlines()[0],
                            history=json.dumps(history), fidelity=len(history),
@@ -99,8 +105,12 @@ def run_trial(
         train_loss=last.get("train_loss"), gap=last.get("gap"), images_per_s=last.get("images_per_s"),
         test_acc=result.test_acc, history=json.dumps(history),
     )
+    # training time from each epoch's throughput; the rest of fit is evaluation and setup
+    phases["train"] = sum(len(data.train) / h["images_per_s"] for h in history if h.get("images_per_s"))
+    phases["evaluate"] = max(0.0, fitting - phases["train"])
     if "latency_ms" in plan.metrics and result.status in (Status.COMPLETE, Status.STOPPED):
         from coatsearch.nn import build
 
         row = row.replace(latency_ms=measure_latency_ms(build(result.spec), result.spec.image_size, result.spec.in_channels))
-    return row.replace(wall_time=time.perf_counter() - start)
+    return row.replace(wall_time=time.perf_counter() - start,
+                       phases=json.dumps({k: round(v, 3) for k, v in phases.items()}))

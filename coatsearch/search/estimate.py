@@ -1,0 +1,94 @@
+"""How long a plan's trials will take on this machine, from a few timed steps.
+
+For each distinct network of a dry run, a few training steps on random data of the trial's
+batch size and threads are timed (after one warm-up step), and a trial's time is
+``steps per epoch x epochs x step time`` plus evaluation at the measured forward speed.
+The run's time is the trials' sum over the space's concurrency. It is an estimate: it
+leaves out data reading, the first step's start-up and other processes sharing the
+machine, so it is labelled rough (about ±30%).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from coatsearch.nn import build
+from coatsearch.search.plan import SearchPlan
+from coatsearch.spec import NetSpec
+from coatsearch.train.config import TrainConfig
+
+#: Training steps timed per network (after one warm-up step).
+TIMED_STEPS = 3
+
+
+@dataclass(frozen=True)
+class StepTime:
+    train_s: float  # one training step (forward, backward, optimiser) of a batch
+    forward_s: float  # one evaluation forward of a batch
+
+
+def time_steps(spec: NetSpec, batch_size: int, threads: int, in_channels: int, num_classes: int) -> StepTime:
+    """Median-free, plain mean of ``TIMED_STEPS`` steps: enough for a rough estimate."""
+    spec = spec.replace(in_channels=in_channels, num_classes=num_classes)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = build(spec).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        x = torch.randn(batch_size, in_channels, spec.image_size, spec.image_size).to(memory_format=torch.channels_last)
+        y = torch.randint(0, num_classes, (batch_size,))
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            optimizer.step()
+
+        step()
+        start = time.perf_counter()
+        for _ in range(TIMED_STEPS):
+            step()
+        train_s = (time.perf_counter() - start) / TIMED_STEPS
+        model.eval()
+        with torch.inference_mode():
+            model(x)
+            start = time.perf_counter()
+            model(x)
+            forward_s = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(before)
+    return StepTime(train_s, forward_s)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    per_trial_s: tuple[float, ...]
+    run_s: float
+    basis: str
+
+
+def estimate(plan: SearchPlan, specs: list[NetSpec | None], train_images: int, val_images: int,
+             in_channels: int, num_classes: int) -> Estimate:
+    """Seconds per candidate (0 for an infeasible one) and for the whole run."""
+    config = TrainConfig.from_dict(plan.space.train)
+    threads = plan.space.trial_threads
+    cache: dict[NetSpec, StepTime] = {}
+    per_trial = []
+    for spec in specs:
+        if spec is None:
+            per_trial.append(0.0)
+            continue
+        if spec not in cache:
+            cache[spec] = time_steps(spec, config.batch_size, threads, in_channels, num_classes)
+        step = cache[spec]
+        steps = math.ceil(train_images / config.batch_size) * config.epochs
+        evals = math.ceil(val_images / (2 * config.batch_size)) * config.epochs * 2  # eval batches are twice as big
+        per_trial.append(steps * step.train_s + evals * step.forward_s)
+    run = sum(per_trial) / max(1, min(plan.space.concurrency, len([s for s in specs if s is not None]) or 1))
+    basis = (f"rough (about ±30%): {TIMED_STEPS} timed training steps of each of {len(cache)} networks at batch "
+             f"{config.batch_size} on {threads} thread(s) of this machine; data reading and start-up not included")
+    return Estimate(tuple(per_trial), run, basis)
