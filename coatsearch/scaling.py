@@ -190,3 +190,21 @@ def family(base: NetSpec, rule: str = "coatnet", steps: int = 3, factor: float =
     members = [scale(base, rule, flops="1x", tolerance=tolerance)]
     members += [scale(base, rule, flops=f"{factor**k}x", tolerance=tolerance) for k in range(1, steps + 1)]
     return members
+
+
+def family_markdown(base: NetSpec, rule: str = "coatnet", steps: int = 3) -> str:
+    """The family of a CoAtNet preset beside the paper's CoAtNet-0..steps (README table)."""
+    from coatsearch.presets import PAPER_FLOPS, PAPER_PARAMS, preset
+
+    lines = ["| member | blocks S1–S4 | widths S1–S4 | FLOPs | params | paper | blocks | widths | FLOPs | params |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for k, member in enumerate(family(base, rule, steps)):
+        paper = preset(f"coatnet-{k}")
+        lines.append(
+            f"| ×{2**k} | {'/'.join(str(s.blocks) for s in member.spec.stages)} | "
+            f"{'/'.join(str(s.channels) for s in member.spec.stages)} | {format_count(member.flops)} | "
+            f"{format_count(member.params)} | CoAtNet-{k} | {'/'.join(str(s.blocks) for s in paper.stages)} | "
+            f"{'/'.join(str(s.channels) for s in paper.stages)} | {format_count(PAPER_FLOPS[f'coatnet-{k}'])} | "
+            f"{format_count(PAPER_PARAMS[f'coatnet-{k}'])} |"
+        )
+    return "\n".join(lines)

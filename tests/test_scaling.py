@@ -133,3 +133,12 @@ def test_scale_and_family_commands(tmp_path):
     assert len(list((tmp_path / "fam").glob("*.yaml"))) == 3
     bad = runner.invoke(app, ["scale", "coatnet-0", "--rule", "magic", "--flops", "2x"])
     assert bad.exit_code == 2 and "rule: expected one of" in bad.stderr
+
+
+def test_the_readme_family_table_is_generated():
+    from pathlib import Path
+
+    from coatsearch.scaling import family_markdown
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert family_markdown(preset("coatnet-0")) in readme
