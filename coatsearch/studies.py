@@ -54,9 +54,28 @@ def summarise(table: pd.DataFrame, group_by: Sequence[str]) -> pd.DataFrame:
         if metric in rows and rows[metric].notna().any():
             summary[f"{metric}_mean"] = aggregated[metric].mean()
             summary[f"{metric}_std"] = aggregated[metric].std(ddof=1)
+    for metric, size in (("val_acc", "val_images"), ("test_acc", "test_images")):
+        if metric in rows and rows[metric].notna().any():
+            summary[f"{metric}_ci95"] = aggregated.apply(lambda g, m=metric, s=size: _ci_half_width(g, m, s))
     summary["flops_mean"] = aggregated["flops"].mean()
     summary["params_mean"] = aggregated["params"].mean()
     return summary.reset_index()
+
+
+def _ci_half_width(group: pd.DataFrame, metric: str, size_column: str) -> float:
+    """Half the 95% interval of the mean: seeds' spread plus, when the evaluation set's size
+    is recorded, its binomial error (`coatsearch.stats.mean_ci`)."""
+    from coatsearch.stats import mean_ci
+
+    values = group[metric].dropna().to_numpy()
+    if not len(values):
+        return float("nan")
+    sizes = group[size_column].dropna() if size_column in group else pd.Series(dtype=float)
+    n_eval = int(sizes.iloc[0]) if len(sizes) else None
+    if len(values) < 2 and n_eval is None:
+        return float("nan")
+    mean, low, high = mean_ci(values, n_eval)
+    return (high - low) / 2
 
 
 def _cell(mean: float, std: float, metric: str) -> str:
@@ -79,12 +98,15 @@ def summary_markdown(summary: pd.DataFrame, group_by: Sequence[str]) -> str:
     from coatsearch.units import format_count
 
     metrics = [m for m in METRICS if f"{m}_mean" in summary]
+    intervals = [m for m in ("val_acc", "test_acc") if f"{m}_ci95" in summary]
     header = [c.removeprefix("param.") for c in group_by] + ["n", "FLOPs", "params"] + [METRICS[m] for m in metrics]
+    header += [f"{METRICS[m].split(' (')[0]} 95% CI (± pp)" for m in intervals]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in summary.iterrows():
         cells = [_label(row[c]) for c in group_by]
         cells += [str(int(row["n"])), format_count(row["flops_mean"]), format_count(row["params_mean"])]
         cells += [_cell(row[f"{m}_mean"], row[f"{m}_std"], m) for m in metrics]
+        cells += ["–" if pd.isna(row[f"{m}_ci95"]) else f"{row[f'{m}_ci95'] * 100:.2f}" for m in intervals]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

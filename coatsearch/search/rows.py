@@ -24,7 +24,7 @@ from coatsearch.status import Status
 COLUMNS = (
     "trial", "status", "point", "fidelity", "max_fidelity", "layout", "blocks", "channels",
     "image_size", "flops", "params", "val_acc", "val_loss", "train_acc", "train_loss", "gap",
-    "test_acc", "latency_ms", "images_per_s", "wall_time", "seed", "val_images", "node", "worker", "reason",
+    "test_acc", "latency_ms", "images_per_s", "wall_time", "seed", "val_images", "test_images", "node", "worker", "reason",
     "budget_note", "phases", "spec", "history",
 )
 
@@ -62,6 +62,7 @@ class TrialRow:
     wall_time: float | None = None
     seed: int | None = None
     val_images: int | None = None  # the validation set's size: the binomial part of an interval
+    test_images: int | None = None
     node: str | None = None
     worker: str | None = None
     reason: str | None = None
@@ -122,7 +123,7 @@ class TrialRow:
         data = {name: value(name) for name in fields}
         for name in ("fidelity", "max_fidelity"):
             data[name] = int(data[name] or 0)
-        for name in ("image_size", "flops", "seed", "val_images"):
+        for name in ("image_size", "flops", "seed", "val_images", "test_images"):
             if data[name] is not None:
                 data[name] = int(data[name])
         params = {k[6:]: _plain(v) for k, v in record.items() if k.startswith("param.") and value(k) is not None}
