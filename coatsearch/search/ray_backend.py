@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import signal
@@ -347,9 +348,15 @@ class RayBackend:
                 failure_config=tune.FailureConfig(max_failures=space.retries),
             ),
         )
+        # Tune's own advice after Ctrl-C (Tuner.restore) does not apply: the ledger resumes
+        tune_log = logging.getLogger("ray.tune")
+        level = tune_log.level
+        tune_log.setLevel(logging.ERROR)
         try:
             tuner.fit()
         except KeyboardInterrupt:
             self.interrupted = callback.interrupted()
             raise
+        finally:
+            tune_log.setLevel(level)
         self.interrupted = callback.interrupted()
