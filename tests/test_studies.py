@@ -94,3 +94,15 @@ def test_a_study_of_seeds_alone_summarises_one_configuration():
     summary = summarise(rows, ["configuration"])
     assert len(summary) == 1 and summary.loc[0, "n"] == 2
     assert summary.loc[0, "val_acc_mean"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("study_dir", [d for d in STUDIES if (d / "results.csv").exists() and "scale" in load_study(d).params],
+                         ids=lambda d: d.name)
+def test_scaling_fits_are_generated_from_the_committed_results(study_dir):
+    from coatsearch.studies import FITS_END, FITS_START, scaling_markdown
+
+    space = load_study(study_dir)
+    column = next(c for c in factors(space) if c != "param.scale")
+    readme = (study_dir / "README.md").read_text()
+    section = readme[readme.index(FITS_START) + len(FITS_START): readme.index(FITS_END)].strip()
+    assert section == scaling_markdown(read_table(study_dir / "results.csv"), column)
