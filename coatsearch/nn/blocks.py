@@ -1,8 +1,9 @@
 """The family's blocks, as in the paper's appendix A.1.
 
 All blocks take and return NCHW tensors, so stages of either kind stack in any order.
-Transformer blocks work on ``(B, H, W, C)`` internally; under channels_last memory
-the permutes between the two views are free.
+Transformer blocks work in channels_last memory (their first LayerNorm puts the tensor
+there if it was not), so every token-wise layer reads ``(B, H, W, C)`` memory without a
+copy and runs as a oneDNN 1x1 convolution on a CPU (`coatsearch.nn.layers.pointwise`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from coatsearch.nn.attention import Attention2d
-from coatsearch.nn.layers import DropPath, SqueezeExcite, norm2d
+from coatsearch.nn.layers import (
+    DropPath,
+    SqueezeExcite,
+    channel_layer_norm,
+    norm2d,
+    pointwise,
+)
 
 
 class ConvStem(nn.Module):
@@ -152,10 +159,11 @@ class TransformerBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.shortcut(x).permute(0, 2, 3, 1)
-        y = self.attn_norm(x.permute(0, 2, 3, 1))
+        residual = self.shortcut(x)
+        y = channel_layer_norm(x, self.attn_norm)
         if self.stride == 2:
-            y = F.max_pool2d(y.permute(0, 3, 1, 2), 2, 2).permute(0, 2, 3, 1)
-        x = residual + self.drop_path(self.attn(y))
-        x = x + self.drop_path(self.ffn(self.ffn_norm(x)))
-        return x.permute(0, 3, 1, 2)
+            y = F.max_pool2d(y, 2, 2)
+        x = residual + self.drop_path(self.attn.forward_nchw(y))
+        y = pointwise(channel_layer_norm(x, self.ffn_norm), self.ffn[0])
+        x = x + self.drop_path(pointwise(self.ffn[1](y), self.ffn[2]))
+        return x

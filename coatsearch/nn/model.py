@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from coatsearch.nn.blocks import MBConv, ConvStem, PatchStem, TransformerBlock
+from coatsearch.nn.blocks import ConvStem, MBConv, PatchStem, TransformerBlock
 from coatsearch.spec import NetSpec, StageSpec
 
 
