@@ -59,6 +59,8 @@ class RelativePositionBias(nn.Module):
         return super().train(mode)
 
     def _index(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # traced into the graph, no dict guard to recompile on
+            return relative_index(height, width, device)
         key = (height, width, device)
         if key not in self._index_cache:
             # A normal tensor even when first built under inference_mode, so the cached
@@ -124,8 +126,8 @@ class Attention2d(nn.Module):
         """``(B, H, W, C_in)`` -> ``(B, H, W, C_out)``."""
         return self.forward_nchw(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
-    def forward_nchw(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C_in, H, W)`` -> ``(B, C_out, H, W)`` in channels_last memory."""
+    def forward_nchw(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, C_in, H, W)`` -> ``(B, C_out, H, W)`` in channels_last memory (``+ add``)."""
         batch, _, height, width = x.shape
         tokens = height * width
         # channels_last: the (B, H, W, 3C) memory splits as (tokens, 3, heads, head_dim)
@@ -138,4 +140,4 @@ class Attention2d(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         # (B, heads, N, d) -> (B, H, W, heads*d) memory, seen as NCHW channels_last
         out = out.transpose(1, 2).reshape(batch, height, width, self.heads * self.head_dim)
-        return pointwise(out.permute(0, 3, 1, 2), self.proj)
+        return pointwise(out.permute(0, 3, 1, 2), self.proj, add=add)
