@@ -148,6 +148,8 @@ def whole_model(entries: list[Entry], size: int, args: argparse.Namespace, timm_
     print(header)
     for train in (False, True):
         mode = "train" if train else "infer"
+        if mode not in args.modes.split(","):
+            continue
         steps = {e.name: make_step(e.model, x, train) for e in entries}
         times = interleaved(steps, args.rounds, args.steps)
         speeds = {n: [args.batch / t for t in ts] for n, ts in times.items()}
@@ -224,6 +226,7 @@ def main() -> None:
     parser.add_argument("--no-stages", action="store_true", help="skip the per-stage table")
     parser.add_argument("--no-small", action="store_true", help="skip the small 32x32 network")
     parser.add_argument("--no-224", action="store_true", help="skip CoAtNet-0 at 224")
+    parser.add_argument("--modes", default="infer,train", help="whole-model modes to time")
     parser.add_argument("--only-stages", action="store_true", help="per-stage tables only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -150,3 +150,24 @@ def test_eval_mode_with_gradients_still_reaches_the_weights():
     model.eval()
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_compile_without_a_cpp_compiler_fails_in_one_line(monkeypatch):
+    from coatsearch.train import loop
+    from coatsearch.train.config import TrainConfig, TrainConfigError
+
+    assert TrainConfig(compile=True).compile and not TrainConfig().compile
+    monkeypatch.setattr(loop.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(TrainConfigError, match=r"^compile: .*C\+\+ compiler") as info:
+        loop.compile_model(torch.nn.Linear(2, 2), torch.device("cpu"))
+    assert "\n" not in str(info.value)
+
+
+def test_the_traced_count_sees_the_reference_operators():
+    """fvcore's trace must not see the fused or folded kernels (the counts name operators)."""
+    from coatsearch.flops import count
+
+    spec = SPECS["small-cctt"]
+    traced, analytic = count(spec, route="traced"), count(spec, route="analytic")
+    assert traced.by_op == analytic.by_op and traced.flops == analytic.flops

@@ -101,6 +101,19 @@ class RelativePositionBias(nn.Module):
         return f"heads={self.heads}, grid={self.grid}"
 
 
+def _attention_with_bias_grad(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d) + bias) v`` when the bias needs a gradient (training).
+
+    `F.scaled_dot_product_attention` has no fused kernel for a mask that needs a gradient
+    and falls back to its math path, which scales both q and k (two extra copies), and
+    wraps the softmax in -inf checks; this is the same formula without those passes.
+    """
+    logits = torch.matmul(q * (q.shape[-1] ** -0.5), k.transpose(-1, -2))
+    return torch.matmul(logits.add_(bias).softmax(-1), v)
+
+
 class Attention2d(nn.Module):
     """Self-attention on a ``(B, H, W, C_in)`` grid, output width ``C_out``.
 
@@ -137,7 +150,10 @@ class Attention2d(nn.Module):
         bias = None
         if self.rel_bias is not None:
             bias = self.rel_bias.mask(height, width, q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        if bias is not None and bias.requires_grad and fast_path_allowed():
+            out = _attention_with_bias_grad(q, k, v, bias)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         # (B, heads, N, d) -> (B, H, W, heads*d) memory, seen as NCHW channels_last
         out = out.transpose(1, 2).reshape(batch, height, width, self.heads * self.head_dim)
         return pointwise(out.permute(0, 3, 1, 2), self.proj, add=add)
