@@ -216,6 +216,9 @@ class SqueezeExcite(nn.Module):
         """``inplace``: gate ``x`` itself (inference, on a tensor the caller owns)."""
         # sum x 1/HW, not mean: mean's backward writes a full-size gradient (a divide over
         # the whole map); sum's is a broadcast view added straight into x's gradient
-        scale = x.sum((2, 3), keepdim=True) * (1.0 / (x.shape[2] * x.shape[3]))
+        if fast_path_allowed():
+            scale = x.sum((2, 3), keepdim=True) * (1.0 / (x.shape[2] * x.shape[3]))
+        else:  # traced (fvcore names the operators it counts) or compiled
+            scale = x.mean((2, 3), keepdim=True)
         scale = torch.sigmoid(self.expand(F.silu(self.reduce(scale))))
         return x.mul_(scale) if inplace else x * scale
