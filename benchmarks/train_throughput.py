@@ -9,20 +9,31 @@ same in-memory Fashion-MNIST images at 32x32, batch 64, AdamW, channels_last, fp
 bare loop is what a hand-written script would do: pre-normalised tensors, shuffled index
 batches, forward, cross entropy, backward, step. The trainer adds its schedule, label
 smoothing, gradient clipping, metrics, the non-finite check and batch assembly. Each side
-runs two epochs and is timed on the second; rounds alternate the two and the best round
-of each is kept, which damps noise from other processes. Overhead = 1 - trainer / bare.
+runs two epochs and is timed on the second; rounds interleave the three (the order rotates
+every round) and the table gives the median of the rounds, their spread ((max - min) /
+median) and the best; overhead = 1 - trainer / bare on the medians. A spread wider than the
+overhead means the machine was too busy to tell: rerun with more rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from coatsearch import DataBundle, NetSpec, TrainConfig, build, fit, load_data, load_spec
+from coatsearch import (
+    DataBundle,
+    NetSpec,
+    TrainConfig,
+    build,
+    fit,
+    load_data,
+    load_spec,
+)
 from coatsearch.train import adapt_spec
 
 SPEC = Path(__file__).resolve().parent.parent / "spaces" / "nets" / "small-cctt.yaml"
@@ -60,7 +71,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -68,19 +79,28 @@ def main() -> None:
     light = load_data("fashion-mnist", image_size=32, train_size=args.train_size, augment="light")
     spec, _ = adapt_spec(load_spec(SPEC), plain)
     runs: dict[str, list[float]] = {"bare loop": [], "fit, augment none": [], "fit, augment light": []}
+    jobs = {
+        "bare loop": lambda r: bare_loop(spec, plain, args.batch, r),
+        "fit, augment none": lambda r: trainer(spec, plain, args.batch, r),
+        "fit, augment light": lambda r: trainer(spec, light, args.batch, r),
+    }
+    names = list(jobs)
     for r in range(args.rounds):
-        runs["bare loop"].append(bare_loop(spec, plain, args.batch, r))
-        runs["fit, augment none"].append(trainer(spec, plain, args.batch, r))
-        runs["fit, augment light"].append(trainer(spec, light, args.batch, r))
+        for name in names[r % 3:] + names[: r % 3]:
+            runs[name].append(jobs[name](r))
 
     print(f"threads={args.threads} batch={args.batch} train images={len(plain.train)} "
           f"rounds={args.rounds} spec={spec.layout} {sum(p.numel() for p in build(spec).parameters()) / 1e6:.2f}M params")
-    bare = max(runs["bare loop"])
-    print(f"{'loop':<22}{'best img/s':>12}{'all rounds':>30}{'overhead':>10}")
+    bare = statistics.median(runs["bare loop"])
+    print(f"{'loop':<22}{'median img/s':>13}{'spread':>8}{'best':>8}{'all rounds':>34}{'overhead':>10}")
     for name, speeds in runs.items():
-        overhead = "" if name == "bare loop" else f"{1 - max(speeds) / bare:10.1%}"
+        median = statistics.median(speeds)
+        overhead = "" if name == "bare loop" else f"{1 - median / bare:10.1%}"
         rounds = " ".join(f"{s:.0f}" for s in speeds)
-        print(f"{name:<22}{max(speeds):12.1f}{rounds:>30}{overhead}")
+        spread = (max(speeds) - min(speeds)) / median
+        print(f"{name:<22}{median:13.1f}{spread:8.0%}{max(speeds):8.0f}{rounds:>34}{overhead}")
+    print(f"fit / bare (medians): none {statistics.median(runs['fit, augment none']) / bare:.3f}, "
+          f"light {statistics.median(runs['fit, augment light']) / bare:.3f}")
 
 
 if __name__ == "__main__":

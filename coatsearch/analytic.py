@@ -114,9 +114,11 @@ def _mbconv(ledger: Ledger, stage: StageSpec, c_in: int, stride: int, side: int)
     hidden = mbconv_hidden(c_out, stage.expansion)
     _shortcut(ledger, c_in, c_out, side)
     side_in = side * stride
+    # stride_mode "dw": the expansion runs at the input side, the depthwise conv strides
+    side_expand = side if stage.stride_mode == "1x1" else side_in
     ledger.norm(stage.norm, c_in, c_in * side_in * side_in)
-    ledger.conv(c_in, hidden, 1, side, bias=False)
-    ledger.norm(stage.norm, hidden, hidden * side * side)
+    ledger.conv(c_in, hidden, 1, side_expand, bias=False)
+    ledger.norm(stage.norm, hidden, hidden * side_expand * side_expand)
     ledger.conv(hidden, hidden, 3, side, groups=hidden, bias=False)
     ledger.norm(stage.norm, hidden, hidden * side * side)
     reduced = mbconv_se_width(c_in, stage.se_ratio)

@@ -33,6 +33,7 @@ StageKind = Literal["C", "T"]
 NormKind = Literal["batch", "layer"]
 AttentionKind = Literal["relative", "plain"]
 StemKind = Literal["conv", "patch"]
+StrideMode = Literal["1x1", "dw"]
 
 #: Below this image size `from_layout` uses a stride-1 stem, as CIFAR ResNets do, so
 #: that the last of four stride-2 stages still sees at least 2x2 tokens.
@@ -95,7 +96,10 @@ class StageSpec(_Frozen):
 
     ``expansion`` is the MBConv inverted-bottleneck ratio for ``C`` stages and the FFN
     ratio for ``T`` stages. ``norm`` applies to MBConv blocks (Transformer blocks always use
-    LayerNorm). ``head_dim`` and ``attention`` apply to ``T`` stages.
+    LayerNorm). ``head_dim`` and ``attention`` apply to ``T`` stages. ``stride_mode`` says where
+    a downsampling MBConv block strides: ``1x1`` on its first 1x1 convolution (the paper's
+    choice), ``dw`` on the depthwise convolution (timm's ``coatnet_0_224``; the expansion then
+    runs at the input resolution, about 10% more FLOPs).
     """
 
     kind: StageKind
@@ -107,6 +111,7 @@ class StageSpec(_Frozen):
     se_ratio: float = Field(0.25, ge=0, lt=1)
     norm: NormKind = "batch"
     attention: AttentionKind = "relative"
+    stride_mode: StrideMode = "1x1"
 
     @model_validator(mode="after")
     def _check_heads(self) -> StageSpec:

@@ -59,6 +59,31 @@ def test_stride_sits_on_the_first_1x1_conv():
     assert first.depthwise.stride == (1, 1)
 
 
+@pytest.mark.parametrize("stride_mode", ["1x1", "dw"])
+def test_stride_mode_places_the_stride_and_the_counts_follow(stride_mode):
+    from tests.test_flops import assert_routes_agree
+
+    spec = tiny_spec("C-C-T-T", image_size=32)
+    spec = spec.with_stages([s.model_copy(update={"stride_mode": stride_mode}) for s in spec.stages])
+    model = build(spec)
+    first = model.stages[1][0]
+    expand, depthwise = ((2, 2), (1, 1)) if stride_mode == "1x1" else ((1, 1), (2, 2))
+    assert (first.expand.stride, first.depthwise.stride) == (expand, depthwise)
+    assert model.stages[1][0].expand.stride == expand  # every C stage's first block
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert_routes_agree(count(spec, route="traced"), count(spec, route="analytic"))
+
+
+def test_striding_the_depthwise_conv_costs_more_and_the_same_parameters():
+    from coatsearch import preset
+
+    paper = preset("coatnet-0")
+    dw = paper.with_stages([s.model_copy(update={"stride_mode": "dw"}) for s in paper.stages])
+    a, b = count(paper, route="analytic"), count(dw, route="analytic")
+    assert a.params == b.params
+    assert 1.05 < b.flops / a.flops < 1.15
+
+
 def test_drop_path_rates_grow_linearly_and_only_act_in_training():
     spec = tiny_spec(drop_path=0.3)
     model = build(spec)

@@ -12,6 +12,12 @@ Resolution changes: the table is learned at the grid it was built for. At anothe
 size it is resized by bilinear interpolation to ``(2H'-1) x (2W'-1)`` before indexing,
 as the paper does before fine-tuning at a higher resolution. The stored parameter never
 changes shape, so checkpoints load at any resolution.
+
+Speed: when no gradient is needed (inference) the gathered bias is cached per grid, keyed
+by the table's identity and version counter, so it is rebuilt after any in-place change
+(an optimiser step, `load_state_dict`) and dropped on `train()`. `Attention2d.forward_nchw`
+is the path the Transformer block uses: its projections run as 1x1 convolutions on
+channels_last memory (see `coatsearch.nn.layers.pointwise`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from coatsearch.nn.layers import fast_path_allowed, pointwise
 
 
 def relative_index(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
@@ -44,8 +52,15 @@ class RelativePositionBias(nn.Module):
         self.table = nn.Parameter(torch.zeros(heads, 2 * height - 1, 2 * width - 1))
         nn.init.trunc_normal_(self.table, std=0.02)
         self._index_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+        self._bias_cache: dict[tuple, torch.Tensor] = {}
+
+    def train(self, mode: bool = True) -> RelativePositionBias:
+        self._bias_cache.clear()
+        return super().train(mode)
 
     def _index(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # traced into the graph, no dict guard to recompile on
+            return relative_index(height, width, device)
         key = (height, width, device)
         if key not in self._index_cache:
             # A normal tensor even when first built under inference_mode, so the cached
@@ -68,8 +83,35 @@ class RelativePositionBias(nn.Module):
         table = self.table_for(height, width).flatten(1)
         return table[:, self._index(height, width, table.device)]
 
+    def mask(self, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+        """The ``(1, heads, N, N)`` additive mask, cached while no gradient is needed."""
+        table = self.table
+        if (torch.is_grad_enabled() and table.requires_grad) or not fast_path_allowed():
+            return self(height, width).unsqueeze(0).to(dtype)
+        key = (height, width, dtype, table.device, id(table), table._version)
+        bias = self._bias_cache.get(key)
+        if bias is None:
+            with torch.inference_mode(False), torch.no_grad():
+                bias = self(height, width).unsqueeze(0).to(dtype).contiguous()
+            self._bias_cache.clear()  # one grid at a time: stale versions never pile up
+            self._bias_cache[key] = bias
+        return bias
+
     def extra_repr(self) -> str:
         return f"heads={self.heads}, grid={self.grid}"
+
+
+def _attention_with_bias_grad(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d) + bias) v`` when the bias needs a gradient (training).
+
+    `F.scaled_dot_product_attention` has no fused kernel for a mask that needs a gradient
+    and falls back to its math path, which scales both q and k (two extra copies), and
+    wraps the softmax in -inf checks; this is the same formula without those passes.
+    """
+    logits = torch.matmul(q * (q.shape[-1] ** -0.5), k.transpose(-1, -2))
+    return torch.matmul(logits.add_(bias).softmax(-1), v)
 
 
 class Attention2d(nn.Module):
@@ -94,13 +136,24 @@ class Attention2d(nn.Module):
         self.rel_bias = RelativePositionBias(self.heads, grid) if relative else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, _ = x.shape
+        """``(B, H, W, C_in)`` -> ``(B, H, W, C_out)``."""
+        return self.forward_nchw(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    def forward_nchw(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, C_in, H, W)`` -> ``(B, C_out, H, W)`` in channels_last memory (``+ add``)."""
+        batch, _, height, width = x.shape
         tokens = height * width
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, self.head_dim)
+        # channels_last: the (B, H, W, 3C) memory splits as (tokens, 3, heads, head_dim)
+        qkv = pointwise(x, self.qkv).permute(0, 2, 3, 1)
+        qkv = qkv.reshape(batch, tokens, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         bias = None
         if self.rel_bias is not None:
-            bias = self.rel_bias(height, width).unsqueeze(0).to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            bias = self.rel_bias.mask(height, width, q.dtype)
+        if bias is not None and bias.requires_grad and fast_path_allowed():
+            out = _attention_with_bias_grad(q, k, v, bias)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        # (B, heads, N, d) -> (B, H, W, heads*d) memory, seen as NCHW channels_last
         out = out.transpose(1, 2).reshape(batch, height, width, self.heads * self.head_dim)
-        return self.proj(out)
+        return pointwise(out.permute(0, 3, 1, 2), self.proj, add=add)

@@ -1,18 +1,32 @@
 """The family's blocks, as in the paper's appendix A.1.
 
 All blocks take and return NCHW tensors, so stages of either kind stack in any order.
-Transformer blocks work on ``(B, H, W, C)`` internally; under channels_last memory
-the permutes between the two views are free.
+Transformer blocks work in channels_last memory (their first LayerNorm puts the tensor
+there if it was not), so every token-wise layer reads ``(B, H, W, C)`` memory without a
+copy and runs as a oneDNN 1x1 convolution on a CPU (`coatsearch.nn.layers.pointwise`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from coatsearch.nn.attention import Attention2d
-from coatsearch.nn.layers import DropPath, SqueezeExcite, norm2d
+from coatsearch.nn.layers import (
+    DropPath,
+    Folded,
+    SqueezeExcite,
+    bn_scale_shift,
+    channel_layer_norm,
+    conv_act,
+    foldable,
+    inference_fast_path,
+    norm2d,
+    pointwise,
+)
 from coatsearch.spec import ffn_hidden, mbconv_hidden, mbconv_se_width
 
 
@@ -24,9 +38,22 @@ class ConvStem(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
         self.norm1 = norm2d(norm, channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self._folded = Folded()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if inference_fast_path(x) and foldable(self.norm1):
+            weight, bias = self._folded.get(_bn_sources(self.conv1, self.norm1), self._fold)
+            x = conv_act(x, weight, bias, stride=self.conv1.stride[0], padding=1, gelu=True)
+            return conv_act(x, self.conv2.weight, self.conv2.bias, padding=1)
         return self.conv2(F.gelu(self.norm1(self.conv1(x))))
+
+    def train(self, mode: bool = True) -> ConvStem:
+        self._folded.clear()
+        return super().train(mode)
+
+    def _fold(self) -> tuple[torch.Tensor, torch.Tensor]:
+        scale, shift = bn_scale_shift(self.norm1)
+        return self.conv1.weight * scale[:, None, None, None], shift
 
 
 class PatchStem(nn.Module):
@@ -61,9 +88,9 @@ class MBConv(nn.Module):
     """Pre-norm inverted bottleneck with squeeze-excitation.
 
     ``x + Proj(SE(DWConv3x3(Conv1x1_expand(Norm(x)))))``. When downsampling, the stride sits on
-    the first 1x1 convolution (the paper's choice: the expansion then runs at the reduced
-    size, about 10% fewer FLOPs than striding the depthwise convolution), and the residual
-    path is ``Proj(Pool(x))``. The hidden width is ``expansion x out_channels``; the SE
+    the first 1x1 convolution with ``stride_mode="1x1"`` (the paper's choice: the expansion
+    then runs at the reduced size, about 10% fewer FLOPs) or on the depthwise convolution
+    with ``"dw"`` (timm's); the residual path is ``Proj(Pool(x))``. The hidden width is ``expansion x out_channels``; the SE
     bottleneck is ``se_ratio x in_channels`` wide (EfficientNet's convention).
     """
 
@@ -76,30 +103,88 @@ class MBConv(nn.Module):
         se_ratio: float = 0.25,
         norm: str = "batch",
         drop_path: float = 0.0,
+        stride_mode: str = "1x1",
     ) -> None:
         super().__init__()
+        if stride_mode not in ("1x1", "dw"):
+            raise ValueError(f"stride_mode: expected '1x1' or 'dw', got {stride_mode!r}")
         hidden = mbconv_hidden(out_channels, expansion)
+        expand_stride, dw_stride = (stride, 1) if stride_mode == "1x1" else (1, stride)
         self.shortcut = (
             Shortcut(in_channels, out_channels, stride)
             if stride != 1 or in_channels != out_channels
             else nn.Identity()
         )
         self.pre_norm = norm2d(norm, in_channels)
-        self.expand = nn.Conv2d(in_channels, hidden, 1, stride=stride, bias=False)
+        self.expand = nn.Conv2d(in_channels, hidden, 1, stride=expand_stride, bias=False)
         self.expand_norm = norm2d(norm, hidden)
-        self.depthwise = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False)
+        self.depthwise = nn.Conv2d(
+            hidden, hidden, 3, stride=dw_stride, padding=1, groups=hidden, bias=False
+        )
         self.depthwise_norm = norm2d(norm, hidden)
         reduced = mbconv_se_width(in_channels, se_ratio)
         self.se = SqueezeExcite(hidden, reduced) if reduced else nn.Identity()
         self.proj = nn.Conv2d(hidden, out_channels, 1)
         self.drop_path = DropPath(drop_path)
+        self._folded = Folded()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if inference_fast_path(x) and foldable(self.pre_norm, self.expand_norm, self.depthwise_norm):
+            return self._forward_folded(x)
         residual = self.shortcut(x)
         x = F.gelu(self.expand_norm(self.expand(self.pre_norm(x))))
         x = F.gelu(self.depthwise_norm(self.depthwise(x)))
         x = self.proj(self.se(x))
         return residual + self.drop_path(x)
+
+    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference with the three BatchNorms folded into the two convolutions around them.
+
+        The pre-norm folds exactly into the 1x1 expansion (a per-pixel affine map before a
+        1x1 convolution, even a strided one); the other two fold into the conv before them.
+        GELU, the SE gate and the residual add are fused or done in place.
+        """
+        residual = self.shortcut(x)
+        sources = (
+            *_bn_sources(self.expand, self.pre_norm),
+            *_bn_sources(self.expand_norm),
+            *_bn_sources(self.depthwise, self.depthwise_norm),
+        )
+        w_expand, b_expand, w_dw, b_dw = self._folded.get(sources, self._fold)
+        x = conv_act(x, w_expand, b_expand, stride=self.expand.stride[0], gelu=True)
+        x = conv_act(x, w_dw, b_dw, stride=self.depthwise.stride[0], padding=1,
+                     groups=self.depthwise.groups, gelu=True)
+        if isinstance(self.se, SqueezeExcite):
+            x = self.se(x, inplace=True)
+        return conv_act(x, self.proj.weight, self.proj.bias, add=residual)
+
+    def train(self, mode: bool = True) -> MBConv:
+        self._folded.clear()
+        return super().train(mode)
+
+    def _fold(self) -> tuple[torch.Tensor, ...]:
+        pre_scale, pre_shift = bn_scale_shift(self.pre_norm)
+        scale, shift = bn_scale_shift(self.expand_norm)
+        weight = self.expand.weight  # (hidden, in, 1, 1), no bias
+        bias = weight.flatten(1) @ pre_shift
+        w_expand = weight * pre_scale[None, :, None, None] * scale[:, None, None, None]
+        b_expand = bias * scale + shift
+        dw_scale, dw_shift = bn_scale_shift(self.depthwise_norm)
+        return w_expand, b_expand, self.depthwise.weight * dw_scale[:, None, None, None], dw_shift
+
+
+def _bn_sources(*modules: Any) -> tuple[torch.Tensor, ...]:
+    """The tensors a folded weight depends on (parameters and running statistics)."""
+    out: list[Any] = []
+    for m in modules:
+        out += [t for t in (m.weight, m.bias) if t is not None]
+        if isinstance(m, nn.BatchNorm2d):
+            # the kernel's in-place update of the running statistics does not bump their
+            # version counters; num_batches_tracked's Python-side add_ does
+            out += [m.running_mean, m.running_var]
+            if m.num_batches_tracked is not None:
+                out.append(m.num_batches_tracked)
+    return tuple(out)
 
 
 class TransformerBlock(nn.Module):
@@ -138,10 +223,15 @@ class TransformerBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.shortcut(x).permute(0, 2, 3, 1)
-        y = self.attn_norm(x.permute(0, 2, 3, 1))
+        residual = self.shortcut(x)
+        y = channel_layer_norm(x, self.attn_norm)
         if self.stride == 2:
-            y = F.max_pool2d(y.permute(0, 3, 1, 2), 2, 2).permute(0, 2, 3, 1)
-        x = residual + self.drop_path(self.attn(y))
-        x = x + self.drop_path(self.ffn(self.ffn_norm(x)))
-        return x.permute(0, 3, 1, 2)
+            y = F.max_pool2d(y, 2, 2)
+        if inference_fast_path(x):  # fused GELU and residual adds (drop path is off)
+            x = self.attn.forward_nchw(y, add=residual)
+            y = pointwise(channel_layer_norm(x, self.ffn_norm), self.ffn[0], gelu=True)
+            return pointwise(y, self.ffn[2], add=x)
+        x = residual + self.drop_path(self.attn.forward_nchw(y))
+        y = pointwise(channel_layer_norm(x, self.ffn_norm), self.ffn[0])
+        x = x + self.drop_path(pointwise(self.ffn[1](y), self.ffn[2]))
+        return x

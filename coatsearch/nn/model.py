@@ -85,6 +85,7 @@ def _make_block(
             se_ratio=stage.se_ratio,
             norm=stage.norm,
             drop_path=drop_path,
+            stride_mode=stage.stride_mode,
         )
     return TransformerBlock(
         in_channels,

@@ -32,7 +32,9 @@ class TrainConfig(BaseModel):
     the maximum global gradient norm (None = off). ``threads`` sets
     `torch.set_num_threads` for the trial and restores it after (None = leave it).
     ``amp`` means mixed precision on CUDA (bfloat16 where supported, else float16 with
-    loss scaling) and nothing elsewhere. Stochastic depth comes from the spec's
+    loss scaling) and nothing elsewhere. ``compile`` runs the training steps through
+    `torch.compile` (compile time is paid on the first steps; see benchmarks/compile_cost.py
+    for when it pays back); evaluation runs the plain model. Stochastic depth comes from the spec's
     ``drop_path``.
     """
 
@@ -52,6 +54,7 @@ class TrainConfig(BaseModel):
     channels_last: bool = True
     threads: int | None = Field(None, gt=0)
     eval_test: bool = False
+    compile: bool = False
 
     def __init__(self, **data: Any) -> None:
         try:

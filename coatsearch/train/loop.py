@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +31,7 @@ from coatsearch.data import DataBundle, DataError, ImageSet
 from coatsearch.nn import build
 from coatsearch.spec import NetSpec
 from coatsearch.status import Status
-from coatsearch.train.config import TrainConfig
+from coatsearch.train.config import TrainConfig, TrainConfigError
 from coatsearch.train.device import Runtime, make_runtime
 from coatsearch.train.metrics import EpochMetrics, TrialResult
 from coatsearch.train.optim import make_optimizer
@@ -171,6 +174,21 @@ class _Trainer:
         return float(loss_sum) / seen, int(correct) / seen, seen / elapsed, lr
 
 
+def compile_model(model: nn.Module, device: torch.device) -> Any:
+    """``torch.compile(model)``, or a one-line `TrainConfigError` where it cannot work."""
+    if device.type == "cpu":
+        compilers = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+        if not any(c and shutil.which(c) for c in compilers):
+            raise TrainConfigError(
+                "compile: torch.compile needs a C++ compiler on the CPU (g++ or clang++); none found"
+            )
+    try:
+        return torch.compile(model)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TrainConfigError(f"compile: torch.compile is unavailable here: {first}") from None
+
+
 def fit(
     spec: NetSpec,
     config: TrainConfig,
@@ -210,6 +228,8 @@ def fit(
         if runtime.device.type != "cpu":
             data = data.to(runtime.device)  # batches are then gathered on the device
         trainer = _Trainer(model, config, data, runtime)
+        if config.compile:
+            trainer.model = compile_model(model, runtime.device)
         eval_batch = 2 * config.batch_size
 
         for epoch in range(1, config.epochs + 1):
