@@ -79,6 +79,7 @@ def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
     except (SpaceError, yaml.YAMLError):
         raise SpaceError(f"{saved}: the saved space is not a valid space; use another --out") from None
     now = plan.space.to_dict()
+    before["base"] = _normalised_base(before.get("base"))  # fields added since take their defaults
     trials_before, trials_now = before.pop("trials", None), now.pop("trials", None)
     if before != now:
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
@@ -89,6 +90,18 @@ def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
     if trials_now is not None and trials_before is not None and trials_now < trials_before:
         return False, f"the run directory's study has trials: {trials_before}; trials: {trials_now} changes nothing there"
     return trials_now != trials_before, ""
+
+
+def _normalised_base(base: object) -> object:
+    """A saved base spec as this version writes it (a field added later gets its default)."""
+    from coatsearch.spec import NetSpec, SpecError
+
+    if not isinstance(base, dict):
+        return base
+    try:
+        return NetSpec.from_dict(base).to_dict()
+    except SpecError:
+        return base
 
 
 def _setup_log(run_dir: Path) -> logging.Handler:
