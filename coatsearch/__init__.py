@@ -3,7 +3,7 @@
 The public API, layer by layer:
 
 - spec: `NetSpec`, `StageSpec`, `StemSpec`, `preset`, `load_spec`, `PRESETS`
-- network: `build`, `CoAtNet`
+- network: `build`, `CoAtNet`, `convert` (to another resolution)
 - counting: `count`, `count_analytic`, `count_params`, `Counts`
 - budgets: `match_budget`, `BudgetMatch`
 - training: `load_data`, `DataBundle`, `fit`, `TrainConfig`, `TrialResult`, `EpochMetrics`
@@ -19,7 +19,7 @@ from coatsearch.data import DataBundle, DataError, load_data
 from coatsearch.errors import CoatsearchError
 from coatsearch.flops import Counts, count, count_analytic, count_params
 from coatsearch.knobs import KNOBS
-from coatsearch.nn import CoAtNet, build
+from coatsearch.nn import CoAtNet, build, convert
 from coatsearch.presets import PRESETS, load_spec, preset
 from coatsearch.report import ReportError, build_report, load_run
 from coatsearch.runner import StudyOutcome, run_study
@@ -33,7 +33,7 @@ __all__ = [
     "KNOBS", "PRESETS", "BudgetError", "BudgetMatch", "CoAtNet", "CoatsearchError", "Counts", "DataBundle",
     "DataError", "EpochMetrics", "NetSpec", "ReportError", "SearchPlan", "SearchSpace", "SpaceError",
     "SpecError", "StageSpec", "Status", "StemSpec", "StudyOutcome", "TrainConfig", "TrainConfigError",
-    "TrialResult", "TrialRow", "build", "build_report", "compile_space", "count", "count_analytic",
+    "TrialResult", "TrialRow", "build", "build_report", "compile_space", "convert", "count", "count_analytic",
     "count_params", "fit", "load_data", "load_run", "load_space", "load_spec", "match_budget", "preset", "run_study",
 ]
 __version__ = "0.1.0"

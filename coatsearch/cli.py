@@ -515,6 +515,37 @@ def report(
     console.print(f"report: {path}")
 
 
+@app.command("convert")
+@user_errors_exit_2
+def convert_command(
+    checkpoint: Path = typer.Argument(..., help="a torch file: a state_dict, or {'spec': ..., 'state_dict': ...}"),
+    image_size: int = typer.Option(..., "--image-size", help="the resolution to fine-tune at, e.g. 384"),
+    spec: str | None = typer.Option(None, "--spec", help="the network's spec (a preset or YAML file) for a bare state_dict"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write {'spec', 'state_dict'} at the new size"),
+) -> None:
+    """Enlarge a checkpoint's relative-bias tables to a new resolution, for fine-tuning there."""
+    import torch
+
+    from coatsearch.nn import convert
+    from coatsearch.presets import load_spec
+    from coatsearch.spec import NetSpec, SpecError
+
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise SpecError(f"{checkpoint}: not a readable torch checkpoint ({str(exc).splitlines()[0]})") from None
+    if isinstance(saved, dict) and "state_dict" in saved:
+        state, net = saved["state_dict"], NetSpec.from_dict(saved["spec"]) if spec is None else load_spec(spec)
+    elif spec is not None:
+        state, net = saved, load_spec(spec)
+    else:
+        raise SpecError(f"{checkpoint}: a bare state_dict needs --spec (the network it belongs to)")
+    new_spec, new_state = convert(state, net, image_size)
+    torch.save({"spec": new_spec.to_dict(), "state_dict": new_state}, output)
+    resized = sum(1 for k in new_state if k.endswith("rel_bias.table") and new_state[k].shape != state[k].shape)
+    console.print(f"wrote {output}: {new_spec.name or 'network'} at {image_size}px, {resized} bias tables resized")
+
+
 @app.command()
 @user_errors_exit_2
 def train(

@@ -9,9 +9,11 @@ head, gathered into an ``N x N`` bias and passed to `F.scaled_dot_product_attent
 its additive ``attn_mask``, so the fused kernel does the softmax.
 
 Resolution changes: the table is learned at the grid it was built for. At another grid
-size it is resized by bilinear interpolation to ``(2H'-1) x (2W'-1)`` before indexing,
-as the paper does before fine-tuning at a higher resolution. The stored parameter never
-changes shape, so checkpoints load at any resolution.
+size it is resized (bilinear, half-pixel centres: `resize_table`) to ``(2H'-1) x (2W'-1)``
+before indexing; at inference the resized, gathered bias is cached, so that happens once.
+To fine-tune at a new resolution as the paper does, enlarge the stored tables themselves
+(`coatsearch.convert`), so training learns the full table. A model's parameters never
+change shape, so its checkpoints load at any resolution.
 
 Speed: when no gradient is needed (inference) the gathered bias is cached per grid, keyed
 by the table's identity and version counter, so it is rebuilt after any in-place change
@@ -39,6 +41,16 @@ def relative_index(height: int, width: int, device: torch.device | None = None) 
     d_row = rows[:, None] - rows[None, :] + (height - 1)
     d_col = cols[:, None] - cols[None, :] + (width - 1)
     return d_row * (2 * width - 1) + d_col
+
+
+def resize_table(table: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A ``(heads, 2H-1, 2W-1)`` bias table resized bilinearly to ``size`` with half-pixel
+    centres (``align_corners=False``, as TensorFlow's resize and timm do): the zero offset
+    stays at the centre and each cell is treated as an area, instead of stretching the table
+    so that its corner cells meet (``align_corners=True``)."""
+    if tuple(table.shape[1:]) == tuple(size):
+        return table
+    return F.interpolate(table.unsqueeze(0), size=size, mode="bilinear", align_corners=False).squeeze(0)
 
 
 class RelativePositionBias(nn.Module):
@@ -70,13 +82,8 @@ class RelativePositionBias(nn.Module):
         return self._index_cache[key]
 
     def table_for(self, height: int, width: int) -> torch.Tensor:
-        """The table resized (bilinear) to a ``height x width`` grid when it differs."""
-        target = (2 * height - 1, 2 * width - 1)
-        if tuple(self.table.shape[1:]) == target:
-            return self.table
-        return F.interpolate(
-            self.table.unsqueeze(0), size=target, mode="bilinear", align_corners=True
-        ).squeeze(0)
+        """The table resized to a ``height x width`` grid when it differs (`resize_table`)."""
+        return resize_table(self.table, (2 * height - 1, 2 * width - 1))
 
     def forward(self, height: int, width: int) -> torch.Tensor:
         """The ``(heads, N, N)`` bias for an ``height x width`` grid."""
