@@ -15,6 +15,7 @@ with the same seed and thread count give identical metrics.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -50,12 +51,19 @@ class Replicas:
 
     Each of the ``world`` replicas trains on its slice of every global batch of
     ``world x batch_size`` images; gradients are averaged by `DistributedDataParallel`,
-    so every replica holds the same weights after every step. The caller scales the
-    learning rate (see `coatsearch.search.ray_backend`).
+    so every replica holds the same weights after every step. The learning rate is
+    scaled linearly with the global batch: ``lr x world`` (``train.lr`` is the rate at
+    ``train.batch_size``), the same as one process training on ``world x batch_size``
+    images at ``world x lr``.
     """
 
     rank: int
     world: int
+
+
+#: The replicas of the data-parallel trial this process belongs to, for `fit` calls that
+#: do not pass ``replicas`` (a Ray Train worker sets it around the trial it runs).
+CURRENT_REPLICAS: contextvars.ContextVar[Replicas | None] = contextvars.ContextVar("replicas", default=None)
 
 
 class _NonFinite(Exception):
@@ -236,6 +244,10 @@ def fit(
     """
     log = log or _logger.info
     started = time.perf_counter()
+    replicas = replicas or CURRENT_REPLICAS.get()
+    if replicas is not None and replicas.world > 1:
+        config = config.replace(lr=config.lr * replicas.world)
+        log(f"replica {replicas.rank} of {replicas.world}: global batch {replicas.world * config.batch_size}, lr {config.lr:g}")
     runtime = make_runtime(config)
     spec, notes = adapt_spec(spec, data)
     for note in notes:
