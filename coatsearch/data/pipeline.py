@@ -48,8 +48,13 @@ class _Batches(Dataset):
 
     def __getitem__(self, key: tuple[torch.Tensor, int | None]) -> Batch:  # type: ignore[override]
         indices, seed = key
+        from coatsearch.data.errors import DataError
+
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        x, y = self.dataset.batch(indices, generator)
+        try:
+            x, y = self.dataset.batch(indices, generator)
+        except DataError as exc:  # raised again by the loop, as one line (not wrapped)
+            return torch.empty(0), str(exc)  # type: ignore[return-value]
         return x.contiguous(), y
 
     def __len__(self) -> int:
@@ -101,7 +106,12 @@ class Feed:
             return
         if self._loader is None:
             self._loader = self._make_loader()
-        yield from self._loader
+        for x, y in self._loader:
+            if isinstance(y, str):
+                from coatsearch.data.errors import DataError
+
+                raise DataError(y)
+            yield x, y
 
     def close(self) -> None:
         """End the loader's workers now (rather than when the feed is collected)."""

@@ -29,6 +29,8 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -70,7 +72,12 @@ def cache_root() -> Path:
 
 
 # ----------------------------------------------------------------------------- decoding
-def open_image(path: Path, mode: str, size: int, draft: bool = True) -> torch.Tensor:
+#: Gray modes whose RGB conversion replicates the gray value exactly: a set of them all is
+#: decoded as RGB and keeps channel 0, with no separate pass to find the set's mode.
+REPLICATED_GRAY = frozenset({"1", "L"})
+
+
+def open_image(path: Path, mode: str, size: int, draft: bool = True, modes: set[str] | None = None) -> torch.Tensor:
     """One image file as uint8 ``(C, size, size)``, as `fit_images` makes it; `DataError`
     naming the file when it cannot be read.
 
@@ -80,6 +87,8 @@ def open_image(path: Path, mode: str, size: int, draft: bool = True) -> torch.Te
     """
     try:
         with Image.open(path) as image:
+            if modes is not None:
+                modes.add(image.mode)
             if draft and image.format == "JPEG":
                 side = min(image.size)
                 if side >= 2 * size:
@@ -94,29 +103,32 @@ def open_image(path: Path, mode: str, size: int, draft: bool = True) -> torch.Te
     return fit_images(tensor.unsqueeze(0), size)[0]
 
 
-def _modes(paths: Sequence[str]) -> tuple[set[str], str | None]:
-    """The Pillow modes of some files (headers only), or the first unreadable one."""
+def _modes(paths: Sequence[str], skip: bool = False) -> tuple[set[str], str | None]:
+    """The Pillow modes of some files (headers only), and the first unreadable one (passed
+    over with ``skip``)."""
     found: set[str] = set()
     for p in paths:
         try:
             with Image.open(p) as image:
                 found.add(image.mode)
         except READ_ERRORS as exc:
-            return found, f"{p}: unreadable image ({exc})"
+            if not skip:
+                return found, f"{p}: unreadable image ({exc})"
     return found, None
 
 
-def _decode_task(task: tuple[str, int, Sequence[str], str, int, bool, bool]) -> tuple[np.ndarray, list[int]]:
-    """Decode ``paths`` into rows ``start..`` of the array file; per-image pixel sums and the
-    rows of unreadable files (``skip``) back. Runs in a worker process."""
+def _decode_task(task: tuple[str, int, Sequence[str], str, int, bool, bool]) -> tuple[np.ndarray, list[int], set[str]]:
+    """Decode ``paths`` into rows ``start..`` of the array file; per-image pixel sums, the
+    rows of unreadable files (``skip``) and the files' modes back. Runs in a worker process."""
     array_path, start, paths, mode, size, draft, skip = task
     torch.set_num_threads(1)
     out = np.load(array_path, mmap_mode="r+")
     sums = np.zeros((len(paths), out.shape[1], 2), dtype=np.int64)
     bad: list[int] = []
+    modes: set[str] = set()
     for i, p in enumerate(paths):
         try:
-            image = open_image(Path(p), mode, size, draft).numpy()
+            image = open_image(Path(p), mode, size, draft, modes).numpy()
         except DataError:
             if not skip:
                 raise
@@ -128,7 +140,7 @@ def _decode_task(task: tuple[str, int, Sequence[str], str, int, bool, bool]) -> 
         sums[i, :, 1] = (flat * flat).sum(1)
     out.flush()
     del out
-    return sums, bad
+    return sums, bad, modes
 
 
 # ----------------------------------------------------------------------------- fingerprint
@@ -237,13 +249,25 @@ def _valid(path: Path, fingerprint: dict[str, Any], draft: bool) -> tuple[Prepar
 # ----------------------------------------------------------------------------- building
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock beside the cache folder (released when the holder dies)."""
+    """An exclusive lock beside the cache folder, released when the holder dies. A POSIX
+    record lock (`fcntl.lockf`): unlike `flock`, the decoding processes it forks do not
+    inherit it, so a killed prepare's workers can never keep it."""
     with open(path.with_name(path.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.lockf(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.lockf(handle, fcntl.LOCK_UN)
+
+
+def _worker_init() -> None:
+    """Decoding processes: one torch thread each, and (Linux) killed with their parent."""
+    torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _writable(folder: Path) -> None:
@@ -274,9 +298,10 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _mode_of_all(paths: list[Path], pool: ProcessPoolExecutor | None) -> str:
+def mode_of_all(paths: list[Path], skip: bool = False) -> str:
+    """``L`` when every (readable, with ``skip``) file is gray, else ``RGB`` (headers only)."""
     chunks = [[str(p) for p in paths[i : i + 4 * CHUNK]] for i in range(0, len(paths), 4 * CHUNK)]
-    results = pool.map(_modes, chunks) if pool is not None else map(_modes, chunks)
+    results = (_modes(chunk, skip) for chunk in chunks)
     found: set[str] = set()
     for modes, error in results:
         if error:
@@ -289,10 +314,16 @@ Progress = Callable[[int], None]
 
 
 def _decode_split(
-    tmp: Path, split: str, paths: list[Path], labels: list[int], mode: str, size: int,
+    tmp: Path, split: str, paths: list[Path], labels: list[int], mode: str | None, size: int,
     draft: bool, skip: bool, pool: ProcessPoolExecutor | None, advance: Progress,
+    mode_found: list[str] | None = None,
 ) -> tuple[int, list[str]]:
-    """Write one split's three arrays into ``tmp``; its image count and skipped files."""
+    """Write one split's three arrays into ``tmp``; its image count and skipped files.
+    ``mode`` None: the split's mode is found while decoding (into ``mode_found[0]``)."""
+    find_mode = mode is None
+    mode_found = mode_found if mode_found is not None else [""]
+    if mode is None:
+        mode = "RGB"
     channels = 1 if mode == "L" else 3
     array_path = tmp / f"{split}.npy"
     out = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint8, shape=(len(paths), channels, size, size))
@@ -302,10 +333,29 @@ def _decode_split(
     sums = np.zeros((len(paths), channels, 2), dtype=np.int64)
     bad: list[int] = []
     results = pool.map(_decode_task, tasks) if pool is not None else map(_decode_task, tasks)
-    for task, (chunk_sums, chunk_bad) in zip(tasks, results):
+    modes: set[str] = set()
+    for task, (chunk_sums, chunk_bad, chunk_modes) in zip(tasks, results):
         sums[task[1] : task[1] + len(chunk_sums)] = chunk_sums
         bad += chunk_bad
+        modes |= chunk_modes
         advance(len(task[2]))
+    if find_mode:
+        if not modes <= GRAY_MODES:
+            found = "RGB"
+        elif modes <= REPLICATED_GRAY:  # gray images decoded as RGB: keep one channel
+            found, channels = "L", 1
+            full = np.load(array_path, mmap_mode="r")
+            gray = np.lib.format.open_memmap(tmp / f"{split}.gray.npy", mode="w+", dtype=np.uint8,
+                                             shape=(len(paths), 1, size, size))
+            for start in range(0, len(paths), 4096):
+                gray[start : start + 4096] = full[start : start + 4096, :1]
+            gray.flush()
+            del gray, full
+            os.replace(tmp / f"{split}.gray.npy", array_path)
+            sums = np.ascontiguousarray(sums[:, :1])
+        else:  # other gray modes (16-bit, float): decode again as L
+            return _decode_split(tmp, split, paths, labels, "L", size, draft, skip, pool, lambda n: None)
+        mode_found[0] = found
     keep = np.setdiff1d(np.arange(len(paths)), np.array(bad, dtype=np.int64))
     label_array = np.asarray(labels, dtype=np.int64)
     if bad:  # rewrite without the skipped rows (rare: only with on_bad_file skip)
@@ -347,17 +397,20 @@ def _build(
     pool = None
     try:
         if workers > 1 and total >= POOL_MIN:
-            pool = ProcessPoolExecutor(workers, mp_context=get_context("fork" if os.name == "posix" else "spawn"))
+            pool = ProcessPoolExecutor(workers, mp_context=get_context("fork" if os.name == "posix" else "spawn"),
+                                       initializer=_worker_init)
         with bar:
             task = bar.add_task(f"{listing.root} at {size}px", total=total)
-            mode = _mode_of_all(listing.splits["train"][0], pool)
+            found = [""]
             splits: dict[str, Any] = {}
             for split, (paths, labels) in listing.splits.items():
-                count, skipped = _decode_split(tmp, split, paths, labels, mode, size, draft, skip, pool,
-                                               lambda n: bar.advance(task, n))
+                # the training split's mode is found as it is decoded; the test split takes it
+                count, skipped = _decode_split(tmp, split, paths, labels, found[0] or None, size, draft, skip,
+                                               pool, lambda n: bar.advance(task, n), found)
                 splits[split] = {"count": count, "skipped": skipped}
-        if listing.fingerprint() != fingerprint:
+        if list_source(listing.root).fingerprint() != fingerprint:  # files changed, added or removed
             raise _Changed()
+        mode = found[0]
         sums = np.load(tmp / "train_sums.npy")
         mean, std = _channel_stats(sums, size * size)
         manifest = {

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from coatsearch.data.bundle import DataBundle
 from coatsearch.data.errors import DataError
 from coatsearch.data.images import BatchTransform, ImageSet, channel_stats
-from coatsearch.data.prepared import _mode_of_all, list_source, open_image
+from coatsearch.data.prepared import list_source, mode_of_all, open_image
 from coatsearch.data.splits import stratified_subset
 
 #: Training images decoded at load for the normalisation statistics.
@@ -108,7 +108,7 @@ def load_stream(
     labels = torch.tensor(labels_list, dtype=torch.int64)
     test = listing.splits.get("test")
     test_labels = torch.tensor(test[1], dtype=torch.int64) if test else None
-    mode = _mode_of_all(paths, None)
+    mode = mode_of_all(paths, on_bad_file == "skip")
     train_rows, val_rows, test_rows = split_rows(
         str(root), labels, test_labels, listing.classes, val_fraction=val_fraction,
         train_size=train_size, seed=seed, test_fraction=test_fraction,
