@@ -609,3 +609,69 @@ def main() -> None:  # pragma: no cover - console entry point
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+
+
+# --------------------------------------------------------------------------- data
+data_app = typer.Typer(help="Prepared datasets: image folders decoded once into a shared cache.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _image_folder(source: str) -> Path:
+    from coatsearch.data import DataError
+    from coatsearch.data.sources import folder_of
+
+    folder = folder_of(source)
+    if folder is None:
+        if ":" not in source and source != "fashion-mnist" and not Path(source).exists():
+            raise DataError(f"{source}: no such data folder")
+        raise DataError(f"{source}: not an image folder (only image folders are prepared; other sources load in memory)")
+    return folder
+
+
+@data_app.command("prepare")
+@user_errors_exit_2
+def data_prepare(
+    source: str = typer.Argument(..., help="an image folder (ROOT/CLASS/IMAGE, or ROOT/train + ROOT/test)"),
+    size: int = typer.Option(..., "--size", help="image side in pixels (the spec's image_size)"),
+    workers: int | None = typer.Option(None, "--workers", help="decoding processes (default: every core)"),
+    exact: bool = typer.Option(False, "--exact", help="decode JPEGs at full size (no draft mode): pixels as data.mode memory"),
+    on_bad_file: str = typer.Option("fail", "--on-bad-file", help="fail or skip an unreadable image"),
+    force: bool = typer.Option(False, "--force", help="rebuild even when the cache is up to date"),
+) -> None:
+    """Decode an image folder once into the cache that `coatsearch run` and `train` map."""
+    import time
+
+    from coatsearch.data.prepared import prepare
+
+    start = time.perf_counter()
+    prepared = prepare(_image_folder(source), size, workers=workers, draft=not exact,
+                       on_bad_file=on_bad_file, force=force)
+    elapsed = time.perf_counter() - start
+    counts = ", ".join(f"{n['count']} {s}" for s, n in prepared.manifest["splits"].items())
+    console.print(f"{prepared.path}: {counts} images at {size}px, {len(prepared.classes)} classes, "
+                  f"{format_count(prepared.nbytes)}B ({elapsed:.1f}s)", highlight=False, soft_wrap=True)
+
+
+@data_app.command("info")
+@user_errors_exit_2
+def data_info(
+    source: str = typer.Argument(..., help="an image folder"),
+) -> None:
+    """What is cached for an image folder: one line per prepared size."""
+    from coatsearch.data.prepared import cache_root, inspect_cache
+
+    entries = inspect_cache(_image_folder(source))
+    if not entries:
+        console.print(f"{source}: nothing prepared under {cache_root() / 'prepared'}", highlight=False)
+        return
+    table = Table("size", "images", "classes", "mode", "bytes", "state", "path")
+    for e in entries:
+        if "size" not in e:
+            table.add_row("?", "", "", "", "", e["state"], e["path"])
+            continue
+        images = " / ".join(f"{n} {s}" for s, n in e["images"].items())
+        skipped = f" ({e['skipped']} skipped)" if e["skipped"] else ""
+        table.add_row(f"{e['size']}px" + ("" if e["draft"] else " exact"), images + skipped, str(e["classes"]),
+                      e["mode"], f"{format_count(e['bytes'])}B", e["state"], e["path"])
+    console.print(table)

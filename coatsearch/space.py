@@ -161,6 +161,11 @@ class DataSettings(_Frozen):
     train_size: int | None = Field(None, gt=0)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     augment: Literal["none", "light", "randaugment"] = "none"
+    #: Image folders: ``prepared`` (decoded once into a shared memory-mapped cache),
+    #: ``memory`` (decoded into each trial process) or ``stream`` (files read per batch).
+    mode: Literal["prepared", "memory", "stream"] = "prepared"
+    #: An unreadable image file: ``fail`` (an error naming it) or ``skip`` (left out).
+    on_bad_file: Literal["fail", "skip"] = "fail"
 
 
 class EarlyStopping(_Frozen):
@@ -188,6 +193,8 @@ class Resources(_Frozen):
 
     cpu: float = Field(2, gt=0)
     gpu: float = Field(0, ge=0)
+    #: Data-parallel replicas per trial (ray backend); ``cpu``/``gpu`` are then per replica.
+    workers: int = Field(1, ge=1)
     accelerator_type: str | None = None
     custom: dict[str, float] = Field(default_factory=dict)
 

@@ -17,67 +17,36 @@ Normalisation uses the per-channel mean and std of the training images actually 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
 
 import torch
 
 from coatsearch.data.augment import AUGMENTATIONS, make_transform
+from coatsearch.data.bundle import TEST_SPLIT_SEED, DataBundle, split_rows
 from coatsearch.data.errors import DataError
 from coatsearch.data.images import ImageSet, channel_stats
-from coatsearch.data.sources import FASHION_MNIST_CLASSES, RawData, read_source
-from coatsearch.data.splits import stratified_split, stratified_subset
+from coatsearch.data.sources import FASHION_MNIST_CLASSES, RawData, folder_of, read_source
 
 __all__ = [
-    "AUGMENTATIONS", "DataBundle", "DataError", "FASHION_MNIST_CLASSES", "ImageSet", "load_data",
+    "AUGMENTATIONS", "BAD_FILE_POLICIES", "DATA_MODES", "DataBundle", "DataError", "FASHION_MNIST_CLASSES",
+    "ImageSet", "TEST_SPLIT_SEED", "load_data", "split_rows",
 ]
 
-#: Seed of the test split carved from sources that have none, independent of trial seeds.
-TEST_SPLIT_SEED = 0
-
-
-@dataclass(frozen=True)
-class DataBundle:
-    """The three splits of one source at one image size, ready for `coatsearch.fit`."""
-
-    name: str
-    train: ImageSet
-    val: ImageSet
-    test: ImageSet
-    classes: tuple[str, ...]
-    image_size: int
-    augment: str = "none"
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.train.images.shape[1])
-
-    def to(self, device: torch.device | str) -> DataBundle:
-        """The bundle with all three splits' tensors on ``device``."""
-        return replace(
-            self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device)
-        )
-
-    def summary(self) -> str:
-        """One line for logs: sizes of the splits and the image shape."""
-        return (
-            f"{self.name}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test, "
-            f"{self.num_classes} classes, {self.in_channels}x{self.image_size}x{self.image_size}, "
-            f"augment {self.augment}"
-        )
+#: How an image folder is read: ``prepared`` (decoded once into a shared memory-mapped
+#: cache, see `coatsearch.data.prepared`), ``memory`` (decoded into this process) or
+#: ``stream`` (files read per batch by loader workers, see `coatsearch.data.stream`).
+DATA_MODES = ("prepared", "memory", "stream")
+BAD_FILE_POLICIES = ("fail", "skip")
 
 
 @functools.lru_cache(maxsize=2)
-def _read(source: str, image_size: int) -> RawData:
+def _read(source: str, image_size: int, mode: str = "prepared", on_bad_file: str = "fail") -> RawData:
     """Sources are read once per process and size: trials of a search share the read."""
-    return read_source(source, image_size)
+    return read_source(source, image_size, mode, on_bad_file)
 
 
 def _check_arguments(
-    image_size: int, val_fraction: float, test_fraction: float, train_size: int | None, augment: str
+    image_size: int, val_fraction: float, test_fraction: float, train_size: int | None, augment: str,
+    mode: str = "prepared", on_bad_file: str = "fail",
 ) -> None:
     if not isinstance(image_size, int) or image_size <= 0:
         raise DataError(f"image_size: expected a positive integer, got {image_size!r}")
@@ -88,6 +57,20 @@ def _check_arguments(
         raise DataError(f"train_size: expected a positive integer, got {train_size!r}")
     if augment not in AUGMENTATIONS:
         raise DataError(f"augment: expected one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+    if mode not in DATA_MODES:
+        raise DataError(f"mode: expected one of {', '.join(DATA_MODES)}, got {mode!r}")
+    if on_bad_file not in BAD_FILE_POLICIES:
+        raise DataError(f"on_bad_file: expected one of {', '.join(BAD_FILE_POLICIES)}, got {on_bad_file!r}")
+
+
+def _stats_from_sums(sums: torch.Tensor, rows: torch.Tensor, pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`channel_stats` of the images at ``rows`` from their per-image pixel sums (exact
+    integer sums, then float64)."""
+    total = sums[rows].sum(0).double()  # (C, 2)
+    n = pixels * len(rows)
+    mean = total[:, 0] / n
+    var = ((total[:, 1] - total[:, 0] ** 2 / n) / max(1, n - 1)).clamp_min(0)
+    return (mean / 255).float(), (var.sqrt() / 255).clamp_min(1e-3).float()
 
 
 def load_data(
@@ -99,49 +82,54 @@ def load_data(
     seed: int = 0,
     augment: str = "none",
     test_fraction: float = 0.1,
+    mode: str = "prepared",
+    on_bad_file: str = "fail",
 ) -> DataBundle:
     """Read ``source`` and split it (see the module docstring); raise `DataError` on bad data.
 
     ``augment``: ``none``, ``light`` (random crop + flip) or ``randaugment`` (light, then
-    RandAugment n=2, m=9); it applies to the training split only.
+    RandAugment n=2, m=9); it applies to the training split only. ``mode`` and
+    ``on_bad_file`` say how an image folder is read (see `DATA_MODES`); other sources
+    are read into memory whatever the mode.
     """
-    _check_arguments(image_size, val_fraction, test_fraction, train_size, augment)
-    raw = _read(source, image_size)
+    _check_arguments(image_size, val_fraction, test_fraction, train_size, augment, mode, on_bad_file)
+    if mode == "stream" and folder_of(source) is not None:
+        from coatsearch.data.stream import load_stream
+
+        return load_stream(
+            folder_of(source), image_size=image_size, val_fraction=val_fraction,  # type: ignore[arg-type]
+            train_size=train_size, seed=seed, augment=augment, test_fraction=test_fraction,
+            on_bad_file=on_bad_file,
+        )
+    raw = _read(source, image_size, "memory" if mode == "stream" else mode, on_bad_file)
+    train_rows, val_rows, test_rows = split_rows(
+        source, raw.train_labels, raw.test_labels, raw.classes, val_fraction=val_fraction,
+        train_size=train_size, seed=seed, test_fraction=test_fraction,
+    )
     images, labels = raw.train_images, raw.train_labels
-    if raw.test_images is None:
-        kept, held = stratified_split(labels, test_fraction, torch.Generator().manual_seed(TEST_SPLIT_SEED))
-        test_images, test_labels = images[held], labels[held]
-        images, labels = images[kept], labels[kept]
+    if raw.train_sums is not None:
+        mean, std = _stats_from_sums(raw.train_sums, train_rows, image_size * image_size)
     else:
-        assert raw.test_labels is not None  # a source with test images has their labels
-        test_images, test_labels = raw.test_images, raw.test_labels
-    present = torch.unique(labels)
-    if len(present) < 2:
-        only = raw.classes[int(present[0])] if len(present) else "none"
-        raise DataError(f"{source}: the training data has one class only ({only}); need at least two")
+        mean, std = channel_stats(images[train_rows])
 
-    generator = torch.Generator().manual_seed(seed)
-    kept, held = stratified_split(labels, val_fraction, generator)
-    if train_size is not None:
-        if train_size > len(kept):
-            raise DataError(
-                f"train_size: {train_size} is more than the {len(kept)} training images of {source}"
-            )
-        kept = kept[stratified_subset(labels[kept], train_size, generator)]
-    if len(test_labels) == 0 or len(held) == 0:
-        which = "test" if len(test_labels) == 0 else "validation"
-        raise DataError(f"{source}: too few images per class for a {which} split")
+    def image_set(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None, transform: bool = False) -> ImageSet:
+        made = make_transform(augment) if transform else None
+        if rows is None:
+            return ImageSet(x, y, mean, std, made)
+        if raw.mapped:  # index into the shared map; never copy it
+            return ImageSet(x, y[rows], mean, std, made, index=rows)
+        return ImageSet(x[rows], y[rows], mean, std, made)
 
-    mean, std = channel_stats(images[kept])
-
-    def image_set(x: torch.Tensor, y: torch.Tensor, transform: bool = False) -> ImageSet:
-        return ImageSet(x, y, mean, std, make_transform(augment) if transform else None)
-
+    if test_rows is None:
+        assert raw.test_images is not None and raw.test_labels is not None
+        test = image_set(raw.test_images, raw.test_labels, None)
+    else:
+        test = image_set(images, labels, test_rows)
     return DataBundle(
         name=raw.name,
-        train=image_set(images[kept], labels[kept], transform=True),
-        val=image_set(images[held], labels[held]),
-        test=image_set(test_images, test_labels),
+        train=image_set(images, labels, train_rows, transform=True),
+        val=image_set(images, labels, val_rows),
+        test=test,
         classes=raw.classes,
         image_size=image_size,
         augment=augment,

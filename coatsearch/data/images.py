@@ -57,7 +57,10 @@ def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class ImageSet(Dataset):
     """Labelled uint8 images ``(N, C, H, W)`` with the normalisation of their training set.
 
-    ``transform`` (training sets only) augments each batch before normalisation.
+    ``transform`` (training sets only) augments each batch before normalisation. With
+    ``index``, the set is the rows ``images[index]`` of a larger array (a memory-mapped
+    prepared source, shared by its splits and by every process that maps it) and no copy
+    of them is made; ``labels`` are then the labels of those rows.
     """
 
     images: torch.Tensor
@@ -65,6 +68,7 @@ class ImageSet(Dataset):
     mean: torch.Tensor
     std: torch.Tensor
     transform: BatchTransform | None = None
+    index: torch.Tensor | None = None
 
     def __repr__(self) -> str:
         augmented = ", augmented" if self.transform is not None else ""
@@ -87,16 +91,31 @@ class ImageSet(Dataset):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised float images and labels at ``indices`` (augmented when the set has a
         transform; ``generator`` makes the augmentation repeatable)."""
-        indices = indices.to(self.images.device)
-        x = self.images[indices].float().div_(255.0)
+        x = self.gather(indices).float().div_(255.0)
         if self.transform is not None:
             x = self.transform(x, generator)
         mean = self.mean.to(x.device).view(1, -1, 1, 1)
         std = self.std.to(x.device).view(1, -1, 1, 1)
-        return (x - mean) / std, self.labels[indices]
+        return (x - mean) / std, self.labels[indices.to(self.labels.device)]
+
+    def gather(self, indices: torch.Tensor) -> torch.Tensor:
+        """The uint8 images at ``indices`` (positions in this set)."""
+        if self.index is not None:
+            indices = self.index[indices.to(self.index.device)]
+        return self.images[indices.to(self.images.device)]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of this set's images (its rows only, for a view)."""
+        c, h, w = self.shape
+        return len(self) * c * h * w * self.images.element_size()
 
     def to(self, device: torch.device | str) -> ImageSet:
-        """The same set with its tensors on ``device`` (batches are then built there)."""
+        """The same set with its tensors on ``device`` (batches are then built there); a
+        view copies its own rows only."""
+        if self.index is not None:
+            images = self.images[self.index].to(device)
+            return replace(self, images=images, labels=self.labels.to(device), index=None)
         return replace(self, images=self.images.to(device), labels=self.labels.to(device))
 
     def without_transform(self) -> ImageSet:

@@ -60,6 +60,12 @@ class RawData:
     test_images: torch.Tensor | None
     test_labels: torch.Tensor | None
     classes: tuple[str, ...]
+    #: Per-image, per-channel pixel sums and sums of squares (prepared sources): the
+    #: normalisation of any subset without a pass over its images.
+    train_sums: torch.Tensor | None = None
+    #: The images are a memory map shared with other processes: splits index into them
+    #: instead of copying.
+    mapped: bool = False
 
 
 def _class_names(labels: list[torch.Tensor], known: tuple[str, ...] | None = None) -> tuple[str, ...]:
@@ -117,7 +123,22 @@ def read_fashion_mnist_full(folder: Path, size: int) -> RawData:
     return read_idx_source("fashion-mnist-full", folder, size, FASHION_MNIST_CLASSES)
 
 
-def read_folder_source(root: Path, size: int) -> RawData:
+def read_prepared_source(root: Path, size: int, on_bad_file: str = "fail") -> RawData:
+    """An image folder through its prepared cache (built on first use)."""
+    from coatsearch.data.prepared import prepare
+
+    prepared = prepare(root, size, on_bad_file=on_bad_file)
+    test = "test" in prepared.images
+    return RawData(
+        root.name, prepared.images["train"], prepared.labels["train"],
+        prepared.images["test"] if test else None, prepared.labels["test"] if test else None,
+        prepared.classes, train_sums=prepared.sums["train"], mapped=True,
+    )
+
+
+def read_folder_source(root: Path, size: int, mode: str = "prepared", on_bad_file: str = "fail") -> RawData:
+    if mode == "prepared":
+        return read_prepared_source(root, size, on_bad_file)
     if has_split_folders(root):
         images, labels, classes, mode = read_image_folder(root / "train", size)
         test_images, test_labels, _, _ = read_image_folder(root / "test", size, classes, mode)
@@ -185,8 +206,24 @@ def read_torchvision(name: str, root: Path, size: int) -> RawData:
 
 
 # ----------------------------------------------------------------------------- dispatch
-def read_source(source: str, size: int) -> RawData:
-    """The images a source name or path stands for, fitted to ``size``."""
+def folder_of(source: str) -> Path | None:
+    """The image folder a source names (``imagefolder:PATH`` or a folder without IDX
+    files), or None for every other kind of source."""
+    kind, sep, arg = source.partition(":")
+    if kind == "imagefolder" and sep and arg:
+        return Path(arg)
+    if sep or source == "fashion-mnist":
+        return None
+    path = Path(source)
+    return path if path.is_dir() and not find_idx_files(path) else None
+
+
+def read_source(source: str, size: int, mode: str = "prepared", on_bad_file: str = "fail") -> RawData:
+    """The images a source name or path stands for, fitted to ``size``.
+
+    Image folders go through their prepared cache (``mode`` ``prepared``) or are decoded
+    into this process's memory (``memory``); other sources are always read into memory.
+    """
     kind, sep, arg = source.partition(":")
     if source == "fashion-mnist":
         return read_builtin(size)
@@ -197,7 +234,7 @@ def read_source(source: str, size: int) -> RawData:
     if kind == "idx" and sep:
         return read_idx_source(Path(arg).name, Path(arg), size)
     if kind == "imagefolder" and sep:
-        return read_folder_source(Path(arg), size)
+        return read_folder_source(Path(arg), size, mode, on_bad_file)
     if kind == "torchvision" and sep:
         name, _, root = arg.partition(":")
         return read_torchvision(name, Path(root) if root else TORCHVISION_ROOT, size)
@@ -205,7 +242,7 @@ def read_source(source: str, size: int) -> RawData:
     if path.is_dir():
         if find_idx_files(path):
             return read_idx_source(path.name, path, size)
-        return read_folder_source(path, size)
+        return read_folder_source(path, size, mode, on_bad_file)
     if "/" in source or path.suffix:
         raise DataError(f"{source}: no such data folder")
     raise DataError(f"data: unknown source {source!r}; expected {SOURCE_FORMS}")

@@ -1,4 +1,9 @@
-"""A trial's data, read once per process and shared by the trials it runs."""
+"""A trial's data, read once per process and shared by the trials it runs.
+
+An image folder is read through its prepared cache (`coatsearch.data.prepared`): the
+first trial on a node decodes it once, under a lock, and every trial process maps the
+same file, so a second trial on the same data adds no copy of it.
+"""
 
 from __future__ import annotations
 
@@ -27,5 +32,6 @@ def load_trial_data(settings: DataSettings, image_size: int, seed: int) -> Any:
         _DATA_CACHE[key] = load_data(
             settings.source, image_size=image_size, val_fraction=settings.val_fraction,
             train_size=settings.train_size, seed=seed, augment=settings.augment,
+            mode=settings.mode, on_bad_file=settings.on_bad_file,
         )
     return _DATA_CACHE[key]

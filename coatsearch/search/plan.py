@@ -144,6 +144,9 @@ def _compile(space: SearchSpace, check_data: bool) -> SearchPlan:
         for value in values:
             _check_value(space, base, name, value)
     _check_budget(space, base)
+    if space.resources.workers > 1 and space.backend != "ray":
+        raise SpaceError(f"resources.workers: {space.resources.workers} data-parallel workers per trial "
+                         "need the ray backend (--backend ray)")
     if space.storage is not None:
         check_storage_url(space.storage, "storage")
     if check_data:

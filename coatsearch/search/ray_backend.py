@@ -96,6 +96,65 @@ def _trainable(config: dict[str, Any], plan: SearchPlan) -> None:
                  "row": row.to_json()})
 
 
+def _data_parallel_trainable(config: dict[str, Any], plan: SearchPlan) -> None:
+    """Ray function trainable of a data-parallel trial (``resources.workers`` > 1): a Ray
+    Train `TorchTrainer` of ``workers`` replicas (gloo on CPUs, NCCL on GPUs), each given
+    ``resources.cpu``/``gpu``; replica 0's per-epoch reports reach Tune through
+    `TuneReportCallback`, so schedulers and the ledger see the trial as any other. The
+    trial itself holds no resources: its replicas do."""
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    resources = plan.space.resources
+    per_worker: dict[str, float] = {"CPU": resources.cpu, **resources.custom}
+    if resources.gpu:
+        per_worker["GPU"] = resources.gpu
+    trial_id = ray.tune.get_context().get_trial_id() or "trial"
+    trainer = TorchTrainer(
+        _replica_loop,
+        train_loop_config={"params": config, "plan": plan},
+        torch_config=TorchConfig(backend="nccl" if resources.gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpu > 0,
+                                     resources_per_worker=per_worker),
+        run_config=RunConfig(name=f"train-{trial_id}", storage_path=str(Path(ray.tune.get_context().get_trial_dir()).resolve()),
+                             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+                             failure_config=FailureConfig(max_failures=0)),
+    )
+    trainer.fit()
+
+
+def _replica_loop(loop_config: dict[str, Any]) -> None:
+    """One replica of a data-parallel trial: the trial as `run_trial` runs it, with `fit`
+    told its place among the replicas; every replica reports each epoch (Ray Train
+    reports are collective), replica 0's report is the trial's."""
+    import ray.train
+    from ray.train import get_context
+
+    from coatsearch.train.loop import CURRENT_REPLICAS, Replicas
+
+    plan: SearchPlan = loop_config["plan"]
+    context = get_context()
+    replicas = Replicas(rank=context.get_world_rank(), world=context.get_world_size())
+    names = list(dict.fromkeys([*plan.metrics, plan.space.early_stopping.metric]))
+
+    def report(epoch: int, metrics: dict[str, Any]) -> bool:
+        if epoch < plan.epochs:
+            ray.train.report({**{m: _metric_value(metrics.get(m)) for m in names}, "epoch": epoch, "row": ""})
+        return False
+
+    token = CURRENT_REPLICAS.set(replicas)
+    try:
+        row = run_trial(plan, -1, loop_config["params"], report=report, threads=plan.space.trial_threads,
+                        node=context.get_node_id()[:12] if hasattr(context, "get_node_id") else None)
+    finally:
+        CURRENT_REPLICAS.reset(token)
+    row = row.replace(workers=replicas.world)
+    ray.train.report({**{m: _metric_value(row.objective(m), m) for m in names}, "epoch": row.fidelity,
+                      "row": row.to_json()})
+
+
 def _metric_value(value: Any, metric: str = "val_acc") -> float:
     """The metric, or its worst value when missing or NaN (failed, infeasible, not yet)."""
     if value is None or value != value:
@@ -331,7 +390,11 @@ class RayBackend:
         resources: dict[str, float] = {"cpu": space.resources.cpu, "gpu": space.resources.gpu, **space.resources.custom}
         if space.resources.accelerator_type:
             resources[f"accelerator_type:{space.resources.accelerator_type}"] = 0.001
-        trainable = tune.with_resources(tune.with_parameters(_trainable, plan=plan), resources)
+        function = _trainable
+        if space.resources.workers > 1:  # the replicas hold the resources, not the trial
+            # (a head bundle cannot be empty: a token 1 MB of memory)
+            function, resources = _data_parallel_trainable, {"cpu": 0, "memory": 2**20}
+        trainable = tune.with_resources(tune.with_parameters(function, plan=plan), resources)
         first = max((r.trial for r in rows), default=-1) + 1
         callback = LedgerCallback(plan, self.run_dir, first, lambda row: on_rows(read_ledger(self.run_dir)))
         storage = (self.run_dir / "tune").resolve()

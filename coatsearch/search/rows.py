@@ -24,8 +24,8 @@ from coatsearch.status import Status
 COLUMNS = (
     "trial", "status", "point", "fidelity", "max_fidelity", "layout", "blocks", "channels",
     "image_size", "flops", "params", "val_acc", "val_loss", "train_acc", "train_loss", "gap",
-    "test_acc", "latency_ms", "images_per_s", "wall_time", "seed", "val_images", "test_images", "node", "worker", "reason",
-    "budget_note", "phases", "spec", "history",
+    "test_acc", "latency_ms", "images_per_s", "wall_time", "seed", "val_images", "test_images", "node", "worker",
+    "workers", "reason", "budget_note", "phases", "spec", "history",
 )
 
 
@@ -65,6 +65,8 @@ class TrialRow:
     test_images: int | None = None
     node: str | None = None
     worker: str | None = None
+    #: Data-parallel replicas the trial trained on (None: one process).
+    workers: int | None = None
     reason: str | None = None
     budget_note: str | None = None
     phases: str | None = None  # JSON: seconds spent building the candidate, reading data, training, evaluating
@@ -123,7 +125,7 @@ class TrialRow:
         data = {name: value(name) for name in fields}
         for name in ("fidelity", "max_fidelity"):
             data[name] = int(data[name] or 0)
-        for name in ("image_size", "flops", "seed", "val_images", "test_images"):
+        for name in ("image_size", "flops", "seed", "val_images", "test_images", "workers"):
             if data[name] is not None:
                 data[name] = int(data[name])
         params = {k[6:]: _plain(v) for k, v in record.items() if k.startswith("param.") and value(k) is not None}

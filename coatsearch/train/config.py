@@ -55,6 +55,10 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, gt=0)
     eval_test: bool = False
     compile: bool = False
+    #: DataLoader worker processes building batches ahead (None: only where the loop's
+    #: thread would starve the model: streamed files, RandAugment on the host for an
+    #: accelerator; 0: batches built in the loop's thread).
+    loader_workers: int | None = Field(None, ge=0)
 
     def __init__(self, **data: Any) -> None:
         try:

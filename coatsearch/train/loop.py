@@ -15,11 +15,13 @@ with the same seed and thread count give identical metrics.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coatsearch.data import DataBundle, DataError, ImageSet
+from coatsearch.data.pipeline import Feed, auto_workers, place
 from coatsearch.nn import build
 from coatsearch.spec import NetSpec
 from coatsearch.status import Status
@@ -42,6 +45,27 @@ EpochCallback = Callable[[EpochMetrics], bool | None]
 BatchHook = Callable[[int, int, int], None]
 
 _logger = logging.getLogger("coatsearch.train")
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """This process's place in a data-parallel trial (``torch.distributed`` already set up).
+
+    Each of the ``world`` replicas trains on its slice of every global batch of
+    ``world x batch_size`` images; gradients are averaged by `DistributedDataParallel`,
+    so every replica holds the same weights after every step. The learning rate is
+    scaled linearly with the global batch: ``lr x world`` (``train.lr`` is the rate at
+    ``train.batch_size``), the same as one process training on ``world x batch_size``
+    images at ``world x lr``.
+    """
+
+    rank: int
+    world: int
+
+
+#: The replicas of the data-parallel trial this process belongs to, for `fit` calls that
+#: do not pass ``replicas`` (a Ray Train worker sets it around the trial it runs).
+CURRENT_REPLICAS: contextvars.ContextVar[Replicas | None] = contextvars.ContextVar("replicas", default=None)
 
 
 class _NonFinite(Exception):
@@ -67,14 +91,18 @@ def adapt_spec(spec: NetSpec, data: DataBundle) -> tuple[NetSpec, list[str]]:
     return (spec.replace(**changes) if changes else spec), notes
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+def _batches(n: int, batch_size: int, generator: torch.Generator,
+             replicas: Replicas | None = None) -> Iterator[torch.Tensor]:
     """Shuffled index batches over ``n`` images; a trailing batch of one is dropped
-    (batch norm cannot train on it)."""
+    (batch norm cannot train on it). With ``replicas``, ``batch_size`` is the global batch
+    and each replica gets its slice (a trailing batch too small for two images per
+    replica is dropped)."""
     order = torch.randperm(n, generator=generator)
+    world = replicas.world if replicas is not None else 1
     for start in range(0, n, batch_size):
         chunk = order[start : start + batch_size]
-        if len(chunk) > 1:
-            yield chunk
+        if len(chunk) >= 2 * world:
+            yield chunk if replicas is None else chunk.tensor_split(world)[replicas.rank]
 
 
 def _prepare(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
@@ -83,29 +111,36 @@ def _prepare(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, images: ImageSet, batch_size: int, runtime: Runtime) -> tuple[float, float]:
+def evaluate(model: nn.Module, images: ImageSet, batch_size: int, runtime: Runtime,
+             feed: Feed | None = None) -> tuple[float, float]:
     """Mean cross entropy and accuracy of ``model`` on a set, in eval mode."""
     model.eval()
     loss = torch.zeros((), device=runtime.device, dtype=torch.float64)
     correct = torch.zeros((), device=runtime.device, dtype=torch.int64)
-    for start in range(0, len(images), batch_size):
-        x, y = images.batch(torch.arange(start, min(start + batch_size, len(images))))
-        x, y = _prepare(x, runtime), y.to(runtime.device)
+    feed = feed or Feed(images)
+    chunks = (torch.arange(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size))
+    seen = 0
+    for x, y in feed.batches(chunks):
+        seen += len(y)
+        x, y = _prepare(x, runtime), y.to(runtime.device, non_blocking=True)
         with runtime.autocast():
             logits = model(x)
         loss += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
-    return float(loss) / max(1, len(images)), int(correct) / max(1, len(images))
+    return float(loss) / max(1, seen), int(correct) / max(1, seen)
 
 
 class _Trainer:
     """The state of one `fit` call: model, optimiser, schedule, generators."""
 
-    def __init__(self, model: nn.Module, config: TrainConfig, data: DataBundle, runtime: Runtime) -> None:
-        self.model, self.config, self.runtime = model, config, runtime
+    def __init__(self, model: nn.Module, config: TrainConfig, data: DataBundle, runtime: Runtime,
+                 feed: Feed, replicas: Replicas | None = None) -> None:
+        self.model, self.config, self.runtime, self.feed, self.replicas = model, config, runtime, feed, replicas
         self.train_set = data.train
-        full, rest = divmod(len(data.train), config.batch_size)
-        self.steps_per_epoch = full + (rest > 1)  # see `_batches`
+        world = replicas.world if replicas is not None else 1
+        self.global_batch = config.batch_size * world
+        full, rest = divmod(len(data.train), self.global_batch)
+        self.steps_per_epoch = full + (rest >= 2 * world)  # see `_batches`
         if self.steps_per_epoch == 0:
             raise DataError(f"{data.name}: at least 2 training images are needed, got {len(data.train)}")
         total = self.steps_per_epoch * config.epochs
@@ -114,6 +149,12 @@ class _Trainer:
             model, config.lr, config.weight_decay, total, warmup
         )
         self.generator = torch.Generator().manual_seed(config.seed)
+        # batch order is drawn from `generator`, the same on every replica; augmentation
+        # and mixup from `augment_rng`, the same generator in a single process (as it
+        # always was), a generator of its own on each replica
+        self.augment_rng = self.generator
+        if world > 1:
+            self.augment_rng = torch.Generator().manual_seed(config.seed + 1_000_003 * replicas.rank)  # type: ignore[union-attr]
         self.mixup_rng = np.random.default_rng(config.seed)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,7 +162,7 @@ class _Trainer:
         smoothing = self.config.label_smoothing
         if self.config.mixup > 0:
             lam = float(self.mixup_rng.beta(self.config.mixup, self.config.mixup))
-            perm = torch.randperm(len(y), generator=self.generator).to(y.device)
+            perm = torch.randperm(len(y), generator=self.augment_rng).to(y.device)
             x = lam * x + (1 - lam) * x[perm]
             with self.runtime.autocast():
                 logits = self.model(x)
@@ -147,8 +188,8 @@ class _Trainer:
         seen = 0
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
-        for step, idx in enumerate(_batches(len(self.train_set), self.config.batch_size, self.generator), 1):
-            x, y = self.train_set.batch(idx, self.generator)
+        order = _batches(len(self.train_set), self.global_batch, self.generator, self.replicas)
+        for step, (x, y) in enumerate(self.feed.batches(order, self.augment_rng), 1):
             x, y = _prepare(x, runtime), y.to(runtime.device, non_blocking=True)
             loss, hits = self._loss(x, y)
             loss_sum += loss.detach() * len(y)
@@ -168,6 +209,12 @@ class _Trainer:
             runtime.step_barrier()
             if on_batch is not None:
                 on_batch(epoch, step, self.steps_per_epoch)
+        if self.replicas is not None and self.replicas.world > 1:
+            import torch.distributed as dist
+
+            totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), device=loss_sum.device)])
+            dist.all_reduce(totals)
+            loss_sum, correct, seen = totals[0], totals[1].long(), int(totals[2])
         if not torch.isfinite(loss_sum):
             raise _NonFinite(f"non-finite training loss in epoch {epoch}")
         elapsed = time.perf_counter() - start
@@ -197,16 +244,27 @@ def fit(
     log: Callable[[str], None] | None = None,
     *,
     on_batch: BatchHook | None = None,
+    replicas: Replicas | None = None,
 ) -> TrialResult:
     """Train ``spec`` on ``data`` for ``config.epochs`` epochs; see `TrialResult`.
 
     ``callback(metrics)`` runs after every epoch (the search backends report through it)
     and may return True to stop early. ``log`` receives one-line notes (spec adapted to
     the data, device); it defaults to the ``coatsearch.train`` logger. ``on_batch`` drives
-    progress bars.
+    progress bars. ``replicas`` makes this process one replica of a data-parallel trial.
+
+    Input: a set on the CPU is gathered batch by batch in this thread; on CUDA a set that
+    fits in a quarter of the free memory is copied there once, a larger one stays on the
+    host and its batches are pinned and copied non-blocking. Loader workers
+    (``config.loader_workers``, by default only for streamed files and for RandAugment
+    on the host for an accelerator) build batches ahead.
     """
     log = log or _logger.info
     started = time.perf_counter()
+    replicas = replicas or CURRENT_REPLICAS.get()
+    if replicas is not None and replicas.world > 1:
+        config = config.replace(lr=config.lr * replicas.world)
+        log(f"replica {replicas.rank} of {replicas.world}: global batch {replicas.world * config.batch_size}, lr {config.lr:g}")
     runtime = make_runtime(config)
     spec, notes = adapt_spec(spec, data)
     for note in notes:
@@ -225,17 +283,46 @@ def fit(
         if runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         result = TrialResult(Status.COMPLETE, spec, sum(p.numel() for p in model.parameters()))
-        if runtime.device.type != "cpu":
-            data = data.to(runtime.device)  # batches are then gathered on the device
-        trainer = _Trainer(model, config, data, runtime)
+        trained: nn.Module = model
+        if replicas is not None and replicas.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [runtime.device] if runtime.device.type == "cuda" else None
+            trained = DistributedDataParallel(model, device_ids=ids)
+        feeds = []
+        sets: dict[str, tuple[Any, bool]] = {}
+        for name in ("train", "val", "test"):
+            if name == "test" and not config.eval_test:
+                sets[name] = (getattr(data, name), False)
+                continue
+            sets[name] = place(getattr(data, name), runtime.device)
+        data = replace(data, **{name: s for name, (s, _) in sets.items()})
+        pin = runtime.device.type == "cuda"
+
+        def feed(name: str) -> Feed:
+            dataset, on_device = sets[name]
+            workers = config.loader_workers
+            if workers is None:
+                workers = auto_workers(dataset, runtime.device, on_device)
+            made = Feed(dataset, workers, pin=pin and not on_device)
+            feeds.append(made)
+            return made
+
+        def close_feeds() -> None:
+            for made in feeds:
+                made.close()
+
+        stack.callback(close_feeds)
+        trainer = _Trainer(trained, config, data, runtime, feed("train"), replicas)
+        val_feed = feed("val")
         if config.compile:
-            trainer.model = compile_model(model, runtime.device)
+            trainer.model = compile_model(trained, runtime.device)
         eval_batch = 2 * config.batch_size
 
         for epoch in range(1, config.epochs + 1):
             try:
                 train_loss, train_acc, speed, lr = trainer.train_epoch(epoch, on_batch)
-                val_loss, val_acc = evaluate(model, data.val, eval_batch, runtime)
+                val_loss, val_acc = evaluate(model, data.val, eval_batch, runtime, val_feed)
             except _NonFinite as exc:
                 result.status, result.reason = Status.DIVERGED, str(exc)
                 break
@@ -254,7 +341,7 @@ def fit(
                 break
 
         if config.eval_test and result.status in (Status.COMPLETE, Status.STOPPED):
-            result.test_loss, result.test_acc = evaluate(model, data.test, eval_batch, runtime)
+            result.test_loss, result.test_acc = evaluate(model, data.test, eval_batch, runtime, feed("test"))
     if result.reason:
         log(f"trial {result.status}: {result.reason}")
     result.wall_time = time.perf_counter() - started
