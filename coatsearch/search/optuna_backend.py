@@ -25,7 +25,10 @@ trials keep status ``stopped`` and their fidelity.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -209,15 +212,59 @@ def _finished_count(study: optuna.Study, retries: int) -> int:
     return sum(1 for row in ledger(study, retries) if row.finished)
 
 
-def _fail_stale(study: optuna.Study) -> bool:
-    """Fail trials whose worker stopped sending heartbeats; True if any were failed."""
+def _fail_stale(study: optuna.Study, retries: int) -> bool:
+    """Fail trials whose worker stopped sending heartbeats, or died before its first one;
+    True if any were failed."""
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return False
     time.sleep(GRACE_S + HEARTBEAT_S)
     before = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     fail_stale_trials(study)
+    fail_dead_trials(study, retries)
     return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) < before
+
+
+def _claim(trial: optuna.Trial) -> None:
+    """Mark a trial with the worker running it, so its death can be seen without a heartbeat."""
+    trial.set_user_attr("worker_pid", [socket.gethostname(), os.getpid()])
+
+
+def fail_dead_trials(study: optuna.Study, retries: int) -> int:
+    """Fail (and re-queue, like a stale heartbeat) RUNNING trials whose worker is a dead
+    process on this machine, or that no worker claimed within the grace period.
+
+    Optuna notices a dead worker only by its heartbeat going stale; a worker killed between
+    taking a trial and its first heartbeat leaves a RUNNING trial that never goes stale."""
+    host, failed = socket.gethostname(), 0
+    now = datetime.datetime.now()
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=retries)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        claim = trial.user_attrs.get("worker_pid")
+        if claim is None:
+            started = trial.datetime_start or now
+            dead = (now - started).total_seconds() > GRACE_S + HEARTBEAT_S
+        else:
+            dead = claim[0] == host and not _pid_alive(int(claim[1]))
+        if not dead:
+            continue
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):  # another worker got there first
+            continue
+        retry(study, _frozen(study, trial.number))
+        failed += 1
+    return failed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------- the backend
@@ -290,8 +337,9 @@ def run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRow
 def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRow]], None], threads: int | None) -> None:
     space = plan.space
     study = open_study(plan, run_dir)
-    fail_stale_trials(study)
     target, retries = plan.target_trials, space.retries
+    fail_stale_trials(study)
+    fail_dead_trials(study, retries)
     early = space.early_stopping
     stopper = (
         RungStopper(study, early.grace_period, early.reduction_factor, plan.epochs, early.metric, early.mode)
@@ -304,6 +352,7 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
     def objective(trial: optuna.Trial) -> Any:
         if grid and "fixed_params" not in _frozen(study, trial.number).system_attrs:
             raise optuna.TrialPruned("no grid point left")  # another worker took the last one
+        _claim(trial)
         params = plan.sample(trial)
 
         def report(epoch: int, metrics: dict[str, Any]) -> bool:
@@ -332,7 +381,7 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
         if done >= target or (grid and not waiting and not running):
             return
         if done + running >= target or (grid and not waiting):
-            if _fail_stale(study):
+            if _fail_stale(study, retries):
                 if grid:
                     enqueue_grid(study, plan)
                 continue
