@@ -73,7 +73,7 @@ def test_draft_decoding_is_close_to_a_full_decode(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- atomic, fresh
 def test_kill_9_during_prepare_then_again_gives_the_uninterrupted_cache(tmp_path: Path) -> None:
-    root = jpeg_folder(tmp_path / "src", 1500, side=96)
+    root = jpeg_folder(tmp_path / "src", 3000, side=96)
     command = [sys.executable, "-c", "from coatsearch.cli import main; main()", "data", "prepare", str(root),
                "--size", "32", "--workers", "2"]
     killed_cache = tmp_path / "killed"
@@ -82,7 +82,7 @@ def test_kill_9_during_prepare_then_again_gives_the_uninterrupted_cache(tmp_path
     deadline = time.time() + 60
     while time.time() < deadline and not list((killed_cache / "prepared").glob(".*.tmp-*/train.npy")):
         time.sleep(0.01)
-    time.sleep(0.3)  # half-way through the decoding
+    time.sleep(0.15)  # part-way through the decoding
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     final = P.cache_dir_for(root, 32, cache=killed_cache)

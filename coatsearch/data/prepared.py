@@ -98,8 +98,15 @@ def open_image(path: Path, mode: str, size: int, draft: bool = True, modes: set[
             array = np.asarray(image.convert(mode), dtype=np.uint8)
     except READ_ERRORS as exc:
         raise DataError(f"{path}: unreadable image ({exc})") from None
-    tensor = torch.from_numpy(array.copy())
-    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    height, width = array.shape[:2]
+    side = min(height, width)
+    if side == size:  # the centre crop of `fit_images` is all there is to do (draft output, often)
+        top, left = (height - side) // 2, (width - side) // 2
+        square = array[top : top + side, left : left + side]
+        return torch.from_numpy(square.transpose(2, 0, 1).copy())
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)
     return fit_images(tensor.unsqueeze(0), size)[0]
 
 
