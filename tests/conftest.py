@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -15,6 +17,10 @@ if TYPE_CHECKING:
     from coatsearch.flops import Counts
 
 torch.set_num_threads(2)
+
+# Prepared-data caches of the tests (and of the commands they start) go to a folder of the
+# session's own, never the user's ~/.cache.
+os.environ.setdefault("COATSEARCH_CACHE", tempfile.mkdtemp(prefix="coatsearch-test-cache-"))
 
 
 def tiny_spec(layout: str = "C-C-T-T", image_size: int = 32, **fields) -> NetSpec:
