@@ -17,14 +17,17 @@ import tempfile
 from pathlib import Path
 
 from coatsearch.report import ReportError, build_report
-from tests.browser import BrowserError, visit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests.browser
+
+from tests.browser import BrowserError, visit  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="a run directory (runs/<study>/)")
     parser.add_argument("out", help="the PNG to write")
-    parser.add_argument("--color-by", default="layout", help="colour and group by this column")
+    parser.add_argument("--color-by", default=None, help="colour and group by this column (default: the first searched parameter)")
     parser.add_argument("--width", type=int, default=1280, help="page width in CSS pixels")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="coatsearch-report-") as folder:
