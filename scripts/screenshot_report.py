@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="a run directory (runs/<study>/)")
     parser.add_argument("out", help="the PNG to write")
-    parser.add_argument("--color-by", default=None, help="colour and group by this column (default: the first searched parameter)")
+    parser.add_argument("--color-by", default=None, help="colour by this column (default: the first searched one)")
     parser.add_argument("--width", type=int, default=1280, help="page width in CSS pixels")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="coatsearch-report-") as folder:
