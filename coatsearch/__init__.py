@@ -14,26 +14,67 @@ The public API, layer by layer:
   `DataError`, `TrainConfigError`, `ReportError`)
 """
 
-from coatsearch.budget import BudgetError, BudgetMatch, match_budget
-from coatsearch.data import DataBundle, DataError, load_data
-from coatsearch.errors import CoatsearchError
-from coatsearch.flops import Counts, count, count_analytic, count_params
-from coatsearch.knobs import KNOBS
-from coatsearch.nn import CoAtNet, build, convert
-from coatsearch.presets import PRESETS, load_spec, preset
-from coatsearch.report import ReportError, build_report, load_run
-from coatsearch.runner import StudyOutcome, run_study
-from coatsearch.search import SearchPlan, TrialRow, compile_space
-from coatsearch.space import SearchSpace, SpaceError, load_space
-from coatsearch.spec import NetSpec, SpecError, StageSpec, StemSpec
-from coatsearch.status import Status
-from coatsearch.train import EpochMetrics, TrainConfig, TrainConfigError, TrialResult, fit
+from __future__ import annotations
 
-__all__ = [
-    "KNOBS", "PRESETS", "BudgetError", "BudgetMatch", "CoAtNet", "CoatsearchError", "Counts", "DataBundle",
-    "DataError", "EpochMetrics", "NetSpec", "ReportError", "SearchPlan", "SearchSpace", "SpaceError",
-    "SpecError", "StageSpec", "Status", "StemSpec", "StudyOutcome", "TrainConfig", "TrainConfigError",
-    "TrialResult", "TrialRow", "build", "build_report", "compile_space", "convert", "count", "count_analytic",
-    "count_params", "fit", "load_data", "load_run", "load_space", "load_spec", "match_budget", "preset", "run_study",
-]
+import importlib
+from typing import Any
+
+#: Public name -> the module that defines it (imported on first use: `import coatsearch.nn`
+#: or a benchmark that needs only the network does not load the search and report stack).
+_EXPORTS = {
+    "BudgetError": "coatsearch.budget",
+    "BudgetMatch": "coatsearch.budget",
+    "CoAtNet": "coatsearch.nn",
+    "CoatsearchError": "coatsearch.errors",
+    "Counts": "coatsearch.flops",
+    "DataBundle": "coatsearch.data",
+    "DataError": "coatsearch.data",
+    "EpochMetrics": "coatsearch.train",
+    "KNOBS": "coatsearch.knobs",
+    "NetSpec": "coatsearch.spec",
+    "PRESETS": "coatsearch.presets",
+    "ReportError": "coatsearch.report",
+    "SearchPlan": "coatsearch.search",
+    "SearchSpace": "coatsearch.space",
+    "SpaceError": "coatsearch.space",
+    "SpecError": "coatsearch.spec",
+    "StageSpec": "coatsearch.spec",
+    "Status": "coatsearch.status",
+    "StemSpec": "coatsearch.spec",
+    "StudyOutcome": "coatsearch.runner",
+    "TrainConfig": "coatsearch.train",
+    "TrainConfigError": "coatsearch.train",
+    "TrialResult": "coatsearch.train",
+    "TrialRow": "coatsearch.search",
+    "build": "coatsearch.nn",
+    "build_report": "coatsearch.report",
+    "compile_space": "coatsearch.search",
+    "convert": "coatsearch.nn",
+    "count": "coatsearch.flops",
+    "count_analytic": "coatsearch.flops",
+    "count_params": "coatsearch.flops",
+    "fit": "coatsearch.train",
+    "load_data": "coatsearch.data",
+    "load_run": "coatsearch.report",
+    "load_space": "coatsearch.space",
+    "load_spec": "coatsearch.presets",
+    "match_budget": "coatsearch.budget",
+    "preset": "coatsearch.presets",
+    "run_study": "coatsearch.runner",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'coatsearch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
