@@ -88,7 +88,7 @@ def _trainable(config: dict[str, Any], plan: SearchPlan) -> None:
 
     def report(epoch: int, metrics: dict[str, Any]) -> bool:
         if epoch < plan.epochs:  # the last epoch goes out with the final row
-            tune.report({**{m: _metric_value(metrics.get(m)) for m in names}, "epoch": epoch, "row": ""})
+            tune.report({**{m: _metric_value(metrics.get(m), m) for m in names}, "epoch": epoch, "row": ""})
         return False
 
     row = run_trial(plan, -1, config, report=report, threads=plan.space.trial_threads, node=node)
@@ -141,7 +141,7 @@ def _replica_loop(loop_config: dict[str, Any]) -> None:
 
     def report(epoch: int, metrics: dict[str, Any]) -> bool:
         if epoch < plan.epochs:
-            ray.train.report({**{m: _metric_value(metrics.get(m)) for m in names}, "epoch": epoch, "row": ""})
+            ray.train.report({**{m: _metric_value(metrics.get(m), m) for m in names}, "epoch": epoch, "row": ""})
         return False
 
     token = CURRENT_REPLICAS.set(replicas)
@@ -155,7 +155,7 @@ def _replica_loop(loop_config: dict[str, Any]) -> None:
                       "row": row.to_json()})
 
 
-def _metric_value(value: Any, metric: str = "val_acc") -> float:
+def _metric_value(value: Any, metric: str) -> float:
     """The metric, or its worst value when missing or NaN (failed, infeasible, not yet)."""
     if value is None or value != value:
         return 0.0 if metric.endswith("acc") else 1e30
