@@ -375,8 +375,7 @@ def _estimate(plan: Any, candidates: list[Any]) -> Any:
         data = load_trial_data(plan.space.data, plan.base.image_size, plan.space.seed)
     except CoatsearchError:
         return None  # no data here (a cluster's path): candidates only
-    specs = [plan.candidate(c.params).spec if c.status == "ok" else None for c in candidates]
-    return estimate(plan, specs, len(data.train), len(data.val), data.in_channels, data.num_classes)
+    return estimate(plan, [c.spec for c in candidates], len(data.train), len(data.val), data.in_channels, data.num_classes)
 
 
 @app.command()

@@ -23,6 +23,7 @@ import pandas as pd
 
 from coatsearch.results import ranked, read_table
 from coatsearch.space import SearchSpace, SpaceError, load_space
+from coatsearch.units import value_label
 
 #: Metrics summarised per configuration, with how they are shown.
 METRICS = {
@@ -86,12 +87,6 @@ def _cell(mean: float, std: float, metric: str) -> str:
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
-def _label(value: object) -> str:
-    """A factor's value as written in the space (CSV round trips turn 2 into 2.0)."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
 
 def summary_markdown(summary: pd.DataFrame, group_by: Sequence[str]) -> str:
     """The README table: one row per configuration, ``mean ± std`` over seeds."""
@@ -103,7 +98,7 @@ def summary_markdown(summary: pd.DataFrame, group_by: Sequence[str]) -> str:
     header += [f"{METRICS[m].split(' (')[0]} 95% CI (± pp)" for m in intervals]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in summary.iterrows():
-        cells = [_label(row[c]) for c in group_by]
+        cells = [value_label(row[c]) for c in group_by]
         cells += [str(int(row["n"])), format_count(row["flops_mean"]), format_count(row["params_mean"])]
         cells += [_cell(row[f"{m}_mean"], row[f"{m}_std"], m) for m in metrics]
         cells += ["–" if pd.isna(row[f"{m}_ci95"]) else f"{row[f'{m}_ci95'] * 100:.2f}" for m in intervals]
@@ -134,7 +129,7 @@ def scaling_markdown(table: pd.DataFrame, group_column: str) -> str:
     lines = [f"| {name} | trials | FLOPs | val error at the least / most | b (95% CI) | c (95% CI) |",
              "|---|---|---|---|---|---|"]
     fits = {}
-    for group, part in rows.groupby(rows[group_column].map(_label), sort=False):
+    for group, part in rows.groupby(rows[group_column].map(value_label), sort=False):
         flops = part["flops"].astype(float).to_numpy()
         error = 1 - part["val_acc"].astype(float).to_numpy()
         small, large = error[flops == flops.min()].mean(), error[flops == flops.max()].mean()

@@ -41,3 +41,10 @@ def format_count(value: float) -> str:
 
 #: Said wherever FLOPs are shown, so nobody reads them as 2x multiply-adds.
 FLOPS_NOTE = "FLOPs are multiply-adds counted once (fvcore's convention)."
+
+
+def value_label(value: object) -> str:
+    """A parameter's value as written in a space (a CSV round trip turns 2 into 2.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

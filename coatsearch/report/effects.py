@@ -17,6 +17,7 @@ import pandas as pd
 
 from coatsearch.results import ranked
 from coatsearch.stats import holm, mean_ci, welch
+from coatsearch.units import value_label
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,6 @@ class Comparison:
     p_holm: float
 
 
-def _label(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
 
 def searched(table: pd.DataFrame, parameters: tuple[str, ...] = ()) -> list[str]:
     """The searched parameters (``param.`` columns but the seed), those named first."""
@@ -81,7 +77,7 @@ def effect(table: pd.DataFrame, column: str) -> Effect | None:
         accuracies = tuple(float(a) for a in part["val_acc"])
         n_eval = int(part["val_images"].dropna().iloc[0]) if "val_images" in part and part["val_images"].notna().any() else None
         mean, low, high = mean_ci(accuracies, n_eval)
-        levels.append(Level(_label(value), accuracies, mean, low, high))
+        levels.append(Level(value_label(value), accuracies, mean, low, high))
     return Effect(column.removeprefix("param."), tuple(levels), numeric)
 
 
@@ -111,11 +107,11 @@ def importances(table: pd.DataFrame, columns: list[str]) -> dict[str, float] | N
     try:
         study = optuna.create_study(direction="maximize")
         distributions: dict[str, BaseDistribution] = {
-            c: CategoricalDistribution(sorted({_label(v) for v in rows[c]})) for c in columns
+            c: CategoricalDistribution(sorted({value_label(v) for v in rows[c]})) for c in columns
         }
         for _, row in rows.iterrows():
             study.add_trial(optuna.trial.create_trial(
-                params={c: _label(row[c]) for c in columns}, distributions=distributions, value=float(row["val_acc"]),
+                params={c: value_label(row[c]) for c in columns}, distributions=distributions, value=float(row["val_acc"]),
             ))
         found = optuna.importance.get_param_importances(study)
     finally:

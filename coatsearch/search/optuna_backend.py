@@ -373,8 +373,9 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
 
     infeasible_streak = 0
     while True:
-        done = _finished_count(study, retries)
-        on_rows(ledger(study, retries))
+        rows = ledger(study, retries)
+        done = sum(row.finished for row in rows)
+        on_rows(rows)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         # a grid is done when every enqueued point has ended (infeasible ones included)

@@ -46,6 +46,15 @@ class Candidate:
     data: DataSettings = DataSettings()
     budget_note: str = ""
 
+    def columns(self) -> dict[str, Any]:
+        """The network as a results row (and a dry run) describes it."""
+        spec = self.spec
+        return {
+            "layout": spec.layout, "blocks": ",".join(str(s.blocks) for s in spec.stages),
+            "channels": ",".join(str(s.channels) for s in spec.stages), "image_size": spec.image_size,
+            "flops": self.flops, "n_params": self.n_params,
+        }
+
 
 @dataclass(frozen=True)
 class SearchPlan:

@@ -7,10 +7,11 @@ networks, costs and budget errors here before spending a cluster on it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from coatsearch.search.plan import InfeasibleCandidate, SearchPlan
+from coatsearch.spec import NetSpec
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,10 @@ class Preview:
     n_params: int | None = None
     budget_error: float | None = None
     reason: str | None = None
+    spec: NetSpec | None = field(default=None, repr=False)  # the network, for timing it
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "spec"}
 
 
 def _points(plan: SearchPlan) -> list[dict[str, Any]]:
@@ -58,15 +60,9 @@ def preview(plan: SearchPlan) -> list[Preview]:
         except InfeasibleCandidate as exc:
             out.append(Preview(params=params, status="infeasible", reason=str(exc)))
             continue
-        spec = candidate.spec
         error = None
         if budget is not None and budget.target is not None:
             metric, target = budget.target
             error = (candidate.flops if metric == "flops" else candidate.n_params) / target - 1
-        out.append(Preview(
-            params=params, status="ok", layout=spec.layout,
-            blocks=",".join(str(s.blocks) for s in spec.stages),
-            channels=",".join(str(s.channels) for s in spec.stages),
-            image_size=spec.image_size, flops=candidate.flops, n_params=candidate.n_params, budget_error=error,
-        ))
+        out.append(Preview(params=params, status="ok", **candidate.columns(), budget_error=error, spec=candidate.spec))
     return out

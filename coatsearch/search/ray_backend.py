@@ -333,9 +333,13 @@ class RayBackend:
 
     def _todo(self, rows: list[TrialRow]) -> int:
         if self.plan.grid is not None:
-            held = {r.point for r in rows}
-            return sum(point_key(p) not in held for p in self.plan.grid_points)
+            return len(self._missing_points(rows))
         return max(0, self.plan.target_trials - sum(r.finished for r in rows))
+
+    def _missing_points(self, rows: list[TrialRow]) -> list[dict[str, Any]]:
+        """The grid points no row holds yet, in the grid's order."""
+        held = {r.point for r in rows}
+        return [p for p in self.plan.grid_points if point_key(p) not in held]
 
     def _searcher(self, rows: list[TrialRow]) -> Any:
         """`OptunaSearch` on a study that already holds the finished trials (so the sampler
@@ -364,10 +368,8 @@ class RayBackend:
                 values = [row.objective(m) for m in plan.metrics]
                 study.tell(trial, values if multi else values[0])
             if plan.grid is not None:
-                held = {r.point for r in rows}
-                for params in plan.grid_points:
-                    if point_key(params) not in held:
-                        study.enqueue_trial(params)
+                for params in self._missing_points(rows):
+                    study.enqueue_trial(params)
         return OptunaSearch(
             space=plan.sample, metric=plan.metrics if multi else plan.metrics[0],
             mode=plan.directions if multi else plan.directions[0],

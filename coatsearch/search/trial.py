@@ -41,14 +41,8 @@ def measure_latency_ms(model: torch.nn.Module, image_size: int, in_channels: int
 
 
 def _described(row: TrialRow, candidate: Candidate) -> TrialRow:
-    spec = candidate.spec
-    return row.replace(
-        layout=spec.layout,
-        blocks=",".join(str(s.blocks) for s in spec.stages),
-        channels=",".join(str(s.channels) for s in spec.stages),
-        image_size=spec.image_size, flops=candidate.flops, n_params=candidate.n_params,
-        budget_note=candidate.budget_note, spec=json.dumps(spec.to_dict(), separators=(",", ":")),
-    )
+    return row.replace(**candidate.columns(), budget_note=candidate.budget_note,
+                       spec=json.dumps(candidate.spec.to_dict(), separators=(",", ":")))
 
 
 def run_trial(
