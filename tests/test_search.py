@@ -179,3 +179,48 @@ def test_a_one_point_grid_runs(tmp_path):
                                    train={"epochs": 1, "batch_size": 64}))
     table = read_table(run_study(space, tmp_path / "run").table_path)
     assert list(table["status"]) == ["complete"]
+
+
+def test_a_grid_point_enqueued_twice_by_racing_workers_runs_once(tmp_path):
+    # workers that start together may each enqueue the grid; duplicates step aside
+    from coatsearch.search.optuna_backend import ledger, open_study, run_worker
+
+    space = load_space(_space_file(tmp_path, trials=3, train={"epochs": 1, "batch_size": 64},
+                                   params={"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1, 2]}}))
+    plan = compile_space(space)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    study = open_study(plan, run_dir)
+    for params in plan.grid_points:
+        study.enqueue_trial(params)
+        study.enqueue_trial(params)  # the second worker's copy, interleaved
+    run_worker(plan, run_dir, lambda rows: None, threads=1)
+    rows = [row for row in ledger(study, space.retries) if row.finished]
+    points = [(row.params["split"], row.params["seed"]) for row in rows]
+    assert sorted(points) == sorted((p["split"], p["seed"]) for p in plan.grid_points)
+
+
+def test_a_dead_workers_trial_is_retried_without_its_claim(tmp_path):
+    import optuna
+
+    from coatsearch.search.optuna_backend import fail_dead_trials, open_study
+
+    space = load_space(_space_file(tmp_path, trials=2))
+    plan = compile_space(space)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    study = open_study(plan, run_dir)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = __import__("socket").gethostname()
+    finished_row = {"trial": 1, "status": "complete"}
+    for number, attrs in enumerate(({}, {"row": finished_row})):
+        study.enqueue_trial({"split": number + 1})
+        trial = study.ask()
+        trial.suggest_categorical("split", [1, 2])
+        trial.set_user_attr("worker_pid", [host, int(dead.stdout)])
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+    assert fail_dead_trials(study, space.retries) == 2
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    # the trial without a row runs again, unclaimed; the one that stored its row does not
+    assert [(t.params, t.user_attrs) for t in waiting] == [({"split": 1}, {})]

@@ -7,13 +7,15 @@ of machines split one study. It is a plain Optuna study: optuna-dashboard opens 
 The storage is the ledger: each trial stores its `TrialRow` as the user attribute
 ``row``, and the results table is rebuilt from it, so a damaged table is never trusted.
 
-Grids: every point the study does not hold yet is enqueued once (`enqueue_grid`) and each
-worker takes enqueued points only, so every point runs exactly once across workers,
-kill -9 and resume.
+Grids: every point the study does not hold yet is enqueued (`enqueue_grid`) and each
+worker takes enqueued points only. Workers starting together may enqueue a point twice;
+of the trials holding one point only the lowest-numbered live one trains and the others
+step aside (`_point_taken`), so every point runs exactly once across workers, kill -9 and
+resume.
 
 Crash safety: trials send a heartbeat. A worker killed mid-trial leaves a RUNNING trial
 whose heartbeat goes stale; the next worker fails it and re-enqueues the same parameters
-(`RetryHeartbeatStaleTrialCallback`, at most ``retries`` times), so only the trial in
+(`RetryStaleTrial`, at most ``retries`` times), so only the trial in
 flight is lost and no finished trial ever runs again. A trial stopped by Ctrl-C is marked
 ``interrupted`` and runs again on resume.
 
@@ -25,6 +27,7 @@ trials keep status ``stopped`` and their fidelity.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import json
 import os
@@ -95,7 +98,7 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
             with quiet_optuna():
                 storage = RDBStorage(
                     url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=plan.space.retries),
+                    heartbeat_stale_trial_callback=RetryStaleTrial(plan.space.retries),
                     engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
                 )
                 return optuna.create_study(
@@ -127,6 +130,26 @@ def _safe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+class RetryStaleTrial:
+    """Optuna's `RetryHeartbeatStaleTrialCallback`, without the dead trial's user attributes.
+
+    Optuna's callback copies them into the retry: the dead worker's ``worker_pid`` would
+    make the retry look dead to any worker that checks it before its new worker claims it.
+    A trial that stored its row before its worker died has finished and is not retried."""
+
+    def __init__(self, max_retry: int) -> None:
+        with warnings.catch_warnings():  # experimental since Optuna 2.8, relied on knowingly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if "row" in trial.user_attrs:
+            return
+        fresh = copy.deepcopy(trial)  # the callback appends to the trial's retry history in place
+        fresh.user_attrs = {}
+        self._retry(study, fresh)
+
+
 # --------------------------------------------------------------------------- the ledger
 def _retries_of(trial: FrozenTrial) -> int:
     return len(trial.system_attrs.get("retry_history", []))
@@ -152,14 +175,31 @@ def ledger(study: optuna.Study, retries: int) -> list[TrialRow]:
     return rows
 
 
+def _point_of(trial: FrozenTrial) -> str:
+    return point_key(trial.params or trial.system_attrs.get("fixed_params", {}))
+
+
+def _holds_point(trial: FrozenTrial) -> bool:
+    """The trial finished (or was infeasible), is running or is waiting to run."""
+    return "row" in trial.user_attrs or trial.state in (TrialState.RUNNING, TrialState.WAITING)
+
+
 def _held_points(study: optuna.Study) -> set[str]:
-    """Points a trial holds: it finished, was infeasible, is running or waiting."""
-    held = set()
-    for trial in study.get_trials(deepcopy=False):
-        row = trial.user_attrs.get("row")
-        if row is not None or trial.state in (TrialState.RUNNING, TrialState.WAITING):
-            held.add(point_key(trial.params or trial.system_attrs.get("fixed_params", {})))
-    return held
+    """Points a trial holds."""
+    return {_point_of(trial) for trial in study.get_trials(deepcopy=False) if _holds_point(trial)}
+
+
+def _point_taken(study: optuna.Study, number: int) -> bool:
+    """True when another trial owns trial ``number``'s grid point: one has a row for it, or
+    a lower-numbered one is running or waiting. The lowest-numbered live trial of a point
+    never steps aside, so a point enqueued twice by racing workers still runs once."""
+    trials = study.get_trials(deepcopy=False)
+    point = _point_of(next(t for t in trials if t.number == number))
+    return any(
+        t.number != number and _point_of(t) == point
+        and ("row" in t.user_attrs or (t.number < number and _holds_point(t)))
+        for t in trials
+    )
 
 
 def enqueue_grid(study: optuna.Study, plan: SearchPlan) -> None:
@@ -238,7 +278,7 @@ def fail_dead_trials(study: optuna.Study, retries: int) -> int:
     taking a trial and its first heartbeat leaves a RUNNING trial that never goes stale."""
     host, failed = socket.gethostname(), 0
     now = datetime.datetime.now()
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=retries)
+    retry = RetryStaleTrial(retries)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         claim = trial.user_attrs.get("worker_pid")
         if claim is None:
@@ -352,6 +392,8 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
     def objective(trial: optuna.Trial) -> Any:
         if grid and "fixed_params" not in _frozen(study, trial.number).system_attrs:
             raise optuna.TrialPruned("no grid point left")  # another worker took the last one
+        if grid and _point_taken(study, trial.number):
+            raise optuna.TrialPruned("another trial holds this grid point")
         _claim(trial)
         params = plan.sample(trial)
 
