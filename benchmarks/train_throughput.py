@@ -7,9 +7,10 @@ Run alone (other busy processes distort CPU timings):
 Both sides train the same spec (spaces/nets/small-cctt.yaml, adapted to the data) on the
 same in-memory Fashion-MNIST images at 32x32, batch 64, AdamW, channels_last, fp32. The
 bare loop is what a hand-written script would do: pre-normalised tensors, shuffled index
-batches, forward, cross entropy, backward, step. The trainer adds its schedule, label
+batches, forward, cross entropy, backward, step, with PyTorch's default AdamW (and, as a
+second reference, the fused AdamW that `fit` uses). The trainer adds its schedule, label
 smoothing, gradient clipping, metrics, the non-finite check and batch assembly. Each side
-runs two epochs and is timed on the second; rounds interleave the three (the order rotates
+runs two epochs and is timed on the second; rounds interleave the four (the order rotates
 every round) and the table gives the median of the rounds, their spread ((max - min) /
 median) and the best; overhead = 1 - trainer / bare on the medians. A spread wider than the
 overhead means the machine was too busy to tell: rerun with more rounds.
@@ -39,11 +40,12 @@ from coatsearch.train import adapt_spec
 SPEC = Path(__file__).resolve().parent.parent / "spaces" / "nets" / "small-cctt.yaml"
 
 
-def bare_loop(spec: NetSpec, data: DataBundle, batch_size: int, seed: int) -> float:
-    """Images/s of the second of two epochs of a plain training loop."""
+def bare_loop(spec: NetSpec, data: DataBundle, batch_size: int, seed: int, fused: bool = False) -> float:
+    """Images/s of the second of two epochs of a plain training loop (``fused``: with
+    the fused AdamW that `fit` uses, instead of PyTorch's default)."""
     torch.manual_seed(seed)
     model = build(spec).to(memory_format=torch.channels_last).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05, fused=fused)
     x_all, y_all = data.train.batch(torch.arange(len(data.train)))
     generator = torch.Generator().manual_seed(seed)
     speed = 0.0
@@ -78,15 +80,16 @@ def main() -> None:
     plain = load_data("fashion-mnist", image_size=32, train_size=args.train_size)
     light = load_data("fashion-mnist", image_size=32, train_size=args.train_size, augment="light")
     spec, _ = adapt_spec(load_spec(SPEC), plain)
-    runs: dict[str, list[float]] = {"bare loop": [], "fit, augment none": [], "fit, augment light": []}
     jobs = {
         "bare loop": lambda r: bare_loop(spec, plain, args.batch, r),
+        "bare loop, fused": lambda r: bare_loop(spec, plain, args.batch, r, fused=True),
         "fit, augment none": lambda r: trainer(spec, plain, args.batch, r),
         "fit, augment light": lambda r: trainer(spec, light, args.batch, r),
     }
     names = list(jobs)
+    runs: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
-        for name in names[r % 3:] + names[: r % 3]:
+        for name in names[r % len(names):] + names[: r % len(names)]:
             runs[name].append(jobs[name](r))
 
     print(f"threads={args.threads} batch={args.batch} train images={len(plain.train)} "
@@ -99,8 +102,10 @@ def main() -> None:
         rounds = " ".join(f"{s:.0f}" for s in speeds)
         spread = (max(speeds) - min(speeds)) / median
         print(f"{name:<22}{median:13.1f}{spread:8.0%}{max(speeds):8.0f}{rounds:>34}{overhead}")
-    print(f"fit / bare (medians): none {statistics.median(runs['fit, augment none']) / bare:.3f}, "
-          f"light {statistics.median(runs['fit, augment light']) / bare:.3f}")
+    fused = statistics.median(runs["bare loop, fused"])
+    for reference, speed in (("bare", bare), ("bare, fused", fused)):
+        print(f"fit / {reference} (medians): none {statistics.median(runs['fit, augment none']) / speed:.3f}, "
+              f"light {statistics.median(runs['fit, augment light']) / speed:.3f}")
 
 
 if __name__ == "__main__":
