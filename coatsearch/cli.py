@@ -554,6 +554,7 @@ def train(
         help="fashion-mnist, fashion-mnist-full[:PATH], idx:PATH, imagefolder:PATH, torchvision:NAME[:ROOT]",
     ),
     epochs: int | None = typer.Option(None, "--epochs", help="default: the config's (5)"),
+    steps: int | None = typer.Option(None, "--steps", help="N optimiser steps in all, in --epochs rounds (any data size)"),
     seed: int | None = typer.Option(None, "--seed", help="initialisation, batch order and validation split"),
     train_size: int | None = typer.Option(None, "--train-size", help="train on a stratified subset of N images"),
     augment: str = typer.Option("none", "--augment", help="none, light (crop + flip) or randaugment"),
@@ -575,7 +576,7 @@ def train(
     net = load_spec(spec)
     base = TrainConfig.from_yaml_file(config) if config else TrainConfig()
     overrides = dict(
-        epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, threads=threads, device=device
+        epochs=epochs, steps=steps, seed=seed, batch_size=batch_size, lr=lr, threads=threads, device=device
     )
     trainer = base.replace(
         eval_test=test, **{k: v for k, v in overrides.items() if v is not None}

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from coatsearch.pareto import non_dominated
-from coatsearch.search.rows import COLUMNS, TrialRow
+from coatsearch.search.rows import COLUMNS, LEGACY_NAMES, TrialRow
 from coatsearch.status import FINISHED, Status
 
 __all__ = ["COLUMNS", "FINISHED", "count_finished", "history_of", "pareto_front", "ranked", "read_table",
@@ -63,6 +63,9 @@ def write_table(rows: Iterable[TrialRow], path: Path) -> pd.DataFrame:
 
 def read_table(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path)
+    if "train_eval_acc" not in frame and "gap" in frame:  # written before it: a running-accuracy gap
+        frame = frame.rename(columns={"gap": "gap_running"})
+    frame = frame.rename(columns={old: new for new, old in LEGACY_NAMES.items() if new not in frame})
     for column in COLUMNS:
         if column not in frame:
             frame[column] = np.nan

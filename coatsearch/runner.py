@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,10 +57,9 @@ def prepare_run_dir(run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CoatsearchError(f"--out {run_dir}: cannot create the run directory ({exc.strerror or exc})") from None
-    probe = run_dir / ".write-test"
-    try:
-        probe.write_text("")
-        probe.unlink()
+    try:  # a probe of its own: workers starting together on one directory must not share one
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise CoatsearchError(f"--out {run_dir}: the run directory is not writable ({exc.strerror or exc})") from None
 

@@ -178,7 +178,7 @@ class EarlyStopping(_Frozen):
 
     @model_validator(mode="after")
     def _numeric_metric(self) -> EarlyStopping:
-        numeric = ("val_acc", "val_loss", "train_acc", "train_loss")
+        numeric = ("val_acc", "val_loss", "train_eval_acc", "train_acc_running", "train_loss_running")
         if self.kind == "asha" and self.metric not in numeric:
             raise ValueError(f"metric: ASHA needs a per-epoch numeric metric ({', '.join(numeric)}), got {self.metric!r}")
         return self

@@ -29,11 +29,13 @@ from coatsearch.units import value_label
 METRICS = {
     "val_acc": "val acc (%)",
     "test_acc": "test acc (%)",
-    "train_acc": "train acc (%)",
-    "train_loss": "train loss",
+    "train_eval_acc": "train acc, eval (%)",
     "gap": "gap (pp)",
+    "train_acc_running": "train acc, running (%)",
+    "train_loss_running": "train loss, running",
+    "gap_running": "gap, running (pp)",  # tables written before train_eval_acc existed
 }
-_PERCENT = {"val_acc", "test_acc", "train_acc", "gap"}
+_PERCENT = {"val_acc", "test_acc", "train_eval_acc", "gap", "train_acc_running", "gap_running"}
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 

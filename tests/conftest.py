@@ -78,7 +78,8 @@ def synthetic_row(trial: int, layout: str, rng, epochs: int = 3, status: str = "
         val = level - 0.08 / epoch
         train = val + 0.01 * epoch * (1 + kinds.count("T"))
         history.append({
-            "epoch": epoch, "train_loss": 1.2 / epoch + rng.uniform(0, 0.05), "train_acc": train,
+            "epoch": epoch, "train_loss_running": 1.2 / epoch + rng.uniform(0, 0.05),
+            "train_acc_running": train - 0.02, "train_eval_loss": 0.9 / epoch, "train_eval_acc": train,
             "val_loss": 1.0 / epoch + 0.2, "val_acc": val, "gap": train - val,
             "images_per_s": 380.0, "wall_time": 20.0 * epoch, "lr": 2e-3 / epoch,
         })
@@ -87,8 +88,9 @@ def synthetic_row(trial: int, layout: str, rng, epochs: int = 3, status: str = "
         "trial": trial, "status": status, "fidelity": fidelity, "max_fidelity": epochs, "layout": layout,
         "blocks": "2,1,2,3,1", "channels": "32,32,64,128,256", "image_size": 32,
         "flops": 32e6 * (1 + rng.uniform(-0.03, 0.03)), "params": rng.uniform(0.4e6, 2.5e6),
-        "val_acc": last.get("val_acc"), "val_loss": last.get("val_loss"), "train_acc": last.get("train_acc"),
-        "train_loss": last.get("train_loss"), "gap": last.get("gap"), "images_per_s": 380.0,
+        "val_acc": last.get("val_acc"), "val_loss": last.get("val_loss"),
+        "train_eval_acc": last.get("train_eval_acc"), "train_acc_running": last.get("train_acc_running"),
+        "train_loss_running": last.get("train_loss_running"), "gap": last.get("gap"), "images_per_s": 380.0,
         "wall_time": 20.0 * fidelity, "seed": 0, "node": "host", "worker": "host:1",
         "spec": json.dumps({"layout": layout}), "history": json.dumps(history), "param.layout": layout,
     }
@@ -112,7 +114,7 @@ def layout_study_rows(per_layout: int = 2, epochs: int = 3, seed: int = 0, troub
         diverged = synthetic_row(n + 2, "vit-rel", rng, epochs, status="diverged", fidelity=2,
                                  reason="training loss is nan at epoch 2")
         history = __import__("json").loads(diverged["history"])
-        history[-1]["train_loss"] = float("nan")
+        history[-1]["train_loss_running"] = float("nan")
         diverged["history"] = __import__("json").dumps(history)
         rows.append(diverged)
         rows.append({"trial": n + 3, "status": "infeasible", "fidelity": 0, "max_fidelity": epochs,

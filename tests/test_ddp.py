@@ -45,7 +45,7 @@ def _replica(rank: int, world: int, port: int, out: str) -> None:
         result = fit(tiny_spec(image_size=16), TrainConfig(**CONFIG), data, log=lambda _: None,
                      replicas=Replicas(rank, world))
         params = {k: v.detach().clone() for k, v in built[-1].named_parameters()}
-        torch.save({"losses": [e.train_loss for e in result.epochs], "params": params}, f"{out}/rank{rank}.pt")
+        torch.save({"losses": [e.train_loss_running for e in result.epochs], "params": params}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -60,7 +60,7 @@ def test_two_replicas_hold_identical_weights_and_match_one_process(tmp_path: Pat
     data = load_data("fashion-mnist", image_size=16, train_size=384, val_fraction=0.2)
     single_config = TrainConfig(**{**CONFIG, "batch_size": 64, "lr": 2 * TrainConfig().lr})
     single = fit(tiny_spec(image_size=16), single_config, data, log=lambda _: None)
-    losses = [e.train_loss for e in single.epochs]
+    losses = [e.train_loss_running for e in single.epochs]
     for got, want in zip(r0["losses"], losses):
         assert abs(got - want) / want < LOSS_TOLERANCE, (r0["losses"], losses)
 

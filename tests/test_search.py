@@ -224,3 +224,19 @@ def test_a_dead_workers_trial_is_retried_without_its_claim(tmp_path):
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     # the trial without a row runs again, unclaimed; the one that stored its row does not
     assert [(t.params, t.user_attrs) for t in waiting] == [({"split": 1}, {})]
+
+
+def test_tables_and_records_from_before_train_eval_acc_keep_their_running_figures(tmp_path):
+    from coatsearch.search.rows import TrialRow
+
+    old = {"trial": 0, "status": "complete", "val_acc": 0.8, "train_acc": 0.9, "train_loss": 0.3, "gap": 0.1}
+    row = TrialRow.from_record(old)
+    # the running figures under their names; the running-accuracy gap is not the gap
+    assert (row.train_acc_running, row.train_loss_running, row.gap, row.train_eval_acc) == (0.9, 0.3, None, None)
+    path = tmp_path / "results.csv"
+    pd.DataFrame([old]).to_csv(path, index=False)
+    table = read_table(path)
+    assert table.loc[0, "train_acc_running"] == 0.9 and table.loc[0, "gap_running"] == 0.1
+    assert pd.isna(table.loc[0, "gap"]) and pd.isna(table.loc[0, "train_eval_acc"])
+    new = TrialRow.from_record({**old, "train_eval_acc": 0.95, "gap": 0.15})
+    assert new.gap == 0.15 and new.train_eval_acc == 0.95

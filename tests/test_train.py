@@ -28,7 +28,7 @@ def _spec():
 
 
 def _numbers(m: EpochMetrics) -> tuple[float, ...]:
-    return (m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.lr)
+    return (m.train_loss_running, m.train_acc_running, m.train_eval_acc, m.val_loss, m.val_acc, m.lr)
 
 
 def test_fit_reports_every_epoch(small_data: DataBundle) -> None:
@@ -39,9 +39,9 @@ def test_fit_reports_every_epoch(small_data: DataBundle) -> None:
     assert result.status == "complete" and result.reason is None
     assert seen == result.epochs and [m.epoch for m in seen] == [1, 2]
     for m in seen:
-        assert 0 <= m.train_acc <= 1 and 0 <= m.val_acc <= 1
-        assert m.gap == pytest.approx(m.train_acc - m.val_acc)
-        assert m.images_per_s > 0 and m.train_loss > 0 and m.val_loss > 0
+        assert 0 <= m.train_acc_running <= 1 and 0 <= m.train_eval_acc <= 1 and 0 <= m.val_acc <= 1
+        assert m.gap == pytest.approx(m.train_eval_acc - m.val_acc)
+        assert m.images_per_s > 0 and m.train_loss_running > 0 and m.val_loss > 0
     assert seen[1].wall_time > seen[0].wall_time and seen[1].lr < seen[0].lr
     assert seen[1].val_loss < math.log(10)  # it learned something
     assert result.test_acc is not None and 0 <= result.test_acc <= 1
@@ -148,3 +148,84 @@ def test_weight_decay_skips_biases_norms_and_relative_tables() -> None:
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(p.ndim >= 2 and "rel_bias" not in names[id(p)] for p in decay["params"])
     assert any("rel_bias" in names[id(p)] for p in keep["params"]) and keep["weight_decay"] == 0.0
+
+
+def test_train_eval_acc_is_the_final_weights_in_eval_mode_on_a_fixed_stratified_subset(small_data, monkeypatch) -> None:
+    from coatsearch.data.splits import stratified_subset
+    from coatsearch.train.device import make_runtime
+    from coatsearch.train.loop import evaluate, train_probe
+
+    train = small_data.train
+    small = train_probe(train, 100)
+    assert len(small) == 100 and small.transform is None
+    # the class shares of the training set, within one image per class
+    train_counts = torch.bincount(train.labels, minlength=10).double()
+    probe_counts = torch.bincount(small.labels, minlength=10).double()
+    assert (probe_counts - train_counts * 100 / len(train)).abs().max() <= 1
+    # the same images every time (no trial seed in it), and the training set's own rows
+    again = train_probe(train, 100)
+    assert torch.equal(again.gather(torch.arange(100)), small.gather(torch.arange(100)))
+    positions = stratified_subset(train.labels, 100, torch.Generator().manual_seed(0))
+    x, y = small.batch(torch.arange(100))
+    want, want_y = train.without_transform().batch(positions)
+    assert torch.equal(x, want) and torch.equal(y, want_y)
+    # capped at the training set: here the validation set is larger
+    probe = train_probe(train, len(small_data.val))
+    assert len(small_data.val) > len(train) == len(probe)
+
+    captured = {}
+    config = TrainConfig(epochs=1, seed=3, **FAST)
+    import coatsearch.train.loop as loop
+
+    real_build = loop.build
+
+    def keep(spec):  # the trained module, to measure it again after fit
+        captured["model"] = real_build(spec)
+        return captured["model"]
+
+    monkeypatch.setattr(loop, "build", keep)
+    result = fit(_spec(), config, small_data)
+    m = result.epochs[-1]
+    _, again = evaluate(captured["model"], probe, 64, make_runtime(config))
+    assert m.train_eval_acc == pytest.approx(again)
+    assert m.gap == pytest.approx(m.train_eval_acc - m.val_acc)
+    # a running train-mode mean over moving weights is a different number
+    assert m.train_acc_running != m.train_eval_acc
+
+
+def _steps_run(size: int, config: TrainConfig, monkeypatch) -> tuple[int, list[tuple[int, int, int]], object]:
+    """(scheduled optimiser steps, (epoch, batch, batches in the epoch) per batch, result)."""
+    import coatsearch.train.loop as loop
+
+    data = load_data("fashion-mnist", image_size=16, train_size=size, val_fraction=0.1)
+    totals: list[int] = []
+    real = loop.make_optimizer
+
+    def counting(model, lr, wd, total, warmup):
+        totals.append(total)
+        return real(model, lr, wd, total, warmup)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "make_optimizer", counting)
+        batches: list[tuple[int, int, int]] = []
+        result = fit(_spec(), config, data, on_batch=lambda e, b, n: batches.append((e, b, n)))
+    return totals[0], batches, result
+
+
+def test_steps_fix_the_number_of_updates_whatever_the_data_size(monkeypatch) -> None:
+    from coatsearch.train.loop import round_lengths
+
+    assert round_lengths(10, 3) == [3, 3, 4] and sum(round_lengths(7, 7)) == 7
+    for size in (100, 300):
+        total, batches, result = _steps_run(size, TrainConfig(epochs=2, steps=9, **FAST), monkeypatch)
+        assert result.status == "complete" and len(result.epochs) == 2 and total == 9
+        # 9 updates in rounds of 4 and 5, running on past the end of a pass when needed
+        assert [b for b in batches if b[1] == b[2]] == [(1, 4, 4), (2, 5, 5)] and len(batches) == 9
+    # without steps an epoch is one pass: 300 images at batch 32 -> 9 full batches + 12
+    total, batches, _ = _steps_run(300, TrainConfig(epochs=1, **FAST), monkeypatch)
+    assert total == len(batches) == 10
+
+
+def test_steps_below_the_epochs_are_refused() -> None:
+    with pytest.raises(TrainConfigError, match="steps: at least one step per epoch"):
+        TrainConfig(epochs=4, steps=3)

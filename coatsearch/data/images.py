@@ -120,3 +120,8 @@ class ImageSet(Dataset):
 
     def without_transform(self) -> ImageSet:
         return replace(self, transform=None)
+
+    def subset(self, positions: torch.Tensor) -> ImageSet:
+        """The rows at ``positions`` of this set, without augmentation, as a view (no copy)."""
+        index = positions if self.index is None else self.index[positions]
+        return replace(self, labels=self.labels[positions], index=index, transform=None)

@@ -94,6 +94,11 @@ class StreamSet(Dataset):
     def without_transform(self) -> StreamSet:
         return replace(self, transform=None)
 
+    def subset(self, positions: torch.Tensor) -> StreamSet:
+        """The files at ``positions`` of this set, without augmentation."""
+        return replace(self, paths=tuple(self.paths[i] for i in positions.tolist()),
+                       labels=self.labels[positions], transform=None)
+
 
 def load_stream(
     root: Path, *, image_size: int, val_fraction: float, train_size: int | None, seed: int,

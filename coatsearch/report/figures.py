@@ -26,6 +26,7 @@ from coatsearch.pareto import hypervolume_2d, non_dominated
 from coatsearch.report.data import Run, colors_for, group_labels, group_order, is_categorical
 from coatsearch.report.effects import Effect, jitter
 from coatsearch.results import history_of
+from coatsearch.search.rows import LEGACY_NAMES
 from coatsearch.stats import PowerLaw, fit_power_law
 from coatsearch.units import format_count
 
@@ -221,9 +222,9 @@ def curves_figure(run: Run, grouping: Grouping) -> go.Figure | None:
         group = labels[index]
         epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
         name = f"trial {_text(row['trial'])} ({_text(row['status'])})"
-        for col, key, fmt in ((1, "train_loss", ".4f"), (2, "val_acc", ".2%")):
+        for col, key, fmt in ((1, "train_loss_running", ".4f"), (2, "val_acc", ".2%")):
             fig.add_trace(go.Scatter(
-                x=epochs, y=[h.get(key) for h in history], mode="lines+markers", name=group,
+                x=epochs, y=[h.get(key, h.get(LEGACY_NAMES.get(key, ""))) for h in history], mode="lines+markers", name=group,
                 legendgroup=group, showlegend=group not in shown, line=dict(color=grouping.colors[group], width=1.5),
                 marker=dict(size=5), hovertemplate=f"{name}<br>epoch %{{x}}<br>{key} %{{y:{fmt}}}<extra>{group}</extra>",
             ), row=1, col=col)
@@ -236,14 +237,15 @@ def curves_figure(run: Run, grouping: Grouping) -> go.Figure | None:
         title=f"Training curves ({drawn} trials)",
     )
     fig.update_xaxes(title_text="epoch", dtick=1)
-    fig.update_yaxes(title_text="training loss", row=1, col=1)
+    fig.update_yaxes(title_text="training loss (running, train mode)", row=1, col=1)
     fig.update_yaxes(title_text="validation accuracy", tickformat=".1%", row=1, col=2)
     return fig
 
 
 def final_gap(frame: pd.DataFrame) -> pd.Series:
-    """Train minus validation accuracy at the last epoch (the row's ``gap``, else computed)."""
-    return frame["gap"].fillna(frame["train_acc"] - frame["val_acc"])
+    """Train (eval mode, final weights) minus validation accuracy at the last epoch (the
+    row's ``gap``, else computed)."""
+    return frame["gap"].fillna(frame["train_eval_acc"] - frame["val_acc"])
 
 
 def gap_figure(run: Run, grouping: Grouping) -> go.Figure | None:

@@ -23,12 +23,12 @@ from coatsearch.units import FLOPS_NOTE, format_count
 #: Columns shown, in order, when the table has them and they are not all empty.
 SHOWN = [
     "trial", "status", "layout", "blocks", "channels", "image_size", "flops", "params",
-    "latency_ms", "val_acc", "train_acc", "gap", "test_acc", "fidelity", "wall_time",
+    "latency_ms", "val_acc", "train_eval_acc", "gap", "test_acc", "fidelity", "wall_time",
 ]
 HEADERS = {
     "trial": "trial", "status": "status", "layout": "layout", "blocks": "blocks",
     "channels": "channels", "image_size": "image", "flops": "FLOPs (mult-adds)",
-    "params": "params", "latency_ms": "latency (ms)", "val_acc": "val acc", "train_acc": "train acc",
+    "params": "params", "latency_ms": "latency (ms)", "val_acc": "val acc", "train_eval_acc": "train acc (eval)",
     "gap": "gap (train-val)", "test_acc": "test acc", "fidelity": "epochs run",
     "wall_time": "time (s)", "reason": "reason",
 }
@@ -44,7 +44,7 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "flops": format_count,
     "params": format_count,
     "val_acc": _percent,
-    "train_acc": _percent,
+    "train_eval_acc": _percent,
     "test_acc": _percent,
     "gap": lambda v: f"{v * 100:+.2f} pp",
     "latency_ms": lambda v: f"{v:.2f}",

@@ -23,10 +23,15 @@ from coatsearch.status import Status
 #: The table's columns, in order; ``param.<name>`` columns follow.
 COLUMNS = (
     "trial", "status", "point", "fidelity", "max_fidelity", "layout", "blocks", "channels",
-    "image_size", "flops", "params", "val_acc", "val_loss", "train_acc", "train_loss", "gap",
+    "image_size", "flops", "params", "val_acc", "val_loss", "train_eval_acc", "gap", "train_acc_running",
+    "train_loss_running",
     "test_acc", "latency_ms", "images_per_s", "wall_time", "seed", "val_images", "test_images", "node", "worker",
     "workers", "reason", "budget_note", "phases", "spec", "history",
 )
+
+
+#: Columns under their earlier names (tables and ledgers written before the rename).
+LEGACY_NAMES = {"train_acc_running": "train_acc", "train_loss_running": "train_loss"}
 
 
 def point_key(params: Mapping[str, Any]) -> str:
@@ -53,9 +58,12 @@ class TrialRow:
     n_params: int | None = None
     val_acc: float | None = None
     val_loss: float | None = None
-    train_acc: float | None = None
-    train_loss: float | None = None
+    #: Eval-mode accuracy of the final weights on a fixed training subset; gap = it - val_acc.
+    train_eval_acc: float | None = None
     gap: float | None = None
+    #: Running means over the last epoch's training batches (train mode, weights moving).
+    train_acc_running: float | None = None
+    train_loss_running: float | None = None
     test_acc: float | None = None
     latency_ms: float | None = None
     images_per_s: float | None = None
@@ -118,11 +126,13 @@ class TrialRow:
         """The row of a flat record (a table row or a stored attribute); missing or NaN
         cells become None."""
         def value(name: str) -> Any:
-            v = record.get(name)
+            v = record.get(name, record.get(LEGACY_NAMES.get(name, "")))
             return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
         fields = {f.name for f in dataclasses.fields(cls)} - {"params", "n_params", "trial", "status"}
         data = {name: value(name) for name in fields}
+        if "train_acc" in record and "train_eval_acc" not in record:
+            data["gap"] = None  # an earlier record's gap came from the running accuracy
         for name in ("fidelity", "max_fidelity"):
             data[name] = int(data[name] or 0)
         for name in ("image_size", "flops", "seed", "val_images", "test_images", "workers"):

@@ -95,8 +95,9 @@ def run_trial(
     last = history[-1] if history else {}
     row = row.replace(
         status=result.status, reason=result.reason, fidelity=len(history),
-        val_acc=last.get("val_acc"), val_loss=last.get("val_loss"), train_acc=last.get("train_acc"),
-        train_loss=last.get("train_loss"), gap=last.get("gap"), images_per_s=last.get("images_per_s"),
+        val_acc=last.get("val_acc"), val_loss=last.get("val_loss"), train_eval_acc=last.get("train_eval_acc"),
+        gap=last.get("gap"), train_acc_running=last.get("train_acc_running"),
+        train_loss_running=last.get("train_loss_running"), images_per_s=last.get("images_per_s"),
         test_acc=result.test_acc, history=json.dumps(history),
     )
     # training time from each epoch's throughput; the rest of fit is evaluation and setup

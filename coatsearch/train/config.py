@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from coatsearch.errors import CoatsearchError
 from coatsearch.validation import one_line, validate_mapping
@@ -36,11 +36,18 @@ class TrainConfig(BaseModel):
     `torch.compile` (compile time is paid on the first steps; see benchmarks/compile_cost.py
     for when it pays back); evaluation runs the plain model. Stochastic depth comes from the spec's
     ``drop_path``.
+
+    ``steps``: train for this many optimiser steps in all, whatever the data size, in
+    ``epochs`` rounds of equal length (each round ends with an evaluation, as an epoch
+    does; batches run on through reshuffled passes over the data). Data-size comparisons
+    use it, so that a larger training set does not also mean more updates. Without it a
+    round is one pass over the data. With it, ``warmup_epochs`` counts rounds.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     epochs: int = Field(5, gt=0)
+    steps: int | None = Field(None, gt=0)
     batch_size: int = Field(64, gt=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
@@ -59,6 +66,14 @@ class TrainConfig(BaseModel):
     #: thread would starve the model: streamed files, RandAugment on the host for an
     #: accelerator; 0: batches built in the loop's thread).
     loader_workers: int | None = Field(None, ge=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _a_step_per_round(cls, steps: int | None, info: ValidationInfo) -> int | None:
+        epochs = info.data.get("epochs")
+        if steps is not None and epochs is not None and steps < epochs:
+            raise ValueError(f"at least one step per epoch is needed: {steps} steps for {epochs} epochs")
+        return steps
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import logging
 import os
 import shutil
@@ -31,6 +32,7 @@ from torch import nn
 
 from coatsearch.data import DataBundle, DataError, ImageSet
 from coatsearch.data.pipeline import Feed, auto_workers, place
+from coatsearch.data.splits import stratified_subset
 from coatsearch.nn import build
 from coatsearch.spec import NetSpec
 from coatsearch.status import Status
@@ -105,6 +107,19 @@ def _batches(n: int, batch_size: int, generator: torch.Generator,
             yield chunk if replicas is None else chunk.tensor_split(world)[replicas.rank]
 
 
+def round_lengths(steps: int, rounds: int) -> list[int]:
+    """``steps`` optimiser steps split into ``rounds`` rounds as evenly as integers allow."""
+    return [steps * (k + 1) // rounds - steps * k // rounds for k in range(rounds)]
+
+
+def train_probe(train: Any, size: int) -> Any:
+    """The fixed training subset a model's fit is measured on: ``size`` images (at most the
+    whole set) with the set's class proportions, drawn by seed 0 from its labels alone, so
+    every trial on the same data is measured on the same images; no augmentation."""
+    size = min(size, len(train))
+    return train.subset(stratified_subset(train.labels.cpu(), size, torch.Generator().manual_seed(0)))
+
+
 def _prepare(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     x = x.to(runtime.device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
@@ -140,11 +155,13 @@ class _Trainer:
         world = replicas.world if replicas is not None else 1
         self.global_batch = config.batch_size * world
         full, rest = divmod(len(data.train), self.global_batch)
-        self.steps_per_epoch = full + (rest >= 2 * world)  # see `_batches`
-        if self.steps_per_epoch == 0:
+        per_pass = full + (rest >= 2 * world)  # see `_batches`
+        if per_pass == 0:
             raise DataError(f"{data.name}: at least 2 training images are needed, got {len(data.train)}")
-        total = self.steps_per_epoch * config.epochs
-        warmup = min(total, round(config.warmup_epochs * self.steps_per_epoch))
+        #: optimiser steps of each epoch: one pass over the data, or ``steps`` split evenly
+        self.round_steps = round_lengths(config.steps, config.epochs) if config.steps else [per_pass] * config.epochs
+        total = sum(self.round_steps)
+        warmup = min(total, round(config.warmup_epochs * total / config.epochs))
         self.optimizer, self.schedule = make_optimizer(
             model, config.lr, config.weight_decay, total, warmup
         )
@@ -156,6 +173,13 @@ class _Trainer:
         if world > 1:
             self.augment_rng = torch.Generator().manual_seed(config.seed + 1_000_003 * replicas.rank)  # type: ignore[union-attr]
         self.mixup_rng = np.random.default_rng(config.seed)
+        self._stream = self._index_batches()
+
+    def _index_batches(self) -> Iterator[torch.Tensor]:
+        """Index batches of pass after pass over the training set, each pass reshuffled
+        (its order is drawn when its first batch is taken, as it always was)."""
+        while True:
+            yield from _batches(len(self.train_set), self.global_batch, self.generator, self.replicas)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and the number of correct predictions (against the dominant mixup label)."""
@@ -188,7 +212,8 @@ class _Trainer:
         seen = 0
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
-        order = _batches(len(self.train_set), self.global_batch, self.generator, self.replicas)
+        steps = self.round_steps[epoch - 1]
+        order = itertools.islice(self._stream, steps)
         for step, (x, y) in enumerate(self.feed.batches(order, self.augment_rng), 1):
             x, y = _prepare(x, runtime), y.to(runtime.device, non_blocking=True)
             loss, hits = self._loss(x, y)
@@ -208,7 +233,7 @@ class _Trainer:
             self.schedule.step()
             runtime.step_barrier()
             if on_batch is not None:
-                on_batch(epoch, step, self.steps_per_epoch)
+                on_batch(epoch, step, steps)
         if self.replicas is not None and self.replicas.world > 1:
             import torch.distributed as dist
 
@@ -296,7 +321,10 @@ def fit(
                 sets[name] = (getattr(data, name), False)
                 continue
             sets[name] = place(getattr(data, name), runtime.device)
-        data = replace(data, **{name: s for name, (s, _) in sets.items()})
+        train_set, train_on_device = sets["train"]
+        # a view of the placed training set: on a device it is already there
+        sets["probe"] = (train_probe(train_set, len(data.val)), train_on_device)
+        data = replace(data, **{name: s for name, (s, _) in sets.items() if name != "probe"})
         pin = runtime.device.type == "cuda"
 
         def feed(name: str) -> Feed:
@@ -314,7 +342,7 @@ def fit(
 
         stack.callback(close_feeds)
         trainer = _Trainer(trained, config, data, runtime, feed("train"), replicas)
-        val_feed = feed("val")
+        val_feed, probe_feed = feed("val"), feed("probe")
         if config.compile:
             trainer.model = compile_model(trained, runtime.device)
         eval_batch = 2 * config.batch_size
@@ -323,6 +351,7 @@ def fit(
             try:
                 train_loss, train_acc, speed, lr = trainer.train_epoch(epoch, on_batch)
                 val_loss, val_acc = evaluate(model, data.val, eval_batch, runtime, val_feed)
+                fit_loss, fit_acc = evaluate(model, sets["probe"][0], eval_batch, runtime, probe_feed)
             except _NonFinite as exc:
                 result.status, result.reason = Status.DIVERGED, str(exc)
                 break
@@ -331,8 +360,9 @@ def fit(
                 result.reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 break
             metrics = EpochMetrics(
-                epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
-                val_acc=val_acc, gap=train_acc - val_acc, images_per_s=speed,
+                epoch=epoch, train_loss_running=train_loss, train_acc_running=train_acc,
+                train_eval_loss=fit_loss, train_eval_acc=fit_acc, val_loss=val_loss,
+                val_acc=val_acc, gap=fit_acc - val_acc, images_per_s=speed,
                 wall_time=time.perf_counter() - started, lr=lr,
             )
             result.epochs.append(metrics)

@@ -14,17 +14,22 @@ from coatsearch.status import Status
 class EpochMetrics:
     """One epoch's numbers. Accuracies are fractions in [0, 1].
 
-    ``train_loss``/``train_acc`` are running means over the epoch's batches in training
-    mode (augmentation, mixup, label smoothing, dropout on: the objective actually
-    minimised); ``val_*`` are measured after the epoch in eval mode with plain cross
-    entropy. ``gap = train_acc - val_acc``. ``images_per_s`` counts the training phase
-    only; ``wall_time`` is seconds since the trial started; ``lr`` is the learning rate
-    of the epoch's last step.
+    ``train_eval_loss``/``train_eval_acc`` are measured after the epoch like ``val_*``: the
+    final weights in eval mode, plain cross entropy, on a fixed stratified subset of the
+    training images the size of the validation set (the same subset in every trial on the
+    same data), so ``gap = train_eval_acc - val_acc`` is the paper's generalization gap.
+    ``train_loss_running``/``train_acc_running`` are running means over the epoch's batches
+    in training mode (augmentation, mixup, label smoothing, dropout on, weights moving):
+    the objective actually minimised, not a measure of fit. ``images_per_s`` counts the
+    training phase only; ``wall_time`` is seconds since the trial started; ``lr`` is the
+    learning rate of the epoch's last step.
     """
 
     epoch: int
-    train_loss: float
-    train_acc: float
+    train_loss_running: float
+    train_acc_running: float
+    train_eval_loss: float
+    train_eval_acc: float
     val_loss: float
     val_acc: float
     gap: float

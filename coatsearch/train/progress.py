@@ -25,8 +25,8 @@ from coatsearch.train.metrics import EpochMetrics
 
 def format_epoch(m: EpochMetrics) -> str:
     return (
-        f"epoch {m.epoch}: train loss {m.train_loss:.4f} acc {m.train_acc:.2%}  "
-        f"val loss {m.val_loss:.4f} acc {m.val_acc:.2%}  gap {m.gap:+.2%}  "
+        f"epoch {m.epoch}: train loss {m.train_loss_running:.4f} (running)  "
+        f"train acc {m.train_eval_acc:.2%}  val loss {m.val_loss:.4f} acc {m.val_acc:.2%}  gap {m.gap:+.2%}  "
         f"{m.images_per_s:.0f} img/s  lr {m.lr:.2e}  {m.wall_time:.0f}s"
     )
 
