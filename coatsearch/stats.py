@@ -33,12 +33,21 @@ class Welch:
     ci95: tuple[float, float]
 
 
-def welch(a: Sequence[float], b: Sequence[float]) -> Welch:
-    """Welch's unequal-variance t-test of ``mean(a) - mean(b)`` (two-sided)."""
+def welch(a: Sequence[float], b: Sequence[float], n_eval: tuple[int, int] | None = None) -> Welch:
+    """Welch's unequal-variance t-test of ``mean(a) - mean(b)`` (two-sided).
+
+    ``n_eval``: the evaluation sets' sizes when ``a`` and ``b`` are accuracies; each mean's
+    variance then gains the binomial part of `mean_ci` (the seeds' spread alone misses
+    the evaluation set's own sampling error), and the degrees of freedom are
+    Welch-Satterthwaite's over those combined variances.
+    """
     x, y = np.asarray(a, float), np.asarray(b, float)
     if len(x) < 2 or len(y) < 2:
         raise ValueError("welch: each group needs at least two values")
     va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    if n_eval is not None:
+        va += _binomial_var(float(x.mean()), n_eval[0], len(x))
+        vb += _binomial_var(float(y.mean()), n_eval[1], len(y))
     diff = float(x.mean() - y.mean())
     se = math.sqrt(va + vb)
     if se == 0:
@@ -62,6 +71,11 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
+def _binomial_var(mean: float, n_eval: int, seeds: int) -> float:
+    """The variance an evaluation set of ``n_eval`` images adds to a mean over ``seeds``."""
+    return mean * (1 - mean) / (n_eval * seeds)
+
+
 def mean_ci(accuracies: Sequence[float], n_eval: int | None = None) -> tuple[float, float, float]:
     """``(mean, low, high)``: a 95% CI of a mean accuracy over seeds, widened by the binomial
     error of an evaluation set of ``n_eval`` images (when given). With one seed only the
@@ -69,7 +83,7 @@ def mean_ci(accuracies: Sequence[float], n_eval: int | None = None) -> tuple[flo
     x = np.asarray(accuracies, float)
     mean = float(x.mean())
     seed_var = x.var(ddof=1) / len(x) if len(x) > 1 else 0.0
-    binomial_var = mean * (1 - mean) / (n_eval * len(x)) if n_eval else 0.0
+    binomial_var = _binomial_var(mean, n_eval, len(x)) if n_eval else 0.0
     df = max(len(x) - 1, 1)
     quantile = float(sps.t.ppf(0.975, df)) if len(x) > 1 else 1.959964
     half = quantile * math.sqrt(seed_var + binomial_var)

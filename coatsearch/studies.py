@@ -4,12 +4,15 @@ A study is a folder ``studies/<name>/`` holding ``space.yaml`` (a search space w
 parameters are the question's factors plus ``seed`` for repeats) and a README. Running
 it (``coatsearch study studies/<name>``) runs the space, then writes beside it:
 
-  results.csv   every trial (the run's results table)
-  summary.csv   per configuration: n, mean and std over seeds of each metric
-  report.html   the run's report
+  results.csv      every trial (the run's results table)
+  summary.csv      per configuration: n, mean and std over seeds of each metric
+  comparisons.csv  neighbouring values of the first factor, tested (`comparisons`)
+  report.html      the run's report
 
-and rewrites the README's results table between the ``<!-- results:start -->`` and
-``<!-- results:end -->`` markers, so the numbers a reader sees are always the CSV's.
+and rewrites the README's generated sections (the results table between the
+``<!-- results:start -->`` and ``<!-- results:end -->`` markers, the comparisons and their
+verdicts between ``<!-- comparisons:start -->`` and ``<!-- comparisons:end -->``, a scaling
+study's fits), so the numbers a reader sees are always the CSV's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -116,6 +120,99 @@ def replace_results(readme: str, table: str) -> str:
     return pattern.sub(lambda _: f"{START}\n{table}\n{END}", readme)
 
 
+COMPARISONS_START, COMPARISONS_END = "<!-- comparisons:start -->", "<!-- comparisons:end -->"
+#: Metrics compared, and the column holding the size of the set each was measured on
+#: (None: the seeds' spread only; a gap is a difference of two measured accuracies).
+COMPARED = {"val_acc": "val_images", "test_acc": "test_images", "gap": None}
+#: Holm-corrected p below which a comparison's verdict names a direction.
+ALPHA = 0.05
+
+
+_COMPARISON_COLUMNS = ["factor", "within", "metric", "first", "second", "difference", "ci95_low", "ci95_high",
+                       "t", "df", "p", "p_holm", "verdict"]
+
+
+def comparisons(table: pd.DataFrame, group_by: Sequence[str], orders: dict[str, list[Any]]) -> pd.DataFrame:
+    """For each factor, each pair of its neighbouring values (in the order of the space's
+    choices) within each combination of the other factors, for each metric in `COMPARED`:
+    Welch tests over seeds with the evaluation set's binomial error, Holm-corrected across
+    the whole study. One row per comparison, with its verdict."""
+    from coatsearch.stats import holm, welch
+
+    rows = ranked(table)
+    found: list[dict[str, Any]] = []
+    for factor in group_by if list(group_by) != ["configuration"] and not rows.empty else []:
+        strata = [c for c in group_by if c != factor]
+        order = orders.get(factor) or sorted(rows[factor].dropna().unique())
+        for key, part in (rows.groupby(strata, sort=False, dropna=False) if strata else [((), rows)]):
+            key = key if isinstance(key, tuple) else (key,)
+            within = ", ".join(f"{c.removeprefix('param.')} {value_label(v)}" for c, v in zip(strata, key)) or "–"
+            present = [v for v in order if (part[factor] == v).any()]
+            for metric, size in COMPARED.items():
+                if metric not in part or part[metric].isna().all():
+                    continue
+                for first, second in zip(present, present[1:]):
+                    a_rows, b_rows = part[part[factor] == first], part[part[factor] == second]
+                    a, b = a_rows[metric].dropna(), b_rows[metric].dropna()
+                    if len(a) < 2 or len(b) < 2:
+                        continue
+                    n_eval = None
+                    if size is not None and size in part and part[size].notna().all():
+                        n_eval = (int(a_rows[size].iloc[0]), int(b_rows[size].iloc[0]))
+                    test = welch(a, b, n_eval)
+                    found.append({"factor": factor.removeprefix("param."), "within": within, "metric": metric,
+                                  "first": value_label(first), "second": value_label(second),
+                                  "difference": test.difference, "ci95_low": test.ci95[0],
+                                  "ci95_high": test.ci95[1], "t": test.t, "df": test.df, "p": test.p})
+    frame = pd.DataFrame(found, columns=_COMPARISON_COLUMNS[:-2])
+    frame["p_holm"] = holm(frame["p"].tolist()) if len(frame) else []
+    frame["verdict"] = [_verdict(r) for _, r in frame.iterrows()]
+    return frame
+
+
+def _verdict(row: pd.Series) -> str:
+    if row["p_holm"] >= ALPHA:
+        return "no detectable difference"
+    return f"{row['first']} > {row['second']}" if row["difference"] > 0 else f"{row['first']} < {row['second']}"
+
+
+def comparisons_markdown(frame: pd.DataFrame) -> str:
+    """The README's comparisons: differences in percentage points with 95% CIs, t (df), p
+    and Holm's p, and the verdict each implies."""
+    if frame.empty:
+        return "No pair of values has two or more complete trials each: nothing to compare."
+    header = ["factor", "within", "metric", "comparison", "difference (pp)", "95% CI (pp)", "t (df)", "p",
+              "p, Holm", "verdict"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join([
+            row["factor"], row["within"],
+            METRICS[row["metric"]].split(" (")[0], f"{row['first']} vs {row['second']}",
+            f"{row['difference'] * 100:+.2f}", f"[{row['ci95_low'] * 100:+.2f}, {row['ci95_high'] * 100:+.2f}]",
+            f"{row['t']:.2f} ({row['df']:.1f})", _p(row["p"]), _p(row["p_holm"]), row["verdict"],
+        ]) + " |")
+    tested = len(frame)
+    lines.append("")
+    lines.append(f"{tested} comparisons; a verdict names a direction where Holm's p across all {tested} is "
+                 f"below {ALPHA:g}. Accuracy tests add the evaluation set's binomial error to the seeds' "
+                 "spread; gap tests use the seeds' spread.")
+    return "\n".join(lines)
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def factor_orders(space: SearchSpace) -> dict[str, list[Any]]:
+    """Each factor's values in the order the space lists them."""
+    orders: dict[str, list[Any]] = {}
+    for name, param in space.params.items():
+        choices = getattr(param, "choices", None)
+        if choices:
+            orders[f"param.{name}"] = list(choices)
+    return orders
+
+
 FITS_START, FITS_END = "<!-- fits:start -->", "<!-- fits:end -->"
 
 
@@ -188,9 +285,13 @@ def write_outputs(study_dir: Path, space: SearchSpace, run_dir: Path) -> pd.Data
     group_by = factors(space)
     summary = summarise(table, group_by)
     summary.to_csv(study_dir / "summary.csv", index=False)
+    tested = comparisons(table, group_by, factor_orders(space))
+    tested.to_csv(study_dir / "comparisons.csv", index=False)
     readme = study_dir / "README.md"
     if readme.exists():
         text = replace_results(readme.read_text(), summary_markdown(summary, group_by))
+        if COMPARISONS_START in text:
+            text = replace_between(text, COMPARISONS_START, COMPARISONS_END, comparisons_markdown(tested))
         if "scale" in space.params and FITS_START in text:
             column = next((c for c in group_by if c != "param.scale"), "layout")
             text = replace_between(text, FITS_START, FITS_END, scaling_markdown(table, column))

@@ -59,3 +59,18 @@ def test_power_law_fit_recovers_known_curves_and_their_crossing():
     assert crossing(fit_steep, fit_steep, 5e6, 8e7) is None
     with pytest.raises(ValueError, match="three budgets"):
         fit_power_law([1e6, 1e6, 2e6], [0.3, 0.3, 0.2])
+
+
+def test_welch_with_evaluation_sets_adds_their_binomial_variance():
+    import math
+
+    a, b = [0.80, 0.82, 0.81], [0.78, 0.79, 0.77]
+    plain, widened = welch(a, b), welch(a, b, n_eval=(1000, 2000))
+    va = 0.0001 / 3 + 0.81 * 0.19 / (1000 * 3)
+    vb = 0.0001 / 3 + 0.78 * 0.22 / (2000 * 3)
+    assert widened.difference == pytest.approx(plain.difference)
+    assert widened.t == pytest.approx(0.03 / math.sqrt(va + vb))
+    assert widened.df == pytest.approx((va + vb) ** 2 / (va**2 / 2 + vb**2 / 2))
+    assert widened.p > plain.p and widened.ci95[1] - widened.ci95[0] > plain.ci95[1] - plain.ci95[0]
+    # identical seeds: the binomial part alone, a finite test instead of a certain one
+    assert 0 < welch([0.8, 0.8], [0.79, 0.79], n_eval=(1000, 1000)).p < 1

@@ -11,7 +11,20 @@ import pandas as pd
 import pytest
 
 from coatsearch.results import read_table
-from coatsearch.studies import END, START, factors, load_study, replace_results, summarise, summary_markdown
+from coatsearch.studies import (
+    COMPARISONS_END,
+    COMPARISONS_START,
+    END,
+    START,
+    comparisons,
+    comparisons_markdown,
+    factor_orders,
+    factors,
+    load_study,
+    replace_results,
+    summarise,
+    summary_markdown,
+)
 
 STUDIES = sorted(p.parent for p in (Path(__file__).resolve().parent.parent / "studies").glob("*/space.yaml"))
 
@@ -59,6 +72,12 @@ def test_readme_numbers_match_the_committed_results(study_dir):
     readme = (study_dir / "README.md").read_text()
     section = readme[readme.index(START) + len(START): readme.index(END)].strip()
     assert section == summary_markdown(summary, group_by)
+    # the comparisons and their verdicts, recomputed from the trials
+    tested = comparisons(read_table(results), group_by, factor_orders(space))
+    committed = pd.read_csv(study_dir / "comparisons.csv", dtype={"first": str, "second": str})
+    pd.testing.assert_frame_equal(committed, tested.reset_index(drop=True), check_dtype=False, check_exact=False)
+    section = readme[readme.index(COMPARISONS_START) + len(COMPARISONS_START): readme.index(COMPARISONS_END)].strip()
+    assert section == comparisons_markdown(tested)
 
 
 def test_replace_results_needs_the_markers():
@@ -106,3 +125,40 @@ def test_scaling_fits_are_generated_from_the_committed_results(study_dir):
     readme = (study_dir / "README.md").read_text()
     section = readme[readme.index(FITS_START) + len(FITS_START): readme.index(FITS_END)].strip()
     assert section == scaling_markdown(read_table(study_dir / "results.csv"), column)
+
+
+def test_comparisons_test_neighbours_within_strata_and_correct_across_the_study():
+    import numpy as np
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for size in (100, 200):
+        for layout, level in (("A", 0.9), ("B", 0.8), ("C", 0.8)):
+            for seed in range(3):
+                rows.append({"trial": len(rows), "status": "complete", "fidelity": 1, "max_fidelity": 1,
+                             "param.layout": layout, "param.size": size, "param.seed": seed,
+                             "val_acc": level + rng.normal(0, 0.002), "val_images": 1000})
+    table = pd.DataFrame(rows)
+    found = comparisons(table, ["param.layout", "param.size"], {"param.layout": ["A", "B", "C"]})
+    # two neighbouring pairs (A-B, B-C) in each of two sizes, then the sizes within each
+    # layout; val only (no test, no gap)
+    assert list(zip(found["factor"], found["within"], found["first"], found["second"])) == [
+        ("layout", "size 100", "A", "B"), ("layout", "size 100", "B", "C"),
+        ("layout", "size 200", "A", "B"), ("layout", "size 200", "B", "C"),
+        ("size", "layout A", "100", "200"), ("size", "layout B", "100", "200"), ("size", "layout C", "100", "200")]
+    by_layout = found[found["factor"] == "layout"]
+    assert (by_layout.loc[by_layout["first"] == "A", "verdict"] == "A > B").all()
+    assert (by_layout.loc[by_layout["first"] == "B", "verdict"] == "no detectable difference").all()
+    assert (found.loc[found["factor"] == "size", "verdict"] == "no detectable difference").all()
+    # Holm: never below the raw p, and the family is the whole study
+    assert (found["p_holm"] >= found["p"]).all()
+    from coatsearch.stats import holm
+
+    assert found["p_holm"].tolist() == pytest.approx(holm(found["p"].tolist()))
+    # the binomial part widens the interval beyond the seeds' spread alone
+    from coatsearch.stats import welch
+
+    a = table[(table["param.layout"] == "A") & (table["param.size"] == 100)]["val_acc"]
+    b = table[(table["param.layout"] == "B") & (table["param.size"] == 100)]["val_acc"]
+    row = found.iloc[0]
+    assert row["ci95_high"] - row["ci95_low"] > np.subtract(*welch(a, b).ci95[::-1])
