@@ -93,7 +93,12 @@ class Domain(_Frozen):
 
 
 class Budget(_Frozen):
-    """Match every candidate to a target (``flops`` or ``params``), or keep it in a range."""
+    """Match every candidate to a target, or keep it in a range.
+
+    ``flops`` or ``params`` alone: matched by ``by`` (width, depth or both). Both at once:
+    width and depth move together until both are met within ``tolerance``, as the paper's
+    layout comparisons held both similar (`coatsearch.budget.match_budget`); ``by`` then
+    does not apply."""
 
     flops: float | None = None
     params: float | None = None
@@ -118,8 +123,6 @@ class Budget(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> Budget:
-        if self.flops is not None and self.params is not None:
-            raise ValueError("flops: match either flops or params, not both")
         for name in ("flops", "params"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -131,11 +134,17 @@ class Budget(_Frozen):
 
     @property
     def target(self) -> tuple[str, float] | None:
+        """The first target (FLOPs when both are set): what a candidate's error is against."""
         if self.flops is not None:
             return "flops", self.flops
         if self.params is not None:
             return "params", self.params
         return None
+
+    @property
+    def targets(self) -> dict[str, float]:
+        """Every target set, as keyword arguments of `match_budget`."""
+        return {name: value for name, value in (("flops", self.flops), ("params", self.params)) if value is not None}
 
 
 class Objective(_Frozen):

@@ -144,3 +144,15 @@ def test_cli_rejects_a_bad_space_before_any_trial(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "backend:" in result.stderr
     assert not out.exists()
+
+
+def test_a_budget_of_flops_and_params_matches_both(tmp_path):
+    from coatsearch.search import compile_space
+
+    data = dict(VALID, budget={"flops": "1.2M", "params": "85k", "tolerance": 0.1})
+    space = load_space(_write(tmp_path, data))
+    assert space.budget.targets == {"flops": 1.2e6, "params": 8.5e4}
+    plan = compile_space(space)
+    for point in plan.grid_points or [{"split": 1}, {"split": 2}]:
+        candidate = plan.candidate(point)
+        assert abs(candidate.flops / 1.2e6 - 1) <= 0.1 and abs(candidate.n_params / 8.5e4 - 1) <= 0.1

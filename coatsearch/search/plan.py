@@ -113,12 +113,9 @@ class SearchPlan:
             raise InfeasibleCandidate(str(exc)) from None
         spec, note = draft.spec, ""
         budget = space.budget
-        if budget is not None and budget.target is not None:
-            metric, value = budget.target
+        if budget is not None and budget.targets:
             try:
-                match = match_budget(spec, flops=value if metric == "flops" else None,
-                                     params=value if metric == "params" else None,
-                                     by=budget.by, tolerance=budget.tolerance, strict=True)
+                match = match_budget(spec, **budget.targets, by=budget.by, tolerance=budget.tolerance, strict=True)
             except (BudgetError, SpecError) as exc:
                 raise InfeasibleCandidate(str(exc)) from None
             spec, note = match.spec, match.message
@@ -201,14 +198,14 @@ def _check_value(space: SearchSpace, base: NetSpec, name: str, value: Any) -> No
 
 def _check_budget(space: SearchSpace, base: NetSpec) -> None:
     """An impossible target (below the smallest spec, above the sanity bound) fails now."""
-    if space.budget is None or space.budget.target is None:
+    if space.budget is None or not space.budget.targets:
         return
-    metric, value = space.budget.target
     try:
-        match_budget(base, flops=value if metric == "flops" else None, params=value if metric == "params" else None,
-                     by=space.budget.by, tolerance=space.budget.tolerance)
+        match_budget(base, **space.budget.targets, by=space.budget.by, tolerance=space.budget.tolerance)
     except BudgetError as exc:
-        raise SpaceError(f"budget.{metric}: {str(exc).split(': ', 1)[-1]}") from None
+        field, _, why = str(exc).partition(": ")
+        field = field if field in ("flops", "params") else next(iter(space.budget.targets))
+        raise SpaceError(f"budget.{field}: {why or exc}") from None
 
 
 def check_storage_url(url: str, field_name: str = "storage") -> None:
