@@ -115,7 +115,8 @@ class SearchPlan:
         budget = space.budget
         if budget is not None and budget.targets:
             try:
-                match = match_budget(spec, **budget.targets, by=budget.by, tolerance=budget.tolerance, strict=True)
+                match = match_budget(spec, flops=budget.flops, params=budget.params, by=budget.by,
+                                     tolerance=budget.tolerance, strict=True)
             except (BudgetError, SpecError) as exc:
                 raise InfeasibleCandidate(str(exc)) from None
             spec, note = match.spec, match.message
@@ -201,7 +202,8 @@ def _check_budget(space: SearchSpace, base: NetSpec) -> None:
     if space.budget is None or not space.budget.targets:
         return
     try:
-        match_budget(base, **space.budget.targets, by=space.budget.by, tolerance=space.budget.tolerance)
+        match_budget(base, flops=space.budget.flops, params=space.budget.params, by=space.budget.by,
+                     tolerance=space.budget.tolerance)
     except BudgetError as exc:
         field, _, why = str(exc).partition(": ")
         field = field if field in ("flops", "params") else next(iter(space.budget.targets))
