@@ -7,7 +7,8 @@ Makes (in a temporary folder, removed after) a folder of ``--images`` RGB JPEGs 
 
 1. images/s of ``coatsearch data prepare --size N`` (a process pool over every core,
    JPEG draft mode) against a single-process Pillow loop (open, convert, centre crop,
-   resize): what a hand-written script would do.
+   resize): what a hand-written script would do; and the ceiling: the draft-mode decode
+   alone in one process, times the cores.
 2. the memory a second trial process adds when the first has the data mapped: two child
    processes each load the data and touch every image; RSS, PSS and private memory from
    ``/proc/PID/smaps_rollup``, after the load minus before it. The same for
@@ -63,6 +64,21 @@ def pillow_loop(root: Path, size: int, limit: int) -> float:
             s = min(w, h)
             im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
             out[i] = np.asarray(im.resize((size, size), Image.BILINEAR))
+    return len(paths) / (time.perf_counter() - start)
+
+
+def draft_decode_only(root: Path, size: int, limit: int) -> float:
+    """Images/s of the JPEG decode alone, at the reduced scale `prepare` uses (draft mode),
+    in one process: no crop, resize or write. Times the cores, it bounds what any decoder
+    of these files built on Pillow can do on this machine."""
+    paths = sorted(root.rglob("*.jpg"))[:limit]
+    start = time.perf_counter()
+    for p in paths:
+        with Image.open(p) as im:
+            scale = min(im.size) // size
+            if scale >= 2:
+                im.draft("RGB", (im.size[0] // scale, im.size[1] // scale))
+            np.asarray(im.convert("RGB"))
     return len(paths) / (time.perf_counter() - start)
 
 
@@ -145,6 +161,7 @@ def main() -> None:
               f"({sum(p.stat().st_size for p in root.rglob('*.jpg')) / 1e6:.0f} MB) in {time.perf_counter() - start:.0f}s")
 
         loop = pillow_loop(root, args.size, min(args.images, 3000))
+        floor = draft_decode_only(root, args.size, min(args.images, 3000))
         start = time.perf_counter()
         command = [sys.executable, "-c", "from coatsearch.cli import main; main()",
                    "data", "prepare", str(root), "--size", str(args.size)]
@@ -156,6 +173,10 @@ def main() -> None:
         print(f"  single-process Pillow loop (decode, crop, resize): {loop:8.0f} images/s")
         print(f"  coatsearch data prepare --size {args.size} ({available_cpus()} workers, whole command): "
               f"{prepared_rate:8.0f} images/s  = {prepared_rate / loop:.2f}x")
+        ceiling = floor * available_cpus()
+        print(f"  draft-mode decode alone, one process: {floor:8.0f} images/s; x {available_cpus()} cores = "
+              f"{ceiling:.0f} images/s = {ceiling / loop:.2f}x the loop, the most any Pillow-based prepare "
+              "could reach here (no start-up, listing, crop or write)")
         prepared = prepare(root, args.size, progress=False)
         array_mb = prepared.images["train"].numel() / 2**20
         print(f"  cache: {prepared.nbytes / 2**20:.0f} MiB ({array_mb:.0f} MiB image array) at {prepared.path}")
@@ -190,6 +211,7 @@ def main() -> None:
         print(f"  from the map: {speeds['map']:.0f} images/s; from in-memory tensors: {speeds['memory']:.0f} images/s"
               f"  = {speeds['map'] / speeds['memory']:.3f}x")
         print(json.dumps({"prepare_vs_loop": round(prepared_rate / loop, 2),
+                          "decode_ceiling_vs_loop": round(ceiling / loop, 2),
                           "map_vs_memory_training": round(speeds["map"] / speeds["memory"], 3)}))
     finally:
         shutil.rmtree(work, ignore_errors=True)

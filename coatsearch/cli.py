@@ -375,7 +375,10 @@ def _estimate(plan: Any, candidates: list[Any]) -> Any:
         data = load_trial_data(plan.space.data, plan.base.image_size, plan.space.seed)
     except CoatsearchError:
         return None  # no data here (a cluster's path): candidates only
-    return estimate(plan, [c.spec for c in candidates], len(data.train), len(data.val), data.in_channels, data.num_classes)
+    # a searched train_size sets each candidate's own; a larger one than the data has is
+    # refused when the trial loads its data
+    sizes = [min(int(c.params.get("data.train_size") or len(data.train)), len(data.train)) for c in candidates]
+    return estimate(plan, [c.spec for c in candidates], sizes, len(data.val), data.in_channels, data.num_classes)
 
 
 @app.command()

@@ -240,3 +240,16 @@ def test_tables_and_records_from_before_train_eval_acc_keep_their_running_figure
     assert pd.isna(table.loc[0, "gap"]) and pd.isna(table.loc[0, "train_eval_acc"])
     new = TrialRow.from_record({**old, "train_eval_acc": 0.95, "gap": 0.15})
     assert new.gap == 0.15 and new.train_eval_acc == 0.95
+
+
+def test_the_dry_run_estimate_follows_steps_and_each_candidates_data_size(tmp_path, monkeypatch):
+    import coatsearch.search.estimate as est
+
+    monkeypatch.setattr(est, "time_steps", lambda *a, **k: est.StepTime(train_s=1.0, forward_s=0.0))
+    space = load_space(_space_file(tmp_path, train={"epochs": 2, "batch_size": 64}))
+    plan = compile_space(space)
+    spec = plan.candidate({"split": 1}).spec
+    by_size = est.estimate(plan, [spec, spec], [640, 1280], 100, 1, 10)
+    assert by_size.per_trial_s == (20.0, 40.0)  # ceil(size / 64) steps x 2 epochs, 1 s each
+    stepped = compile_space(load_space(_space_file(tmp_path, train={"epochs": 2, "steps": 7, "batch_size": 64})))
+    assert est.estimate(stepped, [spec, spec], [640, 1280], 100, 1, 10).per_trial_s == (7.0, 7.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -71,22 +72,28 @@ class Estimate:
     basis: str
 
 
-def estimate(plan: SearchPlan, specs: list[NetSpec | None], train_images: int, val_images: int,
+def estimate(plan: SearchPlan, specs: list[NetSpec | None], train_images: int | Sequence[int], val_images: int,
              in_channels: int, num_classes: int) -> Estimate:
-    """Seconds per candidate (0 for an infeasible one) and for the whole run."""
+    """Seconds per candidate (0 for an infeasible one) and for the whole run.
+
+    ``train_images``: one size for every candidate, or each candidate's own (a searched
+    ``data.train_size``). With ``train.steps`` the steps are that, whatever the size. Every
+    epoch evaluates the validation set and the training subset of its size."""
     config = TrainConfig.from_dict(plan.space.train)
     threads = plan.space.trial_threads
+    sizes = [train_images] * len(specs) if isinstance(train_images, int) else list(train_images)
     cache: dict[NetSpec, StepTime] = {}
     per_trial = []
-    for spec in specs:
+    for spec, size in zip(specs, sizes):
         if spec is None:
             per_trial.append(0.0)
             continue
         if spec not in cache:
             cache[spec] = time_steps(spec, config.batch_size, threads, in_channels, num_classes)
         step = cache[spec]
-        steps = math.ceil(train_images / config.batch_size) * config.epochs
-        evals = math.ceil(val_images / (2 * config.batch_size)) * config.epochs * 2  # eval batches are twice as big
+        steps = config.steps or math.ceil(size / config.batch_size) * config.epochs
+        evaluated = val_images + min(val_images, size)
+        evals = math.ceil(evaluated / (2 * config.batch_size)) * config.epochs * 2  # eval batches are twice as big
         per_trial.append(steps * step.train_s + evals * step.forward_s)
     run = sum(per_trial) / max(1, min(plan.space.concurrency, len([s for s in specs if s is not None]) or 1))
     basis = (f"rough (about ±30%): {TIMED_STEPS} timed training steps of each of {len(cache)} networks at batch "
