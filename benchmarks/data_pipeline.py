@@ -14,7 +14,8 @@ Makes (in a temporary folder, removed after) a folder of ``--images`` RGB JPEGs 
    ``/proc/PID/smaps_rollup``, after the load minus before it. The same for
    ``data.mode: memory`` (each process decodes its own copy) for comparison.
 3. training images/s of `coatsearch.fit` from the map against the same images as
-   in-memory tensors (best of ``--rounds`` alternating rounds, second epoch timed).
+   in-memory tensors (median and spread of ``--rounds`` interleaved rounds, second epoch
+   timed).
 
 Run it alone: other busy processes distort the timings.
 """
@@ -26,6 +27,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -140,7 +142,7 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=256)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--train-images", type=int, default=2000, help="training set of the speed comparison")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     import torch
@@ -199,17 +201,23 @@ def main() -> None:
                 p.wait()
 
         print(f"\n3. training images/s (a 5-stage C-C-T-T of 16-64 channels at {args.size}px, batch 64, "
-              f"{available_cpus()} threads, {args.train_images} training images, best of {args.rounds} alternating)")
+              f"{available_cpus()} threads, {args.train_images} training images, median of {args.rounds} "
+              "interleaved rounds, spread = (max - min) / median)")
         mapped = load_data(str(root), image_size=args.size, train_size=args.train_images)
         t = mapped.train  # the same training split as in-memory tensors
         memory = replace(mapped, train=ImageSet(t.gather(torch.arange(len(t))).clone(), t.labels.clone(),
                                                 t.mean, t.std, t.transform))
-        speeds = {"map": 0.0, "memory": 0.0}
-        for _ in range(args.rounds):
-            for name, data in (("map", mapped), ("memory", memory)):
-                speeds[name] = max(speeds[name], train_speed(data, 1))
-        print(f"  from the map: {speeds['map']:.0f} images/s; from in-memory tensors: {speeds['memory']:.0f} images/s"
-              f"  = {speeds['map'] / speeds['memory']:.3f}x")
+        rounds: dict[str, list[float]] = {"map": [], "memory": []}
+        for r in range(args.rounds):
+            order = [("map", mapped), ("memory", memory)]
+            for name, data in order if r % 2 == 0 else order[::-1]:
+                rounds[name].append(train_speed(data, 1))
+        speeds = {name: statistics.median(values) for name, values in rounds.items()}
+        for name, values in rounds.items():
+            print(f"  from {'the map' if name == 'map' else 'in-memory tensors'}: {speeds[name]:.0f} images/s "
+                  f"(spread {(max(values) - min(values)) / speeds[name]:.0%}; rounds "
+                  + " ".join(f"{v:.0f}" for v in values) + ")")
+        print(f"  map / memory (medians) = {speeds['map'] / speeds['memory']:.3f}x")
         print(json.dumps({"prepare_vs_loop": round(prepared_rate / loop, 2),
                           "decode_ceiling_vs_loop": round(ceiling / loop, 2),
                           "map_vs_memory_training": round(speeds["map"] / speeds["memory"], 3)}))
