@@ -34,6 +34,8 @@ def _smoke_overrides(study_dir: Path) -> list[str]:
     sets = ["train.epochs=1", "trials=2", "params.seed.choices=[0]", "data.train_size=300"]
     if "data.train_size" in space.params:
         sets.append("params.data.train_size.choices=[300]")
+    if space.train.get("steps"):
+        sets.append("train.steps=2")  # a study with a step budget: two steps in the one epoch
     return sets
 
 
