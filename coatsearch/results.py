@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from coatsearch.pareto import non_dominated
-from coatsearch.search.rows import COLUMNS, LEGACY_NAMES, TrialRow
+from coatsearch.search.rows import COLUMNS, TrialRow, current_names, legacy_renames
 from coatsearch.status import FINISHED, Status
 
 __all__ = ["COLUMNS", "FINISHED", "count_finished", "history_of", "pareto_front", "ranked", "read_table",
@@ -63,9 +63,7 @@ def write_table(rows: Iterable[TrialRow], path: Path) -> pd.DataFrame:
 
 def read_table(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path)
-    if "train_eval_acc" not in frame and "gap" in frame:  # written before it: a running-accuracy gap
-        frame = frame.rename(columns={"gap": "gap_running"})
-    frame = frame.rename(columns={old: new for new, old in LEGACY_NAMES.items() if new not in frame})
+    frame = frame.rename(columns=legacy_renames(frame.columns))
     for column in COLUMNS:
         if column not in frame:
             frame[column] = np.nan
@@ -95,5 +93,6 @@ def pareto_front(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> 
 
 
 def history_of(row: pd.Series) -> list[dict[str, Any]]:
+    """The row's per-epoch metrics, under their current names."""
     text = row.get("history")
-    return json.loads(text) if isinstance(text, str) and text else []
+    return [current_names(epoch) for epoch in json.loads(text)] if isinstance(text, str) and text else []

@@ -26,7 +26,6 @@ from coatsearch.pareto import hypervolume_2d, non_dominated
 from coatsearch.report.data import Run, colors_for, group_labels, group_order, is_categorical
 from coatsearch.report.effects import Effect, jitter
 from coatsearch.results import history_of
-from coatsearch.search.rows import LEGACY_NAMES
 from coatsearch.stats import PowerLaw, fit_power_law
 from coatsearch.units import format_count
 
@@ -224,7 +223,7 @@ def curves_figure(run: Run, grouping: Grouping) -> go.Figure | None:
         name = f"trial {_text(row['trial'])} ({_text(row['status'])})"
         for col, key, fmt in ((1, "train_loss_running", ".4f"), (2, "val_acc", ".2%")):
             fig.add_trace(go.Scatter(
-                x=epochs, y=[h.get(key, h.get(LEGACY_NAMES.get(key, ""))) for h in history], mode="lines+markers", name=group,
+                x=epochs, y=[h.get(key) for h in history], mode="lines+markers", name=group,
                 legendgroup=group, showlegend=group not in shown, line=dict(color=grouping.colors[group], width=1.5),
                 marker=dict(size=5), hovertemplate=f"{name}<br>epoch %{{x}}<br>{key} %{{y:{fmt}}}<extra>{group}</extra>",
             ), row=1, col=col)

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,23 @@ COLUMNS = (
 
 #: Columns under their earlier names (tables and ledgers written before the rename).
 LEGACY_NAMES = {"train_acc_running": "train_acc", "train_loss_running": "train_loss"}
+
+
+def legacy_renames(names: Iterable[str]) -> dict[str, str]:
+    """Earlier names among ``names`` (a table's columns, a record's or an epoch's keys) and
+    what they are called now. ``train_acc``/``train_loss`` were the running figures, and a
+    ``gap`` written before ``train_eval_acc`` existed came from them: ``gap_running``."""
+    present = set(names)
+    renames = {old: new for new, old in LEGACY_NAMES.items() if old in present and new not in present}
+    if "gap" in present and "train_eval_acc" not in present:
+        renames["gap"] = "gap_running"
+    return renames
+
+
+def current_names(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` with its keys under their current names (`legacy_renames`)."""
+    renames = legacy_renames(record)
+    return {renames.get(key, key): value for key, value in record.items()}
 
 
 def point_key(params: Mapping[str, Any]) -> str:
@@ -125,14 +142,14 @@ class TrialRow:
     def from_record(cls, record: Mapping[str, Any]) -> TrialRow:
         """The row of a flat record (a table row or a stored attribute); missing or NaN
         cells become None."""
+        record = current_names(record)
+
         def value(name: str) -> Any:
-            v = record.get(name, record.get(LEGACY_NAMES.get(name, "")))
+            v = record.get(name)
             return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
         fields = {f.name for f in dataclasses.fields(cls)} - {"params", "n_params", "trial", "status"}
         data = {name: value(name) for name in fields}
-        if "train_acc" in record and "train_eval_acc" not in record:
-            data["gap"] = None  # an earlier record's gap came from the running accuracy
         for name in ("fidelity", "max_fidelity"):
             data[name] = int(data[name] or 0)
         for name in ("image_size", "flops", "seed", "val_images", "test_images", "workers"):
