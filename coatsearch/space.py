@@ -143,7 +143,7 @@ class Budget(_Frozen):
 
     @property
     def targets(self) -> dict[str, float]:
-        """Every target set, as keyword arguments of `match_budget`."""
+        """Every target set, by metric (empty: the budget only filters by range)."""
         return {name: value for name, value in (("flops", self.flops), ("params", self.params)) if value is not None}
 
 

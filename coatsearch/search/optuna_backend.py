@@ -189,15 +189,15 @@ def _held_points(study: optuna.Study) -> set[str]:
     return {_point_of(trial) for trial in study.get_trials(deepcopy=False) if _holds_point(trial)}
 
 
-def _point_taken(study: optuna.Study, number: int) -> bool:
-    """True when another trial owns trial ``number``'s grid point: one has a row for it, or
-    a lower-numbered one is running or waiting. The lowest-numbered live trial of a point
-    never steps aside, so a point enqueued twice by racing workers still runs once."""
-    trials = study.get_trials(deepcopy=False)
-    point = _point_of(next(t for t in trials if t.number == number))
+def _point_taken(trials: list[FrozenTrial], me: FrozenTrial) -> bool:
+    """True when another of the study's ``trials`` owns ``me``'s grid point: one has a row
+    for it, or a lower-numbered one is running or waiting. The lowest-numbered live trial
+    of a point never steps aside, so a point enqueued twice by racing workers still runs
+    once."""
+    point = _point_of(me)
     return any(
-        t.number != number and _point_of(t) == point
-        and ("row" in t.user_attrs or (t.number < number and _holds_point(t)))
+        t.number != me.number and _point_of(t) == point
+        and ("row" in t.user_attrs or (t.number < me.number and _holds_point(t)))
         for t in trials
     )
 
@@ -390,10 +390,13 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
         enqueue_grid(study, plan)
 
     def objective(trial: optuna.Trial) -> Any:
-        if grid and "fixed_params" not in _frozen(study, trial.number).system_attrs:
-            raise optuna.TrialPruned("no grid point left")  # another worker took the last one
-        if grid and _point_taken(study, trial.number):
-            raise optuna.TrialPruned("another trial holds this grid point")
+        if grid:
+            trials = study.get_trials(deepcopy=False)
+            me = next(t for t in trials if t.number == trial.number)
+            if "fixed_params" not in me.system_attrs:
+                raise optuna.TrialPruned("no grid point left")  # another worker took the last one
+            if _point_taken(trials, me):
+                raise optuna.TrialPruned("another trial holds this grid point")
         _claim(trial)
         params = plan.sample(trial)
 
