@@ -18,6 +18,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import yaml
@@ -68,8 +69,10 @@ def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
     """Whether to write ``space.yaml``, and a note for the user.
 
     A different space in the same directory is refused: its results would mean something
-    else. Only ``trials`` may change: more trials extend the study; fewer change nothing
-    (the saved space is kept, and the note says so).
+    else. ``trials`` may change: more trials extend the study; fewer change nothing (the
+    saved space is kept, and the note says so). So may where trials run, which does not
+    change what they measure (`PLACEMENT`): a study resumed on another machine, with more
+    threads per trial or more at once, goes on.
     """
     saved = run_dir / "space.yaml"
     if not saved.exists():
@@ -81,6 +84,9 @@ def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
     now = plan.space.to_dict()
     before["base"] = _normalised_base(before.get("base"))  # fields added since take their defaults
     trials_before, trials_now = before.pop("trials", None), now.pop("trials", None)
+    placement_changed = _placement(before) != _placement(now)
+    for space in (before, now):
+        _drop_placement(space)
     if before != now:
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         raise SpaceError(
@@ -89,7 +95,27 @@ def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
         )
     if trials_now is not None and trials_before is not None and trials_now < trials_before:
         return False, f"the run directory's study has trials: {trials_before}; trials: {trials_now} changes nothing there"
-    return trials_now != trials_before, ""
+    return trials_now != trials_before or placement_changed, ""
+
+
+#: Space fields that say where and how many trials run, not what a trial measures.
+#: (``resources.workers`` is not among them: it sets the global batch.)
+PLACEMENT = ("concurrency", "address", "resources.cpu", "resources.gpu", "resources.accelerator_type",
+             "resources.custom")
+
+
+def _placement(space: dict[str, Any]) -> dict[str, Any]:
+    resources = space.get("resources") or {}
+    return {name: (resources.get(name[10:]) if name.startswith("resources.") else space.get(name))
+            for name in PLACEMENT}
+
+
+def _drop_placement(space: dict[str, Any]) -> None:
+    for name in PLACEMENT:
+        if name.startswith("resources."):
+            (space.get("resources") or {}).pop(name[10:], None)
+        else:
+            space.pop(name, None)
 
 
 def _normalised_base(base: object) -> object:

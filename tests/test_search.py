@@ -62,6 +62,23 @@ def test_a_different_space_in_the_same_run_dir_is_refused(tmp_path):
         run_study(changed, tmp_path / "run")
 
 
+def test_a_study_resumes_where_only_its_placement_changed(tmp_path):
+    """Threads per trial and trials at once say where a study runs, not what it measures:
+    resuming on another machine goes on; a change of replicas (the global batch) is refused."""
+    from coatsearch.space import SpaceError
+
+    run_study(load_space(_space_file(tmp_path, trials=1)), tmp_path / "run")
+    moved = load_space(_space_file(tmp_path, trials=2, resources={"cpu": 2}, concurrency=2))
+    outcome = run_study(moved, tmp_path / "run")
+    assert len(_finished(read_table(outcome.table_path))) == 2
+    assert yaml.safe_load((tmp_path / "run" / "space.yaml").read_text())["resources"]["cpu"] == 2
+    from coatsearch.runner import saved_space_note
+
+    replicas = load_space(_space_file(tmp_path, trials=2, resources={"cpu": 2, "workers": 2}, backend="ray"))
+    with pytest.raises(SpaceError, match=r"different space \(changed: backend, resources\)"):
+        saved_space_note(compile_space(replicas), tmp_path / "run")
+
+
 def _ray_processes() -> set[int]:
     out = subprocess.run(["pgrep", "-f", "raylet|gcs_server|ray::"], capture_output=True, text=True).stdout
     return {int(p) for p in out.split()}
