@@ -18,8 +18,8 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
