@@ -84,9 +84,7 @@ def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
     now = plan.space.to_dict()
     before["base"] = _normalised_base(before.get("base"))  # fields added since take their defaults
     trials_before, trials_now = before.pop("trials", None), now.pop("trials", None)
-    placement_changed = _placement(before) != _placement(now)
-    for space in (before, now):
-        _drop_placement(space)
+    placement_changed = _pop_placement(before) != _pop_placement(now)
     if before != now:
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         raise SpaceError(
@@ -104,18 +102,11 @@ PLACEMENT = ("concurrency", "address", "resources.cpu", "resources.gpu", "resour
              "resources.custom")
 
 
-def _placement(space: dict[str, Any]) -> dict[str, Any]:
+def _pop_placement(space: dict[str, Any]) -> dict[str, Any]:
+    """Remove the `PLACEMENT` fields from a space's dict and return them."""
     resources = space.get("resources") or {}
-    return {name: (resources.get(name[10:]) if name.startswith("resources.") else space.get(name))
+    return {name: resources.pop(name[10:], None) if name.startswith("resources.") else space.pop(name, None)
             for name in PLACEMENT}
-
-
-def _drop_placement(space: dict[str, Any]) -> None:
-    for name in PLACEMENT:
-        if name.startswith("resources."):
-            (space.get("resources") or {}).pop(name[10:], None)
-        else:
-            space.pop(name, None)
 
 
 def _normalised_base(base: object) -> object:

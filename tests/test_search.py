@@ -65,6 +65,7 @@ def test_a_different_space_in_the_same_run_dir_is_refused(tmp_path):
 def test_a_study_resumes_where_only_its_placement_changed(tmp_path):
     """Threads per trial and trials at once say where a study runs, not what it measures:
     resuming on another machine goes on; a change of replicas (the global batch) is refused."""
+    from coatsearch.runner import saved_space_note
     from coatsearch.space import SpaceError
 
     run_study(load_space(_space_file(tmp_path, trials=1)), tmp_path / "run")
@@ -72,8 +73,6 @@ def test_a_study_resumes_where_only_its_placement_changed(tmp_path):
     outcome = run_study(moved, tmp_path / "run")
     assert len(_finished(read_table(outcome.table_path))) == 2
     assert yaml.safe_load((tmp_path / "run" / "space.yaml").read_text())["resources"]["cpu"] == 2
-    from coatsearch.runner import saved_space_note
-
     replicas = load_space(_space_file(tmp_path, trials=2, resources={"cpu": 2, "workers": 2}, backend="ray"))
     with pytest.raises(SpaceError, match=r"different space \(changed: backend, resources\)"):
         saved_space_note(compile_space(replicas), tmp_path / "run")
