@@ -49,7 +49,7 @@ TINY_SPACE = {
     "budget": {"flops": "1.2M", "by": "width", "tolerance": 0.1},
     "objectives": ["val_acc", "flops"],
     "train": {"epochs": 2, "batch_size": 64},
-    "data": {"source": "fashion-mnist", "train_size": 256, "val_fraction": 0.25},
+    "data": {"source": "fashion-mnist", "train_size": 256, "val_fraction": 0.04},
     "sampler": "grid",
     "trials": 2,
     "resources": {"cpu": 1},

@@ -25,6 +25,9 @@ from typer.testing import CliRunner
 from coatsearch.cli import app
 from tests.conftest import TINY_SPACE
 
+#: Ray runs in one test process at a time (see pyproject's addopts).
+pytestmark = pytest.mark.xdist_group("ray")
+
 runner = CliRunner()
 ONE_TRIAL = {"trials": 1, "params": {"seed": {"choices": [0]}}, "train": {"epochs": 1, "batch_size": 64}}
 

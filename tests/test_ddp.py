@@ -20,6 +20,9 @@ from coatsearch.data import load_data
 from coatsearch.train.loop import Replicas
 from tests.conftest import TINY_SPACE, tiny_spec
 
+#: Ray runs in one test process at a time (see pyproject's addopts).
+pytestmark = pytest.mark.xdist_group("ray")
+
 CONFIG = {"epochs": 3, "batch_size": 32, "amp": False, "threads": 1, "seed": 0, "device": "cpu"}
 #: Batch norm sees each replica's half of a global batch (a single process sees all of it),
 #: so the curves agree closely but not exactly: measured relative differences of the epoch
