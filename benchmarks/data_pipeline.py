@@ -6,9 +6,9 @@ Makes (in a temporary folder, removed after) a folder of ``--images`` RGB JPEGs 
 ``--side`` px in 10 classes, then measures, in one run:
 
 1. images/s of ``coatsearch data prepare --size N`` (a process pool over every core,
-   JPEG draft mode) against a single-process Pillow loop (open, convert, centre crop,
-   resize): what a hand-written script would do; and the ceiling: the draft-mode decode
-   alone in one process, times the cores.
+   JPEGs decoded at the draft scale through simplejpeg) against a single-process Pillow
+   loop (open, convert, centre crop, resize): what a hand-written script would do; and,
+   for reference, Pillow's draft-mode decode alone in one process, times the cores.
 2. the memory a second trial process adds when the first has the data mapped: two child
    processes each load the data and touch every image; RSS, PSS and private memory from
    ``/proc/PID/smaps_rollup``, after the load minus before it. The same for
@@ -70,9 +70,9 @@ def pillow_loop(root: Path, size: int, limit: int) -> float:
 
 
 def draft_decode_only(root: Path, size: int, limit: int) -> float:
-    """Images/s of the JPEG decode alone, at the reduced scale `prepare` uses (draft mode),
-    in one process: no crop, resize or write. Times the cores, it bounds what any decoder
-    of these files built on Pillow can do on this machine."""
+    """Images/s of Pillow's JPEG decode alone, at the reduced scale `prepare` uses (draft
+    mode), in one process: no crop, resize or write. Times the cores, it bounds what a
+    prepare that decodes through Pillow could do on this machine."""
     paths = sorted(root.rglob("*.jpg"))[:limit]
     start = time.perf_counter()
     for p in paths:
@@ -176,14 +176,14 @@ def main() -> None:
         print(f"  coatsearch data prepare --size {args.size} ({available_cpus()} workers, whole command): "
               f"{prepared_rate:8.0f} images/s  = {prepared_rate / loop:.2f}x")
         ceiling = floor * available_cpus()
-        print(f"  draft-mode decode alone, one process: {floor:8.0f} images/s; x {available_cpus()} cores = "
-              f"{ceiling:.0f} images/s = {ceiling / loop:.2f}x the loop, the most any Pillow-based prepare "
-              "could reach here (no start-up, listing, crop or write)")
+        print(f"  Pillow's draft-mode decode alone, one process: {floor:8.0f} images/s; x {available_cpus()} cores = "
+              f"{ceiling:.0f} images/s = {ceiling / loop:.2f}x the loop, the most a prepare decoding through "
+              "Pillow could reach here (no start-up, listing, crop or write)")
         prepared = prepare(root, args.size, progress=False)
-        array_mb = prepared.images["train"].numel() / 2**20
+        array_mb = prepared.images["train"].nbytes / 2**20
         print(f"  cache: {prepared.nbytes / 2**20:.0f} MiB ({array_mb:.0f} MiB image array) at {prepared.path}")
         exact = prepare(root, args.size, draft=False, progress=False)
-        diff = (prepared.images["train"][:2000].float() - exact.images["train"][:2000].float()).abs().mean()
+        diff = np.abs(prepared.images["train"][:2000].astype(np.float64) - exact.images["train"][:2000]).mean()
         print(f"  draft vs full decode: mean |difference| {float(diff):.2f} of 255 per pixel")
 
         print("\n2. memory a trial process adds by loading the data (kB; after load minus before)")
@@ -219,7 +219,7 @@ def main() -> None:
                   + " ".join(f"{v:.0f}" for v in values) + ")")
         print(f"  map / memory (medians) = {speeds['map'] / speeds['memory']:.3f}x")
         print(json.dumps({"prepare_vs_loop": round(prepared_rate / loop, 2),
-                          "decode_ceiling_vs_loop": round(ceiling / loop, 2),
+                          "pillow_draft_ceiling_vs_loop": round(ceiling / loop, 2),
                           "map_vs_memory_training": round(speeds["map"] / speeds["memory"], 3)}))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -622,7 +622,7 @@ app.add_typer(data_app, name="data")
 
 def _image_folder(source: str) -> Path:
     from coatsearch.data import DataError
-    from coatsearch.data.sources import folder_of
+    from coatsearch.data.listing import folder_of
 
     folder = folder_of(source)
     if folder is None:

@@ -47,6 +47,41 @@ def cache_files(path: Path) -> dict[str, bytes]:
 
 
 # ----------------------------------------------------------------------------- same data
+@pytest.mark.parametrize("width,height,size", [(320, 256, 64), (500, 375, 64), (333, 500, 32), (130, 97, 32),
+                                               (64, 64, 32), (48, 56, 32), (1024, 700, 96)])
+def test_simplejpeg_decodes_the_pixels_pillows_draft_does(tmp_path, monkeypatch, width, height, size) -> None:
+    pytest.importorskip("simplejpeg")
+    rng = np.random.default_rng(width)
+    smooth = Image.fromarray(rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8))
+    noisy = np.asarray(smooth.resize((width, height), Image.BILINEAR), dtype=np.int16) + rng.integers(-20, 20, (height, width, 3))
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, quality=88)
+    assert P._decode_scaled_jpeg(path, "RGB", size, None) is not None  # simplejpeg takes this file
+    fast = P.decode_fitted(path, "RGB", size)
+    monkeypatch.setattr(P, "_simplejpeg", None)
+    pillow = P.decode_fitted(path, "RGB", size)
+    assert fast.shape == pillow.shape == (3, size, size)
+    assert np.array_equal(fast, pillow)
+
+
+def test_files_simplejpeg_does_not_take_go_to_pillow(tmp_path) -> None:
+    gray = tmp_path / "gray.jpg"
+    Image.fromarray(np.full((80, 80), 90, np.uint8)).save(gray)
+    png = tmp_path / "photo.png"
+    Image.fromarray(np.full((80, 80, 3), 90, np.uint8)).save(png)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (80, 80), (0, 50, 100, 0)).save(cmyk)
+    for path in (gray, png, cmyk):
+        assert P._decode_scaled_jpeg(path, "RGB", 32, None) is None
+        modes: set[str] = set()
+        assert P.decode_fitted(path, "RGB", 32, modes=modes).shape == (3, 32, 32)
+        assert modes == {Image.open(path).mode}
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(gray.read_bytes()[:40])
+    with pytest.raises(DataError, match="broken.jpg: unreadable image"):
+        P.decode_fitted(broken, "RGB", 32)
+
+
 def test_prepared_matches_the_in_memory_path_and_shares_the_map(tmp_path: Path) -> None:
     root = jpeg_folder(tmp_path / "src", 120)
     # 48 px sources at 32 px: below twice the size, so no draft decoding: pixels must match exactly
@@ -66,9 +101,9 @@ def test_prepared_matches_the_in_memory_path_and_shares_the_map(tmp_path: Path) 
 
 def test_draft_decoding_is_close_to_a_full_decode(tmp_path: Path) -> None:
     root = jpeg_folder(tmp_path / "src", 40, side=128)
-    draft = P.prepare(root, 32).images["train"].float()
-    full = P.prepare(root, 32, draft=False).images["train"].float()
-    assert 0 < (draft - full).abs().mean() < 6
+    draft = P.prepare(root, 32).images["train"].astype(np.float64)
+    full = P.prepare(root, 32, draft=False).images["train"].astype(np.float64)
+    assert 0 < np.abs(draft - full).mean() < 6
 
 
 # ----------------------------------------------------------------------------- atomic, fresh
@@ -98,14 +133,14 @@ def test_kill_9_during_prepare_then_again_gives_the_uninterrupted_cache(tmp_path
 def test_a_replaced_image_invalidates_the_cache(tmp_path: Path) -> None:
     root = jpeg_folder(tmp_path / "src", 24)
     first = P.prepare(root, 16)
-    before = first.images["train"][5].clone()
+    before = first.images["train"][5].copy()
     victim = sorted(root.rglob("*.jpg"))[5]  # row 5: folders, then files, in order
     Image.new("RGB", (50, 40), (250, 0, 0)).save(victim)
     reopened, why = P._valid(first.path, P.list_source(root).fingerprint(), True)
     assert reopened is None and why == "the source folder changed"
     second = P.prepare(root, 16)
-    assert not torch.equal(second.images["train"][5], before)
-    assert second.images["train"][5, 0].float().mean() > 230 and second.images["train"][5, 1].float().mean() < 25
+    assert not np.array_equal(second.images["train"][5], before)
+    assert second.images["train"][5, 0].mean() > 230 and second.images["train"][5, 1].mean() < 25
 
 
 def test_bad_caches_are_rebuilt_and_bad_folders_are_one_line_errors(tmp_path: Path, cache: Path) -> None:
@@ -151,7 +186,7 @@ def test_a_folder_that_changes_during_prepare_is_decoded_again(tmp_path: Path, m
 
     monkeypatch.setattr(P, "_decode_split", changing)
     prepared = P.prepare(root, 16)
-    assert len(calls) == 2 and prepared.images["train"][0, 1].float().mean() > 240
+    assert len(calls) == 2 and prepared.images["train"][0, 1].mean() > 240
     assert prepared.manifest["files"] == P.list_source(root).fingerprint()
 
     def always(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -168,12 +203,12 @@ def test_a_folder_that_changes_during_prepare_is_decoded_again(tmp_path: Path, m
 SITECUSTOMIZE = """
 import os
 import coatsearch.data.prepared as P
-_open = P.open_image
+_decode = P.decode_fitted
 def counted(path, *args, **kwargs):
     with open(os.environ["DECODE_LOG"], "a") as log:
         log.write(f"{os.getpid()} {path}\\n")
-    return _open(path, *args, **kwargs)
-P.open_image = counted
+    return _decode(path, *args, **kwargs)
+P.decode_fitted = counted
 """
 
 
@@ -260,3 +295,20 @@ def test_cli_data_prepare_and_info(tmp_path: Path) -> None:
     assert "16px" in result.output and "up to date" in result.output and "20 train" in result.output
     result = runner.invoke(app, ["data", "prepare", "fashion-mnist", "--size", "16"])
     assert result.exit_code == 2 and "not an image folder" in result.output
+
+
+def test_preparing_at_a_draft_scale_loads_no_torch(tmp_path: Path, cache: Path) -> None:
+    # 128 px JPEGs at 32 px: the 1/4 draft output is the size, so no resize, no torch (its
+    # import is about a third of the command's time on a 20,000-image folder)
+    root = jpeg_folder(tmp_path / "src", 600, side=128)
+    script = textwrap.dedent(f"""
+        import sys
+        from coatsearch.cli import app
+        from coatsearch.data.prepared import prepare
+        prepared = prepare({str(root)!r}, 32, workers=2)
+        assert prepared.images["train"].shape == (600, 3, 32, 32), prepared.images["train"].shape
+        assert "torch" not in sys.modules
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "COATSEARCH_CACHE": str(cache)})
+    assert result.returncode == 0, result.stderr[-2000:]

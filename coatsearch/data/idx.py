@@ -17,16 +17,10 @@ import numpy as np
 import torch
 
 from coatsearch.data.errors import DataError
+from coatsearch.data.listing import IDX_PARTS, find_idx_files
 
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
-#: File-name prefixes of each part, as MNIST, Fashion-MNIST and KMNIST name them.
-IDX_PARTS = {
-    "train_images": ("train-images",),
-    "train_labels": ("train-labels",),
-    "test_images": ("t10k-images", "test-images"),
-    "test_labels": ("t10k-labels", "test-labels"),
-}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -55,18 +49,6 @@ def read_idx(path: Path) -> np.ndarray:
             f"found {len(raw) - header}"
         )
     return np.frombuffer(raw, dtype, count=count, offset=header).reshape(dims)
-
-
-def find_idx_files(folder: Path) -> dict[str, Path]:
-    """The IDX parts present in ``folder`` (unpacked files preferred over ``.gz``)."""
-    found: dict[str, Path] = {}
-    files = sorted(folder.iterdir(), key=lambda p: (p.suffix == ".gz", p.name))
-    for part, prefixes in IDX_PARTS.items():
-        for file in files:
-            if file.is_file() and file.name.startswith(prefixes):
-                found[part] = file
-                break
-    return found
 
 
 def _images(path: Path) -> torch.Tensor:

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from coatsearch.data.errors import DataError
-from coatsearch.data.folder import has_split_folders, pil_to_tensor, read_image_folder
+from coatsearch.data.folder import pil_to_tensor, read_image_folder
 from coatsearch.data.idx import find_idx_files, read_idx_folder
 from coatsearch.data.images import fit_images
+from coatsearch.data.listing import has_split_folders
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -130,9 +131,10 @@ def read_prepared_source(root: Path, size: int, on_bad_file: str = "fail") -> Ra
     prepared = prepare(root, size, on_bad_file=on_bad_file)
     test = "test" in prepared.images
     return RawData(
-        root.name, prepared.images["train"], prepared.labels["train"],
-        prepared.images["test"] if test else None, prepared.labels["test"] if test else None,
-        prepared.classes, train_sums=prepared.sums["train"], mapped=True,
+        root.name, torch.from_numpy(prepared.images["train"]), torch.from_numpy(prepared.labels["train"]),
+        torch.from_numpy(prepared.images["test"]) if test else None,
+        torch.from_numpy(prepared.labels["test"]) if test else None,
+        prepared.classes, train_sums=torch.from_numpy(prepared.sums["train"]), mapped=True,
     )
 
 
@@ -206,18 +208,6 @@ def read_torchvision(name: str, root: Path, size: int) -> RawData:
 
 
 # ----------------------------------------------------------------------------- dispatch
-def folder_of(source: str) -> Path | None:
-    """The image folder a source names (``imagefolder:PATH`` or a folder without IDX
-    files), or None for every other kind of source."""
-    kind, sep, arg = source.partition(":")
-    if kind == "imagefolder" and sep and arg:
-        return Path(arg)
-    if sep or source == "fashion-mnist":
-        return None
-    path = Path(source)
-    return path if path.is_dir() and not find_idx_files(path) else None
-
-
 def read_source(source: str, size: int, mode: str = "prepared", on_bad_file: str = "fail") -> RawData:
     """The images a source name or path stands for, fitted to ``size``.
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from coatsearch.data.bundle import DataBundle
 from coatsearch.data.errors import DataError
 from coatsearch.data.images import BatchTransform, ImageSet, channel_stats
-from coatsearch.data.prepared import list_source, mode_of_all, open_image
+from coatsearch.data.prepared import decode_fitted, list_source, mode_of_all
 from coatsearch.data.splits import stratified_subset
 
 #: Training images decoded at load for the normalisation statistics.
@@ -68,7 +69,7 @@ class StreamSet(Dataset):
         images, kept = [], []
         for i in indices.tolist():
             try:
-                images.append(open_image(Path(self.paths[i]), self.mode, self.size))
+                images.append(torch.from_numpy(np.ascontiguousarray(decode_fitted(Path(self.paths[i]), self.mode, self.size))))
             except DataError:
                 if not self.skip_bad:
                     raise
