@@ -84,6 +84,11 @@ def draft_decode_only(root: Path, size: int, limit: int) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
+def spread(values: list[float]) -> float:
+    """(max - min) / median."""
+    return (max(values) - min(values)) / statistics.median(values)
+
+
 def rollup(pid: int) -> dict[str, int]:
     """kB figures of /proc/PID/smaps_rollup."""
     fields = {}
@@ -142,7 +147,9 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=256)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--train-images", type=int, default=2000, help="training set of the speed comparison")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the training comparison")
+    parser.add_argument("--decode-rounds", type=int, default=3, help="rounds of the decoding comparison")
+    parser.add_argument("--only-decoding", action="store_true", help="stop after the decoding comparison")
     args = parser.parse_args()
 
     import torch
@@ -162,21 +169,42 @@ def main() -> None:
         print(f"made {args.images} JPEGs of {args.side}x{args.side * 5 // 4} px in 10 classes "
               f"({sum(p.stat().st_size for p in root.rglob('*.jpg')) / 1e6:.0f} MB) in {time.perf_counter() - start:.0f}s")
 
-        loop = pillow_loop(root, args.size, min(args.images, 3000))
-        floor = draft_decode_only(root, args.size, min(args.images, 3000))
-        start = time.perf_counter()
+        # interleaved rounds: the loop (on the first 3,000 files), Pillow's draft decode alone
+        # and the whole prepare command (cache removed first), the order alternating
         command = [sys.executable, "-c", "from coatsearch.cli import main; main()",
                    "data", "prepare", str(root), "--size", str(args.size)]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode:
-            sys.exit(result.stderr)
-        prepared_rate = args.images / (time.perf_counter() - start)
-        print("\n1. decoding")
-        print(f"  single-process Pillow loop (decode, crop, resize): {loop:8.0f} images/s")
+
+        def whole_command() -> float:
+            shutil.rmtree(work / "cache", ignore_errors=True)
+            start = time.perf_counter()
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode:
+                sys.exit(result.stderr)
+            return args.images / (time.perf_counter() - start)
+
+        runs = {"loop": lambda: pillow_loop(root, args.size, min(args.images, 3000)),
+                "draft": lambda: draft_decode_only(root, args.size, min(args.images, 3000)),
+                "prepare": whole_command}
+        rates: dict[str, list[float]] = {name: [] for name in runs}
+        for r in range(args.decode_rounds):
+            for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
+                rates[name].append(runs[name]())
+        loop, floor, prepared_rate = (statistics.median(rates[n]) for n in ("loop", "draft", "prepare"))
+        ratios = [p / q for p, q in zip(rates["prepare"], rates["loop"])]
+
+        def shown(name: str) -> str:
+            values = rates[name]
+            return (f"{statistics.median(values):8.0f} images/s (spread {spread(values):.0%}; rounds "
+                    + " ".join(f"{v:.0f}" for v in values) + ")")
+
+        print(f"\n1. decoding (median of {args.decode_rounds} interleaved rounds, spread = (max - min) / median)")
+        print(f"  single-process Pillow loop (decode, crop, resize): {shown('loop')}")
         print(f"  coatsearch data prepare --size {args.size} ({available_cpus()} workers, whole command): "
-              f"{prepared_rate:8.0f} images/s  = {prepared_rate / loop:.2f}x")
+              f"{shown('prepare')}")
+        print(f"  prepare / loop = {prepared_rate / loop:.2f}x (medians); per round "
+              + " ".join(f"{x:.2f}x" for x in ratios))
         ceiling = floor * available_cpus()
-        print(f"  Pillow's draft-mode decode alone, one process: {floor:8.0f} images/s; x {available_cpus()} cores = "
+        print(f"  Pillow's draft-mode decode alone, one process: {shown('draft')}; x {available_cpus()} cores = "
               f"{ceiling:.0f} images/s = {ceiling / loop:.2f}x the loop, the most a prepare decoding through "
               "Pillow could reach here (no start-up, listing, crop or write)")
         prepared = prepare(root, args.size, progress=False)
@@ -185,6 +213,9 @@ def main() -> None:
         exact = prepare(root, args.size, draft=False, progress=False)
         diff = np.abs(prepared.images["train"][:2000].astype(np.float64) - exact.images["train"][:2000]).mean()
         print(f"  draft vs full decode: mean |difference| {float(diff):.2f} of 255 per pixel")
+
+        if args.only_decoding:
+            return
 
         print("\n2. memory a trial process adds by loading the data (kB; after load minus before)")
         for mode in ("prepared", "memory"):
@@ -215,7 +246,7 @@ def main() -> None:
         speeds = {name: statistics.median(values) for name, values in rounds.items()}
         for name, values in rounds.items():
             print(f"  from {'the map' if name == 'map' else 'in-memory tensors'}: {speeds[name]:.0f} images/s "
-                  f"(spread {(max(values) - min(values)) / speeds[name]:.0%}; rounds "
+                  f"(spread {spread(values):.0%}; rounds "
                   + " ".join(f"{v:.0f}" for v in values) + ")")
         print(f"  map / memory (medians) = {speeds['map'] / speeds['memory']:.3f}x")
         print(json.dumps({"prepare_vs_loop": round(prepared_rate / loop, 2),
