@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coatsearch.data.idx import find_idx_files, read_idx_pair
+from coatsearch.data.idx import read_idx_pair
+from coatsearch.data.listing import find_idx_files
 from coatsearch.data.sources import BUILTIN_FILE, FASHION_MNIST_DIR
 from coatsearch.data.splits import stratified_subset
 

@@ -64,7 +64,7 @@ def test_simplejpeg_decodes_the_pixels_pillows_draft_does(tmp_path, monkeypatch,
     assert np.array_equal(fast, pillow)
 
 
-def test_files_simplejpeg_does_not_take_go_to_pillow(tmp_path) -> None:
+def test_files_simplejpeg_rejects_are_decoded_by_pillow(tmp_path) -> None:
     gray = tmp_path / "gray.jpg"
     Image.fromarray(np.full((80, 80), 90, np.uint8)).save(gray)
     png = tmp_path / "photo.png"
@@ -75,7 +75,8 @@ def test_files_simplejpeg_does_not_take_go_to_pillow(tmp_path) -> None:
         assert P._decode_scaled_jpeg(path, "RGB", 32, None) is None
         modes: set[str] = set()
         assert P.decode_fitted(path, "RGB", 32, modes=modes).shape == (3, 32, 32)
-        assert modes == {Image.open(path).mode}
+        with Image.open(path) as image:
+            assert modes == {image.mode}
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(gray.read_bytes()[:40])
     with pytest.raises(DataError, match="broken.jpg: unreadable image"):
@@ -299,16 +300,27 @@ def test_cli_data_prepare_and_info(tmp_path: Path) -> None:
 
 def test_preparing_at_a_draft_scale_loads_no_torch(tmp_path: Path, cache: Path) -> None:
     # 128 px JPEGs at 32 px: the 1/4 draft output is the size, so no resize, no torch (its
-    # import is about a third of the command's time on a 20,000-image folder)
-    root = jpeg_folder(tmp_path / "src", 600, side=128)
+    # import is about a third of the command's time on a 20,000-image folder). One worker:
+    # the decoding runs in this process, where sys.modules shows what it loaded.
+    root = jpeg_folder(tmp_path / "src", 40, side=128)
     script = textwrap.dedent(f"""
         import sys
         from coatsearch.cli import app
-        from coatsearch.data.prepared import prepare
-        prepared = prepare({str(root)!r}, 32, workers=2)
-        assert prepared.images["train"].shape == (600, 3, 32, 32), prepared.images["train"].shape
+        app(["data", "prepare", {str(root)!r}, "--size", "32", "--workers", "1"], standalone_mode=False)
         assert "torch" not in sys.modules
+        app(["data", "prepare", {str(root)!r}, "--size", "30", "--workers", "1"], standalone_mode=False)
+        assert "torch" in sys.modules  # a resize after the draft decode: torch's, as in memory mode
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env={**os.environ, "COATSEARCH_CACHE": str(cache)})
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "40 train images at 32px" in result.stdout and "40 train images at 30px" in result.stdout
+
+
+def test_whether_a_folder_needs_a_resize_is_read_from_its_first_header(tmp_path: Path) -> None:
+    draft_sized, resized = jpeg_folder(tmp_path / "a", 2, side=128), jpeg_folder(tmp_path / "b", 2, side=100)
+    first = sorted(draft_sized.rglob("*.jpg"))[0]
+    assert not P._needs_resize(first, 32, draft=True)  # 128x136 at 1/4: 32x34
+    assert P._needs_resize(first, 30, draft=True)
+    assert P._needs_resize(first, 32, draft=False)
+    assert P._needs_resize(sorted(resized.rglob("*.jpg"))[0], 32, draft=True)  # 100 px: 1/2 gives 50

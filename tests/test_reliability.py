@@ -77,7 +77,7 @@ def test_the_ray_grid_runs_every_point_once_two_at_a_time(tmp_path):
 
 
 # optuna at 1 runs trials in the killed process itself; at 2 in workers that must die with it.
-# ray at 2 has two trials in flight when it is killed (ray at 1 is the grid test's).
+# ray at 2 has two trials in flight when it is killed (kill -9 of ray at 1 is not repeated here).
 @pytest.mark.parametrize("backend,concurrency", [("ray", 2), ("optuna", 1), ("optuna", 2)])
 def test_kill_9_after_two_trials_then_rerun(tmp_path, backend, concurrency):
     out = tmp_path / "run"

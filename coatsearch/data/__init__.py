@@ -48,6 +48,10 @@ if TYPE_CHECKING:
     from coatsearch.data.sources import FASHION_MNIST_CLASSES
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""MNIST-format IDX files: the parser and the usual four-file directory layout.
+"""MNIST-format IDX files: the parser and the reader of a four-file folder (which files
+make one: `coatsearch.data.listing`).
 
 The format is a 4-byte magic number (two zero bytes, a type code, the number of
 dimensions), one big-endian uint32 per dimension, then the data. Files may be gzipped,
@@ -20,7 +21,6 @@ from coatsearch.data.errors import DataError
 from coatsearch.data.listing import IDX_PARTS, find_idx_files
 
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Prepared datasets: an image folder decoded once into memory-mapped uint8 arrays.
 
 `prepare` lists a folder (``ROOT/CLASS/IMAGE`` or ``ROOT/train`` + ``ROOT/test``), decodes
-every image once over a process pool (Pillow's JPEG ``draft`` mode decodes a shrunken
-image straight from the DCT when the target is at most half the side), fits it to the
+every image once over a process pool (a JPEG at least twice the target side is decoded
+shrunken, straight from the DCT, at the scale Pillow's ``draft`` mode picks: through
+simplejpeg for RGB JPEGs, through Pillow for the rest), fits it to the
 size with `fit_images` and writes, per split, ``SPLIT.npy`` (``(N, C, S, S)`` uint8),
 ``SPLIT_labels.npy`` and ``SPLIT_sums.npy`` (per-image, per-channel pixel sums and sums
 of squares, so the normalisation of any training subset is exact without a pass over the
@@ -43,16 +44,20 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-try:  # an optional, faster decoder of the same libjpeg-turbo (see `_decode_scaled_jpeg`)
+from coatsearch.data.errors import DataError
+from coatsearch.data.listing import GRAY_MODES, has_split_folders, list_images
+
+try:  # a dependency; where its wheel is missing, Pillow decodes everything (see `_decode_scaled_jpeg`)
     import simplejpeg as _simplejpeg
 except ImportError:  # pragma: no cover - exercised where the wheel is missing
     _simplejpeg = None
 
-from coatsearch.data.errors import DataError
-from coatsearch.data.listing import GRAY_MODES, has_split_folders, list_images
+#: File suffixes worth trying simplejpeg on (others are not read twice).
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 
 #: Bumped whenever the files' layout or meaning changes; other versions are rebuilt.
-FORMAT_VERSION = 1
+#: 2: multi-picture JPEGs (Pillow's "MPO") are draft-decoded like other JPEGs.
+FORMAT_VERSION = 2
 #: Images per task sent to a worker process.
 CHUNK = 256
 #: Folders with fewer images are decoded in the calling process (no pool start-up).
@@ -82,8 +87,8 @@ REPLICATED_GRAY = frozenset({"1", "L"})
 
 def draft_scale(width: int, height: int, size: int) -> int:
     """The JPEG scale (1, 2, 4 or 8) that draft decoding uses for a target side ``size``:
-    the largest that keeps the short side at least ``size``, chosen as Pillow's
-    ``JpegImageFile.draft`` chooses it for the request `_decode` makes."""
+    Pillow's rule in ``JpegImageFile.draft`` for the request `_decode` makes (a power of two
+    at most ``short side // size``, so the decoded short side is never below ``size``)."""
     scale = min(width, height) // size
     if scale < 2:
         return 1
@@ -94,20 +99,22 @@ def draft_scale(width: int, height: int, size: int) -> int:
 
 def _decode_scaled_jpeg(path: Path, mode: str, size: int, modes: set[str] | None) -> np.ndarray | None:
     """An RGB JPEG decoded by simplejpeg at the draft scale, ``(H, W, 3)``; None where that
-    does not apply (no simplejpeg, not a 3-channel JPEG, another mode) and Pillow decodes.
+    does not apply (no simplejpeg, not a 3-channel JPEG, another mode, over Pillow's
+    decompression-bomb limit, a decode error or an unexpected size) and Pillow decodes,
+    or raises the error that names the file.
 
     Both call libjpeg-turbo's scaled inverse DCT with the same settings (accurate DCT, fancy
     upsampling), so the pixels are Pillow's draft pixels (a test checks it); simplejpeg
     skips Pillow's Python-side marker parsing and copies, about 25% less time a file.
     """
-    if _simplejpeg is None or mode != "RGB":
+    if _simplejpeg is None or mode != "RGB" or path.suffix.lower() not in JPEG_SUFFIXES:
         return None
     try:
         data = path.read_bytes()
         if not _simplejpeg.is_jpeg(data):
             return None
         height, width, colorspace, _ = _simplejpeg.decode_jpeg_header(data)
-        if colorspace not in ("YCbCr", "RGB"):
+        if colorspace not in ("YCbCr", "RGB") or (Image.MAX_IMAGE_PIXELS and width * height > 2 * Image.MAX_IMAGE_PIXELS):
             return None
         scale = draft_scale(width, height, size)
         shape = ((height + scale - 1) // scale, (width + scale - 1) // scale)
@@ -121,6 +128,20 @@ def _decode_scaled_jpeg(path: Path, mode: str, size: int, modes: set[str] | None
     return array
 
 
+def _needs_resize(path: Path, size: int, draft: bool) -> bool:
+    """Whether ``path`` (a folder's first image, its header only) decodes to another short
+    side than ``size``: then `decode_fitted` resizes with torch, most likely for the whole
+    folder. False for an unreadable file (the decode names it)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            scaled = draft and image.format in ("JPEG", "MPO") and min(width, height) >= 2 * size
+    except READ_ERRORS:
+        return False
+    scale = draft_scale(width, height, size) if scaled else 1
+    return min((width + scale - 1) // scale, (height + scale - 1) // scale) != size
+
+
 def _decode(path: Path, mode: str, size: int, draft: bool, modes: set[str] | None) -> np.ndarray:
     """One image file as uint8 ``(H, W)`` or ``(H, W, C)`` in ``mode``, at the draft scale
     with ``draft``."""
@@ -132,7 +153,7 @@ def _decode(path: Path, mode: str, size: int, draft: bool, modes: set[str] | Non
         with Image.open(path) as image:
             if modes is not None:
                 modes.add(image.mode)
-            if draft and image.format == "JPEG":
+            if draft and image.format in ("JPEG", "MPO"):  # MPO: multi-picture JPEG (cameras)
                 scale = min(image.size) // size
                 if scale >= 2:
                     # keep the short side >= size after scaling (draft keeps the aspect)
@@ -206,7 +227,11 @@ def _decode_task(task: tuple[str, int, Sequence[str], str, int, bool, bool]) -> 
     out.flush()
     del out
     flat = chunk.reshape(len(paths), chunk.shape[1], -1)
-    sums = np.stack([flat.sum(-1, dtype=np.int64), np.square(flat, dtype=np.uint16).sum(-1, dtype=np.int64)], -1)
+    sums = np.empty((len(paths), chunk.shape[1], 2), dtype=np.int64)
+    for row in range(0, len(paths), 32):  # squares 32 images at a time: a small uint16 copy
+        block = flat[row : row + 32]
+        sums[row : row + 32, :, 0] = block.sum(-1, dtype=np.int64)
+        sums[row : row + 32, :, 1] = np.square(block, dtype=np.uint16).sum(-1, dtype=np.int64)
     return sums, bad, modes
 
 
@@ -470,6 +495,9 @@ def _build(
     pool = None
     try:
         if workers > 1 and total >= POOL_MIN:
+            first = next(iter(listing.splits.values()))[0][0]
+            if _needs_resize(first, size, draft):
+                import torch  # noqa: F401  (loaded once here, and shared by the forked workers)
             pool = ProcessPoolExecutor(workers, mp_context=get_context("fork" if os.name == "posix" else "spawn"),
                                        initializer=_worker_init)
         with bar:

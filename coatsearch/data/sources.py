@@ -27,9 +27,9 @@ import torch
 
 from coatsearch.data.errors import DataError
 from coatsearch.data.folder import pil_to_tensor, read_image_folder
-from coatsearch.data.idx import find_idx_files, read_idx_folder
+from coatsearch.data.idx import read_idx_folder
 from coatsearch.data.images import fit_images
-from coatsearch.data.listing import has_split_folders
+from coatsearch.data.listing import find_idx_files, has_split_folders
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

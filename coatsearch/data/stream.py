@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -69,7 +68,7 @@ class StreamSet(Dataset):
         images, kept = [], []
         for i in indices.tolist():
             try:
-                images.append(torch.from_numpy(np.ascontiguousarray(decode_fitted(Path(self.paths[i]), self.mode, self.size))))
+                images.append(torch.from_numpy(decode_fitted(Path(self.paths[i]), self.mode, self.size).copy()))
             except DataError:
                 if not self.skip_bad:
                     raise
