@@ -1,17 +1,9 @@
 """Datasets for trials: a source name in, deterministic train/val/test image sets out.
 
-`load_data` reads a source (see `coatsearch.data.sources` for the names), fits every
-image to the spec's size, and splits:
-
-- test: the source's own test split; a source without one gets a stratified
-  ``test_fraction`` carved with a fixed seed, so it is the same for every trial seed.
-  Only final evaluation touches it.
-- val: a stratified ``val_fraction`` of the training images, chosen by ``seed``. Searches
-  select on it.
-- train: the rest, optionally cut to ``train_size`` images (stratified, by ``seed``) for
-  data-size studies.
-
-Normalisation uses the per-channel mean and std of the training images actually used.
+`load_data` (in `coatsearch.data.loading`, which says how the splits are drawn) reads a
+built-in set, IDX files or an image folder (`coatsearch.data.sources`); image folders are
+prepared once into a shared memory-mapped cache (`coatsearch.data.prepared`) or streamed
+(`coatsearch.data.stream`).
 """
 
 from __future__ import annotations

@@ -97,6 +97,13 @@ def draft_scale(width: int, height: int, size: int) -> int:
     return next(s for s in (8, 4, 2, 1) if fits >= s)
 
 
+def draft_shape(width: int, height: int, size: int) -> tuple[int, int]:
+    """``(height, width)`` of a JPEG decoded at its `draft_scale` (sides rounded up, as
+    libjpeg's scaled decode and Pillow's ``draft`` round them)."""
+    scale = draft_scale(width, height, size)
+    return (height + scale - 1) // scale, (width + scale - 1) // scale
+
+
 def _decode_scaled_jpeg(path: Path, mode: str, size: int, modes: set[str] | None) -> np.ndarray | None:
     """An RGB JPEG decoded by simplejpeg at the draft scale, ``(H, W, 3)``; None where that
     does not apply (no simplejpeg, not a 3-channel JPEG, another mode, over Pillow's
@@ -116,8 +123,7 @@ def _decode_scaled_jpeg(path: Path, mode: str, size: int, modes: set[str] | None
         height, width, colorspace, _ = _simplejpeg.decode_jpeg_header(data)
         if colorspace not in ("YCbCr", "RGB") or (Image.MAX_IMAGE_PIXELS and width * height > 2 * Image.MAX_IMAGE_PIXELS):
             return None
-        scale = draft_scale(width, height, size)
-        shape = ((height + scale - 1) // scale, (width + scale - 1) // scale)
+        shape = draft_shape(width, height, size)
         array = _simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=shape[0], min_width=shape[1])
     except (OSError, ValueError):
         return None  # Pillow reads it again and names the error
@@ -135,11 +141,10 @@ def _needs_resize(path: Path, size: int, draft: bool) -> bool:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            scaled = draft and image.format in ("JPEG", "MPO") and min(width, height) >= 2 * size
+            scaled = draft and image.format in ("JPEG", "MPO")
     except READ_ERRORS:
         return False
-    scale = draft_scale(width, height, size) if scaled else 1
-    return min((width + scale - 1) // scale, (height + scale - 1) // scale) != size
+    return min(draft_shape(width, height, size) if scaled else (height, width)) != size
 
 
 def _decode(path: Path, mode: str, size: int, draft: bool, modes: set[str] | None) -> np.ndarray:
@@ -176,8 +181,8 @@ def decode_fitted(path: Path, mode: str, size: int, draft: bool = True, modes: s
         array = array[:, :, None]
     height, width = array.shape[:2]
     side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
     if side == size:  # the centre crop of `fit_images` is all there is to do (draft output, often)
+        top, left = (height - side) // 2, (width - side) // 2
         return array[top : top + side, left : left + side].transpose(2, 0, 1)
     # a resize: torch's, as `data.mode: memory` does it (imported here, not at the top: a
     # folder whose draft output is already the size is prepared without loading torch)
