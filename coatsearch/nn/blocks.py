@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coatsearch.nn.attention import Attention2d
+from coatsearch.nn.fused import batch_norm_gelu, gate_
 from coatsearch.nn.layers import (
     DropPath,
     Folded,
@@ -45,7 +46,7 @@ class ConvStem(nn.Module):
             weight, bias = self._folded.get(_bn_sources(self.conv1, self.norm1), self._fold)
             x = conv_act(x, weight, bias, stride=self.conv1.stride[0], padding=1, gelu=True)
             return conv_act(x, self.conv2.weight, self.conv2.bias, padding=1)
-        return self.conv2(F.gelu(self.norm1(self.conv1(x))))
+        return self.conv2(batch_norm_gelu(self.conv1(x), self.norm1))
 
     def train(self, mode: bool = True) -> ConvStem:
         self._folded.clear()
@@ -132,10 +133,14 @@ class MBConv(nn.Module):
         if inference_fast_path(x) and foldable(self.pre_norm, self.expand_norm, self.depthwise_norm):
             return self._forward_folded(x)
         residual = self.shortcut(x)
-        x = F.gelu(self.expand_norm(self.expand(self.pre_norm(x))))
-        x = F.gelu(self.depthwise_norm(self.depthwise(x)))
-        x = self.proj(self.se(x))
+        x = batch_norm_gelu(self.expand(self.pre_norm(x)), self.expand_norm)
+        x = batch_norm_gelu(self.depthwise(x), self.depthwise_norm)
+        x = self.proj(self._squeeze_excite(x))
         return residual + self.drop_path(x)
+
+    def _squeeze_excite(self, x: torch.Tensor) -> torch.Tensor:
+        """SE gating written over ``x``, which nothing else reads (see `gate_`)."""
+        return gate_(x, self.se.gate(x)) if isinstance(self.se, SqueezeExcite) else x
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """Inference with the three BatchNorms folded into the two convolutions around them.
@@ -154,8 +159,7 @@ class MBConv(nn.Module):
         x = conv_act(x, w_expand, b_expand, stride=self.expand.stride[0], gelu=True)
         x = conv_act(x, w_dw, b_dw, stride=self.depthwise.stride[0], padding=1,
                      groups=self.depthwise.groups, gelu=True)
-        if isinstance(self.se, SqueezeExcite):
-            x = self.se(x, inplace=True)
+        x = self._squeeze_excite(x)
         return conv_act(x, self.proj.weight, self.proj.bias, add=residual)
 
     def train(self, mode: bool = True) -> MBConv:

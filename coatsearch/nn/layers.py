@@ -214,13 +214,15 @@ class SqueezeExcite(nn.Module):
         self.reduce = nn.Conv2d(channels, reduced, 1)
         self.expand = nn.Conv2d(reduced, channels, 1)
 
-    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        """``inplace``: gate ``x`` itself (inference, on a tensor the caller owns)."""
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``(B, C, 1, 1)`` channel weights for ``x``."""
         # sum x 1/HW, not mean: mean's backward writes a full-size gradient (a divide over
         # the whole map); sum's is a broadcast view added straight into x's gradient
         if fast_path_allowed():
             scale = x.sum((2, 3), keepdim=True) * (1.0 / (x.shape[2] * x.shape[3]))
         else:  # traced (fvcore names the operators it counts) or compiled
             scale = x.mean((2, 3), keepdim=True)
-        scale = torch.sigmoid(self.expand(F.silu(self.reduce(scale))))
-        return x.mul_(scale) if inplace else x * scale
+        return torch.sigmoid(self.expand(F.silu(self.reduce(scale))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)

@@ -1,0 +1,167 @@
+"""Training-time MBConv pieces that allocate fewer full-size tensors on a CPU.
+
+Why: PyTorch's CPU allocator hands every tensor larger than glibc's mmap threshold (at most
+32 MiB) fresh pages from the kernel, and each first touch of a page is a page fault that
+zeroes it. A CoAtNet-0 training step at 224 px allocates gigabytes of such tensors (each
+MBConv hidden map of S1 is 77 MB at batch 16), and on a virtual machine the faults can cost
+as much time as the arithmetic. The same results with fewer fresh tensors is then a
+faster step; the operators themselves are PyTorch's.
+
+- `batch_norm_gelu`: ``GELU(BatchNorm(x))`` in training. GELU runs in place on the
+  BatchNorm output, which is not kept: the backward recomputes it from the BatchNorm input
+  (kept anyway) and writes GELU's gradient over it, so the pair allocates one full-size
+  tensor fewer in the forward pass and keeps one fewer for the backward.
+- `gate_`: the squeeze-excitation product ``x * scale`` written over ``x``. Its backward
+  needs the gated map only (``d scale = sum(grad * x * scale) / scale``), summed a few
+  samples at a time, so neither pass allocates a full-size product.
+
+Both apply to float32 CPU tensors while a gradient is recorded, outside tracing, compiling
+and autocast (`fused_training`); elsewhere the callers run the plain operators. Gradients
+match the plain operators' to rounding (tests/test_speed_equivalence.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from coatsearch.nn.layers import fast_path_allowed
+
+#: Largest temporary `gate_`'s backward makes at once, in bytes: below glibc's smallest
+#: dynamic mmap threshold after a large free, so it is reused from the heap, not faulted.
+CHUNK_BYTES = 4 << 20
+
+
+def fused_training(x: torch.Tensor) -> bool:
+    """True where the fused training pieces apply to ``x``."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and fast_path_allowed()
+    )
+
+
+def batch_norm_gelu(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+    """``F.gelu(norm(x))``; fused (see the module docstring) for a training BatchNorm2d."""
+    if type(norm) is not nn.BatchNorm2d or not norm.training or not fused_training(x):
+        return F.gelu(norm(x))
+    running_mean, running_var, momentum = _running_stats(norm)
+    return _BatchNormGelu.apply(x, norm.weight, norm.bias, running_mean, running_var, momentum, norm.eps)
+
+
+def _running_stats(norm: nn.BatchNorm2d) -> tuple[Any, Any, float]:
+    """What ``nn.BatchNorm2d.forward`` passes on in training, and its counter's update."""
+    if not norm.track_running_stats:
+        return None, None, 0.0
+    momentum = 0.0 if norm.momentum is None else norm.momentum
+    if norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        if norm.momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(norm.num_batches_tracked)
+    return norm.running_mean, norm.running_var, momentum
+
+
+class _BatchNormGelu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x, weight, bias, running_mean, running_var, momentum: float, eps: float):
+        out, mean, invstd = torch.native_batch_norm(
+            x, weight, bias, running_mean, running_var, True, momentum, eps
+        )
+        torch.ops.aten.gelu_(out)
+        ctx.save_for_backward(x, weight, bias, mean, invstd)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        x, weight, bias, mean, invstd = ctx.saved_tensors
+        scale = invstd if weight is None else invstd * weight
+        shift = -mean * scale if bias is None else bias - mean * scale
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        normed = torch.addcmul(shift.view(shape), x, scale.view(shape))  # the BatchNorm output
+        torch.ops.aten.gelu_backward.grad_input(grad, normed, grad_input=normed)
+        return (*_batch_norm_backward_(normed, x, weight, mean, invstd, ctx.needs_input_grad),
+                None, None, None, None)
+
+
+def _batch_norm_backward_(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    mean: torch.Tensor,
+    invstd: torch.Tensor,
+    needs: tuple[bool, ...],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Training BatchNorm's gradients, the input's written over ``grad`` (which we own).
+
+    The same formula as ``native_batch_norm_backward``, ``dx = w * invstd * (g - mean(g) -
+    xhat * mean(g * xhat))``, as in-place passes instead of a fresh full-size tensor.
+    """
+    count = grad.numel() // grad.shape[1]
+    shape = (1, -1) + (1,) * (grad.ndim - 2)
+    sum_grad = grad.sum((0, *range(2, grad.ndim)))
+    # sum(g * xhat) = invstd * sum(g * (x - mean))
+    sum_grad_xhat = _sum_of_products(grad, x, mean.view(shape)).sum(0) * invstd
+    grad_weight = sum_grad_xhat if weight is not None and needs[1] else None
+    grad_bias = sum_grad if needs[2] else None
+    if not needs[0]:
+        return None, grad_weight, grad_bias
+    # dx = k * (g - sum(g) / N) + c * (x - mean), k = w * invstd, c = -k * invstd * sum(g * xhat) / N
+    k = invstd if weight is None else invstd * weight
+    c = -k * invstd * sum_grad_xhat / count
+    grad.sub_((sum_grad / count).view(shape)).mul_(k.view(shape))
+    grad.addcmul_(x, c.view(shape)).sub_((c * mean).view(shape))
+    return grad, grad_weight, grad_bias
+
+
+def gate_(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x * scale`` (``scale`` of shape ``(B, C, 1, 1)``) written over ``x``.
+
+    ``x`` must not be needed afterwards by its caller (autograd raises if an operator saved
+    it). In training on a CPU this is `_GateInPlace`; otherwise a plain in-place multiply
+    when nothing records a gradient, and the ordinary product when something does.
+    """
+    if fused_training(x):
+        return _GateInPlace.apply(x, scale)
+    if not torch.is_grad_enabled() or not (x.requires_grad or scale.requires_grad):
+        return x.mul_(scale)
+    return x * scale
+
+
+class _GateInPlace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        x.mul_(scale)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x, scale)
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        gated, scale = ctx.saved_tensors
+        grad_x = grad * scale if ctx.needs_input_grad[0] else None
+        grad_scale = None
+        if ctx.needs_input_grad[1]:
+            # sum(grad * x) = sum(grad * x * scale) / scale; where scale is 0 the sigmoid
+            # before it passes no gradient on, so 0 there is exact for everything upstream
+            sums = _sum_of_products(grad, gated).view_as(scale)
+            grad_scale = torch.where(scale != 0, sums / scale, torch.zeros_like(sums))
+        return grad_x, grad_scale
+
+
+def _sum_of_products(
+    a: torch.Tensor, b: torch.Tensor, b_shift: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``(a * (b - b_shift)).sum((2, 3))`` for ``(B, C, H, W)`` tensors, a few samples at
+    a time, so no temporary is full-size."""
+    rows = max(1, CHUNK_BYTES // max(1, a[0].numel() * a.element_size()))
+    sums = []
+    for i in range(0, a.shape[0], rows):
+        b_rows = b[i:i + rows] if b_shift is None else b[i:i + rows] - b_shift
+        sums.append((a[i:i + rows] * b_rows).sum((2, 3)))
+    return torch.cat(sums)
