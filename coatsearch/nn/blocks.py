@@ -46,7 +46,7 @@ class ConvStem(nn.Module):
             weight, bias = self._folded.get(_bn_sources(self.conv1, self.norm1), self._fold)
             x = conv_act(x, weight, bias, stride=self.conv1.stride[0], padding=1, gelu=True)
             return conv_act(x, self.conv2.weight, self.conv2.bias, padding=1)
-        return self.conv2(batch_norm_gelu(self.conv1(x), self.norm1))
+        return self.conv2(batch_norm_gelu(self.conv1(x), self.norm1, grad_in_place=True))
 
     def train(self, mode: bool = True) -> ConvStem:
         self._folded.clear()
@@ -133,14 +133,18 @@ class MBConv(nn.Module):
         if inference_fast_path(x) and foldable(self.pre_norm, self.expand_norm, self.depthwise_norm):
             return self._forward_folded(x)
         residual = self.shortcut(x)
-        x = batch_norm_gelu(self.expand(self.pre_norm(x)), self.expand_norm)
-        x = batch_norm_gelu(self.depthwise(x), self.depthwise_norm)
+        # grad_in_place: each output's consumers (a convolution; the SE gate) make fresh
+        # gradients that nothing else reads
+        x = batch_norm_gelu(self.expand(self.pre_norm(x)), self.expand_norm, grad_in_place=True)
+        x = batch_norm_gelu(self.depthwise(x), self.depthwise_norm, grad_in_place=True)
         x = self.proj(self._squeeze_excite(x))
         return residual + self.drop_path(x)
 
     def _squeeze_excite(self, x: torch.Tensor) -> torch.Tensor:
         """SE gating written over ``x``, which nothing else reads (see `gate_`)."""
-        return gate_(x, self.se.gate(x)) if isinstance(self.se, SqueezeExcite) else x
+        if not isinstance(self.se, SqueezeExcite):
+            return x
+        return gate_(x, self.se.gate(x), grad_in_place=True)  # its consumer: the projection
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """Inference with the three BatchNorms folded into the two convolutions around them.

@@ -9,15 +9,19 @@ faster step; the operators themselves are PyTorch's.
 
 - `batch_norm_gelu`: ``GELU(BatchNorm(x))`` in training. GELU runs in place on the
   BatchNorm output, which is not kept: the backward recomputes it from the BatchNorm input
-  (kept anyway) and writes GELU's gradient over it, so the pair allocates one full-size
-  tensor fewer in the forward pass and keeps one fewer for the backward.
+  (kept anyway), a few samples at a time, and BatchNorm's backward runs as in-place passes.
 - `gate_`: the squeeze-excitation product ``x * scale`` written over ``x``. Its backward
   needs the gated map only (``d scale = sum(grad * x * scale) / scale``), summed a few
-  samples at a time, so neither pass allocates a full-size product.
+  samples at a time.
+- With ``grad_in_place=True`` (the blocks' own call sites, where the output's one consumer
+  is a convolution or `gate_`, whose backward makes a fresh gradient that nothing else
+  reads), each backward writes its result over the incoming gradient, so neither allocates
+  a full-size tensor at all. A hook that keeps such an inner gradient would see it change.
 
 Both apply to float32 CPU tensors while a gradient is recorded, outside tracing, compiling
 and autocast (`fused_training`); elsewhere the callers run the plain operators. Gradients
-match the plain operators' to rounding (tests/test_speed_equivalence.py).
+match the plain operators' to rounding (tests/test_fused.py, tests/test_speed_equivalence.py);
+they are not differentiable twice.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from coatsearch.nn.layers import fast_path_allowed
 
@@ -46,12 +51,14 @@ def fused_training(x: torch.Tensor) -> bool:
     )
 
 
-def batch_norm_gelu(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+def batch_norm_gelu(x: torch.Tensor, norm: nn.Module, grad_in_place: bool = False) -> torch.Tensor:
     """``F.gelu(norm(x))``; fused (see the module docstring) for a training BatchNorm2d."""
     if type(norm) is not nn.BatchNorm2d or not norm.training or not fused_training(x):
         return F.gelu(norm(x))
     running_mean, running_var, momentum = _running_stats(norm)
-    return _BatchNormGelu.apply(x, norm.weight, norm.bias, running_mean, running_var, momentum, norm.eps)
+    return _BatchNormGelu.apply(
+        x, norm.weight, norm.bias, running_mean, running_var, momentum, norm.eps, grad_in_place
+    )
 
 
 def _running_stats(norm: nn.BatchNorm2d) -> tuple[Any, Any, float]:
@@ -68,25 +75,40 @@ def _running_stats(norm: nn.BatchNorm2d) -> tuple[Any, Any, float]:
 
 class _BatchNormGelu(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x, weight, bias, running_mean, running_var, momentum: float, eps: float):
+    def forward(ctx: Any, x, weight, bias, running_mean, running_var, momentum: float,
+                eps: float, grad_in_place: bool):
         out, mean, invstd = torch.native_batch_norm(
             x, weight, bias, running_mean, running_var, True, momentum, eps
         )
         torch.ops.aten.gelu_(out)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
-        ctx.eps = eps
+        ctx.eps, ctx.grad_in_place = eps, grad_in_place
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor):
         x, weight, bias, mean, invstd = ctx.saved_tensors
         scale = invstd if weight is None else invstd * weight
         shift = -mean * scale if bias is None else bias - mean * scale
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        normed = torch.addcmul(shift.view(shape), x, scale.view(shape))  # the BatchNorm output
-        torch.ops.aten.gelu_backward.grad_input(grad, normed, grad_input=normed)
-        return (*_batch_norm_backward_(normed, x, weight, mean, invstd, ctx.needs_input_grad),
-                None, None, None, None)
+        target = grad if ctx.grad_in_place and _writable(grad) else torch.empty_like(x)
+        for rows in _chunks(x):  # GELU's gradient at the recomputed BatchNorm output
+            normed = torch.addcmul(shift.view(shape), x[rows], scale.view(shape))
+            torch.ops.aten.gelu_backward.grad_input(grad[rows], normed, grad_input=target[rows])
+        return (*_batch_norm_backward_(target, x, weight, mean, invstd, ctx.needs_input_grad),
+                None, None, None, None, None)
+
+
+def _writable(grad: torch.Tensor) -> bool:
+    """A gradient whose elements each have memory of their own (not a broadcast view)."""
+    return grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def _chunks(x: torch.Tensor) -> list[slice]:
+    """Slices of the batch, each below `CHUNK_BYTES` (at least one sample)."""
+    rows = max(1, CHUNK_BYTES // max(1, x[0].numel() * x.element_size()))
+    return [slice(i, i + rows) for i in range(0, x.shape[0], rows)]
 
 
 def _batch_norm_backward_(
@@ -119,7 +141,7 @@ def _batch_norm_backward_(
     return grad, grad_weight, grad_bias
 
 
-def gate_(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def gate_(x: torch.Tensor, scale: torch.Tensor, grad_in_place: bool = False) -> torch.Tensor:
     """``x * scale`` (``scale`` of shape ``(B, C, 1, 1)``) written over ``x``.
 
     ``x`` must not be needed afterwards by its caller (autograd raises if an operator saved
@@ -127,7 +149,7 @@ def gate_(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     when nothing records a gradient, and the ordinary product when something does.
     """
     if fused_training(x):
-        return _GateInPlace.apply(x, scale)
+        return _GateInPlace.apply(x, scale, grad_in_place)
     if not torch.is_grad_enabled() or not (x.requires_grad or scale.requires_grad):
         return x.mul_(scale)
     return x * scale
@@ -135,23 +157,27 @@ def gate_(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 class _GateInPlace(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor, grad_in_place: bool) -> torch.Tensor:
         x.mul_(scale)
         ctx.mark_dirty(x)
         ctx.save_for_backward(x, scale)
+        ctx.grad_in_place = grad_in_place
         return x
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor):
         gated, scale = ctx.saved_tensors
-        grad_x = grad * scale if ctx.needs_input_grad[0] else None
         grad_scale = None
         if ctx.needs_input_grad[1]:
             # sum(grad * x) = sum(grad * x * scale) / scale; where scale is 0 the sigmoid
             # before it passes no gradient on, so 0 there is exact for everything upstream
             sums = _sum_of_products(grad, gated).view_as(scale)
             grad_scale = torch.where(scale != 0, sums / scale, torch.zeros_like(sums))
-        return grad_x, grad_scale
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad.mul_(scale) if ctx.grad_in_place and _writable(grad) else grad * scale
+        return grad_x, grad_scale, None
 
 
 def _sum_of_products(
@@ -159,9 +185,8 @@ def _sum_of_products(
 ) -> torch.Tensor:
     """``(a * (b - b_shift)).sum((2, 3))`` for ``(B, C, H, W)`` tensors, a few samples at
     a time, so no temporary is full-size."""
-    rows = max(1, CHUNK_BYTES // max(1, a[0].numel() * a.element_size()))
     sums = []
-    for i in range(0, a.shape[0], rows):
-        b_rows = b[i:i + rows] if b_shift is None else b[i:i + rows] - b_shift
-        sums.append((a[i:i + rows] * b_rows).sum((2, 3)))
+    for rows in _chunks(a):
+        b_rows = b[rows] if b_shift is None else b[rows] - b_shift
+        sums.append((a[rows] * b_rows).sum((2, 3)))
     return torch.cat(sums)
