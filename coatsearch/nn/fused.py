@@ -89,15 +89,10 @@ class _BatchNormGelu(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor):
         x, weight, bias, mean, invstd = ctx.saved_tensors
-        scale = invstd if weight is None else invstd * weight
-        shift = -mean * scale if bias is None else bias - mean * scale
-        shape = (1, -1) + (1,) * (x.ndim - 2)
         target = grad if ctx.grad_in_place and _writable(grad) else torch.empty_like(x)
-        for rows in _chunks(x):  # GELU's gradient at the recomputed BatchNorm output
-            normed = torch.addcmul(shift.view(shape), x[rows], scale.view(shape))
-            torch.ops.aten.gelu_backward.grad_input(grad[rows], normed, grad_input=target[rows])
-        return (*_batch_norm_backward_(target, x, weight, mean, invstd, ctx.needs_input_grad),
-                None, None, None, None, None)
+        grads = _gelu_batch_norm_backward(grad, target, x, weight, bias, mean, invstd,
+                                          ctx.needs_input_grad)
+        return (*grads, None, None, None, None, None)
 
 
 def _writable(grad: torch.Tensor) -> bool:
@@ -111,34 +106,51 @@ def _chunks(x: torch.Tensor) -> list[slice]:
     return [slice(i, i + rows) for i in range(0, x.shape[0], rows)]
 
 
-def _batch_norm_backward_(
+def _gelu_batch_norm_backward(
     grad: torch.Tensor,
+    target: torch.Tensor,
     x: torch.Tensor,
     weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
     mean: torch.Tensor,
     invstd: torch.Tensor,
     needs: tuple[bool, ...],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Training BatchNorm's gradients, the input's written over ``grad`` (which we own).
+    """Gradients of ``GELU(BatchNorm(x))`` (training statistics), the input's in ``target``.
 
-    The same formula as ``native_batch_norm_backward``, ``dx = w * invstd * (g - mean(g) -
-    xhat * mean(g * xhat))``, as in-place passes instead of a fresh full-size tensor.
+    Two passes over the batch, a few samples at a time so each chunk's later operations
+    find it in cache: the first writes GELU's gradient at the recomputed BatchNorm output
+    into ``target`` and sums what BatchNorm's gradient needs; the second turns it into
+    BatchNorm's input gradient in place. The formula is ``native_batch_norm_backward``'s:
+    ``dx = w * invstd * (g - mean(g) - xhat * mean(g * xhat))``.
     """
-    count = grad.numel() // grad.shape[1]
-    shape = (1, -1) + (1,) * (grad.ndim - 2)
-    sum_grad = grad.sum((0, *range(2, grad.ndim)))
-    # sum(g * xhat) = invstd * sum(g * (x - mean))
-    sum_grad_xhat = _sum_of_products(grad, x, mean.view(shape)).sum(0) * invstd
+    shape = (1, -1, 1, 1)
+    scale = invstd if weight is None else invstd * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    scale, shift, centre = scale.view(shape), shift.view(shape), mean.view(shape)
+    sums_grad, sums_grad_centred = [], []
+    for rows in _chunks(x):
+        normed = torch.addcmul(shift, x[rows], scale)
+        g = torch.ops.aten.gelu_backward.grad_input(grad[rows], normed, grad_input=target[rows])
+        sums_grad.append(g.sum((0, 2, 3)))
+        centred = torch.sub(x[rows], centre, out=normed)
+        sums_grad_centred.append(centred.mul_(g).sum((0, 2, 3)))
+    count = x.numel() // x.shape[1]
+    sum_grad = torch.stack(sums_grad).sum(0)
+    sum_grad_xhat = torch.stack(sums_grad_centred).sum(0) * invstd  # sum(g * xhat)
     grad_weight = sum_grad_xhat if weight is not None and needs[1] else None
-    grad_bias = sum_grad if needs[2] else None
+    grad_bias = sum_grad if bias is not None and needs[2] else None
     if not needs[0]:
         return None, grad_weight, grad_bias
-    # dx = k * (g - sum(g) / N) + c * (x - mean), k = w * invstd, c = -k * invstd * sum(g * xhat) / N
-    k = invstd if weight is None else invstd * weight
+    # dx = k * g + c * x + d, k = w * invstd, c = -k * invstd * sum(g * xhat) / N,
+    # d = -k * sum(g) / N - c * mean
+    k = scale.view(-1)
     c = -k * invstd * sum_grad_xhat / count
-    grad.sub_((sum_grad / count).view(shape)).mul_(k.view(shape))
-    grad.addcmul_(x, c.view(shape)).sub_((c * mean).view(shape))
-    return grad, grad_weight, grad_bias
+    d = -k * sum_grad / count - c * mean
+    k, c, d = k.view(shape), c.view(shape), d.view(shape)
+    for rows in _chunks(x):
+        target[rows].mul_(k).addcmul_(x[rows], c).add_(d)
+    return target, grad_weight, grad_bias
 
 
 def gate_(x: torch.Tensor, scale: torch.Tensor, grad_in_place: bool = False) -> torch.Tensor:
@@ -168,25 +180,17 @@ class _GateInPlace(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor):
         gated, scale = ctx.saved_tensors
-        grad_scale = None
-        if ctx.needs_input_grad[1]:
-            # sum(grad * x) = sum(grad * x * scale) / scale; where scale is 0 the sigmoid
-            # before it passes no gradient on, so 0 there is exact for everything upstream
-            sums = _sum_of_products(grad, gated).view_as(scale)
-            grad_scale = torch.where(scale != 0, sums / scale, torch.zeros_like(sums))
+        in_place = ctx.grad_in_place and _writable(grad)
+        sums = []
+        for rows in _chunks(grad):  # the gradient of the gate, then (in cache) of x
+            sums.append((grad[rows] * gated[rows]).sum((2, 3), keepdim=True))
+            if in_place and ctx.needs_input_grad[0]:
+                grad[rows].mul_(scale[rows])
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad.mul_(scale) if ctx.grad_in_place and _writable(grad) else grad * scale
-        return grad_x, grad_scale, None
-
-
-def _sum_of_products(
-    a: torch.Tensor, b: torch.Tensor, b_shift: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``(a * (b - b_shift)).sum((2, 3))`` for ``(B, C, H, W)`` tensors, a few samples at
-    a time, so no temporary is full-size."""
-    sums = []
-    for rows in _chunks(a):
-        b_rows = b[rows] if b_shift is None else b[rows] - b_shift
-        sums.append((a[rows] * b_rows).sum((2, 3)))
-    return torch.cat(sums)
+            grad_x = grad if in_place else grad * scale
+        # sum(grad * x) = sum(grad * x * scale) / scale; where scale is 0 the sigmoid
+        # before it passes no gradient on, so 0 there is exact for everything upstream
+        summed = torch.cat(sums)
+        grad_scale = torch.where(scale != 0, summed / scale, torch.zeros_like(summed))
+        return grad_x, grad_scale if ctx.needs_input_grad[1] else None, None
