@@ -43,9 +43,7 @@ def test_batch_norm_gelu_matches_the_plain_operators(
         expected = F.gelu(plain_norm(x_plain))
         assert out.grad_fn is not None and type(out.grad_fn).__name__ == "_BatchNormGeluBackward"
         torch.testing.assert_close(out, expected, **TOL)
-        kept = grad.clone()
         (out * 1.0).backward(grad)  # a consumer that makes a fresh gradient, as a conv does
-        assert torch.equal(grad, kept)
         expected.backward(grad)
     torch.testing.assert_close(x.grad, x_plain.grad, atol=1e-4, rtol=1e-4)
     for name, param in norm.named_parameters():
@@ -99,12 +97,15 @@ def test_gate_gradients_are_exact_in_double():
     assert torch.autograd.gradcheck(lambda x, s: fused._GateInPlace.apply(x * 1.0, s, False), (x, scale))
 
 
-def test_a_retained_graph_gives_the_same_gradients_twice():
+@pytest.mark.parametrize("grad_in_place", [False, True])
+def test_a_retained_graph_gives_the_same_gradients_twice(grad_in_place):
     torch.manual_seed(0)
     norm = nn.BatchNorm2d(6)
     x = _input(True)
     scale = torch.rand(4, 6, 1, 1, requires_grad=True)
-    out = fused.gate_(fused.batch_norm_gelu(x, norm), scale).square().sum()
+    conv = nn.Conv2d(6, 6, 1)
+    hidden = fused.batch_norm_gelu(x, norm, grad_in_place)
+    out = conv(fused.gate_(hidden, scale, grad_in_place)).square().sum()
     out.backward(retain_graph=True)
     first = x.grad.clone(), scale.grad.clone()
     out.backward()
@@ -112,16 +113,51 @@ def test_a_retained_graph_gives_the_same_gradients_twice():
     torch.testing.assert_close(scale.grad, 2 * first[1], **TOL)
 
 
-def test_a_broadcast_gradient_is_not_written_over():
+@pytest.mark.parametrize("with_gate", [False, True])
+def test_a_broadcast_gradient_is_not_written_over(with_gate):
     """``.sum()``'s gradient is one value viewed at every position: copied, not overwritten."""
     torch.manual_seed(0)
     norm, plain_norm = nn.BatchNorm2d(6), nn.BatchNorm2d(6)
     x = _input(True)
     x_plain = x.detach().clone().requires_grad_()
-    scale = torch.rand(4, 6, 1, 1)
-    fused.gate_(fused.batch_norm_gelu(x, norm, grad_in_place=True), scale, grad_in_place=True).sum().backward()
+    scale = torch.rand(4, 6, 1, 1) if with_gate else torch.ones(4, 6, 1, 1)
+    out = fused.batch_norm_gelu(x, norm, grad_in_place=True)
+    if with_gate:
+        out = fused.gate_(out, scale, grad_in_place=True)
+    out.sum().backward()
     (F.gelu(plain_norm(x_plain)) * scale).sum().backward()
     torch.testing.assert_close(x.grad, x_plain.grad, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["no-affine", "frozen", "input-without-grad"])
+def test_batch_norm_gelu_with_some_gradients_not_needed(case):
+    torch.manual_seed(0)
+    norm = nn.BatchNorm2d(6, affine=case != "no-affine")
+    if case == "frozen":
+        norm.requires_grad_(False)
+    plain_norm = copy.deepcopy(norm)
+    x = _input(True).requires_grad_(case != "input-without-grad")
+    x_plain = x.detach().clone().requires_grad_(x.requires_grad)
+    grad = torch.randn(x.shape)
+    out = fused.batch_norm_gelu(x, norm, grad_in_place=True)
+    assert type(out.grad_fn).__name__ == "_BatchNormGeluBackward"
+    (out * 1.0).backward(grad)
+    (F.gelu(plain_norm(x_plain)) * 1.0).backward(grad)
+    if x.requires_grad:
+        torch.testing.assert_close(x.grad, x_plain.grad, atol=1e-4, rtol=1e-4)
+    for p, q in zip(norm.parameters(), plain_norm.parameters()):
+        assert (p.grad is None) == (q.grad is None)
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_batches_batch_norm_rejects_or_accepts_behave_as_it_does():
+    norm = nn.BatchNorm2d(6)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        fused.batch_norm_gelu(torch.randn(1, 6, 1, 1, requires_grad=True), norm)
+    empty = torch.randn(0, 6, 4, 4, requires_grad=True)
+    torch.testing.assert_close(fused.batch_norm_gelu(empty, norm), F.gelu(norm(empty)))
+    assert fused.gate_(empty * 1.0, torch.ones(0, 6, 1, 1)).shape == empty.shape
 
 
 def test_plain_operators_where_the_fusion_does_not_apply():
@@ -134,3 +170,51 @@ def test_plain_operators_where_the_fusion_does_not_apply():
     assert type(fused.batch_norm_gelu(x.float(), norm.float()).grad_fn).__name__ == "GeluBackward0"
     with torch.no_grad():
         assert fused.gate_(x.detach().clone(), torch.ones(4, 6, 1, 1)).grad_fn is None
+
+
+def _mbconv_pair():
+    from coatsearch.nn.blocks import MBConv
+
+    torch.manual_seed(0)
+    block = MBConv(16, 32, stride=2).train().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 16, 16, 16).contiguous(memory_format=torch.channels_last)
+    return block, copy.deepcopy(block), x
+
+
+def _plain(monkeypatch):
+    monkeypatch.setattr(fused, "fused_training", lambda x: False)
+
+
+def test_module_hooks_in_an_mbconv_see_what_the_plain_operators_give(monkeypatch):
+    """Backward hooks on the convolutions and the SE keep gradients the fused backward
+    would otherwise write over; a forward hook on a BatchNorm still fires."""
+    block, plain_block, x = _mbconv_pair()
+    caught: dict[str, dict[str, torch.Tensor]] = {"fused": {}, "plain": {}}
+    for key, model in (("fused", block), ("plain", plain_block)):
+        for name in ("depthwise", "se", "proj"):
+            getattr(model, name).register_full_backward_hook(
+                lambda mod, gi, go, key=key, name=name: caught[key].__setitem__(name, gi[0]))
+        model.expand_norm.register_forward_hook(
+            lambda mod, inp, out, key=key: caught[key].__setitem__("expand_norm", out))
+    block(x).square().sum().backward()
+    _plain(monkeypatch)
+    plain_block(x).square().sum().backward()
+    assert set(caught["fused"]) == {"depthwise", "se", "proj", "expand_norm"}
+    for name, value in caught["fused"].items():
+        torch.testing.assert_close(value, caught["plain"][name], atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_inner_gradients_read_with_autograd_grad_when_writing_over_is_off(monkeypatch):
+    """``autograd.grad`` hands back the very tensor a later backward would write over."""
+    block, plain_block, x = _mbconv_pair()
+    grads = {}
+    monkeypatch.setattr(fused, "GRAD_IN_PLACE", False)
+    for key, model in (("fused", block), ("plain", plain_block)):
+        if key == "plain":
+            _plain(monkeypatch)
+        inner: list[torch.Tensor] = []
+        model.depthwise.register_forward_pre_hook(lambda m, inp, inner=inner: inner.append(inp[0]))
+        x_in = x.clone().requires_grad_()
+        grads[key] = torch.autograd.grad(model(x_in).square().sum(), [inner[0], x_in])
+    for fused_grad, plain_grad in zip(grads["fused"], grads["plain"]):
+        torch.testing.assert_close(fused_grad, plain_grad, atol=1e-4, rtol=1e-4)

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coatsearch.nn.layers import fast_path_allowed, pointwise
+from coatsearch.nn.layers import pointwise
+from coatsearch.nn.tracing import fast_path_allowed
 
 
 def relative_index(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coatsearch.nn.attention import Attention2d
-from coatsearch.nn.fused import batch_norm_gelu, gate_
+from coatsearch.nn.fused import batch_norm_gelu, hooked, owned_grad
 from coatsearch.nn.layers import (
     DropPath,
     Folded,
@@ -46,7 +46,7 @@ class ConvStem(nn.Module):
             weight, bias = self._folded.get(_bn_sources(self.conv1, self.norm1), self._fold)
             x = conv_act(x, weight, bias, stride=self.conv1.stride[0], padding=1, gelu=True)
             return conv_act(x, self.conv2.weight, self.conv2.bias, padding=1)
-        return self.conv2(batch_norm_gelu(self.conv1(x), self.norm1, grad_in_place=True))
+        return self.conv2(batch_norm_gelu(self.conv1(x), self.norm1, owned_grad(self.conv2)))
 
     def train(self, mode: bool = True) -> ConvStem:
         self._folded.clear()
@@ -133,18 +133,22 @@ class MBConv(nn.Module):
         if inference_fast_path(x) and foldable(self.pre_norm, self.expand_norm, self.depthwise_norm):
             return self._forward_folded(x)
         residual = self.shortcut(x)
-        # grad_in_place: each output's consumers (a convolution; the SE gate) make fresh
-        # gradients that nothing else reads
-        x = batch_norm_gelu(self.expand(self.pre_norm(x)), self.expand_norm, grad_in_place=True)
-        x = batch_norm_gelu(self.depthwise(x), self.depthwise_norm, grad_in_place=True)
+        # owned_grad: what reaches these outputs' backwards is a convolution's or the SE
+        # gate's gradient, which nothing else keeps (with the SE's pooled branch added into
+        # it by autograd), unless a backward hook on a consumer could keep it
+        x = batch_norm_gelu(self.expand(self.pre_norm(x)), self.expand_norm,
+                            owned_grad(self.depthwise))
+        x = batch_norm_gelu(self.depthwise(x), self.depthwise_norm, owned_grad(self.se, self.proj))
         x = self.proj(self._squeeze_excite(x))
         return residual + self.drop_path(x)
 
     def _squeeze_excite(self, x: torch.Tensor) -> torch.Tensor:
-        """SE gating written over ``x``, which nothing else reads (see `gate_`)."""
+        """SE gating written over ``x``, which nothing reads after the gate (see `gate_`)."""
         if not isinstance(self.se, SqueezeExcite):
             return x
-        return gate_(x, self.se.gate(x), grad_in_place=True)  # its consumer: the projection
+        if hooked(self.se):  # a hook's view of the input cannot be written over
+            return self.se(x)
+        return self.se(x, inplace=True, grad_in_place=owned_grad(self.proj))
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """Inference with the three BatchNorms folded into the two convolutions around them.

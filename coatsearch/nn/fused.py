@@ -1,27 +1,30 @@
 """Training-time MBConv pieces that allocate fewer full-size tensors on a CPU.
 
-Why: PyTorch's CPU allocator hands every tensor larger than glibc's mmap threshold (at most
-32 MiB) fresh pages from the kernel, and each first touch of a page is a page fault that
-zeroes it. A CoAtNet-0 training step at 224 px allocates gigabytes of such tensors (each
-MBConv hidden map of S1 is 77 MB at batch 16), and on a virtual machine the faults can cost
-as much time as the arithmetic. The same results with fewer fresh tensors is then a
-faster step; the operators themselves are PyTorch's.
+Why: glibc serves large allocations (above its mmap threshold, which starts at 128 KiB and
+rises to at most 32 MiB) with fresh pages from the kernel, and the first touch of each page
+is a page fault that zeroes it. A CoAtNet-0 training step at 224 px allocates gigabytes of
+tensors that size (each MBConv hidden map of S1 is 77 MB at batch 16), and on a virtual
+machine the faults can cost a large share of the step. The same results with fewer fresh
+tensors is then a faster step; the operators themselves are PyTorch's.
 
 - `batch_norm_gelu`: ``GELU(BatchNorm(x))`` in training. GELU runs in place on the
   BatchNorm output, which is not kept: the backward recomputes it from the BatchNorm input
   (kept anyway), a few samples at a time, and BatchNorm's backward runs as in-place passes.
-- `gate_`: the squeeze-excitation product ``x * scale`` written over ``x``. Its backward
-  needs the gated map only (``d scale = sum(grad * x * scale) / scale``), summed a few
-  samples at a time.
-- With ``grad_in_place=True`` (the blocks' own call sites, where the output's one consumer
-  is a convolution or `gate_`, whose backward makes a fresh gradient that nothing else
-  reads), each backward writes its result over the incoming gradient, so neither allocates
-  a full-size tensor at all. A hook that keeps such an inner gradient would see it change.
+- `gate_`: the squeeze-excitation product ``x * sigmoid(...)`` written over ``x``. Its
+  backward needs the gated map only (``d scale = sum(grad * x * scale) / scale``), summed a
+  few samples at a time.
+- ``grad_in_place=True`` lets a backward write its result over the gradient it receives,
+  so it allocates no full-size tensor at all. That is only right when nothing else holds
+  that gradient: the blocks pass it (through `owned_grad`) where the output's consumers
+  are a convolution and the SE gate, whose backwards make gradients no one else keeps, and
+  never when a backward hook could keep them. Set `GRAD_IN_PLACE` to False to read an
+  inner activation's gradient with ``torch.autograd.grad(loss, inputs=[...])``.
 
-Both apply to float32 CPU tensors while a gradient is recorded, outside tracing, compiling
-and autocast (`fused_training`); elsewhere the callers run the plain operators. Gradients
-match the plain operators' to rounding (tests/test_fused.py, tests/test_speed_equivalence.py);
-they are not differentiable twice.
+Both apply to float32 CPU tensors in grad mode, outside tracing, compiling, autocast and
+functorch transforms (`fused_training`); elsewhere the callers run the plain operators.
+Gradients match the plain operators' to rounding (tests/test_fused.py,
+tests/test_speed_equivalence.py). They are not differentiable twice: a double backward
+(``create_graph=True``) through a training MBConv raises.
 """
 
 from __future__ import annotations
@@ -32,12 +35,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.nn.modules import module as _module
 
-from coatsearch.nn.layers import fast_path_allowed
+from coatsearch.nn.tracing import fast_path_allowed
 
-#: Largest temporary `gate_`'s backward makes at once, in bytes: below glibc's smallest
-#: dynamic mmap threshold after a large free, so it is reused from the heap, not faulted.
+#: Bytes of batch each chunked backward pass works on at once (at least one sample), so
+#: that its later operations on the chunk find it in cache and its temporaries stay small.
 CHUNK_BYTES = 4 << 20
+
+#: Whether the blocks may write backward results over the gradients they receive.
+GRAD_IN_PLACE = True
 
 
 def fused_training(x: torch.Tensor) -> bool:
@@ -47,15 +54,46 @@ def fused_training(x: torch.Tensor) -> bool:
         and x.dtype == torch.float32
         and torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
+        and not torch._C._are_functorch_transforms_active()
         and fast_path_allowed()
     )
 
 
+def owned_grad(*consumers: nn.Module) -> bool:
+    """Whether the output consumed by ``consumers`` may have its gradient written over.
+
+    False when `GRAD_IN_PLACE` is off or a backward hook (on a consumer, or global) could
+    keep the gradient that would be overwritten.
+    """
+    if not GRAD_IN_PLACE or _module._global_backward_hooks or _module._global_backward_pre_hooks:
+        return False
+    return not any(m._backward_hooks or m._backward_pre_hooks for m in consumers)
+
+
+def hooked(module: nn.Module) -> bool:
+    """Hooks on ``module``, or global ones: they expect ``module`` called as usual."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or _module._global_forward_hooks
+                or _module._global_forward_pre_hooks)
+
+
 def batch_norm_gelu(x: torch.Tensor, norm: nn.Module, grad_in_place: bool = False) -> torch.Tensor:
-    """``F.gelu(norm(x))``; fused (see the module docstring) for a training BatchNorm2d."""
-    if type(norm) is not nn.BatchNorm2d or not norm.training or not fused_training(x):
+    """``F.gelu(norm(x))``; fused (see the module docstring) for a training BatchNorm2d.
+
+    The plain call is kept wherever ``nn.BatchNorm2d`` itself has something to say: a
+    subclass, hooks on it, or an input it rejects (not 4-D, one value per channel).
+    """
+    plain = (
+        type(norm) is not nn.BatchNorm2d
+        or not norm.training
+        or not fused_training(x)
+        or hooked(norm)
+        or x.ndim != 4
+        or x.shape[0] * x.shape[2] * x.shape[3] <= 1
+    )
+    if plain:
         return F.gelu(norm(x))
-    running_mean, running_var, momentum = _running_stats(norm)
+    running_mean, running_var, momentum = _running_stats(norm)  # type: ignore[arg-type]
     return _BatchNormGelu.apply(
         x, norm.weight, norm.bias, running_mean, running_var, momentum, norm.eps, grad_in_place
     )
@@ -96,7 +134,8 @@ class _BatchNormGelu(torch.autograd.Function):
 
 
 def _writable(grad: torch.Tensor) -> bool:
-    """A gradient whose elements each have memory of their own (not a broadcast view)."""
+    """A dense gradient (each element its own memory, not a broadcast view). Whether anyone
+    else holds it is the caller's promise (``grad_in_place``), not checked here."""
     return grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -156,11 +195,13 @@ def _gelu_batch_norm_backward(
 def gate_(x: torch.Tensor, scale: torch.Tensor, grad_in_place: bool = False) -> torch.Tensor:
     """``x * scale`` (``scale`` of shape ``(B, C, 1, 1)``) written over ``x``.
 
-    ``x`` must not be needed afterwards by its caller (autograd raises if an operator saved
-    it). In training on a CPU this is `_GateInPlace`; otherwise a plain in-place multiply
-    when nothing records a gradient, and the ordinary product when something does.
+    ``scale`` must come from a sigmoid (or anything whose gradient is 0 where it is 0: the
+    backward gives ``d scale = 0`` there). ``x`` must not be read afterwards by its caller
+    (autograd raises if an operator saved it). In training on a CPU this is
+    `_GateInPlace`; otherwise a plain in-place multiply when nothing records a gradient,
+    and the ordinary product when something does.
     """
-    if fused_training(x):
+    if fused_training(x) and x.numel() > 0:
         return _GateInPlace.apply(x, scale, grad_in_place)
     if not torch.is_grad_enabled() or not (x.requires_grad or scale.requires_grad):
         return x.mul_(scale)

@@ -22,17 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def fast_path_allowed() -> bool:
-    """False while fvcore (``torch.jit.trace``) or torch.compile traces the model.
-
-    Tracing must see the plain operators (the counters name them); a compiled graph must not
-    depend on Python-side caches. Both then take the reference path.
-    """
-    if torch.compiler.is_compiling():
-        return False
-    return not torch.jit.is_tracing()
-
+from coatsearch.nn.fused import gate_
+from coatsearch.nn.tracing import fast_path_allowed
 
 _MKLDNN = torch.backends.mkldnn.is_available()
 
@@ -224,5 +215,9 @@ class SqueezeExcite(nn.Module):
             scale = x.mean((2, 3), keepdim=True)
         return torch.sigmoid(self.expand(F.silu(self.reduce(scale))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = False, grad_in_place: bool = False) -> torch.Tensor:
+        """``inplace``: gate ``x`` itself, which its caller does not read afterwards;
+        ``grad_in_place``: see `coatsearch.nn.fused.gate_`."""
+        if inplace:
+            return gate_(x, self.gate(x), grad_in_place)
         return x * self.gate(x)
