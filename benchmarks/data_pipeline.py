@@ -155,7 +155,8 @@ def main() -> None:
     import torch
 
     from coatsearch.data import ImageSet, load_data
-    from coatsearch.data.prepared import available_cpus, prepare
+    from coatsearch.data.prepared import prepare
+    from coatsearch.host import available_cpus
 
     work = Path(tempfile.mkdtemp(prefix="coatsearch-bench-"))
     os.environ["COATSEARCH_CACHE"] = str(work / "cache")

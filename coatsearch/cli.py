@@ -477,19 +477,27 @@ def study(
     study_dir: str = typer.Argument(..., metavar="STUDY_DIR", help="a study folder (studies/<name>/)"),
     out: str | None = typer.Option(None, "--out", help="run directory (default runs/<study>)"),
     overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
+    regenerate: bool = typer.Option(False, "--regenerate",
+                                    help="train nothing: rebuild the report, tables and README from results.csv"),
 ) -> None:
-    """Run a study's space, then write its results.csv, summary.csv, report and README table.
+    """Run a study's space, then write its results.csv, report, tables and README sections.
 
     The outputs are written into STUDY_DIR, replacing the committed ones: run a smoke
     configuration (``--set``) on a copy of the folder.
     """
-    from coatsearch.studies import load_study, write_outputs
+    from coatsearch import studies
 
     folder = Path(study_dir)
-    space = load_study(folder, overrides)
-    outcome = _run_and_report(space, Path(out) if out else None, None, source=str(folder / "space.yaml"))
-    write_outputs(folder, space, outcome.run_dir)
-    console.print(f"study written: {folder}/results.csv, summary.csv, report.html, README.md")
+    if regenerate:
+        if overrides or out:
+            raise studies.SpaceError("--regenerate: trains nothing, so --set and --out do not apply")
+        studies.regenerate(folder)
+    else:
+        space = studies.load_study(folder, overrides)
+        outcome = _run_and_report(space, Path(out) if out else None, None, source=str(folder / "space.yaml"))
+        studies.write_outputs(folder, outcome.run_dir)
+    console.print(f"study written: {folder}/results.csv, report.html, effects.csv, comparisons.csv, summary.csv, "
+                  "README.md", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -606,13 +614,6 @@ def train(
         raise typer.Exit(1)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
-
 
 # --------------------------------------------------------------------------- data
 data_app = typer.Typer(help="Prepared datasets: image folders decoded once into a shared cache.",
@@ -678,3 +679,12 @@ def data_info(
         table.add_row(f"{e['size']}px" + ("" if e["draft"] else " exact"), images + skipped, str(e["classes"]),
                       e["mode"], f"{format_count(e['bytes'])}B", e["state"], e["path"])
     console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+# Last, so that `python -m coatsearch.cli` sees every command (the data sub-app included).
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,6 +1,6 @@
 """One results table per study: one row per trial, rebuilt from the run's ledger.
 
-Both backends produce `TrialRow`s, so everything downstream (Pareto fronts, reports,
+Both backends produce `TrialRow`s, so everything downstream (`coatsearch.analysis`, reports,
 studies) reads only this table. Sampled parameters appear as ``param.<name>`` columns;
 ``point`` keys a configuration; ``history`` holds the per-epoch metrics as JSON; ``spec``
 the trained network as JSON.
@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from coatsearch.pareto import non_dominated
 from coatsearch.search.rows import COLUMNS, TrialRow, current_names, legacy_renames
 from coatsearch.status import FINISHED, Status
 
-__all__ = ["COLUMNS", "FINISHED", "count_finished", "history_of", "pareto_front", "ranked", "read_table",
+__all__ = ["COLUMNS", "FINISHED", "count_finished", "history_of", "ranked", "read_table",
            "table_rows", "to_frame", "write_table"]
 
 
@@ -80,16 +79,6 @@ def ranked(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     full = frame["fidelity"] >= frame["max_fidelity"]
     return frame[(frame["status"] == Status.COMPLETE) & full]
-
-
-def pareto_front(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
-    """The non-dominated full-fidelity trials for ``[(metric, "max"|"min"), ...]``."""
-    candidates = ranked(frame).dropna(subset=[m for m, _ in objectives])
-    if candidates.empty:
-        return candidates
-    mask = non_dominated(candidates[[m for m, _ in objectives]].to_numpy(), [d == "max" for _, d in objectives])
-    first = objectives[0]
-    return candidates[mask].sort_values(first[0], ascending=first[1] == "min")
 
 
 def history_of(row: pd.Series) -> list[dict[str, Any]]:

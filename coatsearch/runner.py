@@ -25,8 +25,9 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from coatsearch.analysis.fronts import pareto_front
 from coatsearch.errors import CoatsearchError
-from coatsearch.results import pareto_front, write_table
+from coatsearch.results import write_table
 from coatsearch.search import Backend, SearchPlan, TrialRow, make_backend
 from coatsearch.space import SpaceError, space_from_dict
 from coatsearch.status import Status

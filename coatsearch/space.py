@@ -23,12 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from coatsearch.errors import CoatsearchError
 from coatsearch.knobs import KNOBS, KnobContext, parameter_kind
+from coatsearch.objectives import Objective
 from coatsearch.train.config import TrainConfig, TrainConfigError
 from coatsearch.units import parse_count
 from coatsearch.validation import FieldError, validate_mapping
-
-METRICS = ("val_acc", "flops", "params", "latency_ms")
-DEFAULT_MODE = {"val_acc": "max", "flops": "min", "params": "min", "latency_ms": "min"}
 
 
 class SpaceError(CoatsearchError):
@@ -145,24 +143,6 @@ class Budget(_Frozen):
     def targets(self) -> dict[str, float]:
         """Every target set, by metric (empty: the budget only filters by range)."""
         return {name: value for name, value in (("flops", self.flops), ("params", self.params)) if value is not None}
-
-
-class Objective(_Frozen):
-    metric: Literal["val_acc", "flops", "params", "latency_ms"]
-    mode: Literal["max", "min"] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, value: Any) -> Any:
-        # "val_acc" or "val_acc:max" as shorthand
-        if isinstance(value, str):
-            metric, _, mode = value.partition(":")
-            return {"metric": metric, **({"mode": mode} if mode else {})}
-        return value
-
-    @property
-    def direction(self) -> str:
-        return self.mode or DEFAULT_MODE[self.metric]
 
 
 class DataSettings(_Frozen):

@@ -1,17 +1,31 @@
-"""The fused training pieces compute what the plain operators do (coatsearch/nn/fused.py)."""
+"""The fused training pieces compute what the plain operators do (coatsearch/nn/fused.py);
+off unless switched on, and plain wherever a hook could see their tensors."""
 
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from collections import OrderedDict
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as torch_module
 
 from coatsearch.nn import fused
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
+
+
+@pytest.fixture(autouse=True)
+def fused_on():
+    """Every test here runs with the path on (a test may switch it off); the setting the
+    process had comes back afterwards."""
+    with fused.fused_training():
+        yield
 
 
 def _input(channels_last: bool, shape=(4, 6, 5, 7)) -> torch.Tensor:
@@ -181,11 +195,12 @@ def _mbconv_pair():
     return block, copy.deepcopy(block), x
 
 
-def _plain(monkeypatch):
-    monkeypatch.setattr(fused, "fused_training", lambda x: False)
+def _plain():
+    """The plain path from here on (the fixture restores the setting)."""
+    fused.set_fused_training(False)
 
 
-def test_module_hooks_in_an_mbconv_see_what_the_plain_operators_give(monkeypatch):
+def test_module_hooks_in_an_mbconv_see_what_the_plain_operators_give():
     """Backward hooks on the convolutions and the SE keep gradients the fused backward
     would otherwise write over; a forward hook on a BatchNorm still fires."""
     block, plain_block, x = _mbconv_pair()
@@ -197,24 +212,231 @@ def test_module_hooks_in_an_mbconv_see_what_the_plain_operators_give(monkeypatch
         model.expand_norm.register_forward_hook(
             lambda mod, inp, out, key=key: caught[key].__setitem__("expand_norm", out))
     block(x).square().sum().backward()
-    _plain(monkeypatch)
+    _plain()
     plain_block(x).square().sum().backward()
     assert set(caught["fused"]) == {"depthwise", "se", "proj", "expand_norm"}
     for name, value in caught["fused"].items():
         torch.testing.assert_close(value, caught["plain"][name], atol=1e-4, rtol=1e-4, msg=name)
 
 
-def test_inner_gradients_read_with_autograd_grad_when_writing_over_is_off(monkeypatch):
-    """``autograd.grad`` hands back the very tensor a later backward would write over."""
+class _KeepsInput(nn.Conv2d):
+    """A convolution that keeps its input: a holder of an inner tensor no hook reveals."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen = x
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("grad_in_place", [False, True])
+def test_inner_gradients_read_with_autograd_grad_when_writing_over_is_off(grad_in_place):
+    """``autograd.grad`` hands back the very tensor a later backward would write over: right
+    with ``grad_in_place=False``, and wrong without it (so the switch is what keeps it)."""
     block, plain_block, x = _mbconv_pair()
     grads = {}
-    monkeypatch.setattr(fused, "GRAD_IN_PLACE", False)
     for key, model in (("fused", block), ("plain", plain_block)):
-        if key == "plain":
-            _plain(monkeypatch)
-        inner: list[torch.Tensor] = []
-        model.depthwise.register_forward_pre_hook(lambda m, inp, inner=inner: inner.append(inp[0]))
+        fused.set_fused_training(key == "fused", grad_in_place=grad_in_place)
+        model.depthwise.__class__ = _KeepsInput
         x_in = x.clone().requires_grad_()
-        grads[key] = torch.autograd.grad(model(x_in).square().sum(), [inner[0], x_in])
-    for fused_grad, plain_grad in zip(grads["fused"], grads["plain"]):
-        torch.testing.assert_close(fused_grad, plain_grad, atol=1e-4, rtol=1e-4)
+        out = model(x_in).square().sum()
+        grads[key] = torch.autograd.grad(out, [model.depthwise.seen, x_in])
+    inner_error = _relative_error(grads["fused"][0], grads["plain"][0])
+    if grad_in_place:
+        assert inner_error > 0.1
+    else:
+        assert inner_error < 1e-4
+    torch.testing.assert_close(grads["fused"][1], grads["plain"][1], atol=1e-4, rtol=1e-4)
+
+
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """Largest difference over the largest magnitude expected."""
+    return float((got - expected).abs().max() / expected.abs().max())
+
+
+def test_a_tensor_hook_from_a_forward_pre_hook_on_the_depthwise_sees_the_plain_gradient():
+    """A forward pre-hook on the consumer registers a tensor hook on its input and keeps the
+    gradient it receives; the BatchNorm+GELU backward must not write over that gradient."""
+    block, plain_block, x = _mbconv_pair()
+    caught: dict[str, list[torch.Tensor]] = {"fused": [], "plain": []}
+    for key, model in (("fused", block), ("plain", plain_block)):
+        def pre_hook(module, inputs, store=caught[key]):
+            inputs[0].register_hook(lambda g: store.append(g))
+        model.depthwise.register_forward_pre_hook(pre_hook)
+    block(x).square().sum().backward()
+    _plain()
+    plain_block(x).square().sum().backward()
+    (got,), (expected,) = caught["fused"], caught["plain"]
+    assert _relative_error(got, expected) < 1e-4
+
+
+def _stem_and_block_pair():
+    """A conv stem and an MBConv with an SE: every call site of the fused pieces."""
+    from coatsearch.nn.blocks import ConvStem, MBConv
+
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict(stem=ConvStem(3, 16, 1, "batch"), block=MBConv(16, 32, stride=2)))
+    model = model.train().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    return model, copy.deepcopy(model), x
+
+
+def _keep_input_grad(inputs: tuple, store: list) -> None:
+    """What a forward hook can reach: the gradient its module's input will receive."""
+    if isinstance(inputs[0], torch.Tensor) and inputs[0].requires_grad:
+        inputs[0].register_hook(store.append)
+
+
+def _keep_grads(store: list, *grads) -> None:
+    store.extend(g for g in grads if g is not None)
+
+
+HOOK_KINDS = ["forward_pre", "forward", "backward_pre", "backward"]
+
+
+def _register_hook(module: nn.Module, kind: str, store: list) -> None:
+    if kind == "forward_pre":
+        module.register_forward_pre_hook(lambda m, inputs: _keep_input_grad(inputs, store))
+    elif kind == "forward":
+        module.register_forward_hook(lambda m, inputs, output: _keep_input_grad(inputs, store))
+    elif kind == "backward_pre":
+        module.register_full_backward_pre_hook(lambda m, grad_out: _keep_grads(store, *grad_out))
+    else:
+        module.register_full_backward_hook(lambda m, grad_in, grad_out: _keep_grads(store, *grad_in, *grad_out))
+
+
+def _register_global_hook(kind: str, store: list):
+    if kind == "forward_pre":
+        return torch_module.register_module_forward_pre_hook(lambda m, inputs: _keep_input_grad(inputs, store))
+    if kind == "forward":
+        return torch_module.register_module_forward_hook(lambda m, inputs, output: _keep_input_grad(inputs, store))
+    if kind == "backward_pre":
+        return torch_module.register_module_full_backward_pre_hook(lambda m, grad_out: _keep_grads(store, *grad_out))
+    return torch_module.register_module_full_backward_hook(
+        lambda m, grad_in, grad_out: _keep_grads(store, *grad_in, *grad_out))
+
+
+def _step(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Forward and backward; the input's gradient."""
+    x = x.clone().requires_grad_()
+    model(x).square().sum().backward()
+    return x.grad
+
+
+def _assert_same_step(caught: dict[str, list], grads: dict[str, torch.Tensor], models: dict[str, nn.Module]):
+    assert len(caught["fused"]) == len(caught["plain"]) > 0
+    for i, (got, expected) in enumerate(zip(caught["fused"], caught["plain"])):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4, msg=f"hooked gradient {i}")
+    torch.testing.assert_close(grads["fused"], grads["plain"], atol=1e-4, rtol=1e-4)
+    plain_params = dict(models["plain"].named_parameters())
+    for name, param in models["fused"].named_parameters():
+        torch.testing.assert_close(param.grad, plain_params[name].grad, atol=1e-4, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("kind", HOOK_KINDS)
+@pytest.mark.parametrize("target", ["stem.norm1", "stem.conv2", "block", "block.expand_norm", "block.depthwise",
+                                    "block.depthwise_norm", "block.se", "block.proj"])
+def test_module_hooks_of_every_kind_see_what_the_plain_path_gives(kind, target):
+    """Whatever a hook on a module next to a fused piece keeps (its input's gradient through
+    a tensor hook, or the gradients a backward hook receives) is the plain path's."""
+    model, plain_model, x = _stem_and_block_pair()
+    models = {"fused": model, "plain": plain_model}
+    caught: dict[str, list] = {"fused": [], "plain": []}
+    grads = {}
+    for key in ("fused", "plain"):
+        fused.set_fused_training(key == "fused")
+        _register_hook(models[key].get_submodule(target), kind, caught[key])
+        grads[key] = _step(models[key], x)
+    _assert_same_step(caught, grads, models)
+
+
+@pytest.mark.parametrize("kind", HOOK_KINDS)
+def test_global_module_hooks_see_what_the_plain_path_gives(kind):
+    model, plain_model, x = _stem_and_block_pair()
+    models = {"fused": model, "plain": plain_model}
+    caught: dict[str, list] = {"fused": [], "plain": []}
+    grads = {}
+    for key in ("fused", "plain"):
+        fused.set_fused_training(key == "fused")
+        handle = _register_global_hook(kind, caught[key])
+        try:
+            grads[key] = _step(models[key], x)
+        finally:
+            handle.remove()
+    _assert_same_step(caught, grads, models)
+
+
+def _graph_names(out: torch.Tensor) -> set[str]:
+    """The names of every backward node behind ``out``."""
+    names, seen, stack = set(), set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+FUSED_NODES = {"_BatchNormGeluBackward", "_GateInPlaceBackward"}
+
+
+def test_with_the_path_off_the_blocks_run_the_plain_operators(monkeypatch):
+    model, _, x = _stem_and_block_pair()
+    assert FUSED_NODES <= _graph_names(model(x.clone().requires_grad_()))  # on: the fused nodes
+    fused.set_fused_training(False)
+
+    def refuse(*args):
+        raise AssertionError("a fused function ran with the path off")
+    monkeypatch.setattr(fused._BatchNormGelu, "apply", refuse)
+    monkeypatch.setattr(fused._GateInPlace, "apply", refuse)
+    out = model(x.clone().requires_grad_())
+    names = _graph_names(out)
+    assert not names & FUSED_NODES
+    assert {"NativeBatchNormBackward0", "GeluBackward0", "MulBackward0"} <= names
+    out.square().sum().backward()
+
+
+def _enabled_in_a_new_process(value: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != fused.ENV_VAR}
+    if value is not None:
+        env[fused.ENV_VAR] = value
+    code = "from coatsearch.nn import fused_training_enabled; print(fused_training_enabled())"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("value, expected", [(None, "False"), ("1", "True")])
+def test_the_path_is_off_by_default_and_the_environment_turns_it_on(value, expected):
+    assert _enabled_in_a_new_process(value) == expected
+
+
+def test_environment_values():
+    assert all(fused._enabled_by(v) for v in ("1", "true", " ON ", "yes"))
+    assert not any(fused._enabled_by(v) for v in (None, "", "0", "false", "off", "no"))
+    with pytest.raises(ValueError, match="COATSEARCH_FUSED_TRAINING='2'"):
+        fused._enabled_by("2")
+
+
+def test_the_context_manager_restores_the_setting_and_flags_must_be_bools():
+    fused.set_fused_training(False)
+    with pytest.raises(RuntimeError), fused.fused_training(grad_in_place=False):
+        assert fused.fused_training_enabled() and not fused._grad_in_place
+        raise RuntimeError
+    assert not fused.fused_training_enabled() and fused._grad_in_place
+    with pytest.raises(TypeError, match="enable: expected a bool"):
+        fused.set_fused_training("0")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="grad_in_place: expected a bool"):
+        fused.set_fused_training(True, 0)  # type: ignore[arg-type]
+    assert not fused.fused_training_enabled()
+
+
+def test_grad_in_place_off_writes_over_no_incoming_gradient():
+    torch.manual_seed(0)
+    from coatsearch.nn.blocks import MBConv
+
+    block = MBConv(16, 32)
+    assert fused.owned_grad(block.depthwise)
+    fused.set_fused_training(True, grad_in_place=False)
+    assert not fused.owned_grad(block.depthwise)
+    fused.set_fused_training(False)
+    assert not fused.owned_grad(block.depthwise)

@@ -7,10 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coatsearch.pareto import hypervolume_2d, non_dominated
+from coatsearch.analysis.fronts import hypervolume_2d, non_dominated, pareto_front
 from coatsearch.report.figures import front_hypervolume
-from coatsearch.results import non_dominated as results_non_dominated
-from coatsearch.results import pareto_front
 
 
 # ------------------------------------------------------------------ non-dominated sort
@@ -48,9 +46,6 @@ def test_three_objectives_and_shape_errors():
     with pytest.raises(ValueError, match="objectives"):
         non_dominated([(1, 2)], [False, False, False])
 
-
-def test_results_keeps_exporting_the_same_function():
-    assert results_non_dominated is non_dominated
 
 
 def test_pareto_front_ranks_only_complete_full_fidelity_trials():

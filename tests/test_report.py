@@ -319,22 +319,22 @@ def _split_rows(rng, accuracies: dict[int, list[float]], val_images: int = 1000)
 
 
 def test_effects_are_per_value_means_with_intervals(write_study):
-    from coatsearch.report import effects
     from coatsearch.report.data import load_run
 
     rng = np.random.default_rng(0)
     run_dir = write_study(_split_rows(rng, {1: [0.80, 0.82, 0.81], 2: [0.86, 0.88, 0.87]}))
     run = load_run(run_dir)
-    assert effects.searched(run.table) == ["param.split"]  # the seed is the repeat axis, not a factor
-    found = effects.effect(run.table, "param.split")
+    assert run.design.factors == ("param.split",)  # the seed is the repeat axis, not a factor
+    found = run.analysis.effect_of("split")
     one, two = found.levels
     assert (one.value, one.n, two.value) == ("1", 3, "2")
     assert one.mean == pytest.approx(0.81) and two.mean == pytest.approx(0.87)
     seeds_only = 4.302653 * 0.01 / np.sqrt(3)  # t(2) quantile x std / sqrt(n)
     assert one.high - one.mean > seeds_only  # the validation set's binomial error widens it
-    (comparison,) = effects.comparisons(found)
+    tested = run.analysis.comparisons
+    (comparison,) = tested[tested["metric"] == "val_acc"].itertuples()
     assert comparison.difference == pytest.approx(-0.06) and comparison.p < 0.01
-    assert comparison.p_holm == comparison.p  # one pair: nothing to correct
+    assert comparison.verdict == "1 < 2"
 
 
 def test_the_report_answers_the_searched_question(write_study):
@@ -353,12 +353,14 @@ def test_the_report_answers_the_searched_question(write_study):
     assert "Pareto front (" not in figure_payload(page, "fig-pareto-flops")
     effects_csv = pd.read_csv(run_dir / "effects.csv")
     assert effects_csv["value"].tolist() == [1, 2, 3] and (effects_csv["val_acc_ci95_low"] < effects_csv["val_acc_mean"]).all()
-    assert len(pd.read_csv(run_dir / "comparisons.csv")) == 3
+    tested = pd.read_csv(run_dir / "comparisons.csv")
+    val = tested[tested["metric"] == "val_acc"]
+    assert list(zip(val["first"], val["second"])) == [(1, 2), (2, 3)]  # a number: neighbours, in order
     assert "colored by <code>param.split</code>" in page or "coloured by <code>param.split</code>" in page
 
 
 def test_importances_need_two_varying_parameters(write_study):
-    from coatsearch.report import effects
+    from coatsearch.analysis import effects
 
     rng = np.random.default_rng(1)
     rows = []

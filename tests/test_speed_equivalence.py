@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from coatsearch import NetSpec, build
+from coatsearch.nn import fused_training
 from tests import reference_nn
 from tests.conftest import tiny_spec
 
@@ -83,12 +84,14 @@ def test_inference_matches_the_original(name, channels_last):
 
 
 @pytest.mark.parametrize("name", list(SPECS))
-def test_training_step_matches_the_original(name):
+@pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
+def test_training_step_matches_the_original(name, fused):
     spec = SPECS[name]
     model, reference = _pair(spec)
     model = model.to(memory_format=torch.channels_last)
     x = torch.randn(3, spec.in_channels, spec.image_size, spec.image_size)
-    out = model(x.contiguous(memory_format=torch.channels_last))
+    with fused_training(fused):  # the setting is read by the forward; the backward follows it
+        out = model(x.contiguous(memory_format=torch.channels_last))
     expected = reference(x)
     torch.testing.assert_close(out, expected, atol=ATOL, rtol=ATOL)
     out.square().sum().backward()

@@ -1,4 +1,4 @@
-"""coatsearch.stats on fixed data with known answers."""
+"""coatsearch.analysis.stats and .fits on fixed data with known answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from coatsearch.stats import crossing, fit_power_law, holm, mean_ci, welch
+from coatsearch.analysis.fits import crossing, fit_power_law
+from coatsearch.analysis.stats import holm, mean_ci, welch
 
 
 def test_welch_by_hand():

@@ -10,19 +10,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from coatsearch.analysis import Design
+from coatsearch.analysis.summaries import summarise
+from coatsearch.report import load_run
 from coatsearch.results import read_table
 from coatsearch.studies import (
     COMPARISONS_END,
     COMPARISONS_START,
     END,
+    FITS_END,
+    FITS_START,
     START,
-    comparisons,
-    comparisons_markdown,
-    factor_orders,
-    factors,
     load_study,
+    regenerate,
     replace_results,
-    summarise,
     summary_markdown,
 )
 
@@ -60,31 +61,36 @@ def test_study_reruns_in_a_smoke_configuration(study_dir, tmp_path):
     summary = pd.read_csv(copy / "summary.csv")
     assert summary["n"].sum() == 2
     readme = (copy / "README.md").read_text()
-    assert summary_markdown(summarise(table, factors(load_study(copy))), factors(load_study(copy))) in readme
+    analysis = load_run(copy).analysis
+    assert summary_markdown(analysis.summary, list(analysis.design.factors) or ["configuration"]) in readme
     assert (copy / "report.html").exists()
+    # the report and the study's tables are one analysis: the page's comparisons.csv is the study's
+    pd.testing.assert_frame_equal(pd.read_csv(copy / "comparisons.csv"), pd.read_csv(tmp_path / "run" / "comparisons.csv"))
+
+
+def _section(text: str, start: str, end: str) -> str:
+    return text[text.index(start) + len(start): text.index(end)].strip() if start in text else ""
 
 
 @pytest.mark.parametrize("study_dir", STUDIES, ids=[p.name for p in STUDIES])
-def test_readme_numbers_match_the_committed_results(study_dir):
-    results = study_dir / "results.csv"
-    if not results.exists():
+def test_committed_outputs_are_what_the_committed_results_regenerate(study_dir, tmp_path):
+    """The README's sections and the study's tables, rebuilt from ``results.csv`` and
+    ``space.yaml`` alone, are the committed ones."""
+    if not (study_dir / "results.csv").exists():
         pytest.skip(f"{study_dir.name}: no committed results yet")
-    space = load_study(study_dir)
-    group_by = factors(space)
-    summary = summarise(read_table(results), group_by)
-    committed = pd.read_csv(study_dir / "summary.csv")
-    pd.testing.assert_frame_equal(
-        committed.reset_index(drop=True), summary.reset_index(drop=True), check_dtype=False, check_exact=False
-    )
-    readme = (study_dir / "README.md").read_text()
-    section = readme[readme.index(START) + len(START): readme.index(END)].strip()
-    assert section == summary_markdown(summary, group_by)
-    # the comparisons and their verdicts, recomputed from the trials
-    tested = comparisons(read_table(results), group_by, factor_orders(space))
-    committed = pd.read_csv(study_dir / "comparisons.csv", dtype={"first": str, "second": str})
-    pd.testing.assert_frame_equal(committed, tested.reset_index(drop=True), check_dtype=False, check_exact=False)
-    section = readme[readme.index(COMPARISONS_START) + len(COMPARISONS_START): readme.index(COMPARISONS_END)].strip()
-    assert section == comparisons_markdown(tested)
+    copy = tmp_path / study_dir.name
+    copy.mkdir()
+    for name in ("space.yaml", "README.md", "results.csv"):
+        shutil.copyfile(study_dir / name, copy / name)
+    regenerate(copy)
+    for name in ("summary.csv", "comparisons.csv", "effects.csv"):
+        committed = pd.read_csv(study_dir / name, dtype={"first": str, "second": str, "value": str})
+        rebuilt = pd.read_csv(copy / name, dtype={"first": str, "second": str, "value": str})
+        pd.testing.assert_frame_equal(committed, rebuilt, check_dtype=False, check_exact=False, obj=name)
+    committed, rebuilt = (study_dir / "README.md").read_text(), (copy / "README.md").read_text()
+    for start, end in ((START, END), (COMPARISONS_START, COMPARISONS_END)):
+        assert _section(committed, start, end) == _section(rebuilt, start, end)
+    _assert_same_text_and_numbers(_section(committed, FITS_START, FITS_END), _section(rebuilt, FITS_START, FITS_END))
 
 
 def test_replace_results_needs_the_markers():
@@ -103,7 +109,7 @@ def test_summary_is_mean_and_std_over_seeds_of_full_fidelity_trials():
             "val_acc": [0.8, 0.9, 0.5, 0.1], "flops": [10, 10, 20, 20], "params": [1, 1, 2, 2],
         }
     )
-    summary = summarise(rows, ["param.layout"]).set_index("param.layout")
+    summary = summarise(rows, Design(("param.layout",))).set_index("param.layout")
     assert summary.loc["A", "n"] == 2 and summary.loc["B", "n"] == 1
     assert summary.loc["A", "val_acc_mean"] == pytest.approx(0.85)
     assert summary.loc["A", "val_acc_std"] == pytest.approx(0.0707107, rel=1e-5)
@@ -117,21 +123,9 @@ def test_a_study_of_seeds_alone_summarises_one_configuration():
         {"trial": [0, 1], "status": ["complete"] * 2, "fidelity": [1, 1], "max_fidelity": [1, 1],
          "val_acc": [0.5, 0.7], "flops": [1, 1], "params": [1, 1]}
     )
-    summary = summarise(rows, ["configuration"])
+    summary = summarise(rows, Design())
     assert len(summary) == 1 and summary.loc[0, "n"] == 2
     assert summary.loc[0, "val_acc_mean"] == pytest.approx(0.6)
-
-
-@pytest.mark.parametrize("study_dir", [d for d in STUDIES if (d / "results.csv").exists() and "scale" in load_study(d).params],
-                         ids=lambda d: d.name)
-def test_scaling_fits_are_generated_from_the_committed_results(study_dir):
-    from coatsearch.studies import FITS_END, FITS_START, scaling_markdown
-
-    space = load_study(study_dir)
-    column = next(c for c in factors(space) if c != "param.scale")
-    readme = (study_dir / "README.md").read_text()
-    section = readme[readme.index(FITS_START) + len(FITS_START): readme.index(FITS_END)].strip()
-    _assert_same_text_and_numbers(section, scaling_markdown(read_table(study_dir / "results.csv"), column))
 
 
 def _assert_same_text_and_numbers(committed: str, recomputed: str, tolerance: float = 0.02) -> None:
@@ -144,43 +138,6 @@ def _assert_same_text_and_numbers(committed: str, recomputed: str, tolerance: fl
     assert number.sub("#", committed) == number.sub("#", recomputed)
     for old, new in zip(number.findall(committed), number.findall(recomputed)):
         assert float(old) == pytest.approx(float(new), abs=tolerance), (old, new)
-
-
-def test_comparisons_test_neighbours_within_strata_and_correct_across_the_study():
-    import numpy as np
-
-    rows = []
-    rng = np.random.default_rng(0)
-    for size in (100, 200):
-        for layout, level in (("A", 0.9), ("B", 0.8), ("C", 0.8)):
-            for seed in range(3):
-                rows.append({"trial": len(rows), "status": "complete", "fidelity": 1, "max_fidelity": 1,
-                             "param.layout": layout, "param.size": size, "param.seed": seed,
-                             "val_acc": level + rng.normal(0, 0.002), "val_images": 1000})
-    table = pd.DataFrame(rows)
-    found = comparisons(table, ["param.layout", "param.size"], {"param.layout": ["A", "B", "C"]})
-    # two neighbouring pairs (A-B, B-C) in each of two sizes, then the sizes within each
-    # layout; val only (no test, no gap)
-    assert list(zip(found["factor"], found["within"], found["first"], found["second"])) == [
-        ("layout", "size 100", "A", "B"), ("layout", "size 100", "B", "C"),
-        ("layout", "size 200", "A", "B"), ("layout", "size 200", "B", "C"),
-        ("size", "layout A", "100", "200"), ("size", "layout B", "100", "200"), ("size", "layout C", "100", "200")]
-    by_layout = found[found["factor"] == "layout"]
-    assert (by_layout.loc[by_layout["first"] == "A", "verdict"] == "A > B").all()
-    assert (by_layout.loc[by_layout["first"] == "B", "verdict"] == "no detectable difference").all()
-    assert (found.loc[found["factor"] == "size", "verdict"] == "no detectable difference").all()
-    # Holm: never below the raw p, and the family is the whole study
-    assert (found["p_holm"] >= found["p"]).all()
-    from coatsearch.stats import holm
-
-    assert found["p_holm"].tolist() == pytest.approx(holm(found["p"].tolist()))
-    # the binomial part widens the interval beyond the seeds' spread alone
-    from coatsearch.stats import welch
-
-    a = table[(table["param.layout"] == "A") & (table["param.size"] == 100)]["val_acc"]
-    b = table[(table["param.layout"] == "B") & (table["param.size"] == 100)]["val_acc"]
-    row = found.iloc[0]
-    assert row["ci95_high"] - row["ci95_low"] > np.subtract(*welch(a, b).ci95[::-1])
 
 
 @pytest.mark.parametrize("study_dir", STUDIES, ids=[p.name for p in STUDIES])

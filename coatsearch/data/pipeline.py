@@ -17,12 +17,13 @@ non-blocking.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from coatsearch.host import available_cpus
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -66,7 +67,7 @@ def auto_workers(dataset: Any, device: torch.device, on_device: bool) -> int:
     RandAugment on the host for an accelerator. None otherwise."""
     from coatsearch.data.augment import crop_flip_randaugment
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = available_cpus()
     if getattr(dataset, "streamed", False):
         return max(1, min(8, cpus - 1))
     heavy = getattr(dataset, "transform", None) is crop_flip_randaugment

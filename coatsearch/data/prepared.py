@@ -46,6 +46,7 @@ from PIL import Image
 
 from coatsearch.data.errors import DataError
 from coatsearch.data.listing import GRAY_MODES, has_split_folders, list_images
+from coatsearch.host import available_cpus, pid_alive
 
 try:  # a dependency; where its wheel is missing, Pillow decodes everything (see `_decode_scaled_jpeg`)
     import simplejpeg as _simplejpeg
@@ -65,13 +66,6 @@ POOL_MIN = 512
 #: Folders of at least this many images show a progress bar while they are prepared.
 PROGRESS_MIN = 2000
 READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-
-
-def available_cpus() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def cache_root() -> Path:
@@ -389,7 +383,7 @@ def _remove_stale(folder: Path, name: str) -> None:
     """Temporary folders of prepares that died (their process is gone)."""
     for tmp in folder.glob(f".{name}.tmp-*"):
         pid = tmp.name.rsplit("-", 2)[-2]
-        if not pid.isdigit() or not Path(f"/proc/{pid}").exists() or int(pid) == os.getpid():
+        if not pid.isdigit() or not pid_alive(int(pid)) or int(pid) == os.getpid():
             shutil.rmtree(tmp, ignore_errors=True)
 
 

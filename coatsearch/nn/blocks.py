@@ -135,7 +135,7 @@ class MBConv(nn.Module):
         residual = self.shortcut(x)
         # owned_grad: what reaches these outputs' backwards is a convolution's or the SE
         # gate's gradient, which nothing else keeps (with the SE's pooled branch added into
-        # it by autograd), unless a backward hook on a consumer could keep it
+        # it by autograd), unless a hook on a consumer (or a global one) could keep it
         x = batch_norm_gelu(self.expand(self.pre_norm(x)), self.expand_norm,
                             owned_grad(self.depthwise))
         x = batch_norm_gelu(self.depthwise(x), self.depthwise_norm, owned_grad(self.se, self.proj))

@@ -1,11 +1,20 @@
-"""Training-time MBConv pieces that allocate fewer full-size tensors on a CPU.
+"""Training-time MBConv pieces that allocate fewer full-size tensors on a CPU; opt-in.
+
+Off by default: the blocks then run ``nn.BatchNorm2d``, ``F.gelu`` and the SE product as
+plain PyTorch operators. Turn the path on for the process with `set_fused_training`, for a
+block of code with the `fused_training` context manager, or, without code (a trial
+process, a benchmark), by starting Python with ``COATSEARCH_FUSED_TRAINING=1``. The
+setting is read when a block runs its forward (the backward follows what the forward
+chose) and is process-wide, like timm's ``set_fused_attn``.
 
 Why: glibc serves large allocations (above its mmap threshold, which starts at 128 KiB and
 rises to at most 32 MiB) with fresh pages from the kernel, and the first touch of each page
 is a page fault that zeroes it. A CoAtNet-0 training step at 224 px allocates gigabytes of
 tensors that size (each MBConv hidden map of S1 is 77 MB at batch 16), and on a virtual
 machine the faults can cost a large share of the step. The same results with fewer fresh
-tensors is then a faster step; the operators themselves are PyTorch's.
+tensors is then a faster step; the operators themselves are PyTorch's. An allocator that
+keeps freed memory mapped (jemalloc, tcmalloc through ``LD_PRELOAD``) may avoid the same
+faults without this path: benchmarks/allocators.py times both paths under each allocator.
 
 - `batch_norm_gelu`: ``GELU(BatchNorm(x))`` in training. GELU runs in place on the
   BatchNorm output, which is not kept: the backward recomputes it from the BatchNorm input
@@ -16,12 +25,20 @@ tensors is then a faster step; the operators themselves are PyTorch's.
 - ``grad_in_place=True`` lets a backward write its result over the gradient it receives,
   so it allocates no full-size tensor at all. That is only right when nothing else holds
   that gradient: the blocks pass it (through `owned_grad`) where the output's consumers
-  are a convolution and the SE gate, whose backwards make gradients no one else keeps, and
-  never when a backward hook could keep them. Set `GRAD_IN_PLACE` to False to read an
-  inner activation's gradient with ``torch.autograd.grad(loss, inputs=[...])``.
+  are a convolution and the SE gate, whose backwards make gradients no one else keeps.
+
+Hooks see what the plain operators give. Any module hook (forward, forward pre, backward,
+backward pre) on the modules whose tensors a fused piece would touch, or any global module
+hook, makes that piece plain: a hooked BatchNorm runs as a module, a hooked SE as a
+module without writing over its input, and no gradient reaching a hooked consumer is
+written over (a forward hook can register a tensor hook on the consumer's input and keep
+the gradient it receives). What no module hook reveals, and so cannot be checked here,
+needs ``set_fused_training(grad_in_place=False)``: reading an inner activation's gradient
+with ``torch.autograd.grad(loss, inputs=[...])`` on a tensor obtained otherwise (a module
+subclass keeping its input), or hooks on autograd graph nodes (``grad_fn.register_hook``).
 
 Both apply to float32 CPU tensors in grad mode, outside tracing, compiling, autocast and
-functorch transforms (`fused_training`); elsewhere the callers run the plain operators.
+functorch transforms (`fusion_applies`); elsewhere the callers run the plain operators.
 Gradients match the plain operators' to rounding (tests/test_fused.py,
 tests/test_speed_equivalence.py). They are not differentiable twice: a double backward
 (``create_graph=True``) through a training MBConv raises.
@@ -29,6 +46,9 @@ tests/test_speed_equivalence.py). They are not differentiable twice: a double ba
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -43,14 +63,69 @@ from coatsearch.nn.tracing import fast_path_allowed
 #: that its later operations on the chunk find it in cache and its temporaries stay small.
 CHUNK_BYTES = 4 << 20
 
-#: Whether the blocks may write backward results over the gradients they receive.
-GRAD_IN_PLACE = True
+#: The environment variable that turns the path on at import: 1 (on) or 0 (off, the default).
+ENV_VAR = "COATSEARCH_FUSED_TRAINING"
+
+_ON = ("1", "true", "on", "yes")
+_OFF = ("", "0", "false", "off", "no")
 
 
-def fused_training(x: torch.Tensor) -> bool:
-    """True where the fused training pieces apply to ``x``."""
+def _enabled_by(value: str | None) -> bool:
+    """The setting an environment value asks for; an unknown value is an error, since a
+    misspelt switch that silently stays off would time the wrong path."""
+    text = (value or "").strip().lower()
+    if text in _ON:
+        return True
+    if text in _OFF:
+        return False
+    raise ValueError(f"{ENV_VAR}={value!r}: expected 1 (on) or 0 (off)")
+
+
+_enabled = _enabled_by(os.environ.get(ENV_VAR))
+_grad_in_place = True
+
+
+def _check_flag(name: str, value: object) -> None:
+    """Refuse a non-bool: a string such as ``"0"`` would otherwise read as on."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
+
+
+def set_fused_training(enable: bool = True, grad_in_place: bool = True) -> None:
+    """Turn the fused training path of the MBConv and the stem on or off for the process.
+
+    ``grad_in_place=False`` keeps the fused forward and backward but never writes a result
+    over a gradient a backward receives: for code that holds inner gradients in ways no
+    module hook shows (see the module docstring). Off, the blocks run the plain operators.
+    """
+    global _enabled, _grad_in_place
+    _check_flag("enable", enable)
+    _check_flag("grad_in_place", grad_in_place)
+    _enabled, _grad_in_place = enable, grad_in_place
+
+
+def fused_training_enabled() -> bool:
+    """Whether `set_fused_training` (or ``COATSEARCH_FUSED_TRAINING=1``) turned the path on."""
+    return _enabled
+
+
+@contextmanager
+def fused_training(enable: bool = True, grad_in_place: bool = True) -> Iterator[None]:
+    """`set_fused_training` for the forwards run inside the block; the previous setting
+    comes back on leaving it, also on an exception."""
+    previous = _enabled, _grad_in_place
+    set_fused_training(enable, grad_in_place)
+    try:
+        yield
+    finally:
+        set_fused_training(*previous)
+
+
+def fusion_applies(x: torch.Tensor) -> bool:
+    """True where the fused training pieces are on and apply to ``x``."""
     return (
-        x.device.type == "cpu"
+        _enabled
+        and x.device.type == "cpu"
         and x.dtype == torch.float32
         and torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
@@ -59,34 +134,39 @@ def fused_training(x: torch.Tensor) -> bool:
     )
 
 
+def hooked(*modules: nn.Module) -> bool:
+    """Whether a module hook could see the tensors of ``modules``: a hook of any kind on one
+    of them, or any global module hook. Such tensors, and their gradients, must be the
+    plain operators' own, neither written over nor made by a fused function."""
+    if (_module._global_forward_pre_hooks or _module._global_forward_hooks
+            or _module._global_backward_pre_hooks or _module._global_backward_hooks):
+        return True
+    return any(m._forward_pre_hooks or m._forward_hooks or m._backward_pre_hooks or m._backward_hooks
+               for m in modules)
+
+
 def owned_grad(*consumers: nn.Module) -> bool:
     """Whether the output consumed by ``consumers`` may have its gradient written over.
 
-    False when `GRAD_IN_PLACE` is off or a backward hook (on a consumer, or global) could
-    keep the gradient that would be overwritten.
+    False when the path or its ``grad_in_place`` is off, or a hook could keep that
+    gradient (`hooked`: a forward hook on a consumer can register a tensor hook on its
+    input, a backward hook receives the gradient).
     """
-    if not GRAD_IN_PLACE or _module._global_backward_hooks or _module._global_backward_pre_hooks:
-        return False
-    return not any(m._backward_hooks or m._backward_pre_hooks for m in consumers)
-
-
-def hooked(module: nn.Module) -> bool:
-    """Hooks on ``module``, or global ones: they expect ``module`` called as usual."""
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks or _module._global_forward_hooks
-                or _module._global_forward_pre_hooks)
+    return _enabled and _grad_in_place and not hooked(*consumers)
 
 
 def batch_norm_gelu(x: torch.Tensor, norm: nn.Module, grad_in_place: bool = False) -> torch.Tensor:
-    """``F.gelu(norm(x))``; fused (see the module docstring) for a training BatchNorm2d.
+    """``F.gelu(norm(x))``; fused (see the module docstring) for a training BatchNorm2d
+    while the path is on.
 
     The plain call is kept wherever ``nn.BatchNorm2d`` itself has something to say: a
-    subclass, hooks on it, or an input it rejects (not 4-D, one value per channel).
+    subclass, a hook (on it, or global), or an input it rejects (not 4-D, one value per
+    channel).
     """
     plain = (
         type(norm) is not nn.BatchNorm2d
         or not norm.training
-        or not fused_training(x)
+        or not fusion_applies(x)
         or hooked(norm)
         or x.ndim != 4
         or x.shape[0] * x.shape[2] * x.shape[3] <= 1
@@ -197,11 +277,11 @@ def gate_(x: torch.Tensor, scale: torch.Tensor, grad_in_place: bool = False) -> 
 
     ``scale`` must come from a sigmoid (or anything whose gradient is 0 where it is 0: the
     backward gives ``d scale = 0`` there). ``x`` must not be read afterwards by its caller
-    (autograd raises if an operator saved it). In training on a CPU this is
+    (autograd raises if an operator saved it). Where `fusion_applies` this is
     `_GateInPlace`; otherwise a plain in-place multiply when nothing records a gradient,
     and the ordinary product when something does.
     """
-    if fused_training(x) and x.numel() > 0:
+    if fusion_applies(x) and x.numel() > 0:
         return _GateInPlace.apply(x, scale, grad_in_place)
     if not torch.is_grad_enabled() or not (x.requires_grad or scale.requires_grad):
         return x.mul_(scale)

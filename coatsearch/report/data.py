@@ -8,7 +8,8 @@ has moved on since, and a run directory without a space still gets a report.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
+from coatsearch.analysis import Analysis, Design, analyse
 from coatsearch.errors import CoatsearchError
+from coatsearch.objectives import DEFAULT_MODE, Objective
 from coatsearch.results import COLUMNS, ranked, read_table
-from coatsearch.space import DEFAULT_MODE, Objective, parse_count
-from coatsearch.units import format_count
+from coatsearch.units import format_count, parse_count
 
 #: Above this many distinct values a numeric colour column is drawn as a colour scale.
 MAX_CATEGORIES = 12
@@ -43,6 +45,8 @@ class Study:
     objectives: tuple[tuple[str, str], ...]
     searched: tuple[str, ...] = ()  # the space's parameters, in its order
     budget: str | None = None  # "flops 32M within 3%" when every candidate was matched to a target
+    params: dict[str, Any] = field(default_factory=dict)  # the space's params mapping, as written
+    sampler: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,15 @@ class Run:
     def ranked(self) -> pd.DataFrame:
         """Complete trials at full fidelity: the only ones fronts and rankings use."""
         return ranked(self.table)
+
+    @functools.cached_property
+    def design(self) -> Design:
+        return Design.of(self.table, self.study.params, self.study.sampler)
+
+    @functools.cached_property
+    def analysis(self) -> Analysis:
+        """The table's analysis, computed on first use and shared by every view of it."""
+        return analyse(self.table, self.design)
 
 
 def read_study(run_dir: Path) -> Study:
@@ -84,7 +97,8 @@ def read_study(run_dir: Path) -> Study:
     params = data.get("params")
     params = params if isinstance(params, dict) else {}
     return Study(str(data.get("study") or run_dir.name), str(description) if description else None, tuple(objectives),
-                 tuple(str(p) for p in params), _budget_text(data.get("budget")))
+                 tuple(str(p) for p in params), _budget_text(data.get("budget")), params,
+                 str(data["sampler"]) if data.get("sampler") else None)
 
 
 def _budget_text(budget: object) -> str | None:

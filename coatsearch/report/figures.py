@@ -22,11 +22,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from coatsearch.pareto import hypervolume_2d, non_dominated
+from coatsearch.analysis.effects import Effect
+from coatsearch.analysis.fits import ScalingFits
+from coatsearch.analysis.fronts import hypervolume_2d, non_dominated
 from coatsearch.report.data import Run, colors_for, group_labels, group_order, is_categorical
-from coatsearch.report.effects import Effect, jitter
 from coatsearch.results import history_of
-from coatsearch.stats import PowerLaw, fit_power_law
 from coatsearch.units import format_count
 
 #: Costs a front can be drawn against, with their axis titles.
@@ -320,55 +320,18 @@ def edf_figure(run: Run, grouping: Grouping, band: float | tuple[float, float] |
 
 
 # --------------------------------------------------------------------------- scaling
-@dataclass(frozen=True)
-class ScalingInfo:
-    """Validation error against FLOPs per group of a scaling study, with fitted power laws
-    (``error = a * FLOPs**-b + c``); a group with fewer than three budgets has no fit."""
-
-    group_column: str
-    points: dict[str, tuple[list[float], list[float]]]
-    fits: dict[str, PowerLaw]
-
-
-def scaling_group_column(table: pd.DataFrame) -> str | None:
-    """The factor a scaling study compares (layout or rule): a sampled parameter other than
-    ``scale`` and ``seed``; None when the run has no ``scale`` parameter."""
-    if "param.scale" not in table:
-        return None
-    others = [c for c in table.columns if c.startswith("param.") and c not in ("param.scale", "param.seed")]
-    return others[0] if others else "layout"
-
-
-def scaling_info(run: Run) -> ScalingInfo | None:
-    column = scaling_group_column(run.table)
-    if column is None:
-        return None
-    ranked = run.ranked.dropna(subset=["val_acc", "flops"])
-    if ranked.empty:
-        return None
-    points: dict[str, tuple[list[float], list[float]]] = {}
-    fits: dict[str, PowerLaw] = {}
-    for group, rows in ranked.groupby(ranked[column].map(str), sort=False):
-        flops, error = rows["flops"].astype(float).tolist(), (1 - rows["val_acc"].astype(float)).tolist()
-        points[str(group)] = (flops, error)
-        try:
-            fits[str(group)] = fit_power_law(flops, error, boot=200)
-        except (ValueError, RuntimeError):
-            pass
-    return ScalingInfo(column, points, fits)
-
-
-def scaling_figure(info: ScalingInfo | None) -> go.Figure | None:
+def scaling_figure(info: ScalingFits | None) -> go.Figure | None:
     """Error against FLOPs on log axes: trials as points, fits as lines."""
-    if info is None or not info.points:
+    if info is None or not info.ladders:
         return None
     fig = go.Figure()
-    colors = colors_for(list(info.points))
-    for group, (flops, error) in info.points.items():
+    colors = colors_for([ladder.group for ladder in info.ladders])
+    for ladder in info.ladders:
+        group, flops, error = ladder.group, list(ladder.flops), list(ladder.error)
         fig.add_trace(go.Scatter(x=flops, y=error, mode="markers", name=group, legendgroup=group,
                                  marker=dict(color=colors[group], size=8, opacity=0.75),
                                  hovertemplate="FLOPs %{x:.3s}<br>val error %{y:.2%}<extra>" + group + "</extra>"))
-        fit = info.fits.get(group)
+        fit = ladder.fit
         if fit is not None:
             grid = np.exp(np.linspace(np.log(min(flops)), np.log(max(flops)), 60))
             fig.add_trace(go.Scatter(
@@ -428,3 +391,8 @@ def importance_figure(found: dict[str, float] | None) -> go.Figure | None:
     fig.update_layout(template=TEMPLATE, height=120 + 40 * len(names), title="Parameter importances (Optuna)",
                       xaxis=dict(title="share of the variance of validation accuracy", tickformat=".0%"))
     return fig
+
+
+def jitter(n: int, width: float = 0.12, seed: int = 0) -> np.ndarray:
+    """Small horizontal offsets so seeds at one value do not hide each other."""
+    return np.random.default_rng(seed).uniform(-width, width, n)

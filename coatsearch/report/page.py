@@ -17,7 +17,8 @@ from pathlib import Path
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from coatsearch.report import effects, figures, tables
+from coatsearch.analysis import Design, write_tables
+from coatsearch.report import figures, tables
 from coatsearch.report.data import ReportError, Run, load_run, resolve_column
 from coatsearch.units import FLOPS_NOTE
 
@@ -115,10 +116,18 @@ def _header(run: Run, color_column: str) -> str:
     )
 
 
+def comparisons_note(design: Design) -> str:
+    """How the comparisons were made, for the page."""
+    where = ("within each combination of the other factors (a grid crosses them)" if design.crossed
+             else "over all trials (a sampled search does not hold the other parameters fixed)")
+    return (f"Welch t-tests of a parameter's values, {where}: neighbours for a numeric parameter, every pair "
+            "for a categorical one. Accuracy tests add the evaluation set's binomial error to the seeds' spread; "
+            "p is corrected across every comparison (Holm).")
+
+
 def default_color(run: Run) -> str:
     """Colour by the first searched parameter (the study's question), else the layout."""
-    found = effects.searched(run.table, run.study.searched)
-    return found[0] if found else "layout"
+    return run.design.factors[0] if run.design.factors else "layout"
 
 
 def render(
@@ -128,22 +137,19 @@ def render(
     color_column = resolve_column(run.table, color_by or default_color(run))
     coloring = figures.Coloring.of(run.table, color_column)
     page = Page()
-    columns = effects.searched(run.table, run.study.searched)
-    if columns:
+    analysis = run.analysis
+    if analysis.effects:
         page.add('<section id="effects"><h2>Effects</h2><p class="note">Validation accuracy per value of each '
                  "searched parameter: the mean of its complete, full-fidelity trials with a 95% interval that "
                  "combines the spread over seeds with the validation set's binomial error; trials as points.</p>")
-        for column in columns:
-            page.figure(f"effect-{column.removeprefix('param.')}", figures.effect_figure(effects.effect(run.table, column)),
-                        "No complete trial at full fidelity yet.")
-        found = effects.importances(run.table, columns)
-        if found:
-            page.figure("importances", figures.importance_figure(found), "")
-        tests = [c for column in columns if (e := effects.effect(run.table, column)) for c in effects.comparisons(e)]
-        if tests:
-            page.add("<h3>Comparisons</h3><p class=\"note\">Welch t-tests of every pair of values, p corrected "
-                     "across the pairs of each parameter (Holm). Also in <code>comparisons.csv</code>.</p>")
-            page.table(tables.html_table(tables.comparisons_view(effects.comparisons_frame(tests)), "comparisons"))
+        for found in analysis.effects:
+            page.figure(f"effect-{found.parameter}", figures.effect_figure(found), "No complete trial at full fidelity yet.")
+        if analysis.importances:
+            page.figure("importances", figures.importance_figure(analysis.importances), "")
+        if len(analysis.comparisons):
+            page.add(f'<h3>Comparisons</h3><p class="note">{html.escape(comparisons_note(analysis.design))} '
+                     "Also in <code>comparisons.csv</code>.</p>")
+            page.table(tables.html_table(tables.comparisons_view(analysis.comparisons), "comparisons"))
         page.add("</section>")
     page.add('<section id="pareto"><h2>Pareto fronts</h2><p class="note">Filled points are complete '
              "trials at full fidelity; the staircase is their non-dominated front (higher accuracy, "
@@ -155,10 +161,9 @@ def render(
     page.add('</section><section id="training"><h2>Training</h2>')
     page.figure("curves", figures.curves_figure(run, coloring.groups), "No per-epoch history recorded yet.")
     page.figure("gap", figures.gap_figure(run, coloring.groups), "No complete trial at full fidelity yet.")
-    scaling = figures.scaling_info(run)
-    if scaling is not None:
+    if analysis.scaling is not None:
         page.add('</section><section id="scaling"><h2>Scaling</h2>')
-        page.figure("scaling", figures.scaling_figure(scaling), "No complete trial at full fidelity yet.")
+        page.figure("scaling", figures.scaling_figure(analysis.scaling), "No complete trial at full fidelity yet.")
     page.add('</section><section id="design-space"><h2>Design space</h2>')
     page.figure("edf", figures.edf_figure(run, coloring.groups, flop_band), "No complete trial at full fidelity yet.")
     objectives = ", ".join(f"{m} ({d})" for m, d in run.study.objectives)
@@ -213,7 +218,9 @@ def build_report(
     flop_band: float | tuple[float, float] | None = None,
     static: Sequence[str] = (),
 ) -> Path:
-    """Write ``report.html`` (default: in the run directory) with pareto.csv and top.csv beside it.
+    """Write ``report.html`` (default: in the run directory) with the analysis's tables
+    (`coatsearch.analysis.write_tables`: effects, comparisons, summary), pareto.csv and
+    top.csv beside it.
 
     ``color_by`` names a results column or a sampled parameter; ``flop_band`` is the
     design-space view's band, a fraction around the median FLOPs or ``(low, high)``;
@@ -226,11 +233,7 @@ def build_report(
     document, page = render(run, color_by=color_by, top=top, flop_band=flop_band)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(document, encoding="utf-8")
-    columns = effects.searched(run.table, run.study.searched)
-    found = [e for c in columns if (e := effects.effect(run.table, c)) is not None]
-    effects.effects_frame(found).to_csv(out.parent / "effects.csv", index=False)
-    effects.comparisons_frame([c for e in found for c in effects.comparisons(e)]).to_csv(
-        out.parent / "comparisons.csv", index=False)
+    write_tables(run.analysis, out.parent)
     tables.pareto_set(run).to_csv(out.parent / "pareto.csv", index=False)
     tables.top_trials(run, top).to_csv(out.parent / "top.csv", index=False)
     for fmt in static:

@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
+from coatsearch.analysis.fronts import pareto_front
 from coatsearch.report.data import ReportError, Run
-from coatsearch.results import pareto_front
 from coatsearch.status import Status
 from coatsearch.units import FLOPS_NOTE, format_count
 
@@ -237,6 +237,9 @@ def comparisons_view(frame: pd.DataFrame) -> pd.DataFrame:
         shown[column] = [f"{v * 100:+.2f} pp" for v in frame[column]]
     for column in ("p", "p_holm"):
         shown[column] = [f"{v:.3g}" for v in frame[column]]
+    for column, digits in (("t", 2), ("df", 1)):
+        if column in frame:
+            shown[column] = [f"{v:.{digits}f}" for v in frame[column]]
     return shown
 
 

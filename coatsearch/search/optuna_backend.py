@@ -42,6 +42,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from coatsearch.host import pid_alive
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow, point_key
 from coatsearch.search.trial import run_trial
@@ -285,7 +286,7 @@ def fail_dead_trials(study: optuna.Study, retries: int) -> int:
             started = trial.datetime_start or now
             dead = (now - started).total_seconds() > GRACE_S + HEARTBEAT_S
         else:
-            dead = claim[0] == host and not _pid_alive(int(claim[1]))
+            dead = claim[0] == host and not pid_alive(int(claim[1]))
         if not dead:
             continue
         try:
@@ -296,15 +297,6 @@ def fail_dead_trials(study: optuna.Study, retries: int) -> int:
         failed += 1
     return failed
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------- the backend

@@ -42,6 +42,7 @@ from typing import Any
 from ray.tune import Callback
 
 from coatsearch.errors import CoatsearchError
+from coatsearch.host import available_cpus, pid_alive
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow, point_key
 from coatsearch.search.trial import run_trial
@@ -248,24 +249,14 @@ def reap(folder: Path, timeout: float = 5.0) -> int:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         deadline = time.time() + timeout
-        while time.time() < deadline and any(_alive(p) for p in pids):
+        while time.time() < deadline and any(pid_alive(p) for p in pids):
             time.sleep(0.1)
-        pids = [p for p in pids if _alive(p)]
+        pids = [p for p in pids if pid_alive(p)]
         if not pids:
             break
     shutil.rmtree(folder, ignore_errors=True)
     return len(pids)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:  # a zombie has exited; only its parent's wait is missing
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager
@@ -286,7 +277,7 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
                 raise CoatsearchError(f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
         else:
             reap(folder)
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+            ray.init(num_cpus=available_cpus(), include_dashboard=False, log_to_driver=False,
                      configure_logging=False, _temp_dir=str(folder))
         yield
     finally:

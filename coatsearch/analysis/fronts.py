@@ -1,7 +1,8 @@
-"""Pareto maths on plain arrays: which trials are non-dominated, and how much they cover.
+"""Pareto fronts: which trials are non-dominated, and how much they cover.
 
-Kept apart from the results table so that it can be tested on hand-made points and reused
-by anything that ranks (the results table's Pareto set, the report's 2-D fronts).
+`non_dominated` and `hypervolume_2d` work on plain arrays (tested on hand-made points);
+`pareto_front` applies them to a results table's rankable trials, for ``pareto.csv``, the
+report's Pareto set and its 2-D fronts.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
+
+from coatsearch.results import ranked
 
 
 def _as_costs(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
@@ -58,3 +62,13 @@ def hypervolume_2d(values: np.ndarray, maximize: Sequence[bool], reference: Sequ
             area += (ref[0] - x) * (level - y)
             level = y
     return float(area)
+
+
+def pareto_front(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """The non-dominated full-fidelity trials for ``[(metric, "max"|"min"), ...]``."""
+    candidates = ranked(frame).dropna(subset=[m for m, _ in objectives])
+    if candidates.empty:
+        return candidates
+    mask = non_dominated(candidates[[m for m, _ in objectives]].to_numpy(), [d == "max" for _, d in objectives])
+    first = objectives[0]
+    return candidates[mask].sort_values(first[0], ascending=first[1] == "min")

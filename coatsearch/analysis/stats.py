@@ -6,11 +6,9 @@
 - `mean_ci`: a 95% CI of a mean accuracy that combines the spread over seeds with the
   evaluation set's own binomial error (an accuracy measured on 1,000 images is uncertain
   by about 1 pp even with one seed).
-- `fit_power_law`: ``error = a * (FLOPs / F0) ** -b + c`` fitted to a scaling ladder, with
-  95% CIs of ``b`` and ``c`` from a bootstrap over the trials at each budget;
-  `crossing` finds where two fitted curves cross.
 
-Every number a study README states comes from these functions, generated from the CSV.
+Every test a study README or a report states comes from these functions (the power-law
+fits are in `coatsearch.analysis.fits`).
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize
 from scipy import stats as sps
 
 
@@ -88,71 +85,3 @@ def mean_ci(accuracies: Sequence[float], n_eval: int | None = None) -> tuple[flo
     quantile = float(sps.t.ppf(0.975, df)) if len(x) > 1 else 1.959964
     half = quantile * math.sqrt(seed_var + binomial_var)
     return mean, mean - half, mean + half
-
-
-@dataclass(frozen=True)
-class PowerLaw:
-    """``error = a * (flops / f0) ** -b + c``; CIs are bootstrap 2.5-97.5 percentiles."""
-
-    a: float
-    b: float
-    c: float
-    f0: float
-    b_ci: tuple[float, float]
-    c_ci: tuple[float, float]
-    n: int
-
-    def __call__(self, flops: np.ndarray | float) -> np.ndarray | float:
-        return self.a * (np.asarray(flops, float) / self.f0) ** -self.b + self.c
-
-
-def _fit(flops: np.ndarray, error: np.ndarray, f0: float) -> tuple[float, float, float]:
-    x = flops / f0
-
-    def model(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-        return a * x**-b + c
-
-    guess = (max(float(error.max() - error.min()), 1e-3), 0.5, float(max(error.min() * 0.5, 0.0)))
-    params, _ = optimize.curve_fit(model, x, error, p0=guess, bounds=([0, 0, 0], [10, 5, 1]), maxfev=20000)
-    return float(params[0]), float(params[1]), float(params[2])
-
-
-def fit_power_law(flops: Sequence[float], error: Sequence[float], boot: int = 500, seed: int = 0) -> PowerLaw:
-    """Fit the ladder; the bootstrap resamples the trials within each distinct budget."""
-    f, e = np.asarray(flops, float), np.asarray(error, float)
-    if len(np.unique(np.round(np.log(f), 1))) < 3:
-        raise ValueError("fit_power_law: needs at least three budgets")
-    f0 = float(np.exp(np.log(f).mean()))
-    a, b, c = _fit(f, e, f0)
-    rng = np.random.default_rng(seed)
-    levels = np.round(np.log(f), 1)
-    groups = [np.flatnonzero(levels == level) for level in np.unique(levels)]
-    bs, cs = [], []
-    for _ in range(boot):
-        pick = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
-        try:
-            _, b_i, c_i = _fit(f[pick], e[pick], f0)
-        except (RuntimeError, ValueError):
-            continue
-        bs.append(b_i)
-        cs.append(c_i)
-    b_ci = (float(np.percentile(bs, 2.5)), float(np.percentile(bs, 97.5))) if bs else (math.nan, math.nan)
-    c_ci = (float(np.percentile(cs, 2.5)), float(np.percentile(cs, 97.5))) if cs else (math.nan, math.nan)
-    return PowerLaw(a, b, c, f0, b_ci, c_ci, len(f))
-
-
-def crossing(first: PowerLaw, second: PowerLaw, low: float, high: float) -> float | None:
-    """FLOPs in ``[low, high]`` where the two curves cross (the first sign change on a log
-    grid, refined), or None when one stays below the other."""
-    grid = np.exp(np.linspace(math.log(low), math.log(high), 400))
-    gap = np.asarray(first(grid)) - np.asarray(second(grid))
-    signs = np.sign(gap)
-    changes = np.flatnonzero(signs[:-1] * signs[1:] < 0)
-    if not len(changes):
-        return None
-    i = int(changes[0])
-
-    def difference(log_f: float) -> float:
-        return float(first(math.exp(log_f)) - second(math.exp(log_f)))
-
-    return math.exp(optimize.brentq(difference, math.log(grid[i]), math.log(grid[i + 1])))

@@ -1,0 +1,71 @@
+"""What a results table is an experiment on: its factors, their order, and whether they
+were crossed.
+
+A grid (the studies' sampler) crosses every factor with every other, so a factor's values
+are compared within each combination of the others: the other factors are held fixed and
+cannot explain the difference. A sampled search (TPE, NSGA-II, random) crosses nothing, so
+a factor's values are compared over all trials, the others varying as they fell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+#: The repeat axis: never a factor.
+SEED = "param.seed"
+
+
+@dataclass(frozen=True)
+class Design:
+    """``factors``: the ``param.`` columns compared, in the space's order; ``orders``: each
+    factor's values as the space lists them; ``crossed``: a grid design."""
+
+    factors: tuple[str, ...] = ()
+    orders: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    crossed: bool = False
+
+    @classmethod
+    def of(cls, table: pd.DataFrame, params: Mapping[str, Any] | None = None, sampler: str | None = None) -> Design:
+        """The design of ``table`` given the space's ``params`` mapping (name -> domain with
+        optional ``choices``) and sampler: every parameter but the seed that takes more
+        than one value in the table, the space's first, then any other ``param.`` column."""
+        params = dict(params or {})
+        named = [f"param.{name}" for name in params if f"param.{name}" in table]
+        named += [c for c in table.columns if c.startswith("param.") and c not in named]
+        factors = tuple(c for c in named if c != SEED and table[c].nunique(dropna=True) > 1)
+        orders: dict[str, tuple[Any, ...]] = {}
+        for name, domain in params.items():
+            choices = domain.get("choices") if isinstance(domain, Mapping) else getattr(domain, "choices", None)
+            if choices:
+                orders[f"param.{name}"] = tuple(choices)
+        return cls(factors, orders, sampler == "grid")
+
+    def order(self, table: pd.DataFrame, factor: str) -> list[Any]:
+        """The factor's values present in ``table``: the space's order, then the rest sorted."""
+        present = list(table[factor].dropna().unique())
+        listed = [v for v in self.orders.get(factor, ()) if any(_same(v, p) for p in present)]
+        rest = sorted((p for p in present if not any(_same(p, v) for v in listed)), key=_sort_key)
+        return [next(p for p in present if _same(v, p)) for v in listed] + rest
+
+    def ordered(self, table: pd.DataFrame, factor: str) -> bool:
+        """A factor whose values are numbers (scale, split, a width): neighbours compare."""
+        return pd.api.types.is_numeric_dtype(table[factor].dropna())
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as values: a YAML ``1`` and a CSV ``1.0`` are the same choice."""
+    try:
+        return bool(a == b) or float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def _sort_key(value: Any) -> tuple[float, str]:
+    try:
+        return (float(value), "")
+    except (TypeError, ValueError):
+        return (0.0, str(value))

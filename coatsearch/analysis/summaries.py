@@ -1,0 +1,61 @@
+"""Per configuration (one combination of the design's factors): the trials' count, and
+the mean, spread and 95% interval of each metric over seeds (``summary.csv``)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from coatsearch.analysis.design import Design
+from coatsearch.analysis.stats import mean_ci
+from coatsearch.results import ranked
+
+#: Metrics summarised per configuration, with how they are shown.
+METRICS = {
+    "val_acc": "val acc (%)",
+    "test_acc": "test acc (%)",
+    "train_eval_acc": "train acc, eval (%)",
+    "gap": "gap (pp)",
+    "train_acc_running": "train acc, running (%)",
+    "train_loss_running": "train loss, running",
+    "gap_running": "gap, running (pp)",  # tables written before train_eval_acc existed
+}
+#: Each accuracy with the column holding the size of the set it was measured on.
+EVALUATED = {"val_acc": "val_images", "test_acc": "test_images"}
+
+
+def summarise(table: pd.DataFrame, design: Design) -> pd.DataFrame:
+    """Mean and std over seeds of each metric per configuration, full-fidelity trials only;
+    one configuration, ``all``, when no factor varies (seeds alone)."""
+    rows = ranked(table)
+    columns = list(design.factors)
+    if not columns:
+        rows = rows.assign(configuration="all")
+        columns = ["configuration"]
+    aggregated = rows.groupby(columns, sort=False, dropna=False)
+    summary = aggregated.size().rename("n").to_frame()
+    for metric in METRICS:
+        if metric in rows and rows[metric].notna().any():
+            summary[f"{metric}_mean"] = aggregated[metric].mean()
+            summary[f"{metric}_std"] = aggregated[metric].std(ddof=1)
+    for metric, size in EVALUATED.items():
+        if metric in rows and rows[metric].notna().any():
+            summary[f"{metric}_ci95"] = aggregated.apply(lambda g, m=metric, s=size: ci_half_width(g, m, s))
+    summary["flops_mean"] = aggregated["flops"].mean()
+    summary["params_mean"] = aggregated["params"].mean()
+    return summary.reset_index()
+
+
+def ci_half_width(group: pd.DataFrame, metric: str, size_column: str) -> float:
+    """Half the 95% interval of the mean: the seeds' spread plus, when the evaluation set's
+    size is recorded, its binomial error (`stats.mean_ci`); NaN for one seed without it."""
+    values = group[metric].dropna().to_numpy()
+    if not len(values):
+        return math.nan
+    sizes = group[size_column].dropna() if size_column in group else pd.Series(dtype=float)
+    n_eval = int(sizes.iloc[0]) if len(sizes) else None
+    if len(values) < 2 and n_eval is None:
+        return math.nan
+    _, low, high = mean_ci(values, n_eval)
+    return (high - low) / 2
