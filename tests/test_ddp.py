@@ -53,6 +53,7 @@ def _replica(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_replicas_hold_identical_weights_and_match_one_process(tmp_path: Path) -> None:
     mp.spawn(_replica, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
@@ -69,6 +70,7 @@ def test_two_replicas_hold_identical_weights_and_match_one_process(tmp_path: Pat
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Ray processes are found through /proc")
+@pytest.mark.slow
 def test_ray_run_with_two_workers_records_them_and_leaves_no_process(tmp_path: Path) -> None:
     from coatsearch.search.ray_backend import processes_using, ray_folder
 

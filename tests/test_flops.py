@@ -85,6 +85,7 @@ def test_coatnet_0_counts_within_2_percent_of_the_paper(route, traced_count):
 
 
 @pytest.mark.parametrize("name", TRACED_AT_FULL_SIZE)
+@pytest.mark.slow
 def test_routes_agree_on_the_presets(name, traced_count):
     spec = preset(name)
     assert_routes_agree(traced_count(spec), count_analytic(spec))

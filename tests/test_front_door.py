@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_a_shortened_default_run_answers_with_intervals(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "coatsearch.cli", "run", str(ROOT / "spaces/layout_split.yaml"), "--out", str(out),

@@ -96,6 +96,7 @@ def _space(tmp_path: Path, url: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_three_workers_share_one_study_and_survive_a_kill(postgres_url, tmp_path):
     import optuna
 

@@ -108,6 +108,7 @@ def test_draft_decoding_is_close_to_a_full_decode(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- atomic, fresh
+@pytest.mark.slow
 def test_kill_9_during_prepare_then_again_gives_the_uninterrupted_cache(tmp_path: Path) -> None:
     root = jpeg_folder(tmp_path / "src", 3000, side=96)
     command = [sys.executable, "-c", "from coatsearch.cli import main; main()", "data", "prepare", str(root),
@@ -213,6 +214,7 @@ P.decode_fitted = counted
 """
 
 
+@pytest.mark.slow
 def test_a_concurrent_search_decodes_the_folder_once(tmp_path: Path, cache: Path) -> None:
     root = jpeg_folder(tmp_path / "src", 600, classes=4, side=24)
     hooks = tmp_path / "hooks"

@@ -67,6 +67,7 @@ def _wait_for_no_processes(out: Path, seconds: float = 10.0) -> list[int]:
     return processes_using(ray_folder(out))
 
 
+@pytest.mark.slow
 def test_the_ray_grid_runs_every_point_once_two_at_a_time(tmp_path):
     # (one at a time: test_search's test_both_backends_run_the_same_trials)
     out = tmp_path / "run"
@@ -79,6 +80,7 @@ def test_the_ray_grid_runs_every_point_once_two_at_a_time(tmp_path):
 # optuna at 1 runs trials in the killed process itself; at 2 in workers that must die with it.
 # ray at 2 has two trials in flight when it is killed (kill -9 of ray at 1 is not repeated here).
 @pytest.mark.parametrize("backend,concurrency", [("ray", 2), ("optuna", 1), ("optuna", 2)])
+@pytest.mark.slow
 def test_kill_9_after_two_trials_then_rerun(tmp_path, backend, concurrency):
     out = tmp_path / "run"
     command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, backend, concurrency)
@@ -108,6 +110,7 @@ def test_kill_9_after_two_trials_then_rerun(tmp_path, backend, concurrency):
         assert _wait_for_no_processes(out) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
     out = tmp_path / "run"
     command = _command(_space(tmp_path, train={"epochs": 4, "batch_size": 32}), out, "optuna", 1)
@@ -134,6 +137,7 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
         assert final[final["trial"] == row["trial"]].iloc[0]["val_acc"] == row["val_acc"]
 
 
+@pytest.mark.slow
 def test_two_runs_on_a_fresh_run_dir_at_once_share_the_study(tmp_path):
     out = tmp_path / "run"
     command = _command(_space(tmp_path, train={"epochs": 1, "batch_size": 64}), out, "optuna", 1)

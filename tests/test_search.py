@@ -103,6 +103,7 @@ def no_leaked_ray():
     assert not leaked, f"Ray processes outlived the test: {sorted(leaked)}"
 
 
+@pytest.mark.slow
 def test_both_backends_run_the_same_trials(tmp_path, no_leaked_ray):
     import os
 
@@ -120,6 +121,7 @@ def test_both_backends_run_the_same_trials(tmp_path, no_leaked_ray):
     assert "RAY_AUTH_MODE" not in os.environ  # set for the run only
 
 
+@pytest.mark.slow
 def test_ray_trials_land_on_both_nodes_of_a_cluster(tmp_path, no_leaked_ray):
     from ray.cluster_utils import Cluster
 

@@ -62,6 +62,7 @@ def test_a_range_written_with_floats_stays_a_float_range(tmp_path):
     assert space.params["split"].is_int
 
 
+@pytest.mark.slow
 def test_the_run_directory_keeps_the_resolved_base(tmp_path):
     from coatsearch import preset
 

@@ -46,6 +46,7 @@ def _smoke_overrides(study_dir: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("study_dir", STUDIES, ids=[p.name for p in STUDIES])
+@pytest.mark.slow
 def test_study_reruns_in_a_smoke_configuration(study_dir, tmp_path):
     copy = tmp_path / study_dir.name
     copy.mkdir()
@@ -73,6 +74,7 @@ def _section(text: str, start: str, end: str) -> str:
 
 
 @pytest.mark.parametrize("study_dir", STUDIES, ids=[p.name for p in STUDIES])
+@pytest.mark.slow
 def test_committed_outputs_are_what_the_committed_results_regenerate(study_dir, tmp_path):
     """The README's sections and the study's tables, rebuilt from ``results.csv`` and
     ``space.yaml`` alone, are the committed ones."""

@@ -212,6 +212,7 @@ def _steps_run(size: int, config: TrainConfig, monkeypatch) -> tuple[int, list[t
     return totals[0], batches, result
 
 
+@pytest.mark.slow
 def test_steps_fix_the_number_of_updates_whatever_the_data_size(monkeypatch) -> None:
     from coatsearch.train.loop import round_lengths
 
