@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from coatsearch import TrainConfig, fit
 from coatsearch.data import load_data
 from coatsearch.train.loop import Replicas
 from tests.conftest import TINY_SPACE, tiny_spec
+from tests.survivors import run_counting_survivors
 
 #: Ray runs in one test process at a time (see pyproject's addopts).
 pytestmark = pytest.mark.xdist_group("ray")
@@ -71,22 +70,20 @@ def test_two_replicas_hold_identical_weights_and_match_one_process(tmp_path: Pat
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Ray processes are found through /proc")
 @pytest.mark.slow
-def test_ray_run_with_two_workers_records_them_and_leaves_no_process(tmp_path: Path) -> None:
-    from coatsearch.search.ray_backend import processes_using, ray_folder
-
+def test_ray_run_with_two_workers_records_them_and_leaves_no_process(tmp_path: Path, monkeypatch) -> None:
     space = {**TINY_SPACE, "study": "ddp", "params": {"split": {"choices": [1]}}, "trials": 1,
              "train": {"epochs": 1, "batch_size": 32}}
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     run = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-c", "from coatsearch.cli import main; main()", "run", str(tmp_path / "space.yaml"),
-         "--backend", "ray", "--set", "resources.workers=2", "--set", "resources.cpu=1", "--out", str(run)],
-        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COATSEARCH_CACHE": str(tmp_path / "c")},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    monkeypatch.setenv("COATSEARCH_CACHE", str(tmp_path / "c"))
+    result = run_counting_survivors(
+        [sys.executable, "-m", "coatsearch.cli", "run", str(tmp_path / "space.yaml"), "--backend", "ray",
+         "--set", "resources.workers=2", "--set", "resources.cpu=1", "--out", str(run)], wait=10)
+    assert result["returncode"] == 0, result["stderr"]
     rows = list(csv.DictReader(open(run / "results.csv")))
     assert [(r["status"], r["workers"]) for r in rows] == [("complete", "2")]
-    assert processes_using(ray_folder(run)) == []
+    # every process the run started, Ray's and any other, has ended 10 s after it did
+    assert result["alive"] == []
 
 
 def test_optuna_backend_says_workers_need_ray() -> None:

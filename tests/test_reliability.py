@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from coatsearch.results import read_table
-from coatsearch.search.ray_backend import processes_using, ray_folder
+from coatsearch.search.reaper import processes_using, ray_folder
 from tests.conftest import TINY_SPACE
+from tests.survivors import run_counting_survivors
 
 #: Ray runs in one test process at a time (see pyproject's addopts).
 pytestmark = pytest.mark.xdist_group("ray")
@@ -108,6 +109,19 @@ def test_kill_9_after_two_trials_then_rerun(tmp_path, backend, concurrency):
             assert again[column] == row[column], column
     if backend == "ray":
         assert _wait_for_no_processes(out) == []
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+@pytest.mark.slow
+def test_no_process_outlives_a_ray_run_stopped_mid_trial(tmp_path, stop):
+    """Counted as a subreaper counts them: every descendant, whatever its name, 10 s after
+    the driver ended; kill -9 leaves the driver no chance, so the watchdog must do it."""
+    out = tmp_path / "run"
+    command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "ray", 2)
+    result = run_counting_survivors(command, wait=10, stop=stop, when=(out / "ledger.jsonl", 1))
+    assert result["returncode"] == -stop if stop == signal.SIGKILL else 128 + stop, result["stderr"]
+    assert result["alive"] == []
+    assert not ray_folder(out).exists()
 
 
 @pytest.mark.slow

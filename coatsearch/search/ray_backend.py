@@ -14,9 +14,9 @@ sampler first so it resumes where it was. So a finished trial never runs again, 
 kill -9 too, and only trials in flight are lost. A worker that dies is retried
 ``retries`` times (`FailureConfig`); a trial that keeps dying is recorded as failed.
 
-Processes: a local run keeps Ray's files in a folder of its own (one per run directory).
-Processes still alive from an earlier run of that folder whose driver is gone (kill -9
-leaves a few) are ended when the next run starts, and its old session folders removed.
+Processes: a local run keeps Ray's files in a folder of its own (one per run directory),
+and no process of it outlives the command (`coatsearch.search.reaper`): the driver ends
+them after `ray.shutdown()`, and a watchdog ends them when the driver is killed outright.
 
 Multi-objective searches put the metric and mode lists on the searcher only (Ray rejects
 lists in `TuneConfig`), and ASHA gets its own single metric. A trial ASHA stops early is
@@ -28,13 +28,9 @@ rounds until the target of finished trials is met.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
-import signal
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,8 +38,9 @@ from typing import Any
 from ray.tune import Callback
 
 from coatsearch.errors import CoatsearchError
-from coatsearch.host import available_cpus, pid_alive
+from coatsearch.host import available_cpus
 from coatsearch.search.plan import SearchPlan
+from coatsearch.search.reaper import guard, ray_folder, reap
 from coatsearch.search.rows import TrialRow, point_key
 from coatsearch.search.trial import run_trial
 from coatsearch.status import Status
@@ -214,51 +211,7 @@ class LedgerCallback(Callback):
                 for t in self.in_flight.values()]
 
 
-# --------------------------------------------------------------------------- processes
-def ray_folder(run_dir: Path) -> Path:
-    """Ray's folder for a run directory: short (socket paths are limited to ~100 bytes)
-    and the same on every run of that directory."""
-    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:10]
-    return Path(tempfile.gettempdir()) / f"coatsearch-ray-{digest}"
-
-
-def processes_using(folder: Path) -> list[int]:
-    """PIDs of processes of a run's Ray: their command line names ``folder``, or they hold
-    a file open under it (Ray renames its workers and agents, ``ray::IDLE``, but they keep
-    their session's log files open)."""
-    needle = str(folder)
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle.encode() in (entry / "cmdline").read_bytes() or any(
-                os.readlink(fd).startswith(needle) for fd in (entry / "fd").iterdir()
-            ):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
-def reap(folder: Path, timeout: float = 5.0) -> int:
-    """End every process still using ``folder`` and remove its old sessions; how many ended."""
-    pids = processes_using(folder) if Path("/proc").is_dir() else []
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.time() + timeout
-        while time.time() < deadline and any(pid_alive(p) for p in pids):
-            time.sleep(0.1)
-        pids = [p for p in pids if pid_alive(p)]
-        if not pids:
-            break
-    shutil.rmtree(folder, ignore_errors=True)
-    return len(pids)
-
-
-
+# --------------------------------------------------------------------------- session
 @contextlib.contextmanager
 def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterator[None]:
     """Ray started (locally, in the run's own folder) or joined (a cluster), and shut down
@@ -269,6 +222,7 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({k: v for k, v in env.items() if saved[k] is None})
     folder = ray_folder(run_dir)
+    stack = contextlib.ExitStack()
     try:
         if address:
             try:
@@ -277,6 +231,7 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
                 raise CoatsearchError(f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
         else:
             reap(folder)
+            stack.enter_context(guard(folder))
             ray.init(num_cpus=available_cpus(), include_dashboard=False, log_to_driver=False,
                      configure_logging=False, _temp_dir=str(folder))
         yield
@@ -285,6 +240,7 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
             ray.shutdown()
         if not address:
             reap(folder)
+        stack.close()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -1,0 +1,106 @@
+"""What a command leaves alive: every process it started, however far down, still running
+some seconds after the command ended.
+
+``python -m tests.survivors WAIT [--signal SIG --when FILE:LINES] -- COMMAND...`` runs
+COMMAND as a child subreaper (Linux's PR_SET_CHILD_SUBREAPER), so a process that outlives
+its parent is reparented to this one instead of init and cannot escape the count. With
+``--signal``, SIG is sent to COMMAND once FILE has LINES lines (a trial finished). It
+prints one JSON object: COMMAND's exit code and the descendants alive WAIT seconds after
+it ended (pid and command line), then ends those, so a test leaves nothing behind either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _children() -> dict[int, list[int]]:
+    by_parent: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z":  # exited: collect it if it is ours
+            try:
+                os.waitpid(int(entry), os.WNOHANG)
+            except ChildProcessError:
+                pass
+            continue
+        by_parent.setdefault(int(fields[1]), []).append(int(entry))
+    return by_parent
+
+
+def descendants() -> list[int]:
+    by_parent, found, todo = _children(), [], [os.getpid()]
+    while todo:
+        for child in by_parent.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _lines(path: Path) -> int:
+    try:
+        return len(path.read_bytes().splitlines())
+    except OSError:
+        return 0
+
+
+def run_counting_survivors(command: list[str], wait: float = 10.0, stop: int | None = None,
+                           when: tuple[Path, int] | None = None, timeout: float = 600) -> dict:
+    """``command`` run under this module's watch; its exit code, stderr and survivors."""
+    watch = [sys.executable, "-m", "tests.survivors", str(wait)]
+    if stop is not None and when is not None:
+        watch += ["--signal", str(stop), "--when", f"{when[0]}:{when[1]}"]
+    result = subprocess.run([*watch, "--", *command], capture_output=True, text=True, timeout=timeout,
+                            cwd=Path(__file__).resolve().parents[1])
+    if result.returncode != 0 or not result.stdout.strip():
+        raise RuntimeError(f"the watch failed: {result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("wait", type=float)
+    parser.add_argument("--signal", type=int)
+    parser.add_argument("--when", help="FILE:LINES")
+    split = sys.argv.index("--")
+    args, command = parser.parse_args(sys.argv[1:split]), sys.argv[split + 1:]
+    ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if args.signal:
+        path, lines = args.when.rsplit(":", 1)
+        while proc.poll() is None and _lines(Path(path)) < int(lines):
+            time.sleep(0.1)
+        proc.send_signal(args.signal)
+    _, stderr = proc.communicate()
+    time.sleep(args.wait)
+    alive = []
+    for pid in descendants():
+        try:
+            alive.append([pid, Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:300]])
+        except OSError:
+            continue
+    for pid, _ in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    print(json.dumps({"returncode": proc.returncode, "alive": alive, "stderr": stderr.decode()[-3000:]}))
+
+
+if __name__ == "__main__":
+    main()
