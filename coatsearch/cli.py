@@ -19,8 +19,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from coatsearch.errors import CoatsearchError
+from coatsearch.host import sleep_while_waiting
 from coatsearch.status import Status
 from coatsearch.units import FLOPS_NOTE, format_count
+
+# Before any command imports torch: OpenMP threads that sleep while waiting keep a run
+# near its fair share of a machine it shares (see `sleep_while_waiting`).
+sleep_while_waiting()
 
 app = typer.Typer(
     help="Search and scale CoAtNet-family vision networks.",

@@ -32,3 +32,25 @@ def pid_alive(pid: int) -> bool:
         return stat.read_text().split(")")[-1].split()[0] != "Z"
     except OSError:  # it exited just now
         return False
+
+
+#: OpenMP's idle policy for coatsearch's processes (see `sleep_while_waiting`).
+OPENMP_WAIT = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def sleep_while_waiting() -> dict[str, str]:
+    """Let OpenMP threads sleep, not spin, while they wait for one another, unless the user
+    set ``OMP_WAIT_POLICY`` already; returns the variables in force, for processes started
+    elsewhere (a Ray cluster's workers).
+
+    Why: torch's intra-op threads (GNU OpenMP) busy-wait at the end of every parallel
+    region. When another process takes one of the cores, the preempted thread holds up its
+    peers, which spin away their own time slices; a training step on 2 threads ran 10-40x
+    slower beside one competing process, 2x with the passive policy (the fair share), see
+    ``benchmarks/front_door.py --load``. OpenMP reads the variable when it loads, with
+    torch: the command line calls this before anything imports torch, and the processes it
+    starts (trial workers, a local Ray) inherit it.
+    """
+    for key, value in OPENMP_WAIT.items():
+        os.environ.setdefault(key, value)
+    return {key: os.environ[key] for key in OPENMP_WAIT}

@@ -42,7 +42,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from coatsearch.host import pid_alive
+from coatsearch.host import pid_alive, sleep_while_waiting
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow, point_key
 from coatsearch.search.trial import run_trial
@@ -320,6 +320,7 @@ class OptunaBackend:
         import multiprocessing
 
         open_study(self.plan, self.run_dir)  # create the schema once, before any worker
+        sleep_while_waiting()  # the workers inherit it and load torch after
         ctx = multiprocessing.get_context("spawn")
         workers = [ctx.Process(target=_worker, args=(self.plan, str(self.run_dir), self.threads), daemon=True)
                    for _ in range(self.plan.space.concurrency - 1)]

@@ -38,7 +38,7 @@ from typing import Any
 from ray.tune import Callback
 
 from coatsearch.errors import CoatsearchError
-from coatsearch.host import available_cpus
+from coatsearch.host import available_cpus, sleep_while_waiting
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.reaper import guard, ray_folder, reap
 from coatsearch.search.rows import TrialRow, point_key
@@ -226,12 +226,14 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
     try:
         if address:
             try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                         runtime_env={"env_vars": sleep_while_waiting()})
             except (ConnectionError, RuntimeError, ValueError, ImportError) as exc:
                 raise CoatsearchError(f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
         else:
             reap(folder)
             stack.enter_context(guard(folder))
+            sleep_while_waiting()  # the local Ray's workers inherit it
             ray.init(num_cpus=available_cpus(), include_dashboard=False, log_to_driver=False,
                      configure_logging=False, _temp_dir=str(folder))
         yield
