@@ -353,7 +353,7 @@ def _dry_run(space: Any, source: str, as_json: bool) -> None:
     from coatsearch.search import compile_space
     from coatsearch.search.preview import preview
 
-    plan = compile_space(space, source=source, check_data=False)
+    plan = compile_space(space, source=source, check_data=False, check_storage=False)
     candidates = preview(plan)
     timing = _estimate(plan, candidates)
     if as_json:

@@ -43,7 +43,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import FrozenTrial, TrialState
 
 from coatsearch.host import pid_alive, sleep_while_waiting
-from coatsearch.search.plan import SearchPlan
+from coatsearch.search.plan import SearchPlan, safe_url
 from coatsearch.search.rows import TrialRow, point_key
 from coatsearch.search.trial import run_trial
 from coatsearch.space import SpaceError
@@ -109,10 +109,10 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
                 )
         except (IntegrityError, OperationalError) as exc:
             if attempt == attempts - 1:
-                raise SpaceError(f"storage: cannot open the study at {_safe(url)}: {_first_line(exc)}") from None
+                raise SpaceError(f"storage: cannot open the study at {safe_url(url)}: {_first_line(exc)}") from None
             time.sleep(0.2 * (attempt + 1))
         except DatabaseError as exc:
-            raise SpaceError(f"storage: {_safe(url)} is not an Optuna study database ({_first_line(exc)}); "
+            raise SpaceError(f"storage: {safe_url(url)} is not an Optuna study database ({_first_line(exc)}); "
                              "move it away or use another --out") from None
         except ValueError as exc:  # e.g. the stored study has other directions
             raise SpaceError(f"storage: {exc}".splitlines()[0]) from None
@@ -122,13 +122,6 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc)
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _safe(url: str) -> str:
-    """A URL without its password, for messages."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 class RetryStaleTrial:
