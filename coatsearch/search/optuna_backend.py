@@ -324,18 +324,34 @@ class OptunaBackend:
         finally:
             for proc in workers:
                 if proc.is_alive():
-                    proc.terminate()  # interrupted: their trials are marked by the next run
-                proc.join()
+                    proc.terminate()  # the worker marks its trial in flight interrupted (`_worker`)
+            for proc in workers:
+                proc.join(STOP_S)
+                if proc.is_alive():  # stuck: its trial goes stale and the next run retries it
+                    proc.kill()
+                    proc.join()
         on_rows(self.ledger())
 
 
+#: Seconds a stopped worker has to mark its trial interrupted before it is killed.
+STOP_S = 30
+
+
 def _worker(plan: SearchPlan, run_dir: str, threads: int) -> None:
-    """Entry point of extra worker processes (``concurrency`` > 1)."""
+    """Entry point of extra worker processes (``concurrency`` > 1). The parent decides when
+    to stop (Ctrl-C reaches the whole process group: ignored here) and stops a worker with
+    SIGTERM, which ends its trial in flight as the parent's own ends: ``interrupted``, to run
+    again on resume, neither failed nor using up a retry as a dead worker's trial does."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop)
     _exit_with_parent()
-    run_worker(plan, Path(run_dir), lambda rows: None, threads)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_worker(plan, Path(run_dir), lambda rows: None, threads)
 
 
 def _exit_with_parent(poll_s: float = 0.5) -> None:
@@ -393,6 +409,8 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
             row = run_trial(plan, trial.number, params, report=report, threads=threads)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
+            # the run is stopping: not Optuna's "Trial N failed" and a traceback (`quiet_optuna` restores it)
+            optuna.logging.set_verbosity(optuna.logging.ERROR)
             raise
         trial.set_user_attr("row", row.to_record())
         if row.status == Status.INFEASIBLE:
