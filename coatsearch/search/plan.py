@@ -22,6 +22,7 @@ from coatsearch.budget import BudgetError, match_budget
 from coatsearch.flops import count_analytic
 from coatsearch.knobs import apply_params
 from coatsearch.presets import load_spec
+from coatsearch.search.rows import point_key
 from coatsearch.space import DataSettings, SearchSpace, SpaceError, iter_grid
 from coatsearch.spec import NetSpec, SpecError
 from coatsearch.train.config import TrainConfig, TrainConfigError
@@ -163,7 +164,25 @@ def _compile(space: SearchSpace, check_data: bool, check_storage: bool) -> Searc
     if check_data:
         check_data_source(space.data, base.image_size, space.seed)
     grid = tuple(iter_grid(space)) if space.sampler == "grid" else None
-    return SearchPlan(space=resolved, base=base, grid=grid)
+    plan = SearchPlan(space=resolved, base=base, grid=grid)
+    _check_grid_trains(plan)
+    return plan
+
+
+def _check_grid_trains(plan: SearchPlan) -> None:
+    """A grid that would train nothing: every point the study runs is infeasible (a
+    parameter that no network of the others' values has, a budget none meets). Some
+    infeasible points are fine: they are recorded and skipped."""
+    reasons = []
+    for params in plan.grid_points:
+        try:
+            plan.candidate(params)
+            return
+        except InfeasibleCandidate as exc:
+            reasons.append(f"{point_key(params)}: {exc}")
+    if reasons:
+        raise SpaceError(f"params: none of the grid points the study runs ({len(reasons)}) gives a network "
+                         f"to train; the first, {reasons[0]}")
 
 
 def _base(space: SearchSpace) -> NetSpec:
