@@ -112,18 +112,21 @@ def check_table(frame: pd.DataFrame, path: Path) -> None:
 
     for column in (c for c in NUMERIC if c in frame):
         values = pd.to_numeric(frame[column], errors="coerce")
-        for i in np.flatnonzero(frame[column].notna().to_numpy() & values.isna().to_numpy()):
+        i = _first(frame[column].notna() & values.isna())
+        if i is not None:
             raise bad(i, column, f"{frame[column].iloc[i]!r} is not a number")
-        if column in FRACTIONS:
-            for i in np.flatnonzero(((values < 0) | (values > 1)).to_numpy()):
-                raise bad(i, column, f"{values.iloc[i]:g} is not a fraction in [0, 1]")
+        i = _first((values < 0) | (values > 1)) if column in FRACTIONS else None
+        if i is not None:
+            raise bad(i, column, f"{values.iloc[i]:g} is not a fraction in [0, 1]")
     trials = pd.to_numeric(frame["trial"])
-    for i in np.flatnonzero((trials.isna() | (trials % 1 != 0) | (trials < 0)).to_numpy()):
+    i = _first(trials.isna() | (trials % 1 != 0) | (trials < 0))
+    if i is not None:
         cell = "an empty cell" if pd.isna(trials.iloc[i]) else f"{trials.iloc[i]:g}"
         raise bad(i, "trial", f"{cell} is not a trial number (a whole number from 0)")
-    for i in np.flatnonzero(trials.duplicated().to_numpy()):
-        first = int(np.flatnonzero((trials == trials.iloc[i]).to_numpy())[0])
-        raise bad(i, "trial", f"trial {int(trials.iloc[i])} is in row {first + 1} too")
+    i = _first(trials.duplicated())
+    if i is not None:
+        first = _first(trials == trials.iloc[i])
+        raise bad(i, "trial", f"trial {int(trials.iloc[i])} is in row {(first or 0) + 1} too")
     known = {str(s) for s in Status}
     for i, value in enumerate(frame["status"]):
         if value not in known:
@@ -138,6 +141,12 @@ def check_table(frame: pd.DataFrame, path: Path) -> None:
                 value = None
             if not isinstance(value, kind):
                 raise bad(i, column, f"not the JSON {kind.__name__} coatsearch writes")
+
+
+def _first(mask: pd.Series) -> int | None:
+    """The position of the first true value of ``mask``, or None."""
+    hits = np.flatnonzero(mask.to_numpy())
+    return int(hits[0]) if len(hits) else None
 
 
 def ranked(frame: pd.DataFrame) -> pd.DataFrame:
