@@ -46,6 +46,14 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def write_output(path: Path, text: str, flag: str = "-o") -> None:
+    """Write a command's output file, or say in one line why it cannot be written."""
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise CoatsearchError(f"{flag} {path}: cannot write ({exc.strerror or exc})") from None
+
+
 def user_errors_exit_2(func: F) -> F:
     """Report the library's input errors (`CoatsearchError`) as ``error: ...``, exit 2."""
 
@@ -238,7 +246,7 @@ def match_command(
     style = None if result.within_tolerance else "yellow"
     console.print(result.message, style=style, highlight=False, soft_wrap=True)
     if output is not None:
-        output.write_text(result.spec.to_yaml())
+        write_output(output, result.spec.to_yaml())
         console.print(f"wrote {output}", style="dim")
 
 
@@ -260,7 +268,7 @@ def scale_command(
     net = load_spec(spec)
     result = scale(net, rule, flops=flops, params=params, tolerance=tolerance)
     if output is not None:
-        output.write_text(result.spec.to_yaml())
+        write_output(output, result.spec.to_yaml())
     if as_json:
         print(json.dumps(_scaled_record(result)))
         return
@@ -289,9 +297,12 @@ def family(
     members = grow(net, rule, steps, factor)
     records = [_scaled_record(m) for m in members]
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CoatsearchError(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
         for k, member in enumerate(members):
-            (out_dir / f"{net.name or 'base'}-{rule}-{k}.yaml").write_text(member.spec.to_yaml())
+            write_output(out_dir / f"{net.name or 'base'}-{rule}-{k}.yaml", member.spec.to_yaml(), "--out")
     if as_json:
         print(json.dumps(records))
         return
@@ -353,7 +364,7 @@ def _dry_run(space: Any, source: str, as_json: bool) -> None:
     from coatsearch.search import compile_space
     from coatsearch.search.preview import preview
 
-    plan = compile_space(space, source=source, check_data=False)
+    plan = compile_space(space, source=source, check_data=False, check_storage=False)
     candidates = preview(plan)
     timing = _estimate(plan, candidates)
     if as_json:
@@ -459,18 +470,21 @@ def best(
 ) -> None:
     """The best trial of a run (highest validation accuracy at full fidelity) as a spec."""
     from coatsearch.report import ReportError
-    from coatsearch.spec import NetSpec
+    from coatsearch.spec import NetSpec, SpecError
 
     row = _best_row(Path(run_dir))
     if row is None:
         raise ReportError(f"{run_dir}: no complete trial at full fidelity yet")
-    spec = NetSpec.from_dict(json.loads(row["spec"]))
+    try:
+        spec = NetSpec.from_dict(json.loads(row["spec"]))
+    except SpecError as exc:
+        raise ReportError(f"{Path(run_dir) / 'results.csv'}: trial {int(row['trial'])}, spec: {exc}") from None
     params = {k.removeprefix("param."): getattr(row[k], "item", lambda v=row[k]: v)()
               for k in row.index if k.startswith("param.") and row[k] == row[k]}
     console.print(f"trial {int(row['trial'])}: val acc {row['val_acc']:.2%}, {format_count(row['flops'])} FLOPs, "
                   f"{format_count(row['params'])} params; {params}", highlight=False, soft_wrap=True)
     if output is not None:
-        output.write_text(spec.to_yaml())
+        write_output(output, spec.to_yaml())
         console.print(f"wrote {output}; train it with: coatsearch train {output} --epochs 20", highlight=False)
     else:
         typer.echo(spec.to_yaml(), nl=False)

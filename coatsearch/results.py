@@ -24,11 +24,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from coatsearch.errors import CoatsearchError
 from coatsearch.search.rows import COLUMNS, TrialRow, current_names, legacy_renames
 from coatsearch.status import FINISHED, Status
 
-__all__ = ["COLUMNS", "FINISHED", "count_finished", "history_of", "ranked", "read_table",
+__all__ = ["COLUMNS", "FINISHED", "TableError", "count_finished", "history_of", "ranked", "read_table",
            "table_rows", "to_frame", "write_table"]
+
+#: Columns that hold numbers (empty where a trial has none).
+NUMERIC = ("trial", "fidelity", "max_fidelity", "image_size", "flops", "params", "val_acc", "val_loss",
+           "train_eval_acc", "gap", "train_acc_running", "train_loss_running", "test_acc", "latency_ms",
+           "images_per_s", "wall_time", "seed", "val_images", "test_images", "workers", "gap_running")
+#: Columns that hold fractions of a set of images.
+FRACTIONS = ("val_acc", "train_eval_acc", "train_acc_running", "test_acc")
+#: Columns that hold JSON, and the type each holds.
+JSON_COLUMNS = {"spec": dict, "history": list, "phases": dict}
+
+
+class TableError(CoatsearchError):
+    """A results table that is not one coatsearch writes (a hand edit, a cut copy): the
+    message names the file, and the row and column at fault."""
 
 
 def count_finished(frame: pd.DataFrame) -> int:
@@ -55,18 +70,83 @@ def write_table(rows: Iterable[TrialRow], path: Path) -> pd.DataFrame:
     """Write rows atomically (temp file + rename): a crash never leaves half a table."""
     frame = to_frame(rows)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TableError(f"{path}: cannot write the results table ({exc.strerror or exc})") from None
     return frame
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path)
+    """The results table at ``path``, checked cell by cell (`check_table`); an empty file
+    is a table with no trials yet. `TableError` names what is wrong."""
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=COLUMNS)
+    except OSError as exc:
+        raise TableError(f"{path}: cannot read the results table ({exc.strerror or exc})") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise TableError(f"{path}: not a readable results table ({str(exc).splitlines()[0]})") from None
     frame = frame.rename(columns=legacy_renames(frame.columns))
+    check_table(frame, path)
     for column in COLUMNS:
         if column not in frame:
             frame[column] = np.nan
     return frame
+
+
+def check_table(frame: pd.DataFrame, path: Path) -> None:
+    """Every cell as `write_table` writes it: a header with ``trial`` and ``status``, one
+    row per whole trial number, known statuses, numbers where numbers go (fractions in
+    [0, 1]) and JSON where JSON goes. Columns it does not know are left alone."""
+    missing = [c for c in ("trial", "status") if c not in frame]
+    if missing:
+        raise TableError(f"{path}: no {missing[0]} column; expected the header coatsearch writes "
+                         f"({','.join(COLUMNS[:4])},...) on the first line")
+
+    def bad(row: int, column: str, why: str) -> TableError:
+        return TableError(f"{path}: row {row + 1}, {column}: {why}")
+
+    for column in (c for c in NUMERIC if c in frame):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        i = _first(frame[column].notna() & values.isna())
+        if i is not None:
+            raise bad(i, column, f"{frame[column].iloc[i]!r} is not a number")
+        i = _first((values < 0) | (values > 1)) if column in FRACTIONS else None
+        if i is not None:
+            raise bad(i, column, f"{values.iloc[i]:g} is not a fraction in [0, 1]")
+    trials = pd.to_numeric(frame["trial"])
+    i = _first(trials.isna() | (trials % 1 != 0) | (trials < 0))
+    if i is not None:
+        cell = "an empty cell" if pd.isna(trials.iloc[i]) else f"{trials.iloc[i]:g}"
+        raise bad(i, "trial", f"{cell} is not a trial number (a whole number from 0)")
+    i = _first(trials.duplicated())
+    if i is not None:
+        first = _first(trials == trials.iloc[i])
+        raise bad(i, "trial", f"trial {int(trials.iloc[i])} is in row {(first or 0) + 1} too")
+    known = {str(s) for s in Status}
+    for i, value in enumerate(frame["status"]):
+        if value not in known:
+            raise bad(i, "status", f"{value!r} is not a status; expected one of {', '.join(sorted(known))}")
+    for column, kind in ((c, k) for c, k in JSON_COLUMNS.items() if c in frame):
+        for i, text in enumerate(frame[column]):
+            if isinstance(text, float) and np.isnan(text):
+                continue
+            try:
+                value = json.loads(text) if isinstance(text, str) else None
+            except ValueError:
+                value = None
+            if not isinstance(value, kind):
+                raise bad(i, column, f"not the JSON {kind.__name__} coatsearch writes")
+
+
+def _first(mask: pd.Series) -> int | None:
+    """The position of the first true value of ``mask``, or None."""
+    hits = np.flatnonzero(mask.to_numpy())
+    return int(hits[0]) if len(hits) else None
 
 
 def ranked(frame: pd.DataFrame) -> pd.DataFrame:

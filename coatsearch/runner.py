@@ -64,6 +64,13 @@ def prepare_run_dir(run_dir: Path) -> None:
             pass
     except OSError as exc:
         raise CoatsearchError(f"--out {run_dir}: the run directory is not writable ({exc.strerror or exc})") from None
+    for name in RUN_FILES:
+        if (run_dir / name).is_dir():
+            raise CoatsearchError(f"{run_dir / name}: is a directory, expected the run's file; move it away")
+
+
+#: The files a run writes into its directory as it goes (the report's follow at the end).
+RUN_FILES = ("space.yaml", "results.csv", "pareto.csv", "run.log")
 
 
 def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
@@ -215,4 +222,7 @@ def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: 
 def _write_outputs(plan: SearchPlan, rows: list[TrialRow], table_path: Path, pareto_path: Path) -> None:
     frame = write_table(rows, table_path)
     front = pareto_front(frame, [(o.metric, o.direction) for o in plan.space.objectives])
-    front.to_csv(pareto_path, index=False)
+    try:
+        front.to_csv(pareto_path, index=False)
+    except OSError as exc:
+        raise CoatsearchError(f"{pareto_path}: cannot write the Pareto front ({exc.strerror or exc})") from None

@@ -303,7 +303,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Apply ``dotted.key=value`` overrides; values are parsed as YAML scalars/lists."""
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        if not sep or not all(part.strip() for part in key.split(".")):
             raise SpaceError(f"--set {item}: expected dotted.key=value")
         try:
             value = yaml.safe_load(raw)

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
 from coatsearch.cli import app
+from coatsearch.search.rows import TrialRow
 from tests.conftest import TINY_SPACE
 
 runner = CliRunner()
@@ -80,6 +82,40 @@ def image_folder(root: Path, classes: int = 2, per_class: int = 12, broken: str 
 
 def data_space(kind: str) -> dict[str, Any]:
     return space_with(data={"source": f"imagefolder:{{dir}}/{kind}", "val_fraction": 0.25})
+
+
+def edit_table(edit: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
+    """A setup that hand-edits the prior run's results.csv."""
+    def setup(tmp: Path) -> None:
+        path = tmp / "run" / "results.csv"
+        edit(pd.read_csv(path)).to_csv(path, index=False)
+    return setup
+
+
+def replace_with_folder(name: str) -> Callable[[Path], None]:
+    """A setup that puts a folder where the prior run has the file ``name``."""
+    def setup(tmp: Path) -> None:
+        (tmp / "run" / name).unlink()
+        (tmp / "run" / name).mkdir()
+    return setup
+
+
+def without_header(tmp: Path) -> None:
+    path = tmp / "run" / "results.csv"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[1:]))
+
+
+#: A ledger row as a Ray run appends it (one JSON object a line).
+LEDGER_ROW = TrialRow(trial=0, status="complete", params={"seed": 0}, max_fidelity=1, fidelity=1, val_acc=0.5).to_json()
+
+
+def ray_run(*lines: str) -> Callable[[Path], None]:
+    """A setup that writes a Ray run's folder: its space and a ledger of ``lines``."""
+    def setup(tmp: Path) -> None:
+        (tmp / "run").mkdir()
+        (tmp / "run" / "space.yaml").write_text(yaml.safe_dump(space_with(backend="ray")))
+        (tmp / "run" / "ledger.jsonl").write_text("".join(line + "\n" for line in lines))
+    return setup
 
 
 MALFORMED: list[Case] = [
@@ -183,6 +219,53 @@ MALFORMED: list[Case] = [
          "is not an Optuna study database", space_with(), prior_run=True, files={"study.db": b"garbage" * 100}),
     Case("resume-space-garbage", ["resume", "{out}"], "space.yaml: malformed YAML", space_with(), prior_run=True,
          files={"space.yaml": b"study: [\n"}),
+    Case("resume-table-folder", ["resume", "{out}"], "{out}/results.csv: is a directory, expected the run's file",
+         space_with(), prior_run=True, setup=replace_with_folder("results.csv")),
+    Case("run-pareto-folder", ["run", "{space}", "--out", "{out}"], "{out}/pareto.csv: is a directory",
+         space_with(), prior_run=True, setup=replace_with_folder("pareto.csv")),
+    Case("resume-ledger-edited", ["resume", "{out}"], "{out}/ledger.jsonl: line 1 is not a trial row",
+         setup=ray_run(LEDGER_ROW.replace('"val_acc": 0.5', '"val_acc": 0.5x'), LEDGER_ROW.replace('"trial": 0', '"trial": 1'))),
+    Case("resume-ledger-status", ["resume", "{out}"], "{out}/ledger.jsonl: line 2 is not a trial row ('excellent'",
+         setup=ray_run(LEDGER_ROW, LEDGER_ROW.replace('"complete"', '"excellent"').replace('"trial": 0', '"trial": 1'))),
+    # ------------------------------------------------------------------ hand-edited results tables
+    Case("report-table-no-header", ["report", "{out}"], "{out}/results.csv: no trial column; expected the header",
+         space_with(), prior_run=True, setup=without_header),
+    Case("report-table-status", ["report", "{out}"], "{out}/results.csv: row 1, status: 'excellent' is not a status",
+         space_with(), prior_run=True, setup=edit_table(lambda t: t.assign(status="excellent"))),
+    Case("report-table-accuracy", ["report", "{out}", "--format", "csv"], "{out}/results.csv: row 1, val_acc: 'high' is not a number",
+         space_with(), prior_run=True, setup=edit_table(lambda t: t.assign(val_acc="high"))),
+    Case("report-table-fraction", ["report", "{out}"], "{out}/results.csv: row 1, val_acc: 7.5 is not a fraction",
+         space_with(), prior_run=True, setup=edit_table(lambda t: t.assign(val_acc=7.5))),
+    Case("report-table-history", ["report", "{out}"], "{out}/results.csv: row 1, history: not the JSON list",
+         space_with(), prior_run=True, setup=edit_table(lambda t: t.assign(history="[{"))),
+    Case("report-table-folder", ["report", "{out}"], "{out}/results.csv: cannot read the results table",
+         space_with(), prior_run=True, setup=replace_with_folder("results.csv")),
+    Case("report-html-folder", ["report", "{out}"], "{out}/report.html: cannot write the report",
+         space_with(), prior_run=True, setup=replace_with_folder("report.html")),
+    Case("best-table-duplicate", ["best", "{out}"], "{out}/results.csv: row 2, trial: trial 0 is in row 1 too",
+         space_with(), prior_run=True, setup=edit_table(lambda t: pd.concat([t, t]))),
+    Case("best-table-spec-json", ["best", "{out}"], "{out}/results.csv: row 1, spec: not the JSON dict",
+         space_with(), prior_run=True, setup=edit_table(lambda t: t.assign(spec="{stages"))),
+    Case("best-table-spec", ["best", "{out}"], "{out}/results.csv: trial 0, spec: stages: required field is missing",
+         space_with(), prior_run=True, setup=edit_table(lambda t: t.assign(spec="{}"))),
+    Case("best-table-no-trial", ["best", "{out}"], "{out}/results.csv: no trial column",
+         space_with(), prior_run=True, setup=edit_table(lambda t: t.drop(columns=["trial"]))),
+    Case("best-output-folder", ["best", "{out}", "-o", "{dir}/nowhere/best.yaml"], "-o {dir}/nowhere/best.yaml: cannot write",
+         space_with(), prior_run=True),
+    # ------------------------------------------------------------------ storage URLs and grids
+    Case("storage-memory", ["run", "{space}"], "storage: sqlite:// is an in-memory database", space_with(storage="sqlite://")),
+    Case("storage-is-folder", ["run", "{space}"], "storage: {dir}/nets is a directory, expected a SQLite database file",
+         space_with(storage="sqlite:///{dir}/nets")),
+    Case("storage-not-sqlite", ["run", "{space}"], "storage: {dir}/notes.db is not a SQLite database",
+         space_with(storage="sqlite:///{dir}/notes.db"), setup=lambda d: (d / "notes.db").write_text("notes\n")),
+    Case("storage-no-driver", ["run", "{space}"], "storage: the driver for sqlite+pysqlcipher is not installed",
+         space_with(storage="sqlite+pysqlcipher:///x.db")),
+    Case("storage-closed-port", ["run", "{space}"], "at postgresql+psycopg://u@127.0.0.1:1/x: connection failed",
+         space_with(storage="postgresql+psycopg://u@127.0.0.1:1/x")),
+    Case("grid-trains-nothing", ["run", "{space}"], "params: none of the grid points the study runs (1) gives a network",
+         params(layout={"choices": ["vit-rel"]}, **{"stages[3].blocks": {"choices": [1]}})),
+    Case("set-empty-part", ["run", "{space}", "--set", ".trials=1"], "--set .trials=1: expected dotted.key=value", space_with()),
+    Case("study-without-space", ["study", "{dir}/nets"], "nets: not a study folder (expected space.yaml inside)"),
 ]
 
 
@@ -239,6 +322,7 @@ JOINS_RAY = {"address-no-cluster", "address-no-client"}
 def test_malformed_input_is_refused_in_one_line(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _prepare(case, tmp_path)
+    had_run = (tmp_path / "run").exists()
     before = _snapshot(tmp_path / "run")
     result = runner.invoke(app, [_fill(a, tmp_path) for a in case.argv])
     lines = result.stderr.strip().splitlines()
@@ -247,13 +331,14 @@ def test_malformed_input_is_refused_in_one_line(case, tmp_path, monkeypatch):
     assert "Traceback" not in result.output
     assert _fill(case.expect, tmp_path) in lines[0], lines[0]
     assert _snapshot(tmp_path / "run") == before  # nothing already written was changed
-    if not case.prior_run:
+    if not had_run:
         assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()  # no trial started
 
 
 VALID = [
     ("space", ["run", "{space}", "--out", "{out}"], space_with()),
     ("image-folder", ["run", "{space}", "--out", "{out}"], data_space("good")),
+    ("image-folder-damaged-cache", ["run", "{space}", "--out", "{out}"], data_space("good")),
     ("build", ["build", "coatnet-0"], None),
     ("match", ["match", "coatnet-0", "--flops", "2G"], None),
     ("resume-finished", ["resume", "{out}"], space_with()),
@@ -265,12 +350,21 @@ def test_valid_controls_run(name, argv, space, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     if space is not None:
         (tmp_path / "space.yaml").write_text(yaml.safe_dump(_fill_data(space, tmp_path)))
-    if name == "image-folder":
+    if name.startswith("image-folder"):
         image_folder(tmp_path / "good")
+    if name == "image-folder-damaged-cache":  # a prepared cache whose labels name no class: rebuilt
+        from coatsearch.data.prepared import prepare
+
+        path = prepare(tmp_path / "good", TINY_SPACE["base"]["image_size"]).path
+        labels = np.load(path / "train_labels.npy")
+        labels[0] = 7
+        np.save(path / "train_labels.npy", labels)
     if name == "resume-finished":
         assert runner.invoke(app, ["run", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "run")]).exit_code == 0
     result = runner.invoke(app, [_fill(a, tmp_path) for a in argv])
     assert result.exit_code == 0, result.output
+    if name.startswith("image-folder"):
+        assert set(pd.read_csv(tmp_path / "run" / "results.csv")["status"]) == {"complete"}
 
 
 def test_a_damaged_results_table_is_rebuilt_from_the_study(tmp_path):

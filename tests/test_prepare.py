@@ -175,6 +175,50 @@ def test_bad_caches_are_rebuilt_and_bad_folders_are_one_line_errors(tmp_path: Pa
         P.prepare(root, 16)
 
 
+def _relabel(path: Path, label: int) -> None:
+    labels = np.load(path / "train_labels.npy")
+    labels[0] = label
+    np.save(path / "train_labels.npy", labels)
+
+
+def _edit_manifest(path: Path, **changes: object) -> None:
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del manifest[key]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+#: Damage that still maps: every array opens, so only the manifest's and the labels' own
+#: checks tell the cache from a good one.
+DAMAGE = {
+    "empty-array": lambda path: (path / "train.npy").write_bytes(b""),
+    "manifest-a-list": lambda path: (path / "manifest.json").write_text("[1, 2]"),
+    "splits-not-a-mapping": lambda path: _edit_manifest(path, splits="train"),
+    "skipped-not-a-list": lambda path: _edit_manifest(
+        path, splits={"train": {"count": 24, "skipped": 5}}),
+    "no-fingerprint": lambda path: _edit_manifest(path, files=None),
+    "label-of-no-class": lambda path: _relabel(path, 7),
+    "negative-label": lambda path: _relabel(path, -1),
+    "fewer-classes": lambda path: _edit_manifest(path, classes=["c0", "c1"]),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE), ids=list(DAMAGE))
+def test_a_damaged_cache_is_rebuilt_before_a_trial_reads_it(tmp_path: Path, damage: str) -> None:
+    from typer.testing import CliRunner
+
+    from coatsearch.cli import app
+
+    root = jpeg_folder(tmp_path / "src", 24)
+    good = cache_files(P.prepare(root, 16).path)
+    path = P.cache_dir_for(root, 16)
+    DAMAGE[damage](path)
+    result = CliRunner().invoke(app, ["data", "info", str(root)])
+    assert result.exit_code == 0 and "unusable" in result.output, result.output
+    assert cache_files(P.prepare(root, 16).path) == good
+
+
 def test_a_folder_that_changes_during_prepare_is_decoded_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = jpeg_folder(tmp_path / "src", 24)
     decode = P._decode_split

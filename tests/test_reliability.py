@@ -152,6 +152,35 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_with_two_workers_is_one_line_and_resume_runs_every_point_once(tmp_path):
+    """SIGTERM mid-trial at concurrency 2: the driver's and the worker's trials in flight
+    both end interrupted, with no traceback from either process, and run again on resume.
+    With no retries left, a worker's trial that merely died would count as a failed trial."""
+    out = tmp_path / "run"
+    command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}, retries=0), out, "optuna", 2)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        done = _finished(out)
+        if done is not None and len(done) >= 1:
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)  # the driver into its next trial, the worker still in its first
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    messages = [line for line in stderr.splitlines() if line.strip() and not line.startswith("tiny trials")]
+    assert messages == [f"error: stopped; resume with: coatsearch resume {out}"], stderr[-2000:]
+    finished = _finished(out)
+    result = subprocess.run([sys.executable, "-m", "coatsearch.cli", "resume", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = _assert_every_point_once(out)
+    for _, row in finished.iterrows():
+        assert final[final["trial"] == row["trial"]].iloc[0]["val_acc"] == row["val_acc"]
+
+
+@pytest.mark.slow
 def test_two_runs_on_a_fresh_run_dir_at_once_share_the_study(tmp_path):
     out = tmp_path / "run"
     command = _command(_space(tmp_path, train={"epochs": 1, "batch_size": 64}), out, "optuna", 1)

@@ -242,3 +242,23 @@ def test_the_dry_run_estimate_follows_steps_and_each_candidates_data_size(tmp_pa
     assert by_size.per_trial_s == (20.0, 40.0)  # ceil(size / 64) steps x 2 epochs, 1 s each
     stepped = compile_space(load_space(_space_file(tmp_path, train={"epochs": 2, "steps": 7, "batch_size": 64})))
     assert est.estimate(stepped, [spec, spec], [640, 1280], 100, 1, 10).per_trial_s == (7.0, 7.0)
+
+
+def test_a_ray_ledger_row_after_a_line_a_crash_cut_short_is_kept(tmp_path):
+    """A write cut short leaves a last line without its newline; the next row must not be
+    glued to it (read back as one bad line, the finished trial would be lost)."""
+    from coatsearch.search.ray_backend import LEDGER, LedgerError, append_ledger, read_ledger
+    from coatsearch.search.rows import TrialRow
+
+    rows = [TrialRow(trial=n, status="complete", params={"seed": n}, val_acc=0.5) for n in range(3)]
+    append_ledger(tmp_path, rows[0])
+    with open(tmp_path / LEDGER, "a") as handle:
+        handle.write(rows[1].to_json()[:40])  # killed mid-write
+    assert [r.trial for r in read_ledger(tmp_path)] == [0]
+    append_ledger(tmp_path, rows[2])
+    assert [r.trial for r in read_ledger(tmp_path)] == [0, 2]
+    assert (tmp_path / LEDGER).read_text() == rows[0].to_json() + "\n" + rows[2].to_json() + "\n"
+    # a line in the middle that is not a row is refused, never passed over
+    (tmp_path / LEDGER).write_text(rows[0].to_json() + "\n{oops\n" + rows[2].to_json() + "\n")
+    with pytest.raises(LedgerError, match=r"ledger.jsonl: line 2 is not a trial row"):
+        read_ledger(tmp_path)

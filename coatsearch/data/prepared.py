@@ -297,14 +297,28 @@ class Prepared:
 
 
 def _open(path: Path) -> Prepared:
-    """Map a cache folder; `ValueError`/`OSError`/`KeyError` when it is not a complete
-    cache of this format."""
+    """Map a cache folder; `ValueError`/`OSError`/`EOFError`/`KeyError`/`TypeError` when it
+    is not a complete cache of this format (a manifest of another shape, arrays of other
+    shapes or types, labels that name no class)."""
     manifest = json.loads((path / "manifest.json").read_text())
+    if not isinstance(manifest, dict):
+        raise ValueError("manifest.json: expected a JSON object")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"format version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+    missing = [key for key in ("image_size", "mode", "classes", "splits", "draft", "files") if key not in manifest]
+    if missing:
+        raise ValueError(f"manifest.json: no {missing[0]}")
     size, channels = manifest["image_size"], 1 if manifest["mode"] == "L" else 3
+    classes, splits = manifest["classes"], manifest["splits"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise ValueError(f"manifest.json: classes: expected a list of class names, got {classes!r}")
+    if not isinstance(splits, dict) or not all(
+        isinstance(info, dict) and isinstance(info.get("count"), int) and isinstance(info.get("skipped"), list)
+        for info in splits.values()
+    ):
+        raise ValueError("manifest.json: splits: expected {split: {count, skipped}}")
     images, labels, sums = {}, {}, {}
-    for split, info in manifest["splits"].items():
+    for split, info in splits.items():
         n = info["count"]
         arrays = {}
         for key, shape, dtype in (
@@ -319,6 +333,8 @@ def _open(path: Path) -> Prepared:
                 raise ValueError(f"{key}.npy: shape {array.shape} {array.dtype}, expected {shape} {np.dtype(dtype)}")
             arrays[key] = array
         images[split], labels[split], sums[split] = arrays[split], arrays[f"{split}_labels"], arrays[f"{split}_sums"]
+        if n and not 0 <= labels[split].min() <= labels[split].max() < len(classes):
+            raise ValueError(f"{split}_labels.npy: labels outside 0..{len(classes) - 1} (the manifest's classes)")
     return Prepared(path, manifest, images, labels, sums)
 
 
@@ -328,7 +344,7 @@ def _valid(path: Path, fingerprint: dict[str, Any], draft: bool) -> tuple[Prepar
         return None, "not prepared yet"
     try:
         prepared = _open(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         return None, f"unusable cache ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
     if prepared.manifest.get("draft") != draft:
         return None, "prepared with other decoding"
@@ -609,7 +625,7 @@ def inspect_cache(root: Path | str, cache: Path | None = None) -> list[dict[str,
         entry: dict[str, Any] = {"path": str(path)}
         try:
             prepared = _open(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
             entry["state"] = f"unusable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
             entries.append(entry)
             continue

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from coatsearch.analysis import Analysis, Design, analyse
 from coatsearch.errors import CoatsearchError
 from coatsearch.objectives import DEFAULT_MODE, Objective
-from coatsearch.results import COLUMNS, ranked, read_table
+from coatsearch.results import TableError, ranked, read_table
 from coatsearch.units import format_count, parse_count
 
 #: Above this many distinct values a numeric colour column is drawn as a colour scale.
@@ -116,13 +116,12 @@ def _budget_text(budget: object) -> str | None:
 
 
 def read_results(path: Path) -> pd.DataFrame:
-    """The results table; an empty file is a study with no trials yet."""
+    """The results table, checked (`coatsearch.results.read_table`); an empty file is a
+    study with no trials yet."""
     try:
         return read_table(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame(columns=COLUMNS)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: not a readable results table ({str(exc).splitlines()[0]})") from None
+    except TableError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def load_run(run_dir: str | Path) -> Run:

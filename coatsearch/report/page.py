@@ -231,11 +231,14 @@ def build_report(
     if out.suffix.lower() not in (".html", ".htm"):
         raise ReportError(f"{out}: the report is an HTML file; expected a name ending in .html")
     document, page = render(run, color_by=color_by, top=top, flop_band=flop_band)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(document, encoding="utf-8")
-    write_tables(run.analysis, out.parent)
-    tables.pareto_set(run).to_csv(out.parent / "pareto.csv", index=False)
-    tables.top_trials(run, top).to_csv(out.parent / "top.csv", index=False)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(document, encoding="utf-8")
+        write_tables(run.analysis, out.parent)
+        tables.pareto_set(run).to_csv(out.parent / "pareto.csv", index=False)
+        tables.top_trials(run, top).to_csv(out.parent / "top.csv", index=False)
+    except OSError as exc:
+        raise ReportError(f"{exc.filename or out.parent}: cannot write the report ({exc.strerror or exc})") from None
     for fmt in static:
         export_static(page, out, fmt)
     return out

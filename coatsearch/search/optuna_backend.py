@@ -43,7 +43,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import FrozenTrial, TrialState
 
 from coatsearch.host import pid_alive, sleep_while_waiting
-from coatsearch.search.plan import SearchPlan
+from coatsearch.search.plan import SearchPlan, safe_url
 from coatsearch.search.rows import TrialRow, point_key
 from coatsearch.search.trial import run_trial
 from coatsearch.space import SpaceError
@@ -109,10 +109,10 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
                 )
         except (IntegrityError, OperationalError) as exc:
             if attempt == attempts - 1:
-                raise SpaceError(f"storage: cannot open the study at {_safe(url)}: {_first_line(exc)}") from None
+                raise SpaceError(f"storage: cannot open the study at {safe_url(url)}: {_first_line(exc)}") from None
             time.sleep(0.2 * (attempt + 1))
         except DatabaseError as exc:
-            raise SpaceError(f"storage: {_safe(url)} is not an Optuna study database ({_first_line(exc)}); "
+            raise SpaceError(f"storage: {safe_url(url)} is not an Optuna study database ({_first_line(exc)}); "
                              "move it away or use another --out") from None
         except ValueError as exc:  # e.g. the stored study has other directions
             raise SpaceError(f"storage: {exc}".splitlines()[0]) from None
@@ -122,13 +122,6 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc)
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _safe(url: str) -> str:
-    """A URL without its password, for messages."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 class RetryStaleTrial:
@@ -331,18 +324,34 @@ class OptunaBackend:
         finally:
             for proc in workers:
                 if proc.is_alive():
-                    proc.terminate()  # interrupted: their trials are marked by the next run
-                proc.join()
+                    proc.terminate()  # the worker marks its trial in flight interrupted (`_worker`)
+            for proc in workers:
+                proc.join(STOP_S)
+                if proc.is_alive():  # stuck: its trial goes stale and the next run retries it
+                    proc.kill()
+                    proc.join()
         on_rows(self.ledger())
 
 
+#: Seconds a stopped worker has to mark its trial interrupted before it is killed.
+STOP_S = 30
+
+
 def _worker(plan: SearchPlan, run_dir: str, threads: int) -> None:
-    """Entry point of extra worker processes (``concurrency`` > 1)."""
+    """Entry point of extra worker processes (``concurrency`` > 1). The parent decides when
+    to stop (Ctrl-C reaches the whole process group: ignored here) and stops a worker with
+    SIGTERM, which ends its trial in flight as the parent's own ends: ``interrupted``, to run
+    again on resume, neither failed nor using up a retry as a dead worker's trial does."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop)
     _exit_with_parent()
-    run_worker(plan, Path(run_dir), lambda rows: None, threads)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_worker(plan, Path(run_dir), lambda rows: None, threads)
 
 
 def _exit_with_parent(poll_s: float = 0.5) -> None:
@@ -400,6 +409,8 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
             row = run_trial(plan, trial.number, params, report=report, threads=threads)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
+            # the run is stopping: not Optuna's "Trial N failed" and a traceback (`quiet_optuna` restores it)
+            optuna.logging.set_verbosity(optuna.logging.ERROR)
             raise
         trial.set_user_attr("row", row.to_record())
         if row.status == Status.INFEASIBLE:

@@ -22,6 +22,7 @@ from coatsearch.budget import BudgetError, match_budget
 from coatsearch.flops import count_analytic
 from coatsearch.knobs import apply_params
 from coatsearch.presets import load_spec
+from coatsearch.search.rows import point_key
 from coatsearch.space import DataSettings, SearchSpace, SpaceError, iter_grid
 from coatsearch.spec import NetSpec, SpecError
 from coatsearch.train.config import TrainConfig, TrainConfigError
@@ -131,19 +132,21 @@ class SearchPlan:
 
 
 # --------------------------------------------------------------------------- compiling
-def compile_space(space: SearchSpace, *, source: str | None = None, check_data: bool = True) -> SearchPlan:
+def compile_space(space: SearchSpace, *, source: str | None = None, check_data: bool = True,
+                  check_storage: bool = True) -> SearchPlan:
     """Check a space against its base, budget, storage and data; `SpaceError` (one line,
     naming the field, after ``source``: the space file) for anything that would make
-    trials fail."""
+    trials fail. ``check_data`` reads the data source, ``check_storage`` reaches a storage
+    server (a dry run does neither)."""
     try:
-        return _compile(space, check_data)
+        return _compile(space, check_data, check_storage)
     except SpaceError as exc:
         if source is None or str(exc).startswith(f"{source}: "):
             raise
         raise SpaceError(f"{source}: {exc}") from None
 
 
-def _compile(space: SearchSpace, check_data: bool) -> SearchPlan:
+def _compile(space: SearchSpace, check_data: bool, check_storage: bool) -> SearchPlan:
     base = _base(space)
     resolved = space.model_copy(update={"base": base.to_dict()})
     for name, domain in space.params.items():
@@ -156,10 +159,30 @@ def _compile(space: SearchSpace, check_data: bool) -> SearchPlan:
                          "need the ray backend (--backend ray)")
     if space.storage is not None:
         check_storage_url(space.storage, "storage")
+        if check_storage:
+            check_storage_server(space.storage, "storage")
     if check_data:
         check_data_source(space.data, base.image_size, space.seed)
     grid = tuple(iter_grid(space)) if space.sampler == "grid" else None
-    return SearchPlan(space=resolved, base=base, grid=grid)
+    plan = SearchPlan(space=resolved, base=base, grid=grid)
+    _check_grid_trains(plan)
+    return plan
+
+
+def _check_grid_trains(plan: SearchPlan) -> None:
+    """A grid that would train nothing: every point the study runs is infeasible (a
+    parameter that no network of the others' values has, a budget none meets). Some
+    infeasible points are fine: they are recorded and skipped."""
+    reasons = []
+    for params in plan.grid_points:
+        try:
+            plan.candidate(params)
+            return
+        except InfeasibleCandidate as exc:
+            reasons.append(f"{point_key(params)}: {exc}")
+    if reasons:
+        raise SpaceError(f"params: none of the grid points the study runs ({len(reasons)}) gives a network "
+                         f"to train; the first, {reasons[0]}")
 
 
 def _base(space: SearchSpace) -> NetSpec:
@@ -211,8 +234,9 @@ def _check_budget(space: SearchSpace, base: NetSpec) -> None:
 
 
 def check_storage_url(url: str, field_name: str = "storage") -> None:
-    """A storage URL that SQLAlchemy can parse, with an installed driver and, for SQLite,
-    an existing folder."""
+    """A storage URL that SQLAlchemy can parse, with an installed driver, that keeps the
+    study (not an in-memory database) and, for SQLite, names a file in an existing folder
+    that is a SQLite database or not there yet. Touches no database (see `check_storage_server`)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -223,16 +247,60 @@ def check_storage_url(url: str, field_name: str = "storage") -> None:
             f"{field_name}: {url!r} is not a database URL (expected e.g. sqlite:///study.db or postgresql://host/db)"
         ) from None
     try:
-        parsed.get_dialect()
+        parsed.get_dialect().import_dbapi()
     except NoSuchModuleError:
         raise SpaceError(f"{field_name}: unknown database scheme {parsed.drivername!r} (expected sqlite or postgresql)") from None
     except ImportError as exc:
-        hint = " (pip install 'psycopg[binary]')" if parsed.get_backend_name() == "postgresql" else ""
+        hint = " (pip install 'psycopg[binary]')" if parsed.get_driver_name() == "psycopg" else ""
         raise SpaceError(f"{field_name}: the driver for {parsed.drivername} is not installed{hint}: {exc}") from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).expanduser().resolve().parent
-        if not folder.is_dir():
-            raise SpaceError(f"{field_name}: the folder of {parsed.database} does not exist")
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file::memory:") or parsed.query.get("mode") == "memory":
+        raise SpaceError(f"{field_name}: {url} is an in-memory database, which keeps nothing after the run; "
+                         "expected a file, e.g. sqlite:///study.db")
+    path = Path(database).expanduser()
+    if not path.resolve().parent.is_dir():
+        raise SpaceError(f"{field_name}: the folder of {database} does not exist")
+    if path.is_dir():
+        raise SpaceError(f"{field_name}: {database} is a directory, expected a SQLite database file")
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as handle:
+            if handle.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+                raise SpaceError(f"{field_name}: {database} is not a SQLite database; move it away or name another file")
+
+
+#: The first bytes of every SQLite database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_storage_server(url: str, field_name: str = "storage") -> None:
+    """A database server answers at ``url`` (SQLite files are checked by `check_storage_url`
+    and created when the study opens)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.pool import NullPool
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return
+    engine = create_engine(parsed, poolclass=NullPool)
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        why = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SpaceError(f"{field_name}: cannot reach the database at {safe_url(url)}: {why}") from None
+    finally:
+        engine.dispose()
+
+
+def safe_url(url: str) -> str:
+    """A URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def check_data_source(data: DataSettings, image_size: int, seed: int = 0) -> None:
