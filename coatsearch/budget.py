@@ -15,6 +15,10 @@ channels one multiple is 25-50% of a width) and keeps the fitting spec closest t
 exact ratios; ``by="both"`` also moves the depth, by as few blocks as it takes. A spec that
 still misses is returned with a message that says so, or `BudgetError` is raised with
 ``strict=True``.
+
+FLOPs and parameters together (the paper's "similar parameter size and computational
+cost") leave the depth almost free, since both grow about as depth x width squared: of
+the shapes that meet both, the one nearest the spec's own depth is kept.
 """
 
 from __future__ import annotations
@@ -355,7 +359,8 @@ def match_budget(
 
     Given both ``flops`` and ``params``, width and depth move together (`_match_both`):
     the depth stages' blocks by one factor, every width by another, so that both targets
-    are met within ``tolerance``; ``by`` does not apply.
+    are met within ``tolerance``, at the depth nearest the spec's own that does; ``by``
+    does not apply.
 
     ``by="width"`` multiplies every stage width, the stem's and the pre-logits' by one
     factor, rounded to multiples of 8 and of each T stage's ``head_dim``; when no factor

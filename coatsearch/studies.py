@@ -158,7 +158,7 @@ def scaling_markdown(fits: ScalingFits | None) -> str:
         for _, row in slopes.iterrows():
             if row["p_holm"] < ALPHA:
                 steeper = row["first"] if row["difference"] > 0 else row["second"]
-                said = f"{steeper} falls faster"
+                said = f"larger b: {steeper}"
             else:
                 said = "not resolved"
             lines.append(f"| {row['first']} vs {row['second']} | {row['difference']:+.3f} "
