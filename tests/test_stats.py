@@ -89,16 +89,24 @@ def test_mean_ci_adds_the_evaluation_sets_error_on_its_own_degrees_of_freedom():
 
 
 def test_paired_by_hand():
-    a = np.array([[1, 1, 0, 1], [1, 0, 0, 1]])  # accuracies 0.75, 0.50
-    b = np.array([[1, 0, 0, 0], [1, 0, 1, 0]])  # accuracies 0.25, 0.50
+    a = np.array([[1, 1, 1, 1], [0, 0, 0, 1]])  # accuracies 1.00, 0.25
+    b = np.array([[1, 0, 1, 0], [1, 0, 1, 0]])  # accuracies 0.50, 0.50: seeds identical
     result = paired(a, b)
-    # seeds: var(0.75, 0.5)/2 = 0.015625 each, 1 df; images: d = (0, .5, -.5, 1), var 1.25/3, /4, 3 df
-    seeds, images = 0.015625, 1.25 / 3 / 4
-    total = 2 * seeds + images
-    df = total**2 / (2 * seeds**2 / 1 + images**2 / 3)
-    assert result.difference == pytest.approx(0.25) and result.se == pytest.approx(math.sqrt(total))
+    # images: d = (-.5, .5, -.5, 1), mean .125, var 1.6875/3, over 4 images: 0.140625 on 3 df
+    # a's seeds: var(1, .25)/2 = 0.140625 on 1 df, less its seeds-by-images interaction:
+    #   residuals +-.125 (six cells) and +-.375 (two), SS .375 on 3 df, MS .125, over n k = 8
+    # b's seeds agree everywhere: no seeds' part
+    images, spread, within = 0.140625, 0.140625, 0.125 / 8
+    total = images + spread - within
+    df = total**2 / (spread**2 / 1 + within**2 / 3 + images**2 / 3)
+    assert result.difference == pytest.approx(0.125) and result.se == pytest.approx(math.sqrt(total))
     assert result.df == pytest.approx(df)
-    assert result.p == pytest.approx(2 * sps.t.sf(0.25 / math.sqrt(total), df))
+    assert result.p == pytest.approx(2 * sps.t.sf(0.125 / math.sqrt(total), df))
+    # seeds whose spread is no more than their image-by-image disagreement add nothing
+    c = np.array([[1, 1, 0, 1], [1, 0, 0, 1]])  # spread .03125/2; interaction MS .125, over 8
+    d = np.array([[1, 0, 0, 0], [1, 0, 1, 0]])
+    only_images = paired(c, d)  # d_i = (0, .5, -.5, 1): var 1.25/3, over 4
+    assert only_images.se == pytest.approx(math.sqrt(1.25 / 3 / 4)) and only_images.df == pytest.approx(3)
     with pytest.raises(ValueError, match="one each: mcnemar"):
         paired(a[:1], b)
 
@@ -136,12 +144,28 @@ def test_trend_by_hand():
     se = math.sqrt(6e-4 / 4 / 4)
     assert result.difference == pytest.approx(0.04) and result.se == pytest.approx(se) and result.df == 4
     assert result.p == pytest.approx(2 * sps.t.sf(0.04 / se, 4))
-    # the images' part: per-image records add the variance over images of sum w_j c_ji
+    # the images' part: per-image records add the variance over images of sum w_j c_ji,
+    # and the residual part loses the trials' image-by-image disagreement (the interaction
+    # pooled over the two trials at each value), here more than all of it
     records = np.array([[1, 0, 1, 1], [1, 1, 0, 1], [1, 1, 1, 0], [1, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1]], float)
     with_images = trend(x, y, correct=records)
     w = (np.array(x) - 1) / 4
     images = (w @ records).var(ddof=1) / 4
-    assert with_images.se == pytest.approx(math.sqrt(se**2 + images))
+    assert with_images.se == pytest.approx(math.sqrt(images)) and with_images.df == pytest.approx(3)
+    rng = np.random.default_rng(4)  # seeds that differ as whole networks: the residual part stays, net
+    quality = np.repeat([0.6, 0.9, 0.65, 0.95, 0.7, 1.0], 1)[:, None]
+    wide = (rng.random((6, 400)) < quality).astype(float)
+    y_wide = wide.mean(axis=1)
+    net = trend(x, y_wide, correct=wide)
+    slope = w @ y_wide
+    residual = ((y_wide - y_wide.mean() - slope * (np.array(x) - 1)) ** 2).sum() / 4 / 4
+    pooled = 0.0
+    for rows in (wide[0:2], wide[2:4], wide[4:6]):
+        cells = rows - rows.mean(axis=1, keepdims=True) - rows.mean(axis=0, keepdims=True) + rows.mean()
+        pooled += (cells**2).sum()
+    within = pooled / (3 * 399) / (400 * 4)
+    assert residual > within
+    assert net.se == pytest.approx(math.sqrt(residual - within + (w @ wide).var(ddof=1) / 400))
     bounded = trend(x, y, n_eval=1000)
     assert bounded.se > result.se and bounded.test.endswith("binomial bound")
     with pytest.raises(ValueError):
@@ -204,3 +228,26 @@ def test_slopes_compare_and_lines_cross_where_they_are_equal():
     test = slope_difference(steep, flat)
     assert test.difference == pytest.approx(0.4, abs=1e-3) and test.p < 0.001
     assert test.df == pytest.approx(20, rel=1e-6)  # equal variances, 10 df each
+
+
+def test_paired_holds_its_level_when_seeds_differ_as_whole_networks():
+    """Equal configurations, three seeds each, each seed a better or worse network overall:
+    a test of the images alone would call most such pairs different; the paired test,
+    with its seeds' part, keeps to about its 5%."""
+    rng = np.random.default_rng(7)
+    rejected, images_only = 0, 0
+    sims = 300
+    for _ in range(sims):
+        difficulty = rng.normal(0, 2, 300)
+
+        def configuration(difficulty: np.ndarray) -> np.ndarray:
+            quality = rng.normal(1.8, 0.3, (3, 1))  # a seed's overall quality
+            noise = rng.normal(0, 0.7, (3, 300))  # and its image-by-image luck
+            return (rng.random((3, 300)) < 1 / (1 + np.exp(-(difficulty + quality + noise)))).astype(float)
+
+        a, b = configuration(difficulty), configuration(difficulty)
+        rejected += paired(a, b).p < 0.05
+        d = a.mean(axis=0) - b.mean(axis=0)
+        images_only += 2 * sps.t.sf(abs(d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))), len(d) - 1) < 0.05
+    assert rejected / sims <= 0.08
+    assert images_only / sims > 0.2
