@@ -15,6 +15,10 @@ channels one multiple is 25-50% of a width) and keeps the fitting spec closest t
 exact ratios; ``by="both"`` also moves the depth, by as few blocks as it takes. A spec that
 still misses is returned with a message that says so, or `BudgetError` is raised with
 ``strict=True``.
+
+FLOPs and parameters together (the paper's "similar parameter size and computational
+cost") leave the depth almost free, since both grow about as depth x width squared: of
+the shapes that meet both, the one nearest the spec's own depth is kept.
 """
 
 from __future__ import annotations
@@ -246,14 +250,19 @@ class _Search:
     def fits(self, shape: _Shape) -> bool:
         return self.error(shape) <= self.tolerance
 
-    def by_width(self, blocks: tuple[int, ...], refine: bool = True) -> _Shape:
-        """One factor for every width; if that misses, widths within a multiple of it."""
+    def width_factors(self, blocks: tuple[int, ...]) -> list[float]:
+        """The one-factor widths just under and just over the target at these blocks."""
         scaler = self.scaler
         lo, hi = _bracket(
             lambda f: scaler.cost(scaler.widths(f, blocks)), self.target,
             scaler.min_width_factor, MAX_SCALE,
         )
-        factors = [f for f in (lo, hi) if f is not None]
+        return [f for f in (lo, hi) if f is not None]
+
+    def by_width(self, blocks: tuple[int, ...], refine: bool = True) -> _Shape:
+        """One factor for every width; if that misses, widths within a multiple of it."""
+        scaler = self.scaler
+        factors = self.width_factors(blocks)
         best = self.closest([scaler.widths(f, blocks) for f in factors])
         if self.fits(best) or not refine:
             return best
@@ -350,7 +359,8 @@ def match_budget(
 
     Given both ``flops`` and ``params``, width and depth move together (`_match_both`):
     the depth stages' blocks by one factor, every width by another, so that both targets
-    are met within ``tolerance``; ``by`` does not apply.
+    are met within ``tolerance``, at the depth nearest the spec's own that does; ``by``
+    does not apply.
 
     ``by="width"`` multiplies every stage width, the stem's and the pre-logits' by one
     factor, rounded to multiples of 8 and of each T stage's ``head_dim``; when no factor
@@ -453,9 +463,18 @@ BOTH_DEPTH_FACTORS = tuple(round(0.2 * 1.05**k, 6) for k in range(80))
 
 def _match_both(spec: NetSpec, flops: float, params: float, tolerance: float, strict: bool) -> BudgetMatch:
     """FLOPs and params together: for each depth (one factor on the depth stages), the
-    width that meets the FLOPs; of those, the spec closest to both targets, refined with
-    widths one multiple off their nearest. The paper compares layouts at similar FLOPs
-    *and* params; which of a layout's shapes gets there is this search's choice."""
+    width that meets the FLOPs; of the specs within ``tolerance`` of both targets, the one
+    whose depth is closest to the spec's own (`_depth_distance`), then the closest to both
+    targets. When no depth fits with one width factor, widths one multiple off their
+    nearest are tried, nearest depth first.
+
+    Why depth first: FLOPs and parameters both grow about as depth x width squared, so
+    their ratio barely pins the depth, and many shapes meet both targets. The one closest
+    to both targets is then an accident of rounding, and it can be a degenerate network
+    (a one-block ViT-REL, a C-T-T-T of 1/1/1/1 blocks) that differs from the others in
+    depth more than in layout. Keeping each layout near the base's depth keeps the
+    comparison about the layout. The paper compares layouts at similar FLOPs *and* params;
+    which of a layout's shapes gets there is this search's choice, and this is it."""
     for name, value in (("flops", flops), ("params", params)):
         _check_target(value if name == "flops" else None, value if name == "params" else None)
     if not 0 < tolerance < 1:
@@ -480,14 +499,19 @@ def _match_both(spec: NetSpec, flops: float, params: float, tolerance: float, st
             continue
     if not seen:
         raise BudgetError(f"flops: target {format_count(flops)} is beyond what width and depth scaling reach")
-    ranked_shapes = sorted(seen.values(), key=score)
-    best = ranked_shapes[0]
-    if score(best) > tolerance:
-        for shape in ranked_shapes[:3]:
-            for factor in _width_factors(by_flops, shape):
-                for _, near in by_flops.near_widths(factor, shape.blocks):
-                    if score(near) < score(best):
-                        best = near
+
+    def preference(shape: _Shape) -> tuple[float, float]:
+        return _depth_distance(spec, shape.blocks), score(shape)
+
+    best = min(seen.values(), key=score)
+    for shape in sorted(seen.values(), key=preference):  # nearest depth first: the first fit wins
+        if score(shape) > tolerance:
+            near = [s for f in search.width_factors(shape.blocks) for _, s in by_flops.near_widths(f, shape.blocks)]
+            shape = min([shape, *near], key=score)
+        if score(shape) <= tolerance:
+            best = shape
+            break
+        best = min(best, shape, key=score)
     spec_out = by_flops.build(best)
     if spec_out != spec:
         label = f"{spec.name}@{format_count(flops)}-flops-{format_count(params)}-params" if spec.name else None
@@ -511,6 +535,9 @@ def _match_both(spec: NetSpec, flops: float, params: float, tolerance: float, st
     )
 
 
-def _width_factors(scaler: _Scaler, shape: _Shape) -> list[float]:
-    """The width factor a shape's widths correspond to (its first stage's width ratio)."""
-    return [shape.channels[0] / scaler.spec.stages[0].channels]
+def _depth_distance(spec: NetSpec, blocks: Sequence[int]) -> float:
+    """How far ``blocks`` are from ``spec``'s depth: ``|log(blocks / spec's blocks)|`` summed
+    over its depth stages (the ones matching moves), 0 at the spec's own depth."""
+    stages = spec.depth_stages
+    base = sum(spec.stages[i].blocks for i in stages)
+    return abs(math.log(sum(blocks[i] for i in stages) / base))

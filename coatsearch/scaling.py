@@ -3,11 +3,16 @@
 `scale(spec, rule, flops=...)` returns the spec a rule makes at a FLOP (or parameter)
 target, such as ``"2x"`` (twice the spec's cost) or ``"64M"``. Rules:
 
-- ``coatnet``: the paper's family rule. Widths keep their ratios (doubling S1 to S4), the
-  stem stays no wider than S1, and depth grows in S2 and S3 only, keeping their ratio.
-  Depth and width grow by the same factor, so width carries two thirds of the cost, as
-  from CoAtNet-0 to -3 (x2 width, x2.5 S2+S3 blocks for x8.3 FLOPs); the width is then
-  matched to the target exactly.
+- ``coatnet``: our rule, named for the family it imitates; the paper states no rule, only
+  the CoAtNet-0..7 table. Widths keep their ratios (doubling S1 to S4), the stem stays no
+  wider than S1, and depth grows in S2 and S3 only, keeping their ratio, as the table
+  does. Unlike the table, depth and width grow together at every step, by the same
+  factor (depth ``ratio**(1/3)``, then the width matched to the target, so width carries
+  about two thirds of the cost). The paper's steps each move one dimension: CoAtNet-1 is
+  CoAtNet-0 deeper (S2/S3 3/5 -> 6/14 blocks, widths kept), CoAtNet-2 and -3 are -1 wider
+  (x1.33, then x1.5 more, depth kept). Over CoAtNet-0 to -3 as a whole (x8.3 FLOPs, x2
+  width, x2.5 S2+S3 blocks) the two agree roughly; step by step ours is wider and
+  shallower (`family_markdown` sets them side by side).
 - ``compound``: EfficientNet's rule, depth ``alpha**phi``, width ``beta**phi``,
   resolution ``gamma**phi`` with ``phi = log2(target / cost)``. The constants are not
   EfficientNet-B0's: a small grid under this network's real analytic cost (attention
@@ -18,6 +23,10 @@ target, such as ``"2x"`` (twice the spec's cost) or ``"64M"``. Rules:
   then matched to the target.
 - ``depth``, ``width``, ``resolution``: one dimension only. Resolution moves in steps of
   the total stride, so it lands only as close as those steps allow (the error is stated).
+
+Ladders of ``coatnet`` and ``compound`` never narrow: both round depth (and resolution)
+before matching the width, so a member is held to be nowhere smaller than the member at
+half its target (`_ladder_member`).
 
 `family(base, rule, steps)` is a base and ``steps`` members at twice the cost each, as the
 paper's CoAtNet-0..3 table.
@@ -44,6 +53,9 @@ COMPOUND_DEPTHS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6)
 COMPOUND_WIDTHS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)
 COMPOUND_RESOLUTIONS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)
 COMPOUND_PHI = 3
+#: Ladder rules: how many points between a member's own depth (and resolution) and the
+#: previous step's `_ladder_member` tries, most grown first.
+LADDER_POINTS = 12
 
 
 @dataclass(frozen=True)
@@ -105,30 +117,85 @@ def scale(
     factors: dict[str, float] = {}
     note = ""
     if rule == "width":
-        out = _match(spec, metric, target, "width", tolerance)
+        out = _stem_no_wider_than_s1(_match(spec, metric, target, "width", tolerance))
     elif rule == "depth":
-        out = _match(spec, metric, target, "depth", tolerance)
+        out = _stem_no_wider_than_s1(_match(spec, metric, target, "depth", tolerance))
     elif rule == "resolution":
-        out = _by_resolution(spec, metric, target)
+        out = _stem_no_wider_than_s1(_by_resolution(spec, metric, target))
         factors["resolution"] = out.image_size / spec.image_size
-    elif rule == "coatnet":
-        factors["depth"] = ratio ** (1 / 3)
-        out = _match(spec.scaled(depth=factors["depth"]), metric, target, "width", tolerance)
     else:
-        alpha, beta, gamma, achieved = compound_constants(spec)
-        phi = math.log2(ratio)
-        factors = {"alpha": alpha, "beta": beta, "gamma": gamma, "phi": phi}
-        grown = spec.scaled(depth=alpha**phi, width=beta**phi, resolution=gamma**phi)
-        out = _match(grown, metric, target, "width", tolerance)
-        note = (f"constants: alpha {alpha:g}, beta {beta:g}, gamma {gamma:g} (real cost x{achieved:.3f} per unit phi, "
-                f"where alpha*beta^2*gamma^2 says {alpha * beta**2 * gamma**2:.3f})")
-    out = _stem_no_wider_than_s1(out)
+        out, factors, note = _ladder_member(spec, rule, metric, target, ratio, tolerance)
     counts = count_analytic(out)
     achieved = counts.flops if metric == "flops" else counts.params
     if out.name and out.name != spec.name:
         out = out.replace(name=f"{spec.name}-{rule}-{format_count(target)}" if spec.name else None)
     return Scaled(spec=out, rule=rule, metric=metric, target=target, flops=counts.flops, params=counts.params,
                   relative_error=achieved / target - 1, factors=factors, note=note)
+
+
+def _grow(spec: NetSpec, rule: str, ratio: float, held: float, constants: tuple[float, float, float, float] | None,
+          ) -> tuple[NetSpec, dict[str, float]]:
+    """``spec`` grown by a ladder rule's depth (and resolution) for a cost ratio of
+    ``held`` (the target's ``ratio`` or less: `_ladder_member`), before its width is
+    matched to the target."""
+    if rule == "coatnet":
+        depth = held ** (1 / 3)
+        return spec.scaled(depth=depth), {"depth": depth}
+    assert constants is not None
+    alpha, beta, gamma, _ = constants
+    phi, phi_held = math.log2(ratio), math.log2(held)
+    grown = spec.scaled(depth=alpha**phi_held, width=beta**phi, resolution=gamma**phi_held)
+    return grown, {"alpha": alpha, "beta": beta, "gamma": gamma, "phi": phi}
+
+
+def _ladder_member(spec: NetSpec, rule: str, metric: str, target: float, ratio: float, tolerance: float,
+                   ) -> tuple[NetSpec, dict[str, float], str]:
+    """A ``coatnet`` or ``compound`` member that is nowhere smaller than the member at half
+    its target (its ladder's previous step, down to a member within a factor of sqrt 2 of
+    the spec's own cost): no narrower stage or stem, no fewer blocks, no smaller image.
+
+    Why: these rules round depth (and resolution) first and give the width what is left,
+    so where rounding jumps a whole block or stride step the width must shrink to land on
+    the target, and a ladder would narrow between steps (compound did: S3 112 -> 96 ->
+    96 channels at 2x -> 4x -> 8x of a small C-C-T-T). The depth and resolution are then
+    held back, towards the previous step's, until the matched widths are no narrower; if
+    none of those points will do, the previous step's own depth and resolution are kept
+    and only its widths grow (the note says which)."""
+    floor = None
+    if ratio >= math.sqrt(2):
+        floor = scale(spec, rule, tolerance=tolerance, **{metric: target / 2}).spec  # type: ignore[arg-type]
+    constants = compound_constants(spec) if rule == "compound" else None
+    note = ""
+    if constants is not None:
+        alpha, beta, gamma, achieved = constants
+        note = (f"constants: alpha {alpha:g}, beta {beta:g}, gamma {gamma:g} (real cost x{achieved:.3f} per unit phi, "
+                f"where alpha*beta^2*gamma^2 says {alpha * beta**2 * gamma**2:.3f})")
+    for k in range(LADDER_POINTS):
+        held = ratio * 2 ** (-k / (LADDER_POINTS - 1))
+        grown, factors = _grow(spec, rule, ratio, held, constants)
+        out = _stem_no_wider_than_s1(_match(grown, metric, target, "width", tolerance))
+        if floor is None or _no_smaller(out, floor):
+            if k:
+                held_note = f"depth{' and resolution' if constants else ''} held at x{held:.3f} of the cost"
+                note = "; ".join(n for n in (note, held_note + " so that no width narrows from the previous step") if n)
+            return out, factors, note
+    assert floor is not None
+    # the previous step's depth and resolution, widened from its widths by one factor
+    out = _stem_no_wider_than_s1(_match(floor, metric, target, "width", tolerance))
+    kept = "the previous step's depth and resolution kept, only the width grown"
+    if not _no_smaller(out, floor):  # widths one multiple off their nearest can still dip: keep the floor's
+        stages = [s.model_copy(update={"channels": max(s.channels, f.channels)}) for s, f in zip(out.stages, floor.stages)]
+        stem = out.stem.model_copy(update={"channels": max(out.stem.channels, floor.stem.channels)})
+        out = NetSpec.from_dict(out.model_copy(update={"stages": tuple(stages), "stem": stem}).to_dict())
+        kept = "the previous step's widths kept where the match would narrow them"
+    return out, factors, "; ".join(n for n in (note, kept) if n)
+
+
+def _no_smaller(spec: NetSpec, floor: NetSpec) -> bool:
+    """Every stage of ``spec`` at least as wide and deep as ``floor``'s, the stem as wide,
+    the image as large."""
+    return (spec.image_size >= floor.image_size and spec.stem.channels >= floor.stem.channels
+            and all(s.channels >= f.channels and s.blocks >= f.blocks for s, f in zip(spec.stages, floor.stages)))
 
 
 def _match(spec: NetSpec, metric: str, target: float, by: str, tolerance: float) -> NetSpec:

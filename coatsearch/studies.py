@@ -17,6 +17,7 @@ study's fits), so the numbers a reader sees are always the CSV's.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 from collections.abc import Sequence
@@ -71,27 +72,43 @@ def replace_results(readme: str, table: str) -> str:
 
 
 def comparisons_markdown(frame: pd.DataFrame, design: Design) -> str:
-    """The README's comparisons: differences in percentage points with 95% CIs, t (df), p
-    and Holm's p, and the verdict each implies."""
+    """The README's comparisons: the test each used, differences in percentage points with
+    95% CIs, the smallest difference each could resolve, t (df), p and Holm's p, and the
+    verdict each implies; then how they were made, with the count of each test."""
     if frame.empty:
-        return "No pair of values has two or more complete trials each: nothing to compare."
-    header = ["factor", "within", "metric", "comparison", "difference (pp)", "95% CI (pp)", "t (df)", "p",
-              "p, Holm", "verdict"]
+        return "No pair of values has the trials a test needs: nothing to compare."
+    header = ["factor", "within", "metric", "comparison", "test", "difference (pp)", "95% CI (pp)",
+              "detectable (pp)", "t (df)", "p", "p, Holm", "verdict"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in frame.iterrows():
+        trend = row["kind"] == "trend"
+        per = "/step" if trend else ""
         lines.append("| " + " | ".join([
-            row["factor"], row["within"],
-            METRICS[row["metric"]].split(" (")[0], f"{row['first']} vs {row['second']}",
-            f"{row['difference'] * 100:+.2f}", f"[{row['ci95_low'] * 100:+.2f}, {row['ci95_high'] * 100:+.2f}]",
-            f"{row['t']:.2f} ({row['df']:.1f})", _p(row["p"]), _p(row["p_holm"]), row["verdict"],
+            row["factor"], row["within"], METRICS[row["metric"]].split(" (")[0],
+            f"trend {row['first']} → {row['second']}" if trend else f"{row['first']} vs {row['second']}",
+            row["test"], f"{row['difference'] * 100:+.2f}{per}",
+            f"[{row['ci95_low'] * 100:+.2f}, {row['ci95_high'] * 100:+.2f}]", f"{row['detectable'] * 100:.2f}",
+            f"{row['t']:.2f} ({_df(row['df'])})", _p(row["p"]), _p(row["p_holm"]), row["verdict"],
         ]) + " |")
     tested = len(frame)
     where = "within each combination of the other factors" if design.crossed else "over all trials"
+    trends = int((frame["kind"] == "trend").sum())
+    used = ", ".join(f"{name} ({count})" for name, count in frame["test"].value_counts(sort=False).items())
+    resolved = int((frame["p_holm"] < ALPHA).sum())
     lines.append("")
-    lines.append(f"{tested} comparisons, {where}: neighbouring values of a numeric factor, every pair of a "
-                 f"categorical one. A verdict names a direction where Holm's p across all {tested} is below "
-                 f"{ALPHA:g}. Accuracy tests add the evaluation set's binomial error to the seeds' spread; gap "
-                 "tests use the seeds' spread.")
+    lines.append(
+        f"{tested} comparisons ({tested - trends} pairs, {trends} trends), {where}: neighbouring values of a "
+        "numeric factor and a trend over all of its values (the least-squares slope on the value's place in the "
+        "order, per step), every pair of a categorical one. "
+        f"A verdict names a direction where Holm's p across all {tested} is below {ALPHA:g} "
+        f"({resolved} {'does' if resolved == 1 else 'do'}); "
+        "\"not resolved\" states the smallest true difference the test would resolve with 80% power at "
+        f"{ALPHA:g}/{tested}, the strictest step of Holm's correction. Tests used: {used}. "
+        "Accuracies are tested with the seeds' spread and the evaluation images' error as separate variance "
+        "parts, with Welch-Satterthwaite degrees of freedom: paired image by image where every trial stored "
+        "which images it got right, else with each configuration's binomial bound p(1-p)/n (unpaired: cautious, "
+        "since configurations scored on the same images err together); the gap with the seeds' spread only. "
+        "`coatsearch.analysis.stats` says why each is built as it is.")
     return "\n".join(lines)
 
 
@@ -99,31 +116,59 @@ def _p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _df(df: float) -> str:
+    return "∞" if not math.isfinite(df) else f"{df:.1f}"
+
+
 FITS_START, FITS_END = "<!-- fits:start -->", "<!-- fits:end -->"
 
 
 def scaling_markdown(fits: ScalingFits | None) -> str:
-    """A scaling study's fits and verdict: per group, the fitted
-    ``val error = a * (FLOPs / F0)**-b + c`` with bootstrap 95% CIs (or why it failed), then
-    where (if anywhere) each pair of curves crosses inside the measured FLOPs."""
+    """A scaling study's fits and verdict: per group, the log-linear fit
+    ``val error = a * FLOPs^-b`` with the 95% CI of ``b``, the change of error per doubling
+    and the lack-of-fit test of the line (or why the fit failed); then each pair's
+    difference of ``b`` (Holm-corrected across the pairs) and where the fitted lines
+    cross inside the measured FLOPs."""
     if fits is None:
         return "No complete trial at full fidelity: nothing to fit."
     name = fits.group_column.removeprefix("param.")
-    lines = [f"| {name} | trials | FLOPs | val error at the least / most | b (95% CI) | c (95% CI) |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| {name} | trials | budgets | FLOPs | val error at the least / most | b (95% CI) | "
+             "error per doubling | line vs budget means (lack-of-fit p) |",
+             "|---|---|---|---|---|---|---|---|"]
     for ladder in fits.ladders:
-        cells = [ladder.group, str(len(ladder.flops)), f"{format_count(min(ladder.flops))}–{format_count(max(ladder.flops))}",
+        cells = [ladder.group, str(len(ladder.flops)), str(len(set(ladder.flops))),
+                 f"{format_count(min(ladder.flops))}–{format_count(max(ladder.flops))}",
                  f"{ladder.error_at('min'):.2%} / {ladder.error_at('max'):.2%}"]
         fit = ladder.fit
         if fit is None:
-            cells += [f"no fit: {ladder.failure}", "–"]
+            cells += [f"no fit: {ladder.failure}", "–", "–"]
         else:
-            cells += [f"{fit.b:.2f} ({fit.b_ci[0]:.2f}–{fit.b_ci[1]:.2f})", f"{fit.c:.2%} ({fit.c_ci[0]:.2%}–{fit.c_ci[1]:.2%})"]
+            lof = "–" if fit.lack_of_fit_p is None else _p(fit.lack_of_fit_p)
+            cells += [f"{fit.b:.3f} ({fit.b_ci[0]:+.3f} to {fit.b_ci[1]:+.3f})", f"{fit.per_doubling:+.1%}", lof]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    fitted = list(fits.fitted().values())
-    for i, first in enumerate(fitted):
-        for second in fitted[i + 1:]:
+    failed = fits.failed()
+    fitted = fits.fitted()
+    lines.append(f"{len(fitted)} of {len(fits.ladders)} ladders fitted"
+                 + (": " + "; ".join(f"{ladder.group} failed ({ladder.failure})" for ladder in failed) if failed else "")
+                 + ". A lack-of-fit p below 0.05 says the budget means bend away from a straight line in log-log "
+                   "space: b is then an average rate over the ladder, not a constant one.")
+    slopes = fits.slope_tests()
+    if len(slopes):
+        lines += ["", "| comparison | difference of b (95% CI) | t (df) | p | p, Holm | verdict |", "|---|---|---|---|---|---|"]
+        for _, row in slopes.iterrows():
+            if row["p_holm"] < ALPHA:
+                steeper = row["first"] if row["difference"] > 0 else row["second"]
+                said = f"larger b: {steeper}"
+            else:
+                said = "not resolved"
+            lines.append(f"| {row['first']} vs {row['second']} | {row['difference']:+.3f} "
+                         f"({row['ci95_low']:+.3f} to {row['ci95_high']:+.3f}) | {row['t']:.2f} ({_df(row['df'])}) | "
+                         f"{_p(row['p'])} | {_p(row['p_holm'])} | {said} |")
+        lines.append("")
+    ladders = list(fitted.values())
+    for i, first in enumerate(ladders):
+        for second in ladders[i + 1:]:
             assert first.fit is not None and second.fit is not None
             low, high = max(min(first.flops), min(second.flops)), min(max(first.flops), max(second.flops))
             if low >= high:
@@ -131,14 +176,15 @@ def scaling_markdown(fits: ScalingFits | None) -> str:
             at = crossing(first.fit, second.fit, low, high)
             lower = first.group if first.fit(high) < second.fit(high) else second.group
             if at is None:
-                lines.append(f"- {first.group} vs {second.group}: the fitted curves do not cross between "
+                lines.append(f"- {first.group} vs {second.group}: the fitted lines do not cross between "
                              f"{format_count(low)} and {format_count(high)} FLOPs; {lower} is lower throughout.")
             else:
-                lines.append(f"- {first.group} vs {second.group}: the fitted curves cross at {format_count(at)} FLOPs; "
+                lines.append(f"- {first.group} vs {second.group}: the fitted lines cross at {format_count(at)} FLOPs; "
                              f"above it {lower} has the lower error.")
     lines.append("")
-    lines.append("A crossing is a statement about the fitted curves: where the CIs of b and c overlap, "
-                 "the data cannot tell the curves apart.")
+    lines.append("Each fit is least squares of log error on log FLOPs over every trial of the ladder "
+                 "(`coatsearch.analysis.fits`: a three-parameter power law is not identifiable from four budgets). "
+                 "A crossing is a statement about the fitted lines; whether the rates differ is the test above.")
     return "\n".join(lines)
 
 

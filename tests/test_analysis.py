@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from coatsearch import perimage
 from coatsearch.analysis import Design, analyse
-from coatsearch.analysis.comparisons import comparisons
-from coatsearch.analysis.stats import holm, welch
+from coatsearch.analysis.comparisons import ALPHA, comparisons
+from coatsearch.analysis.stats import detectable, holm, welch
 
 
 def _grid(levels=(("A", 0.9), ("B", 0.8), ("C", 0.8)), sizes=(100, 200), seeds=3) -> pd.DataFrame:
@@ -39,8 +40,10 @@ def test_a_grid_compares_within_strata_every_pair_of_a_category_and_neighbours_o
         ("size", "layout A", "100", "200"), ("size", "layout B", "100", "200"), ("size", "layout C", "100", "200")]
     by_layout = found[found["factor"] == "layout"]
     assert (by_layout.loc[by_layout["first"] == "A", "verdict"].str.startswith("A > ")).all()
-    assert (by_layout.loc[by_layout["first"] == "B", "verdict"] == "no detectable difference").all()
-    assert (found.loc[found["factor"] == "size", "verdict"] == "no detectable difference").all()
+    assert by_layout.loc[by_layout["first"] == "B", "verdict"].str.startswith("not resolved (detectable: ").all()
+    assert found.loc[found["factor"] == "size", "verdict"].str.startswith("not resolved").all()
+    # no per-image records here: the unpaired test with each configuration's binomial bound
+    assert (found["test"] == "Welch, seeds + binomial bound").all() and (found["kind"] == "pair").all()
     assert (found[["n_first", "n_second"]] == 3).all().all()
     # Holm: never below the raw p, and the family is the whole table
     assert (found["p_holm"] >= found["p"]).all()
@@ -50,6 +53,77 @@ def test_a_grid_compares_within_strata_every_pair_of_a_category_and_neighbours_o
     b = table[(table["param.layout"] == "B") & (table["param.size"] == 100)]["val_acc"]
     row = found.iloc[0]
     assert row["ci95_high"] - row["ci95_low"] > np.subtract(*welch(a, b).ci95[::-1])
+
+
+def _records(levels: dict[str, tuple[float, int]], images: int = 1000, seed_flips: float = 0.02) -> pd.DataFrame:
+    """Trials with per-image correctness: every configuration gets right the same easy
+    images and differs in ``extra`` more; each seed flips a few at random."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 10, images)
+    easy = rng.random(images) < 0.8
+    rows = []
+    for layout, (seeds, extra) in levels.items():
+        base = easy.copy()
+        base[np.flatnonzero(~easy)[:extra]] = True
+        for seed in range(seeds):
+            bits = np.where(rng.random(images) < seed_flips, ~base, base)
+            rows.append({"trial": len(rows), "status": "complete", "fidelity": 1, "max_fidelity": 1,
+                         "param.layout": layout, "param.seed": seed, "val_acc": bits.mean(), "val_images": images,
+                         "val_correct": perimage.encode(bits, labels), "flops": 1, "params": 1})
+    return pd.DataFrame(rows)
+
+
+def test_configurations_with_per_image_records_are_compared_image_by_image():
+    table = _records({"A": (3, 30), "B": (3, 0)})  # A also gets 30 more of the hard images right
+    design = Design.of(table, {"layout": {"choices": ["A", "B"]}}, "grid")
+    (row,) = comparisons(table, design).itertuples()
+    assert row.test == "paired by image, seeds + images" and row.verdict == "A > B"
+    unpaired = comparisons(table.drop(columns="val_correct"), design).iloc[0]
+    assert unpaired["test"] == "Welch, seeds + binomial bound"
+    assert unpaired["difference"] == pytest.approx(row.difference)
+    # the images both get right (or wrong) carry no variance once paired
+    assert row.se < 0.6 * unpaired["se"] and row.detectable < unpaired["detectable"]
+    # one trial each: McNemar's exact test of the two networks; without records, no test at all
+    single = table[table["param.seed"] == 0]
+    (one,) = comparisons(single, design).itertuples()
+    assert one.test == "McNemar exact, one trial each" and one.df == np.inf
+    assert comparisons(single.drop(columns="val_correct"), design).empty
+    # records on another set of images are never paired with these
+    other = table.copy()
+    other.loc[other["param.layout"] == "B", "val_correct"] = [
+        perimage.encode(perimage.decode(c).bits, np.zeros(1000)) for c in other.loc[other["param.layout"] == "B", "val_correct"]]
+    assert comparisons(other, design).iloc[0]["test"] == "Welch, seeds + binomial bound"
+
+
+def test_an_unresolved_verdict_states_the_difference_it_would_have_resolved():
+    table = _grid()
+    design = Design.of(table, {}, "grid")
+    found = comparisons(table, design)
+    level = ALPHA / len(found)
+    expected = [detectable(se, df, level) for se, df in zip(found["se"], found["df"])]
+    assert found["detectable"].tolist() == pytest.approx(expected)
+    quiet = found[found["p_holm"] >= ALPHA]
+    assert len(quiet) and all(v == f"not resolved (detectable: {d * 100:.1f} pp)"
+                              for v, d in zip(quiet["verdict"], quiet["detectable"]))
+    # a difference of that size is far above the one measured between equal configurations
+    assert (quiet["detectable"] > quiet["difference"].abs()).all()
+
+
+def test_an_ordered_factor_gets_a_trend_over_all_its_values():
+    rows = []
+    for split in (1, 2, 3, 4, 5):  # +0.5 pp per step, seeds 0.4 pp apart: too little for any pair
+        for seed, offset in enumerate((-0.004, 0.0, 0.004)):
+            rows.append({"trial": len(rows), "status": "complete", "fidelity": 1, "max_fidelity": 1,
+                         "param.split": split, "param.seed": seed, "val_acc": 0.80 + 0.005 * split + offset,
+                         "val_images": 100_000, "flops": 1, "params": 1})
+    table = pd.DataFrame(rows)
+    found = comparisons(table, Design.of(table, {"split": {"choices": [1, 2, 3, 4, 5]}}, "grid"))
+    pairs, (trend_row,) = found[found["kind"] == "pair"], found[found["kind"] == "trend"].itertuples()
+    assert list(zip(pairs["first"], pairs["second"])) == [("1", "2"), ("2", "3"), ("3", "4"), ("4", "5")]
+    assert (pairs["p_holm"] >= ALPHA).all()
+    assert (trend_row.first, trend_row.second, trend_row.trials) == ("1", "5", 15)
+    assert trend_row.difference == pytest.approx(0.005) and trend_row.verdict == "rises from 1 to 5"
+    assert trend_row.test == "trend, least squares + binomial bound" and trend_row.df > 10
 
 
 def test_a_sampled_search_compares_over_all_trials_in_the_spaces_order():

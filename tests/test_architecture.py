@@ -1,6 +1,6 @@
 """The package's layering: no import cycle, and each part reads only the parts below it.
 
-The layers, lowest first (docs/architecture.md): errors/units/validation/status/host/objectives,
+The layers, lowest first (docs/architecture.md): errors/units/validation/status/host/objectives/perimage,
 spec, presets, nn and analytic, flops, budget, scaling, data, train, knobs, space, search, results,
 analysis, runner, report, studies, cli. Every import counts, those inside functions too.
 """
@@ -11,7 +11,7 @@ import grimp
 import pytest
 
 LAYERS = [
-    {"errors", "units", "validation", "status", "host", "objectives"},
+    {"errors", "units", "validation", "status", "host", "objectives", "perimage"},
     {"spec"},
     {"presets"},
     {"nn", "analytic"},

@@ -218,3 +218,37 @@ def test_cli_bad_targets_exit_2_with_one_line(args, message):
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert result.stderr.startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _layouts_base() -> NetSpec:
+    """The layouts study's base: C-C-C-C 1/2/3/1 at 24/48/96/192, S3 on 8x8 tokens at 32 px."""
+    return NetSpec.from_dict({
+        "image_size": 32, "num_classes": 10, "stem": {"kind": "conv", "channels": 24, "stride": 1},
+        "stages": [{"kind": "C", "blocks": 1, "channels": 24, "stride": 1},
+                   {"kind": "C", "blocks": 2, "channels": 48},
+                   {"kind": "C", "blocks": 3, "channels": 96, "head_dim": 32},
+                   {"kind": "C", "blocks": 1, "channels": 192, "head_dim": 32}]})
+
+
+@pytest.mark.parametrize("layout", ["C-C-C-T", "C-C-T-T", "C-T-T-T", "vit-rel"])
+def test_joint_matching_keeps_the_bases_depth_when_a_shape_near_it_fits(layout):
+    from coatsearch.budget import _depth_distance
+
+    base = _layouts_base()
+    spec = base.as_vit_rel() if layout == "vit-rel" else base.with_layout(layout)
+    match = match_budget(spec, flops="40M", params="600k", tolerance=0.05)
+    assert match.within_tolerance
+    # FLOPs and params both grow as depth x width^2, so shapes from 1 block up meet both
+    # targets: the one kept is the nearest the base's depth among those that fit
+    chosen = _depth_distance(spec, [s.blocks for s in match.spec.stages])
+    for factor in (0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0):
+        deeper = spec.scaled(depth=factor)
+        try:
+            other = match_budget(deeper, flops="40M", by="width", tolerance=0.05)
+        except BudgetError:
+            continue
+        if abs(other.params / 600e3 - 1) <= 0.05:
+            other_distance = _depth_distance(spec, [s.blocks for s in other.spec.stages])
+            assert chosen <= other_distance + 1e-9, (layout, other.message, match.message)
+    middle = [s.blocks for s in match.spec.stages][1:3] if layout != "vit-rel" else [match.spec.stages[0].blocks]
+    assert sum(middle) >= 3  # not the degenerate one-block shapes the closest-to-both search chose

@@ -48,6 +48,57 @@ def test_every_rule_lands_on_the_budget_as_closely_as_its_steps_allow(rule):
         assert [s.blocks for s in spec.stages] == [s.blocks for s in SMALL.stages]
 
 
+def _no_smaller(spec: NetSpec, floor: NetSpec) -> bool:
+    return (spec.image_size >= floor.image_size and spec.stem.channels >= floor.stem.channels
+            and all(s.channels >= f.channels and s.blocks >= f.blocks for s, f in zip(spec.stages, floor.stages)))
+
+
+#: The scaling studies' C-C-T-T base: 16..128 channels at 32 px, where one block or one
+#: 16-px step of resolution is a large share of the cost.
+STUDY_BASE = NetSpec.from_dict({
+    "image_size": 32, "num_classes": 10, "stem": {"kind": "conv", "channels": 16, "stride": 1},
+    "stages": [{"kind": "C", "blocks": 1, "channels": 16, "head_dim": 16}, {"kind": "C", "blocks": 1, "channels": 32, "head_dim": 16},
+               {"kind": "T", "blocks": 2, "channels": 64, "head_dim": 16}, {"kind": "T", "blocks": 1, "channels": 128, "head_dim": 16}]})
+
+
+@pytest.mark.parametrize("base", [SMALL, STUDY_BASE, preset("coatnet-0")], ids=["small", "study", "coatnet-0"])
+@pytest.mark.parametrize("rule", ["coatnet", "compound"])
+def test_a_ladder_never_narrows_between_steps(rule, base):
+    members = family(base, rule, steps=3, tolerance=0.02)
+    for before, after in zip(members, members[1:]):
+        assert _no_smaller(after.spec, before.spec), (rule, before.spec.to_dict(), after.spec.to_dict())
+        assert after.flops / before.flops == pytest.approx(2.0, rel=0.1)
+    # the same members where a study's `scale` knob asks for them one by one
+    for k, member in enumerate(members):
+        alone = apply_params(base, {"rule": rule, "scale": 2**k}).spec
+        assert [s.channels for s in alone.stages] == [s.channels for s in member.spec.stages]
+
+
+def test_compound_holds_back_depth_and_resolution_rather_than_narrow():
+    # at 32 px one resolution step (x1.5) costs more than a doubling leaves: compound once
+    # went 32 -> 48 px at 8x with S3 back at 96 channels, narrower than at 4x
+    eight = scale(STUDY_BASE, "compound", flops="8x", tolerance=0.02)
+    four = scale(STUDY_BASE, "compound", flops="4x", tolerance=0.02)
+    assert _no_smaller(eight.spec, four.spec) and "held at" in eight.note
+    assert abs(eight.relative_error) <= 0.02
+
+
+def test_a_ladder_member_keeps_the_previous_steps_depth_when_no_held_point_will_do(monkeypatch):
+    import coatsearch.scaling as scaling
+
+    real = scaling._grow
+
+    def too_deep(spec, rule, ratio, held, constants):  # every point of this step far deeper: narrower
+        grown, factors = real(spec, rule, ratio, held, constants)
+        return (grown.scaled(depth=8.0) if ratio > 3 else grown), factors
+
+    monkeypatch.setattr(scaling, "_grow", too_deep)
+    four, two = scale(STUDY_BASE, "coatnet", flops="4x", tolerance=0.02), scale(STUDY_BASE, "coatnet", flops="2x", tolerance=0.02)
+    assert "previous step's depth and resolution kept" in four.note and _no_smaller(four.spec, two.spec)
+    assert [s.blocks for s in four.spec.stages] == [s.blocks for s in two.spec.stages]
+    assert abs(four.relative_error) <= 0.05
+
+
 def test_compound_constants_are_chosen_under_the_real_cost():
     alpha, beta, gamma, per_phi = compound_constants(preset("coatnet-0"))
     assert per_phi == pytest.approx(2.0, rel=0.05)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from coatsearch import perimage
 from coatsearch.results import FINISHED, read_table
 from coatsearch.runner import run_study as run_plan
 from coatsearch.search import compile_space
@@ -50,6 +51,12 @@ def test_optuna_backend_runs_every_trial_within_the_budget(tmp_path):
     assert ((finished["flops"] - target).abs() / target <= space.budget.tolerance).all()
     assert (finished["fidelity"] == 2).all()
     assert finished["val_acc"].between(0, 1).all()
+    # each trial keeps which validation images it got right (no test set evaluated here)
+    for _, row in finished.iterrows():
+        val = perimage.decode(row["val_correct"])
+        assert val is not None and len(val.bits) == row["val_images"] and val.accuracy == pytest.approx(row["val_acc"])
+        assert perimage.decode(row["test_correct"]) is None
+    assert perimage.matrix(finished["val_correct"]).shape == (2, finished["val_images"].iloc[0])
     assert (tmp_path / "run" / "space.yaml").exists() and outcome.pareto_path.exists()
     # a finished study is not run again
     again = run_study(space, tmp_path / "run")
@@ -109,7 +116,7 @@ def test_both_backends_run_the_same_trials(tmp_path, no_leaked_ray):
 
     optuna_run = run_study(load_space(_space_file(tmp_path)), tmp_path / "optuna")
     ray_run = run_study(load_space(_space_file(tmp_path), ["backend=ray"]), tmp_path / "ray")
-    key = ["param.split", "status", "layout", "blocks", "channels", "flops", "params", "fidelity", "seed"]
+    key = ["param.split", "status", "layout", "blocks", "channels", "flops", "params", "fidelity", "seed", "val_correct"]
     by_point = {}
     for name, outcome in (("optuna", optuna_run), ("ray", ray_run)):
         table = read_table(outcome.table_path).sort_values("param.split")

@@ -45,6 +45,11 @@ def test_fit_reports_every_epoch(small_data: DataBundle) -> None:
     assert seen[1].wall_time > seen[0].wall_time and seen[1].lr < seen[0].lr
     assert seen[1].val_loss < math.log(10)  # it learned something
     assert result.test_acc is not None and 0 <= result.test_acc <= 1
+    # the final network's correctness per image, in each set's order, gives its accuracies
+    assert result.val_correct is not None and len(result.val_correct) == len(small_data.val)
+    assert result.val_correct.mean() == pytest.approx(seen[-1].val_acc)
+    assert result.test_correct is not None and len(result.test_correct) == len(small_data.test)
+    assert result.test_correct.mean() == pytest.approx(result.test_acc)
     assert result.spec.in_channels == 1 and result.params == sum(
         p.numel() for p in build(result.spec).parameters()
     )

@@ -3,11 +3,13 @@ command line. Needs no torch: a table can be analysed where no network was ever 
 
 - design: `Design`, the factors, their order, and whether a grid crossed them
 - effects: each factor's values with 95% intervals; importances
-- comparisons: the one table of tests between a factor's values (``comparisons.csv``)
+- comparisons: the one table of tests between a factor's values and of an ordered
+  factor's trend (``comparisons.csv``)
 - summaries: per configuration, means and intervals over seeds (``summary.csv``)
 - fronts: non-dominated sets, hypervolume, a table's Pareto front
-- fits: a scaling ladder's power law per group, and where two curves cross
-- stats: Welch tests, Holm's correction, intervals with the evaluation set's binomial error
+- fits: a scaling ladder's log-linear slope per group, slope tests, where two lines cross
+- stats: seeds' and images' errors as variance parts; Welch, paired, McNemar and trend
+  tests; detectable differences; Holm's correction
 - overview: `analyse` (all of the above for one table) and `write_tables`
 """
 

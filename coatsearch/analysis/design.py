@@ -52,7 +52,8 @@ class Design:
         return [next(p for p in present if _same(v, p)) for v in listed] + rest
 
     def ordered(self, table: pd.DataFrame, factor: str) -> bool:
-        """A factor whose values are numbers (scale, split, a width): neighbours compare."""
+        """A factor whose values are numbers (scale, split, a width): neighbours compare, and
+        all values at once in a trend."""
         return pd.api.types.is_numeric_dtype(table[factor].dropna())
 
 

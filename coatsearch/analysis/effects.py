@@ -1,8 +1,9 @@
 """What each factor did: per value, the mean validation accuracy with a 95% interval, and
 (when two or more vary) their importances.
 
-The interval combines the spread over seeds with the validation set's own binomial error
-(`stats.mean_ci`), so one seed still gets an honest interval. The tests between values
+The interval combines the spread over seeds with the validation images' own sampling error
+(`stats.mean_ci`: measured from the trials' per-image records where they have them,
+else bounded by the binomial), so one seed still gets an honest interval. The tests between values
 are `coatsearch.analysis.comparisons`. These are small info objects: the figures draw
 them, the tables print them, the tests assert on them.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from coatsearch import perimage
 from coatsearch.analysis.design import Design
 from coatsearch.analysis.stats import mean_ci
 from coatsearch.results import ranked
@@ -58,7 +60,8 @@ def effect(table: pd.DataFrame, column: str, design: Design | None = None) -> Ef
         accuracies = tuple(float(a) for a in part["val_acc"])
         sizes = part["val_images"].dropna() if "val_images" in part else pd.Series(dtype=float)
         n_eval = int(sizes.iloc[0]) if len(sizes) else None
-        mean, low, high = mean_ci(accuracies, n_eval)
+        correct = perimage.matrix(part["val_correct"]) if "val_correct" in part else None
+        mean, low, high = mean_ci(accuracies, n_eval, correct)
         levels.append(Level(value_label(value), accuracies, mean, low, high))
     return Effect(column.removeprefix("param."), tuple(levels), numeric)
 

@@ -1,10 +1,23 @@
 """Scaling fits: validation error against FLOPs, per group of a scaling study.
 
-- `fit_power_law`: ``error = a * (FLOPs / F0) ** -b + c`` fitted to a scaling ladder, with
-  95% CIs of ``b`` and ``c`` from a bootstrap over the trials at each budget;
-- `crossing`: where two fitted curves cross;
+- `fit_log_linear`: ``log(error) = log(a) - b log(FLOPs / F0)``, i.e. error falling as
+  ``FLOPs^-b``, by least squares over every trial of a ladder, with a t interval of
+  ``b`` and, where budgets are repeated, a lack-of-fit test of the straight line;
+- `slope_difference`: whether two groups' ``b`` differ (Welch-Satterthwaite);
+- `crossing`: where two fitted lines cross;
 - `scaling_fits`: the ladder of every group of a table, fitted once, for the report's
   figure and the study README's table alike.
+
+Why two parameters: a saturating power law ``a F^-b + c`` has three, and a study's ladder
+has four budgets: ``b`` and the floor ``c`` trade off against each other, so the data
+cannot pin them (a bootstrap of such a fit returns intervals that reflect the optimiser's
+bounds, not the data). A straight line in log-log space is identified by any two budgets
+and has an exact interval; over the 8x a study spans it is the local exponent, and the
+lack-of-fit test says when the points bend away from it.
+
+The same validation images score every budget, so their sampling error mostly moves a
+ladder up or down as a whole and leaves its slope; the residual spread over seeds and
+budgets is what the interval uses.
 """
 
 from __future__ import annotations
@@ -15,89 +28,101 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
+from scipy import stats as sps
 
+from coatsearch.analysis.stats import Part, Test, holm, t_test
 from coatsearch.results import ranked
 from coatsearch.units import value_label
 
 
 @dataclass(frozen=True)
-class PowerLaw:
-    """``error = a * (flops / f0) ** -b + c``; CIs are bootstrap 2.5-97.5 percentiles."""
+class LogLinear:
+    """``error = a * (flops / f0) ** -b``, fitted in log space; ``b_ci`` is the 95% t
+    interval (``df = n - 2``). ``lack_of_fit_p``: the F test of the line against the
+    budget means (None without three budgets and repeats at some budget)."""
 
     a: float
     b: float
-    c: float
     f0: float
+    se_b: float
+    df: int
     b_ci: tuple[float, float]
-    c_ci: tuple[float, float]
     n: int
+    budgets: int
+    lack_of_fit_p: float | None
 
     def __call__(self, flops: np.ndarray | float) -> np.ndarray | float:
-        return self.a * (np.asarray(flops, float) / self.f0) ** -self.b + self.c
+        return self.a * (np.asarray(flops, float) / self.f0) ** -self.b
+
+    @property
+    def per_doubling(self) -> float:
+        """The relative change of error for each doubling of FLOPs (``2^-b - 1``)."""
+        return 2.0 ** -self.b - 1
 
 
-def _fit(flops: np.ndarray, error: np.ndarray, f0: float) -> tuple[float, float, float]:
-    x = flops / f0
-
-    def model(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-        return a * x**-b + c
-
-    guess = (max(float(error.max() - error.min()), 1e-3), 0.5, float(max(error.min() * 0.5, 0.0)))
-    params, _ = optimize.curve_fit(model, x, error, p0=guess, bounds=([0, 0, 0], [10, 5, 1]), maxfev=20000)
-    return float(params[0]), float(params[1]), float(params[2])
-
-
-def fit_power_law(flops: Sequence[float], error: Sequence[float], boot: int = 500, seed: int = 0) -> PowerLaw:
-    """Fit the ladder; the bootstrap resamples the trials within each distinct budget."""
+def fit_log_linear(flops: Sequence[float], error: Sequence[float]) -> LogLinear:
+    """Fit one ladder; `ValueError` (one line, saying why) when it cannot be: fewer than
+    two budgets, fewer than three trials, or an error of zero (no logarithm)."""
     f, e = np.asarray(flops, float), np.asarray(error, float)
-    if len(np.unique(np.round(np.log(f), 1))) < 3:
-        raise ValueError("fit_power_law: needs at least three budgets")
+    budgets = np.unique(f)
+    if len(budgets) < 2:
+        raise ValueError("fit: needs at least two budgets")
+    if len(f) < 3:
+        raise ValueError("fit: needs at least three trials for an interval")
+    if (e <= 0).any() or not np.isfinite(e).all():
+        raise ValueError("fit: an error of zero or less has no logarithm")
     f0 = float(np.exp(np.log(f).mean()))
-    a, b, c = _fit(f, e, f0)
-    rng = np.random.default_rng(seed)
-    levels = np.round(np.log(f), 1)
-    groups = [np.flatnonzero(levels == level) for level in np.unique(levels)]
-    bs, cs = [], []
-    for _ in range(boot):
-        pick = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
-        try:
-            _, b_i, c_i = _fit(f[pick], e[pick], f0)
-        except (RuntimeError, ValueError):
-            continue
-        bs.append(b_i)
-        cs.append(c_i)
-    b_ci = (float(np.percentile(bs, 2.5)), float(np.percentile(bs, 97.5))) if bs else (math.nan, math.nan)
-    c_ci = (float(np.percentile(cs, 2.5)), float(np.percentile(cs, 97.5))) if cs else (math.nan, math.nan)
-    return PowerLaw(a, b, c, f0, b_ci, c_ci, len(f))
+    x, y = np.log(f / f0), np.log(e)
+    fitted = sps.linregress(x, y)
+    df = len(f) - 2
+    half = float(sps.t.ppf(0.975, df)) * float(fitted.stderr)
+    b = -float(fitted.slope)
+    return LogLinear(a=float(math.exp(fitted.intercept)), b=b, f0=f0, se_b=float(fitted.stderr), df=df,
+                     b_ci=(b - half, b + half), n=len(f), budgets=len(budgets),
+                     lack_of_fit_p=_lack_of_fit(x, y, fitted.slope, fitted.intercept))
 
 
-def crossing(first: PowerLaw, second: PowerLaw, low: float, high: float) -> float | None:
-    """FLOPs in ``[low, high]`` where the two curves cross (the first sign change on a log
-    grid, refined), or None when one stays below the other."""
-    grid = np.exp(np.linspace(math.log(low), math.log(high), 400))
-    gap = np.asarray(first(grid)) - np.asarray(second(grid))
-    signs = np.sign(gap)
-    changes = np.flatnonzero(signs[:-1] * signs[1:] < 0)
-    if not len(changes):
+def _lack_of_fit(x: np.ndarray, y: np.ndarray, slope: float, intercept: float) -> float | None:
+    """The classical F test of a line against the means of repeated x (pure error from
+    the repeats, lack of fit from the means' distance to the line)."""
+    levels = np.unique(x)
+    pure_df, lof_df = len(x) - len(levels), len(levels) - 2
+    if pure_df < 1 or lof_df < 1:
         return None
-    i = int(changes[0])
+    pure = sum(float(((y[x == v] - y[x == v].mean()) ** 2).sum()) for v in levels)
+    residual = float(((y - intercept - slope * x) ** 2).sum())
+    if pure <= 0:
+        return 0.0 if residual > 0 else 1.0
+    f_stat = ((residual - pure) / lof_df) / (pure / pure_df)
+    return float(sps.f.sf(max(f_stat, 0.0), lof_df, pure_df))
 
-    def difference(log_f: float) -> float:
-        return float(first(math.exp(log_f)) - second(math.exp(log_f)))
 
-    return math.exp(optimize.brentq(difference, math.log(grid[i]), math.log(grid[i + 1])))
+def slope_difference(first: LogLinear, second: LogLinear) -> Test:
+    """``b`` of ``first`` minus ``b`` of ``second``, a t test with Welch-Satterthwaite df
+    (the two ladders' trials are independent)."""
+    return t_test("slopes, Welch", first.b - second.b, [Part(first.se_b**2, first.df), Part(second.se_b**2, second.df)])
+
+
+def crossing(first: LogLinear, second: LogLinear, low: float, high: float) -> float | None:
+    """FLOPs in ``[low, high]`` where the two fitted lines cross, or None when one stays
+    below the other there (or they are parallel)."""
+    # log a1 - b1 (L - l1) = log a2 - b2 (L - l2), with L = log FLOPs and l = log f0
+    if first.b == second.b:
+        return None
+    at = (math.log(first.a) - math.log(second.a) + first.b * math.log(first.f0) - second.b * math.log(second.f0)) / (
+        first.b - second.b)
+    return math.exp(at) if math.log(low) <= at <= math.log(high) else None
 
 
 @dataclass(frozen=True)
 class GroupLadder:
-    """One group's trials on a scaling ladder and its fit (None when it failed: fewer than
-    three budgets, or no convergence; ``failure`` says which)."""
+    """One group's trials on a scaling ladder and its fit (None when it failed;
+    ``failure`` says why)."""
 
     group: str
     flops: tuple[float, ...]
     error: tuple[float, ...]
-    fit: PowerLaw | None
+    fit: LogLinear | None
     failure: str | None = None
 
     def error_at(self, which: str) -> float:
@@ -116,6 +141,25 @@ class ScalingFits:
     def fitted(self) -> dict[str, GroupLadder]:
         return {ladder.group: ladder for ladder in self.ladders if ladder.fit is not None}
 
+    def failed(self) -> list[GroupLadder]:
+        return [ladder for ladder in self.ladders if ladder.fit is None]
+
+    def slope_tests(self) -> pd.DataFrame:
+        """Every pair of fitted groups: the difference of their ``b`` with its 95% CI, p and
+        Holm's p across the pairs."""
+        fitted = list(self.fitted().values())
+        rows = []
+        for i, first in enumerate(fitted):
+            for second in fitted[i + 1:]:
+                assert first.fit is not None and second.fit is not None
+                test = slope_difference(first.fit, second.fit)
+                rows.append({"first": first.group, "second": second.group, "difference": test.difference,
+                             "ci95_low": test.ci95[0], "ci95_high": test.ci95[1], "t": test.t, "df": test.df,
+                             "p": test.p})
+        frame = pd.DataFrame(rows, columns=["first", "second", "difference", "ci95_low", "ci95_high", "t", "df", "p"])
+        frame["p_holm"] = holm(frame["p"].tolist()) if len(frame) else []
+        return frame
+
 
 def scaling_group_column(table: pd.DataFrame) -> str | None:
     """The factor a scaling study compares (layout or rule): a sampled parameter other than
@@ -126,7 +170,7 @@ def scaling_group_column(table: pd.DataFrame) -> str | None:
     return others[0] if others else "layout"
 
 
-def scaling_fits(table: pd.DataFrame, boot: int = 500) -> ScalingFits | None:
+def scaling_fits(table: pd.DataFrame) -> ScalingFits | None:
     """Each group's ladder of full-fidelity trials, fitted; None for a run without ``scale``
     or without a complete trial."""
     column = scaling_group_column(table)
@@ -140,7 +184,7 @@ def scaling_fits(table: pd.DataFrame, boot: int = 500) -> ScalingFits | None:
         flops = tuple(part["flops"].astype(float))
         error = tuple(1 - part["val_acc"].astype(float))
         try:
-            ladders.append(GroupLadder(str(group), flops, error, fit_power_law(flops, error, boot=boot)))
-        except (ValueError, RuntimeError) as exc:
+            ladders.append(GroupLadder(str(group), flops, error, fit_log_linear(flops, error)))
+        except ValueError as exc:
             ladders.append(GroupLadder(str(group), flops, error, None, str(exc).splitlines()[0]))
     return ScalingFits(column, tuple(ladders))

@@ -1,13 +1,41 @@
 """The statistics study verdicts are built on, on top of `scipy`.
 
-- `welch`: Welch's t-test of two groups, with its degrees of freedom, p and a 95% CI of
-  the difference of means.
-- `holm`: Holm's step-down correction of a family of p-values.
-- `mean_ci`: a 95% CI of a mean accuracy that combines the spread over seeds with the
-  evaluation set's own binomial error (an accuracy measured on 1,000 images is uncertain
-  by about 1 pp even with one seed).
+An accuracy measured on an evaluation set has two sources of error: the training seed
+(another seed trains another network) and the evaluation images (another 1,000 images
+would score the same network differently). Every interval and test here adds the two as
+variance components and gives the sum Welch-Satterthwaite degrees of freedom, each part
+with its own: ``k - 1`` for a spread over ``k`` seeds, ``n - 1`` for a variance estimated
+from ``n`` images. (Giving the evaluation set's part the seeds' 1 or 2 degrees of freedom
+would take the t quantile of a handful of values for a variance known from a thousand,
+and widen every interval several times over.)
 
-Every test a study README or a report states comes from these functions (the power-law
+- `welch`: two configurations without per-image records: the seeds' spread plus, for
+  accuracies, the binomial bound ``p (1 - p) / n`` of each one's evaluation-set error.
+- `paired`: two configurations whose trials all stored which images they got right
+  (`coatsearch.perimage`), on the same images: the seeds' spread plus the variance over
+  images of the per-image difference, which the shared images make far smaller.
+- `mcnemar`: one trial each, image by image: McNemar's exact test.
+- `trend`: an ordered factor: the least-squares slope of the metric on the value's place
+  in the order, over every trial, with the same two parts.
+- `mean_ci`: a 95% CI of one configuration's mean accuracy.
+- `detectable`: the smallest true difference a test resolves with 80% power.
+- `holm`: Holm's step-down correction of a family of p-values.
+
+Why the seeds share one bound rather than dividing it: every seed of a study is scored on
+the same images, so their evaluation-set errors do not average out over seeds. The
+variance over images of a mean of 0/1 scores is at most ``p (1 - p)`` (exact when the
+seeds agree on every image), and two configurations' scores on shared images are
+positively correlated, so without per-image records the bound is the honest (cautious)
+choice; with them, `paired` measures the images' part instead of bounding it.
+
+With per-image records the seeds and the images are crossed (every seed scores every
+image), and the seeds' accuracies already vary by the images on which they disagree,
+which the images' part counts too. So the seeds' part there is the two-way analysis of
+variance's: the spread of the seeds' accuracies less the seeds-by-images interaction
+mean square over ``n`` (`seed_parts`), kept only where it is positive; nothing is counted
+twice, and the Welch-Satterthwaite degrees of freedom take the difference into account.
+
+Every test a study README or a report states comes from these functions (the scaling
 fits are in `coatsearch.analysis.fits`).
 """
 
@@ -20,40 +48,218 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
+#: Names of the tests, as tables print them.
+WELCH = "Welch, seeds"
+WELCH_BINOMIAL = "Welch, seeds + binomial bound"
+PAIRED = "paired by image, seeds + images"
+MCNEMAR = "McNemar exact, one trial each"
+TREND = "trend, least squares"
+TREND_PAIRED = "trend, least squares, paired by image"
+TREND_BINOMIAL = "trend, least squares + binomial bound"
+#: Power the detectable difference is computed for.
+POWER = 0.8
+
 
 @dataclass(frozen=True)
-class Welch:
-    difference: float  # mean(a) - mean(b)
+class Test:
+    """One estimate (a difference of means, or a slope per step) and its two-sided test.
+
+    ``se`` combines the variance parts; ``df`` is their Welch-Satterthwaite degrees of
+    freedom (infinite when only parts known exactly remain); ``t`` is the estimate over
+    ``se`` (McNemar: the normal score of its discordant counts, with ``p`` exact)."""
+
+    test: str
+    difference: float
+    se: float
     t: float
     df: float
     p: float
     ci95: tuple[float, float]
 
 
-def welch(a: Sequence[float], b: Sequence[float], n_eval: tuple[int, int] | None = None) -> Welch:
-    """Welch's unequal-variance t-test of ``mean(a) - mean(b)`` (two-sided).
+@dataclass(frozen=True)
+class Part:
+    """One variance component of an estimate and the degrees of freedom it was estimated
+    with (``math.inf``: known exactly)."""
 
-    ``n_eval``: the evaluation sets' sizes when ``a`` and ``b`` are accuracies; each mean's
-    variance then gains the binomial part of `mean_ci` (the seeds' spread alone misses
-    the evaluation set's own sampling error), and the degrees of freedom are
-    Welch-Satterthwaite's over those combined variances.
+    variance: float
+    df: float
+
+
+def satterthwaite(parts: Sequence[Part]) -> tuple[float, float]:
+    """``(variance, df)`` of a sum of independent variance estimates: Welch-Satterthwaite,
+    ``(sum v)^2 / sum(v^2 / df)`` (a part may be negative: a mean square taken out, as in
+    `seed_parts`); a part with infinite df adds nothing to the denominator, and only such
+    parts (or none with variance) give infinite df."""
+    total = float(sum(p.variance for p in parts))
+    denominator = sum(p.variance**2 / p.df for p in parts if p.variance != 0 and math.isfinite(p.df))
+    return total, (total**2 / denominator if denominator > 0 else math.inf)
+
+
+def t_test(name: str, difference: float, parts: Sequence[Part]) -> Test:
+    """A t test of ``difference`` whose variance is the sum of ``parts`` (`satterthwaite`)."""
+    variance, df = satterthwaite(parts)
+    se = math.sqrt(variance)
+    if se == 0:
+        return Test(name, difference, 0.0, math.inf if difference else 0.0, df, 0.0 if difference else 1.0,
+                    (difference, difference))
+    t = difference / se
+    half = float(sps.t.ppf(0.975, df)) * se
+    return Test(name, difference, se, t, df, float(2 * sps.t.sf(abs(t), df)), (difference - half, difference + half))
+
+
+def binomial_bound(accuracy: float, n_eval: int) -> Part:
+    """The variance an evaluation set of ``n_eval`` images adds to an accuracy, or to a
+    mean over seeds scored on that same set: at most ``p (1 - p) / n_eval`` (see the
+    module), estimated from ``n_eval`` images."""
+    return Part(accuracy * (1 - accuracy) / n_eval, max(n_eval - 1, 1))
+
+
+def _seed_part(values: np.ndarray) -> Part:
+    return Part(float(values.var(ddof=1)) / len(values), len(values) - 1)
+
+
+def interaction(correct: np.ndarray) -> tuple[float, float]:
+    """``(sum of squares, df)`` of the trials-by-images interaction of a trials x images
+    table: what is left of each cell once its trial's and its image's means are taken out
+    (``df = (k - 1)(n - 1)``)."""
+    x = np.asarray(correct, float)
+    residual = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()
+    return float((residual**2).sum()), float((len(x) - 1) * (x.shape[1] - 1))
+
+
+def seed_parts(correct: np.ndarray) -> list[Part]:
+    """The seeds' part of a mean over ``k`` seeds scored on the same ``n`` images (trials x
+    images), net of what the images' part already holds (see the module): the variance of
+    the seeds' accuracies over ``k`` less the interaction mean square over ``n k``, as two
+    parts for Welch-Satterthwaite; none when the difference is not positive."""
+    x = np.asarray(correct, float)
+    k, n = x.shape
+    if k < 2:
+        return []
+    spread = float(x.mean(axis=1).var(ddof=1)) / k
+    squares, df = interaction(x)
+    within = squares / df / (n * k) if df > 0 else 0.0
+    return [Part(spread, k - 1), Part(-within, df)] if spread > within else []
+
+
+def welch(a: Sequence[float], b: Sequence[float], n_eval: tuple[int, int] | None = None) -> Test:
+    """Welch's unequal-variance t-test of ``mean(a) - mean(b)`` (two-sided), at least two
+    values each.
+
+    ``n_eval``: the evaluation sets' sizes when ``a`` and ``b`` are accuracies without
+    per-image records; each mean's variance then gains its `binomial_bound`.
     """
     x, y = np.asarray(a, float), np.asarray(b, float)
     if len(x) < 2 or len(y) < 2:
         raise ValueError("welch: each group needs at least two values")
-    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    parts = [_seed_part(x), _seed_part(y)]
     if n_eval is not None:
-        va += _binomial_var(float(x.mean()), n_eval[0], len(x))
-        vb += _binomial_var(float(y.mean()), n_eval[1], len(y))
-    diff = float(x.mean() - y.mean())
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return Welch(diff, math.inf if diff else 0.0, float(len(x) + len(y) - 2), 0.0 if diff else 1.0, (diff, diff))
-    df = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))
-    t = diff / se
-    p = float(2 * sps.t.sf(abs(t), df))
-    half = float(sps.t.ppf(0.975, df) * se)
-    return Welch(diff, float(t), float(df), p, (diff - half, diff + half))
+        parts += [binomial_bound(float(x.mean()), n_eval[0]), binomial_bound(float(y.mean()), n_eval[1])]
+    return t_test(WELCH_BINOMIAL if n_eval is not None else WELCH, float(x.mean() - y.mean()), parts)
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> Test:
+    """Two configurations scored on the same images: ``a`` and ``b`` are trials x images
+    of 0/1 correctness (`coatsearch.perimage.matrix`), at least two trials each.
+
+    The difference of mean accuracies equals the mean over images of ``d_i``, the
+    per-image difference of the seeds' mean correctness. Its variance has two parts: the
+    images' (``var(d_i) / n``, df ``n - 1``) and each configuration's seeds' (`seed_parts`:
+    the spread of its seeds' accuracies beyond their image-by-image disagreement, which
+    ``var(d_i)`` already holds). Images both configurations get right (or wrong) contribute
+    nothing to ``var(d_i)``: that is the precision pairing buys, which independent
+    binomials throw away. Chosen over a paired bootstrap because it is exact arithmetic,
+    needs no random draws, and its parts say which source limits a study; in simulations
+    of crossed seeds and images its 5% test rejects 2-5% of equal pairs (cautious where
+    the seeds' part is near zero and clipped).
+    """
+    a, b = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError("paired: the two configurations were scored on different numbers of images")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("paired: each configuration needs at least two trials (one each: mcnemar)")
+    d = a.mean(axis=0) - b.mean(axis=0)
+    parts = [*seed_parts(a), *seed_parts(b), Part(float(d.var(ddof=1)) / len(d), len(d) - 1)]
+    return t_test(PAIRED, float(d.mean()), parts)
+
+
+def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> Test:
+    """McNemar's exact test of two networks scored on the same images: under equal
+    accuracy, the images exactly one of them gets right split evenly between them, so the
+    count ``n_ab`` (``a`` right, ``b`` wrong) out of the discordant ``n_ab + n_ba`` is
+    Binomial(1/2). The difference is ``(n_ab - n_ba) / n``, its interval Wald's. With one
+    trial each this tests the two trained networks, not their configurations: the seeds'
+    variance is unknown."""
+    x, y = np.asarray(a, bool), np.asarray(b, bool)
+    if x.shape != y.shape or not len(x):
+        raise ValueError("mcnemar: two equal, non-empty sets of per-image results are needed")
+    n = len(x)
+    n_ab, n_ba = int((x & ~y).sum()), int((~x & y).sum())
+    difference = (n_ab - n_ba) / n
+    discordant = n_ab + n_ba
+    p = float(sps.binomtest(n_ab, discordant, 0.5).pvalue) if discordant else 1.0
+    se = math.sqrt(max(discordant - (n_ab - n_ba) ** 2 / n, 0.0)) / n
+    z = difference / se if se > 0 else (math.inf if difference else 0.0)
+    half = float(sps.norm.ppf(0.975)) * se
+    return Test(MCNEMAR, difference, se, z, math.inf, p, (difference - half, difference + half))
+
+
+def trend(positions: Sequence[float], values: Sequence[float], correct: np.ndarray | None = None,
+          n_eval: int | None = None) -> Test:
+    """The least-squares slope of ``values`` (one per trial) on ``positions`` (each trial's
+    place in the factor's order), over every trial: a trend test of an ordered factor that
+    uses all of its values at once, where neighbouring pairs use two at a time.
+
+    The slope is ``sum w_j y_j`` with ``w_j = (x_j - mean x) / Sxx``; its variance has the
+    residual part (seeds and any curvature, df ``N - 2``) and, for accuracies, the
+    images': with per-image records ``correct`` (trials x images) the variance over
+    images of ``sum w_j c_ji``, df ``n - 1``, and the residual part less the trials'
+    image-by-image disagreement it shares with it (the interaction mean square, pooled
+    over the trials at each value, over ``n Sxx``; as in `seed_parts`); without them, a
+    bound on the images' part from each trial's binomial error on ``n_eval`` images
+    (positively correlated scores on shared images, the module's assumption:
+    ``(sum_{w>0} w s)^2 + (sum_{w<0} |w| s)^2``, with ``s = sqrt(p (1 - p) / n_eval)``).
+    """
+    x, y = np.asarray(positions, float), np.asarray(values, float)
+    if len(x) != len(y) or len(np.unique(x)) < 3 or len(x) < 4:
+        raise ValueError("trend: needs at least three distinct values and four trials")
+    centred = x - x.mean()
+    sxx = float((centred**2).sum())
+    weights = centred / sxx
+    slope = float(weights @ y)
+    residuals = y - y.mean() - slope * centred
+    parts = [Part(float((residuals**2).sum()) / (len(x) - 2) / sxx, len(x) - 2)]
+    name = TREND
+    if correct is not None:
+        records = np.asarray(correct, float)
+        per_image = weights @ records
+        pooled = [interaction(records[x == value]) for value in np.unique(x) if (x == value).sum() > 1]
+        squares, df = sum(p[0] for p in pooled), sum(p[1] for p in pooled)
+        within = squares / df / (records.shape[1] * sxx) if df > 0 else 0.0
+        if parts[0].variance > within:
+            parts.append(Part(-within, df))
+        else:
+            parts = []
+        parts.append(Part(float(per_image.var(ddof=1)) / len(per_image), len(per_image) - 1))
+        name = TREND_PAIRED
+    elif n_eval is not None:
+        spread = np.sqrt(np.clip(y * (1 - y), 0, None) / n_eval)
+        bound = float((weights[weights > 0] @ spread[weights > 0]) ** 2 + (weights[weights < 0] @ spread[weights < 0]) ** 2)
+        parts.append(Part(bound, max(n_eval - 1, 1)))
+        name = TREND_BINOMIAL
+    return t_test(name, slope, parts)
+
+
+def detectable(se: float, df: float, alpha: float, power: float = POWER) -> float:
+    """The smallest true difference a two-sided test at level ``alpha`` resolves with
+    probability ``power``: ``(t(1 - alpha/2) + t(power)) x se`` at the test's degrees of
+    freedom (the usual approximation of the noncentral t). Callers pass the level the
+    verdict needs (`coatsearch.analysis.comparisons`: the strictest step of Holm's
+    correction), so a difference this large is resolved whatever the other tests say."""
+    if not math.isfinite(se):
+        return math.nan
+    return float(sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(power, df)) * se
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -68,20 +274,26 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def _binomial_var(mean: float, n_eval: int, seeds: int) -> float:
-    """The variance an evaluation set of ``n_eval`` images adds to a mean over ``seeds``."""
-    return mean * (1 - mean) / (n_eval * seeds)
-
-
-def mean_ci(accuracies: Sequence[float], n_eval: int | None = None) -> tuple[float, float, float]:
-    """``(mean, low, high)``: a 95% CI of a mean accuracy over seeds, widened by the binomial
-    error of an evaluation set of ``n_eval`` images (when given). With one seed only the
-    binomial part remains."""
+def mean_ci(accuracies: Sequence[float], n_eval: int | None = None,
+            correct: np.ndarray | None = None) -> tuple[float, float, float]:
+    """``(mean, low, high)``: a 95% CI of a mean accuracy over seeds, the seeds' part
+    (df ``k - 1``) plus the evaluation images': measured from per-image records
+    ``correct`` (trials x images: the variance over images of the seeds' mean
+    correctness, the seeds' part then net of it, `seed_parts`) when given, else the
+    `binomial_bound` of a set of ``n_eval`` images.
+    With one seed only the images' part remains; with neither, one seed has no interval
+    (``low = high = mean``)."""
     x = np.asarray(accuracies, float)
     mean = float(x.mean())
-    seed_var = x.var(ddof=1) / len(x) if len(x) > 1 else 0.0
-    binomial_var = _binomial_var(mean, n_eval, len(x)) if n_eval else 0.0
-    df = max(len(x) - 1, 1)
-    quantile = float(sps.t.ppf(0.975, df)) if len(x) > 1 else 1.959964
-    half = quantile * math.sqrt(seed_var + binomial_var)
+    parts = [_seed_part(x)] if len(x) > 1 else []
+    if correct is not None:
+        records = np.atleast_2d(np.asarray(correct, float))
+        per_image = records.mean(axis=0)
+        parts = [*seed_parts(records), Part(float(per_image.var(ddof=1)) / len(per_image), len(per_image) - 1)]
+    elif n_eval:
+        parts.append(binomial_bound(mean, n_eval))
+    if not parts:
+        return mean, mean, mean
+    variance, df = satterthwaite(parts)
+    half = float(sps.t.ppf(0.975, df)) * math.sqrt(variance)
     return mean, mean - half, mean + half

@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 
+from coatsearch import perimage
 from coatsearch.analysis.design import Design
 from coatsearch.analysis.stats import mean_ci
 from coatsearch.results import ranked
@@ -23,6 +24,8 @@ METRICS = {
 }
 #: Each accuracy with the column holding the size of the set it was measured on.
 EVALUATED = {"val_acc": "val_images", "test_acc": "test_images"}
+#: Each accuracy with the column holding its trials' per-image correctness.
+PER_IMAGE = {"val_acc": "val_correct", "test_acc": "test_correct"}
 
 
 def summarise(table: pd.DataFrame, design: Design) -> pd.DataFrame:
@@ -48,14 +51,19 @@ def summarise(table: pd.DataFrame, design: Design) -> pd.DataFrame:
 
 
 def ci_half_width(group: pd.DataFrame, metric: str, size_column: str) -> float:
-    """Half the 95% interval of the mean: the seeds' spread plus, when the evaluation set's
-    size is recorded, its binomial error (`stats.mean_ci`); NaN for one seed without it."""
-    values = group[metric].dropna().to_numpy()
+    """Half the 95% interval of the mean: the seeds' spread plus the evaluation images'
+    error, measured from per-image records where every trial has them, else the binomial
+    bound when the set's size is recorded (`stats.mean_ci`); NaN for one seed without
+    either."""
+    rows = group[group[metric].notna()]
+    values = rows[metric].to_numpy()
     if not len(values):
         return math.nan
-    sizes = group[size_column].dropna() if size_column in group else pd.Series(dtype=float)
+    sizes = rows[size_column].dropna() if size_column in rows else pd.Series(dtype=float)
     n_eval = int(sizes.iloc[0]) if len(sizes) else None
-    if len(values) < 2 and n_eval is None:
+    column = PER_IMAGE.get(metric)
+    correct = perimage.matrix(rows[column]) if column is not None and column in rows else None
+    if len(values) < 2 and n_eval is None and correct is None:
         return math.nan
-    _, low, high = mean_ci(values, n_eval)
+    _, low, high = mean_ci(values, n_eval, correct)
     return (high - low) / 2

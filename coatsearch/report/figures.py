@@ -321,7 +321,8 @@ def edf_figure(run: Run, grouping: Grouping, band: float | tuple[float, float] |
 
 # --------------------------------------------------------------------------- scaling
 def scaling_figure(info: ScalingFits | None) -> go.Figure | None:
-    """Error against FLOPs on log axes: trials as points, fits as lines."""
+    """Error against FLOPs on log axes: trials as points, log-linear fits as lines (a
+    group whose fit failed is drawn as points only)."""
     if info is None or not info.ladders:
         return None
     fig = go.Figure()
@@ -337,9 +338,10 @@ def scaling_figure(info: ScalingFits | None) -> go.Figure | None:
             fig.add_trace(go.Scatter(
                 x=grid, y=fit(grid), mode="lines", name=f"{group}: b = {fit.b:.2f}", legendgroup=group,
                 line=dict(color=colors[group], width=2),
-                hovertemplate=f"fit a·F^-b + c: b {fit.b:.2f}, c {fit.c:.2%}<extra>{group}</extra>",
+                hovertemplate=(f"fit a·F^-b: b {fit.b:.2f} (95% CI {fit.b_ci[0]:.2f} to {fit.b_ci[1]:.2f}), "
+                               f"error {fit.per_doubling:+.1%} per doubling<extra>{group}</extra>"),
             ))
-    fig.update_layout(template=TEMPLATE, height=480, title="Validation error against FLOPs, with power-law fits",
+    fig.update_layout(template=TEMPLATE, height=480, title="Validation error against FLOPs, with log-linear fits",
                       legend=dict(title=info.group_column.removeprefix("param.")))
     fig.update_xaxes(type="log", title_text="FLOPs (multiply-adds, log scale)")
     fig.update_yaxes(type="log", title_text="validation error (log scale)", tickformat=".1%")

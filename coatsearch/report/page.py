@@ -120,9 +120,12 @@ def comparisons_note(design: Design) -> str:
     """How the comparisons were made, for the page."""
     where = ("within each combination of the other factors (a grid crosses them)" if design.crossed
              else "over all trials (a sampled search does not hold the other parameters fixed)")
-    return (f"Welch t-tests of a parameter's values, {where}: neighbours for a numeric parameter, every pair "
-            "for a categorical one. Accuracy tests add the evaluation set's binomial error to the seeds' spread; "
-            "p is corrected across every comparison (Holm).")
+    return (f"Tests of a parameter's values, {where}: neighbours and a trend over all values for a numeric "
+            "parameter, every pair for a categorical one. Accuracies: paired image by image where every trial "
+            "stored which images it got right, else Welch with each configuration's binomial bound; the seeds' "
+            "spread and the images' error are separate parts with Welch-Satterthwaite degrees of freedom (the "
+            "test column names the test). p is corrected across every comparison (Holm); an unresolved one "
+            "states the smallest difference it would resolve with 80% power.")
 
 
 def default_color(run: Run) -> str:

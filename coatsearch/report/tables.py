@@ -233,8 +233,9 @@ def preview_rich_table(candidates: Sequence[Any], title: str, seconds: Sequence[
 def comparisons_view(frame: pd.DataFrame) -> pd.DataFrame:
     """Comparisons for people: differences in points, p to three figures."""
     shown = frame.copy()
-    for column in ("difference", "ci95_low", "ci95_high"):
-        shown[column] = [f"{v * 100:+.2f} pp" for v in frame[column]]
+    for column in ("difference", "se", "ci95_low", "ci95_high", "detectable"):
+        if column in frame:
+            shown[column] = [f"{v * 100:+.2f} pp" for v in frame[column]]
     for column in ("p", "p_holm"):
         shown[column] = [f"{v:.3g}" for v in frame[column]]
     for column, digits in (("t", 2), ("df", 1)):

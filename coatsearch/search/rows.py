@@ -26,7 +26,7 @@ COLUMNS = (
     "image_size", "flops", "params", "val_acc", "val_loss", "train_eval_acc", "gap", "train_acc_running",
     "train_loss_running",
     "test_acc", "latency_ms", "images_per_s", "wall_time", "seed", "val_images", "test_images", "node", "worker",
-    "workers", "reason", "budget_note", "phases", "spec", "history",
+    "workers", "reason", "budget_note", "phases", "val_correct", "test_correct", "spec", "history",
 )
 
 
@@ -95,6 +95,10 @@ class TrialRow:
     reason: str | None = None
     budget_note: str | None = None
     phases: str | None = None  # JSON: seconds spent building the candidate, reading data, training, evaluating
+    #: Which validation / test images the final network got right (`coatsearch.perimage`),
+    #: for comparisons image by image.
+    val_correct: str | None = None
+    test_correct: str | None = None
     spec: str | None = None
     history: str | None = None
 

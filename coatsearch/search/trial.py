@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from coatsearch import perimage
 from coatsearch.search.inputs import load_trial_data
 from coatsearch.search.plan import Candidate, InfeasibleCandidate, SearchPlan
 from coatsearch.search.rows import TrialRow
@@ -38,6 +39,13 @@ def measure_latency_ms(model: torch.nn.Module, image_size: int, in_channels: int
                 torch.cuda.synchronize()
             times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+def _per_image(correct: Any, images: Any) -> str | None:
+    """A set's per-image correctness as its results cell (`coatsearch.perimage`)."""
+    if correct is None or len(correct) != len(images):
+        return None
+    return perimage.encode(correct, images.labels.cpu().numpy())
 
 
 def _described(row: TrialRow, candidate: Candidate) -> TrialRow:
@@ -99,6 +107,8 @@ def run_trial(
         gap=last.get("gap"), train_acc_running=last.get("train_acc_running"),
         train_loss_running=last.get("train_loss_running"), images_per_s=last.get("images_per_s"),
         test_acc=result.test_acc, history=json.dumps(history),
+        val_correct=_per_image(result.val_correct, data.val),
+        test_correct=_per_image(result.test_correct, data.test),
     )
     # training time from each epoch's throughput; the rest of fit is evaluation and setup
     phases["train"] = sum(len(data.train) / h["images_per_s"] for h in history if h.get("images_per_s"))

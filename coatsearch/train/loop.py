@@ -126,12 +126,14 @@ def _prepare(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, images: ImageSet, batch_size: int, runtime: Runtime,
-             feed: Feed | None = None) -> tuple[float, float]:
-    """Mean cross entropy and accuracy of ``model`` on a set, in eval mode."""
+def evaluate_images(model: nn.Module, images: ImageSet, batch_size: int, runtime: Runtime,
+                    feed: Feed | None = None) -> tuple[float, torch.Tensor]:
+    """Mean cross entropy of ``model`` on a set, in eval mode, and which images it got
+    right (a CPU bool tensor in the set's order: the per-image record paired comparisons
+    read, `coatsearch.perimage`)."""
     model.eval()
     loss = torch.zeros((), device=runtime.device, dtype=torch.float64)
-    correct = torch.zeros((), device=runtime.device, dtype=torch.int64)
+    hits: list[torch.Tensor] = []
     feed = feed or Feed(images)
     chunks = (torch.arange(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size))
     seen = 0
@@ -141,8 +143,16 @@ def evaluate(model: nn.Module, images: ImageSet, batch_size: int, runtime: Runti
         with runtime.autocast():
             logits = model(x)
         loss += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-    return float(loss) / max(1, seen), int(correct) / max(1, seen)
+        hits.append(logits.argmax(1) == y)
+    correct = torch.cat(hits).cpu() if hits else torch.zeros(0, dtype=torch.bool)
+    return float(loss) / max(1, seen), correct
+
+
+def evaluate(model: nn.Module, images: ImageSet, batch_size: int, runtime: Runtime,
+             feed: Feed | None = None) -> tuple[float, float]:
+    """Mean cross entropy and accuracy of ``model`` on a set, in eval mode."""
+    loss, correct = evaluate_images(model, images, batch_size, runtime, feed)
+    return loss, int(correct.sum()) / max(1, len(correct))
 
 
 class _Trainer:
@@ -350,7 +360,8 @@ def fit(
         for epoch in range(1, config.epochs + 1):
             try:
                 train_loss, train_acc, speed, lr = trainer.train_epoch(epoch, on_batch)
-                val_loss, val_acc = evaluate(model, data.val, eval_batch, runtime, val_feed)
+                val_loss, val_correct = evaluate_images(model, data.val, eval_batch, runtime, val_feed)
+                val_acc = int(val_correct.sum()) / max(1, len(val_correct))
                 fit_loss, fit_acc = evaluate(model, sets["probe"][0], eval_batch, runtime, probe_feed)
             except _NonFinite as exc:
                 result.status, result.reason = Status.DIVERGED, str(exc)
@@ -366,12 +377,15 @@ def fit(
                 wall_time=time.perf_counter() - started, lr=lr,
             )
             result.epochs.append(metrics)
+            result.val_correct = val_correct.numpy()
             if callback is not None and callback(metrics) and epoch < config.epochs:
                 result.status = Status.STOPPED
                 break
 
         if config.eval_test and result.status in (Status.COMPLETE, Status.STOPPED):
-            result.test_loss, result.test_acc = evaluate(model, data.test, eval_batch, runtime, feed("test"))
+            result.test_loss, test_correct = evaluate_images(model, data.test, eval_batch, runtime, feed("test"))
+            result.test_acc = int(test_correct.sum()) / max(1, len(test_correct))
+            result.test_correct = test_correct.numpy()
     if result.reason:
         log(f"trial {result.status}: {result.reason}")
     result.wall_time = time.perf_counter() - started

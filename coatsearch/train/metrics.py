@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from coatsearch.spec import NetSpec
 from coatsearch.status import Status
 
@@ -56,6 +58,8 @@ class TrialResult:
     ``diverged`` (a non-finite loss; ``reason`` says where) or ``failed`` (the run raised
     a runtime error such as running out of memory; ``reason`` has the message).
     ``spec`` is the spec actually trained, after adapting it to the data.
+    ``val_correct``/``test_correct``: which images of each set the final network got right,
+    in the set's order (the last epoch's validation, the test after training).
     """
 
     status: Status
@@ -66,6 +70,8 @@ class TrialResult:
     test_loss: float | None = None
     wall_time: float = 0.0
     reason: str | None = None
+    val_correct: np.ndarray | None = field(default=None, repr=False)
+    test_correct: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def final(self) -> EpochMetrics | None:
