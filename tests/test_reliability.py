@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -124,10 +125,9 @@ def test_no_process_outlives_a_ray_run_stopped_mid_trial(tmp_path, stop):
     assert not ray_folder(out).exists()
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
-    out = tmp_path / "run"
-    command = _command(_space(tmp_path, train={"epochs": 4, "batch_size": 32}), out, "optuna", 1)
+def _stop_after_a_trial(command: list[str], out: Path, stop: int) -> tuple[subprocess.Popen, str]:
+    """Start ``command``, send it ``stop`` half a second after its first trial finished
+    (into the next one), and return the ended process and its stderr."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -135,20 +135,33 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
         if done is not None and len(done) >= 1:
             break
         time.sleep(0.1)
-    time.sleep(0.5)  # into the next trial
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGINT
-    assert stderr.strip().splitlines()[-1] == f"error: stopped; resume with: coatsearch resume {out}"
-    table = read_table(out / "results.csv")
-    assert "interrupted" in set(table["status"]) and (out / "report.html").exists()
-    finished = table[table["status"] == "complete"]
+    time.sleep(0.5)
+    proc.send_signal(stop)
+    _, stderr = proc.communicate(timeout=120)
+    return proc, stderr
+
+
+def _resume_keeps(out: Path, finished: pd.DataFrame) -> None:
+    """``coatsearch resume`` finishes the run, every point once, the finished trials kept."""
     result = subprocess.run([sys.executable, "-m", "coatsearch.cli", "resume", str(out)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     final = _assert_every_point_once(out)
     for _, row in finished.iterrows():
         assert final[final["trial"] == row["trial"]].iloc[0]["val_acc"] == row["val_acc"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
+    out = tmp_path / "run"
+    command = _command(_space(tmp_path, train={"epochs": 4, "batch_size": 32}), out, "optuna", 1)
+    proc, stderr = _stop_after_a_trial(command, out, signal.SIGINT)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert stderr.strip().splitlines()[-1] == f"error: stopped; resume with: coatsearch resume {out}"
+    table = read_table(out / "results.csv")
+    assert "interrupted" in set(table["status"]) and (out / "report.html").exists()
+    finished = table[table["status"] == "complete"]
+    _resume_keeps(out, finished)
 
 
 @pytest.mark.slow
@@ -158,26 +171,13 @@ def test_sigterm_with_two_workers_is_one_line_and_resume_runs_every_point_once(t
     With no retries left, a worker's trial that merely died would count as a failed trial."""
     out = tmp_path / "run"
     command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}, retries=0), out, "optuna", 2)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        done = _finished(out)
-        if done is not None and len(done) >= 1:
-            break
-        time.sleep(0.1)
-    time.sleep(0.5)  # the driver into its next trial, the worker still in its first
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
+    # the driver into its next trial, the worker still in its first
+    proc, stderr = _stop_after_a_trial(command, out, signal.SIGTERM)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     messages = [line for line in stderr.splitlines() if line.strip() and not line.startswith("tiny trials")]
     assert messages == [f"error: stopped; resume with: coatsearch resume {out}"], stderr[-2000:]
     finished = _finished(out)
-    result = subprocess.run([sys.executable, "-m", "coatsearch.cli", "resume", str(out)],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    final = _assert_every_point_once(out)
-    for _, row in finished.iterrows():
-        assert final[final["trial"] == row["trial"]].iloc[0]["val_acc"] == row["val_acc"]
+    _resume_keeps(out, finished)
 
 
 @pytest.mark.slow
