@@ -181,8 +181,6 @@ def test_layouts_study_gives_attention_room_and_fits_its_smallest_training_set()
     assert conv["train_eval_acc"].mean() >= 0.95
 
 
-@pytest.mark.xfail(strict=True, reason="studies/layouts still holds its trials from before per-image records and "
-                   "depth-first matching; re-run it (coatsearch study studies/layouts) and remove this mark")
 def test_layouts_study_compares_image_by_image_at_shapes_near_the_bases_depth():
     """The layouts study was run with per-image records, so its accuracy comparisons are
     paired; and joint FLOPs+params matching kept every layout near the base's depth (no
