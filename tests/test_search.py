@@ -196,6 +196,41 @@ def test_a_grid_point_enqueued_twice_by_racing_workers_runs_once(tmp_path):
     assert sorted(points) == sorted((p["split"], p["seed"]) for p in plan.grid_points)
 
 
+def _pop_waiting(plan, run_dir, popped) -> None:
+    from coatsearch.search.optuna_backend import open_study
+
+    study = open_study(plan, run_dir)
+    while (trial_id := study._pop_waiting_trial_id()) is not None:  # what `study.ask` does first
+        popped.append(trial_id)
+
+
+def test_workers_popping_one_sqlite_study_at_once_never_take_the_same_trial(tmp_path):
+    # Optuna takes a waiting trial by reading it WAITING, then writing it RUNNING; SQLite
+    # ignores the row lock, so without a lock taken at BEGIN about 1 pop in 10 went to two
+    # workers at once (both trained it; the second failed with "Cannot tell a COMPLETE trial")
+    import multiprocessing
+
+    from coatsearch.search.optuna_backend import open_study
+
+    plan = compile_space(load_space(_space_file(tmp_path, trials=2)))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    study = open_study(plan, run_dir)
+    for number in range(90):
+        study.enqueue_trial({"split": 1 + number % 2})
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Manager() as manager:
+        popped = manager.list()
+        workers = [ctx.Process(target=_pop_waiting, args=(plan, run_dir, popped)) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        taken = list(popped)
+    assert all(worker.exitcode == 0 for worker in workers)
+    assert len(taken) == 90 and len(set(taken)) == 90
+
+
 def test_a_dead_workers_trial_is_retried_without_its_claim(tmp_path):
     import optuna
 

@@ -102,6 +102,8 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
                     heartbeat_stale_trial_callback=RetryStaleTrial(plan.space.retries),
                     engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
                 )
+                if url.startswith("sqlite"):
+                    lock_on_begin(storage)
                 return optuna.create_study(
                     storage=storage, study_name=plan.study,
                     directions=plan.study_directions,
@@ -117,6 +119,29 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
         except ValueError as exc:  # e.g. the stored study has other directions
             raise SpaceError(f"storage: {exc}".splitlines()[0]) from None
     raise AssertionError("unreachable")
+
+
+def lock_on_begin(storage: RDBStorage) -> None:
+    """Make every transaction on a SQLite study take the database's write lock when it
+    begins (``BEGIN IMMEDIATE``), not at its first write.
+
+    Optuna hands a waiting trial to a worker by reading it as WAITING and then writing it
+    RUNNING, relying on ``SELECT ... FOR UPDATE``, which SQLite ignores: two workers could
+    both read the trial as waiting and both run it (about one pop in ten, with three
+    workers popping at once), and the second to finish then fails with "Cannot tell a
+    COMPLETE trial". Locking at ``BEGIN`` makes that read and write one step. This is
+    SQLAlchemy's documented recipe for pysqlite: take transactions over from the driver."""
+    from sqlalchemy import event
+
+    @event.listens_for(storage.engine, "connect")
+    def _driver_does_not_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(storage.engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    storage.engine.dispose()  # connections made while the storage was set up predate the recipe
 
 
 def _first_line(exc: BaseException) -> str:
