@@ -304,3 +304,33 @@ def test_a_ray_ledger_row_after_a_line_a_crash_cut_short_is_kept(tmp_path):
     (tmp_path / LEDGER).write_text(rows[0].to_json() + "\n{oops\n" + rows[2].to_json() + "\n")
     with pytest.raises(LedgerError, match=r"ledger.jsonl: line 2 is not a trial row"):
         read_ledger(tmp_path)
+
+
+def test_a_local_ray_that_misses_its_start_deadline_is_started_again_then_refused_in_one_line(tmp_path, monkeypatch):
+    import ray
+
+    from coatsearch.errors import CoatsearchError
+    from coatsearch.search import ray_backend
+
+    timed_out = Exception("The current node timed out during startup. This could happen because ...\nmore")
+    outcomes: list[Exception | None] = [timed_out, None]
+    starts, reaped = [], []
+
+    def init(**kwargs):
+        starts.append(kwargs["_temp_dir"])
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray_backend, "reap", reaped.append)
+    ray_backend.start_local_ray(tmp_path)  # the second start succeeds
+    assert starts == [str(tmp_path)] * 2 and reaped == [tmp_path]
+
+    outcomes[:] = [timed_out] * ray_backend.RAY_STARTS
+    with pytest.raises(CoatsearchError) as refused:
+        ray_backend.start_local_ray(tmp_path)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("backend ray: a local Ray did not start (The current node timed out")
+    assert len(reaped) == 1 + ray_backend.RAY_STARTS  # nothing a failed start left keeps running

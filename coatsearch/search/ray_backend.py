@@ -266,8 +266,7 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
             reap(folder)
             stack.enter_context(guard(folder))
             sleep_while_waiting()  # the local Ray's workers inherit it
-            ray.init(num_cpus=available_cpus(), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, _temp_dir=str(folder))
+            start_local_ray(folder)
         yield
     finally:
         if ray.is_initialized():
@@ -278,6 +277,33 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
+
+
+#: How many times a local Ray is started before the run gives up.
+RAY_STARTS = 2
+
+
+def start_local_ray(folder: Path) -> None:
+    """A local Ray whose files live in ``folder``, started again once if it does not come up.
+
+    Ray gives its node 30 s to register and then raises a bare ``Exception``; on a busy
+    machine (two cores, other processes training) the first start can miss that by a
+    little and the next succeeds. A start that fails twice is one line for the user."""
+    import ray
+
+    for attempt in range(1, RAY_STARTS + 1):
+        try:
+            ray.init(num_cpus=available_cpus(), include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, _temp_dir=str(folder))
+            return
+        except Exception as exc:  # Ray raises plain Exception for a node that did not start
+            ray.shutdown()
+            reap(folder)  # what the failed start left running
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            if attempt == RAY_STARTS:
+                raise CoatsearchError(
+                    f"backend ray: a local Ray did not start ({reason}); tried {RAY_STARTS} times; "
+                    "if the machine is busy, run again later or use backend=optuna") from None
 
 
 # --------------------------------------------------------------------------- the backend
