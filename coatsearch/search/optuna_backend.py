@@ -45,6 +45,7 @@ from optuna.trial import FrozenTrial, TrialState
 from coatsearch.host import pid_alive, sleep_while_waiting
 from coatsearch.search.plan import SearchPlan, safe_url
 from coatsearch.search.rows import TrialRow, point_key
+from coatsearch.search.samplers import make_sampler
 from coatsearch.search.trial import run_trial
 from coatsearch.space import SpaceError
 from coatsearch.status import Status
@@ -71,17 +72,6 @@ def quiet_optuna() -> Iterator[None]:
             yield
     finally:
         optuna.logging.set_verbosity(level)
-
-
-def make_sampler(plan: SearchPlan) -> optuna.samplers.BaseSampler:
-    """The space's sampler. A grid is walked by enqueuing its points, so its sampler only
-    ever serves enqueued values."""
-    space = plan.space
-    if space.sampler in ("random", "grid"):
-        return optuna.samplers.RandomSampler(seed=space.seed)
-    if space.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=space.seed, population_size=max(4, min(50, space.trials // 2)))
-    return optuna.samplers.TPESampler(seed=space.seed, multivariate=True, n_startup_trials=min(10, max(2, space.trials // 3)))
 
 
 def storage_url(plan: SearchPlan, run_dir: Path) -> str:

@@ -279,6 +279,11 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
                 os.environ.pop(key, None)
 
 
+def _first_number(rows: list[TrialRow]) -> int:
+    """The number the next round's first trial gets: after every trial the ledger holds."""
+    return max((r.trial for r in rows), default=-1) + 1
+
+
 #: How many times a local Ray is started before the run gives up.
 RAY_STARTS = 2
 
@@ -355,7 +360,8 @@ class RayBackend:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        from coatsearch.search.optuna_backend import make_sampler, quiet_optuna
+        from coatsearch.search.optuna_backend import quiet_optuna
+        from coatsearch.search.samplers import make_sampler
 
         plan = self.plan
         multi = plan.space.multi_objective
@@ -367,9 +373,11 @@ class RayBackend:
             storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
             study = optuna.create_study(storage=storage, study_name=plan.study,
                                         directions=plan.study_directions)
+            replayed = 0
             for row in rows:
                 if row.status not in (Status.COMPLETE, Status.STOPPED):
                     continue
+                replayed += 1
                 study.enqueue_trial(dict(row.params))
                 trial = study.ask()
                 plan.sample(trial)
@@ -381,7 +389,9 @@ class RayBackend:
         return OptunaSearch(
             space=plan.sample, metric=plan.metrics if multi else plan.metrics[0],
             mode=plan.directions if multi else plan.directions[0],
-            sampler=make_sampler(plan), seed=plan.space.seed, storage=storage, study_name=plan.study,
+            # trial k of this study is the run's trial first + (k - replayed): seeded as such
+            sampler=make_sampler(plan, offset=_first_number(rows) - replayed), seed=plan.space.seed,
+            storage=storage, study_name=plan.study,
         )
 
     def _round(self, rows: list[TrialRow], todo: int, on_rows: Callable[[list[TrialRow]], None]) -> None:
@@ -405,7 +415,7 @@ class RayBackend:
             # (a head bundle cannot be empty: a token 1 MB of memory)
             function, resources = _data_parallel_trainable, {"cpu": 0, "memory": 2**20}
         trainable = tune.with_resources(tune.with_parameters(function, plan=plan), resources)
-        first = max((r.trial for r in rows), default=-1) + 1
+        first = _first_number(rows)
         callback = LedgerCallback(plan, self.run_dir, first, lambda row: on_rows(read_ledger(self.run_dir)))
         storage = (self.run_dir / "tune").resolve()
         name = f"round-{first}"
