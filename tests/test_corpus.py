@@ -262,7 +262,7 @@ MALFORMED: list[Case] = [
          space_with(storage="sqlite+pysqlcipher:///x.db")),
     Case("storage-closed-port", ["run", "{space}"], "at postgresql+psycopg://u@127.0.0.1:1/x: connection failed",
          space_with(storage="postgresql+psycopg://u@127.0.0.1:1/x")),
-    Case("grid-trains-nothing", ["run", "{space}"], "params: none of the grid points the study runs (1) gives a network",
+    Case("grid-trains-nothing", ["run", "{space}"], "params: the grid trains nothing: its one point gives no network to train: ",
          params(layout={"choices": ["vit-rel"]}, **{"stages[3].blocks": {"choices": [1]}})),
     Case("set-empty-part", ["run", "{space}", "--set", ".trials=1"], "--set .trials=1: expected dotted.key=value", space_with()),
     Case("study-without-space", ["study", "{dir}/nets"], "nets: not a study folder (expected space.yaml inside)"),

@@ -148,26 +148,25 @@ def test_ray_trials_land_on_both_nodes_of_a_cluster(tmp_path, no_leaked_ray):
         cluster.shutdown()
 
 
-def test_grid_points_run_once_each_even_when_some_are_infeasible(tmp_path):
-    # split 1 of 3 blocks cannot meet a budget that only split 2 reaches: one point is
-    # infeasible, the others run once each, and the study ends when the grid is walked
-    space = load_space(_space_file(tmp_path, trials=3, train={"epochs": 1, "batch_size": 64},
-                                   params={"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1]}},
-                                   budget={"flops_range": [0, 422000]}))
-    outcome = run_study(space, tmp_path / "run")
-    table = read_table(outcome.table_path)
+def test_a_grid_walks_past_infeasible_points_until_trials_points_trained(tmp_path):
+    # split 1 of 3 blocks cannot meet a budget that only split 2 reaches: the grid's first
+    # point, (split 1, seed 0), is infeasible; one trial walks past it to the next
+    def space(trials: int):
+        return load_space(_space_file(tmp_path, trials=trials, train={"epochs": 1, "batch_size": 64},
+                                      params={"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1]}},
+                                      budget={"flops_range": [0, 422000]}))
+
+    plan = compile_space(space(1))
+    assert (len(plan.grid_points), plan.target_trials) == (2, 1)
+    table = read_table(run_study(space(1), tmp_path / "run").table_path)
     points = list(zip(table["param.split"], table["param.seed"]))
-    assert len(points) == len(set(points)) == 3
-    # the first grid point, split 1, is the infeasible one; the others trained
-    statuses = dict(zip(points, table["status"]))
-    assert statuses == {(1, 0): "infeasible", (1, 1): "infeasible", (2, 0): "complete"}
-    # raising the trial count walks the rest of the grid, nothing twice
-    more = load_space(_space_file(tmp_path, trials=4, train={"epochs": 1, "batch_size": 64},
-                                  params={"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1]}},
-                                  budget={"flops_range": [0, 422000]}))
-    table = read_table(run_study(more, tmp_path / "run").table_path)
+    assert dict(zip(points, table["status"])) == {(1, 0): "infeasible", (2, 0): "complete"}
+    # raising the trial count walks the rest of the grid, nothing twice; asking for more
+    # trials than the grid has feasible points runs them all and ends
+    table = read_table(run_study(space(5), tmp_path / "run").table_path)
     points = list(zip(table["param.split"], table["param.seed"]))
     assert len(points) == len(set(points)) == 4
+    assert sorted(table[table["status"] == "complete"]["param.seed"]) == [0, 1]
 
 
 def test_a_one_point_grid_runs(tmp_path):

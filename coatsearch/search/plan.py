@@ -7,14 +7,14 @@ the budget can be met, that the storage URL and the data source work, and enumer
 grid. Backends and worker processes receive the plan, never a dict to re-validate.
 
 The grid rule: a grid sampler runs each point exactly once, in the fixed order of
-`SearchPlan.grid`. When the grid holds more points than ``trials``, the first ``trials``
-points run (raising ``trials`` later runs the next ones); when it holds fewer, the study
-ends when every point has run. Infeasible points are recorded and do not count as trials.
+`SearchPlan.grid`, until ``trials`` points have trained (raising ``trials`` later runs the
+next ones) or the grid is walked. Infeasible points on the way are recorded and do not
+count as trials: the walk goes on past them to the next point that gives a network.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +65,10 @@ class SearchPlan:
     space: SearchSpace
     base: NetSpec
     grid: tuple[dict[str, Any], ...] | None = None
+    #: the grid's first ``grid_walk`` points are the ones this study runs, ``grid_trains``
+    #: of them feasible (`walk_grid`)
+    grid_walk: int = 0
+    grid_trains: int = 0
 
     @property
     def study(self) -> str:
@@ -76,15 +80,13 @@ class SearchPlan:
 
     @property
     def target_trials(self) -> int:
-        """Trials to finish: ``trials``, or the grid's size when that is smaller."""
-        if self.grid is not None:
-            return min(self.space.trials, len(self.grid))
-        return self.space.trials
+        """Trials to finish: ``trials``, or the grid's feasible points when fewer."""
+        return self.grid_trains if self.grid is not None else self.space.trials
 
     @property
     def grid_points(self) -> tuple[dict[str, Any], ...]:
-        """The grid points this study runs (the first `target_trials`); empty without a grid."""
-        return () if self.grid is None else self.grid[: self.target_trials]
+        """The grid points this study runs, infeasible ones included; empty without a grid."""
+        return () if self.grid is None else self.grid[: self.grid_walk]
 
     @property
     def metrics(self) -> list[str]:
@@ -163,26 +165,32 @@ def _compile(space: SearchSpace, check_data: bool, check_storage: bool) -> Searc
             check_storage_server(space.storage, "storage")
     if check_data:
         check_data_source(space.data, base.image_size, space.seed)
-    grid = tuple(iter_grid(space)) if space.sampler == "grid" else None
-    plan = SearchPlan(space=resolved, base=base, grid=grid)
-    _check_grid_trains(plan)
-    return plan
+    plan = SearchPlan(space=resolved, base=base)
+    return walk_grid(plan, tuple(iter_grid(space))) if space.sampler == "grid" else plan
 
 
-def _check_grid_trains(plan: SearchPlan) -> None:
-    """A grid that would train nothing: every point the study runs is infeasible (a
-    parameter that no network of the others' values has, a budget none meets). Some
-    infeasible points are fine: they are recorded and skipped."""
-    reasons = []
-    for params in plan.grid_points:
+def walk_grid(plan: SearchPlan, grid: tuple[dict[str, Any], ...]) -> SearchPlan:
+    """``plan`` with its grid and how far into it the study goes: up to the point where
+    ``trials`` feasible points are reached, or to the end. Deciding feasibility costs no
+    training (a budget match and a count), so it is done once, here.
+
+    A grid that would train nothing (every point infeasible: a parameter that no network
+    of the others' values has, a budget none meets) is refused."""
+    walk, trains, first_reason = 0, 0, ""
+    for params in grid:
+        if trains == plan.space.trials:
+            break
+        walk += 1
         try:
             plan.candidate(params)
-            return
+            trains += 1
         except InfeasibleCandidate as exc:
-            reasons.append(f"{point_key(params)}: {exc}")
-    if reasons:
-        raise SpaceError(f"params: none of the grid points the study runs ({len(reasons)}) gives a network "
-                         f"to train; the first, {reasons[0]}")
+            first_reason = first_reason or f"{point_key(params)}: {exc}"
+    if trains == 0 and grid:
+        which = ("its one point gives no network to train: " if len(grid) == 1
+                 else f"none of its {len(grid)} points gives a network to train; the first, ")
+        raise SpaceError(f"params: the grid trains nothing: {which}{first_reason}")
+    return replace(plan, grid=grid, grid_walk=walk, grid_trains=trains)
 
 
 def _base(space: SearchSpace) -> NetSpec:
