@@ -570,7 +570,10 @@ def convert_command(
     else:
         raise SpecError(f"{checkpoint}: a bare state_dict needs --spec (the network it belongs to)")
     new_spec, new_state = convert(state, net, image_size)
-    torch.save({"spec": new_spec.to_dict(), "state_dict": new_state}, output)
+    try:
+        torch.save({"spec": new_spec.to_dict(), "state_dict": new_state}, output)
+    except (OSError, RuntimeError) as exc:  # torch reports a missing folder as a RuntimeError
+        raise CoatsearchError(f"-o {output}: cannot write ({str(exc).splitlines()[0]})") from None
     resized = sum(1 for k in new_state if k.endswith("rel_bias.table") and new_state[k].shape != state[k].shape)
     console.print(f"wrote {output}: {new_spec.name or 'network'} at {image_size}px, {resized} bias tables resized")
 

@@ -62,3 +62,9 @@ def test_the_convert_command(tmp_path):
     assert saved["spec"]["image_size"] == 64
     bare = runner.invoke(app, ["convert", str(tmp_path / "model.pt"), "--image-size", "64", "-o", str(tmp_path / "x.pt")])
     assert bare.exit_code == 2 and "needs --spec" in bare.stderr
+    nowhere = tmp_path / "nowhere" / "model64.pt"
+    unwritable = runner.invoke(app, ["convert", str(tmp_path / "model.pt"), "--spec", str(tmp_path / "net.yaml"),
+                                     "--image-size", "64", "-o", str(nowhere)])
+    assert unwritable.exit_code == 2, unwritable.output
+    assert unwritable.stderr.startswith(f"error: -o {nowhere}: cannot write (")
+    assert len(unwritable.stderr.strip().splitlines()) == 1

@@ -231,6 +231,33 @@ def test_static_export_without_kaleido_says_so(study, monkeypatch):
         build_report(study, static=["gif"])
 
 
+def test_a_static_export_that_kaleido_fails_is_one_line_and_keeps_the_html(study, monkeypatch):
+    import types
+
+    import plotly.io as pio
+
+    from coatsearch.report import page
+
+    monkeypatch.setitem(sys.modules, "kaleido", types.ModuleType("kaleido"))
+    monkeypatch.setattr(page, "find_chromium", lambda: "/usr/bin/chromium")
+
+    def browser_gave_up(*args, **kwargs):
+        raise RuntimeError("Failed to start the browser\n(a long kaleido traceback)")
+
+    monkeypatch.setattr(pio, "write_images", browser_gave_up)
+    with pytest.raises(ReportError) as failed:
+        build_report(study, static=["png"])
+    assert str(failed.value) == "--static png: kaleido could not export the figures (Failed to start the browser)"
+    assert (study / "report.html").stat().st_size > 0  # written before the export
+
+    def unwritable(figures, paths, **kwargs):
+        raise PermissionError(13, "Permission denied", str(paths[0]))
+
+    monkeypatch.setattr(pio, "write_images", unwritable)
+    with pytest.raises(ReportError, match=r"^--static png: cannot write \S+report-\S+\.png \(Permission denied\)$"):
+        build_report(study, static=["png"])
+
+
 def test_parse_band():
     assert parse_band(None) is None
     assert parse_band("0.2") == 0.2

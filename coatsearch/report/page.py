@@ -206,10 +206,17 @@ def export_static(page: Page, out: Path, fmt: str) -> list[Path]:
     names = list(page.figures)
     paths = [out.with_name(f"{out.stem}-{name}.{fmt}") for name in names]
     if names:  # one call: kaleido then starts its browser once for all figures
-        pio.write_images(
-            [page.figures[n] for n in names], paths, format=fmt, width=1200,
-            height=[page.figures[n].layout.height or 480 for n in names],
-        )
+        try:
+            pio.write_images(
+                [page.figures[n] for n in names], paths, format=fmt, width=1200,
+                height=[page.figures[n].layout.height or 480 for n in names],
+            )
+        except OSError as exc:
+            raise ReportError(f"--static {fmt}: cannot write {exc.filename or out.parent} "
+                              f"({exc.strerror or exc})") from None
+        except (RuntimeError, ValueError) as exc:  # kaleido's browser failed or gave up
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ReportError(f"--static {fmt}: kaleido could not export the figures ({reason})") from None
     return paths
 
 
