@@ -62,7 +62,7 @@ def _lines(path: Path) -> int:
 def run_counting_survivors(command: list[str], wait: float = 10.0, stop: int | None = None,
                            when: tuple[Path, int] | None = None, timeout: float = 600) -> dict:
     """``command`` run under this module's watch; its exit code, stderr and survivors."""
-    watch = [sys.executable, "-m", "tests.survivors", str(wait)]
+    watch = [sys.executable, "-m", "tests.survivors", str(wait), "--limit", str(timeout - wait - 60)]
     if stop is not None and when is not None:
         watch += ["--signal", str(stop), "--when", f"{when[0]}:{when[1]}"]
     result = subprocess.run([*watch, "--", *command], capture_output=True, text=True, timeout=timeout,
@@ -75,18 +75,27 @@ def run_counting_survivors(command: list[str], wait: float = 10.0, stop: int | N
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("wait", type=float)
+    parser.add_argument("--limit", type=float, default=540.0, help="seconds before a hung command is aborted")
     parser.add_argument("--signal", type=int)
     parser.add_argument("--when", help="FILE:LINES")
     split = sys.argv.index("--")
     args, command = parser.parse_args(sys.argv[1:split]), sys.argv[split + 1:]
     ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # a command that hangs is made to print where (faulthandler dumps every thread on SIGABRT)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    deadline = time.monotonic() + args.limit
     if args.signal:
         path, lines = args.when.rsplit(":", 1)
-        while proc.poll() is None and _lines(Path(path)) < int(lines):
+        while proc.poll() is None and _lines(Path(path)) < int(lines) and time.monotonic() < deadline:
             time.sleep(0.1)
         proc.send_signal(args.signal)
-    _, stderr = proc.communicate()
+    try:
+        _, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, stderr = proc.communicate()
+        stderr = f"the command did not end within {args.limit:.0f} s; where it was:\n".encode() + stderr
     time.sleep(args.wait)
     alive = []
     for pid in descendants():
@@ -99,7 +108,7 @@ def main() -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    print(json.dumps({"returncode": proc.returncode, "alive": alive, "stderr": stderr.decode()[-3000:]}))
+    print(json.dumps({"returncode": proc.returncode, "alive": alive, "stderr": stderr.decode()[-12000:]}))
 
 
 if __name__ == "__main__":
