@@ -32,6 +32,7 @@ import datetime
 import json
 import os
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -87,13 +88,12 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
     for attempt in range(attempts):
         try:
             with quiet_optuna():
-                storage = RDBStorage(
+                sqlite = url.startswith("sqlite")
+                storage = (SqliteStudyStorage if sqlite else RDBStorage)(
                     url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                     heartbeat_stale_trial_callback=RetryStaleTrial(plan.space.retries),
-                    engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                    engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None,
                 )
-                if url.startswith("sqlite"):
-                    lock_on_begin(storage)
                 return optuna.create_study(
                     storage=storage, study_name=plan.study,
                     directions=plan.study_directions,
@@ -111,27 +111,39 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
     raise AssertionError("unreachable")
 
 
-def lock_on_begin(storage: RDBStorage) -> None:
-    """Make every transaction on a SQLite study take the database's write lock when it
-    begins (``BEGIN IMMEDIATE``), not at its first write.
+#: Set while this thread changes a trial's state (`SqliteStudyStorage`).
+_CHANGING_STATE = threading.local()
 
-    Optuna hands a waiting trial to a worker by reading it as WAITING and then writing it
-    RUNNING, relying on ``SELECT ... FOR UPDATE``, which SQLite ignores: two workers could
-    both read the trial as waiting and both run it (about one pop in ten, with three
-    workers popping at once), and the second to finish then fails with "Cannot tell a
-    COMPLETE trial". Locking at ``BEGIN`` makes that read and write one step. This is
-    SQLAlchemy's documented recipe for pysqlite: take transactions over from the driver."""
-    from sqlalchemy import event
 
-    @event.listens_for(storage.engine, "connect")
-    def _driver_does_not_begin(dbapi_connection: Any, record: Any) -> None:
-        dbapi_connection.isolation_level = None
+class SqliteStudyStorage(RDBStorage):
+    """Optuna's RDB storage on SQLite, with a trial's state changed under the database's
+    write lock, taken when the transaction begins (``BEGIN IMMEDIATE``).
 
-    @event.listens_for(storage.engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    Optuna hands a waiting trial to a worker by reading it as WAITING and writing it
+    RUNNING in one transaction, relying on ``SELECT ... FOR UPDATE``, which SQLite
+    ignores: two workers could both read the trial as waiting and both run it (about one
+    pop in ten with three workers popping at once), and the second to finish then failed
+    with "Cannot tell a COMPLETE trial". Only state changes take the lock early; every
+    other transaction is left to the driver as before (it begins one at the first write,
+    so reads do not queue behind the lock, and a read never has to upgrade its lock to
+    write, which SQLite refuses at once rather than wait for)."""
 
-    storage.engine.dispose()  # connections made while the storage was set up predate the recipe
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        from sqlalchemy import event
+
+        @event.listens_for(self.engine, "begin")
+        def _begin(connection: Any) -> None:
+            if getattr(_CHANGING_STATE, "on", False):
+                # the driver sees a transaction open and does not begin its own (deferred) one
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        _CHANGING_STATE.on = True
+        try:
+            return super().set_trial_state_values(trial_id, state, values)
+        finally:
+            _CHANGING_STATE.on = False
 
 
 def _first_line(exc: BaseException) -> str:
