@@ -72,3 +72,25 @@ def test_a_random_search_extended_after_it_ended_runs_the_points_a_longer_one_ru
     assert extended[columns].to_dict("records") == longer[columns].to_dict("records")
     assert extended["param.train.lr"].nunique() == 3  # before, the extension drew trial 0's point again
 
+
+
+def test_the_ray_searcher_of_a_resumed_run_draws_its_next_trials_as_optuna_does(tmp_path):
+    # Ray's searcher replays the finished trials into a study of its own, failed ones left
+    # out: its trial numbers are mapped to the run's, so the same seed gives the same points
+    from coatsearch.search.ray_backend import RayBackend
+    from coatsearch.search.rows import TrialRow
+    from coatsearch.status import Status
+
+    plan = _plan(tmp_path, sampler="random", budget=None, trials=5, backend="ray",
+                 params={"split": {"choices": [1, 2]}, "train.lr": {"low": 1e-4, "high": 1e-2, "log": True}})
+    with quiet_optuna():
+        study = optuna.create_study(sampler=make_sampler(plan), directions=plan.study_directions)
+        draws = []
+        for _ in range(4):
+            trial = study.ask()
+            draws.append(plan.sample(trial))
+            study.tell(trial, [0.5, 1.0e6])
+        rows = [TrialRow(trial=0, status=Status.COMPLETE, params=draws[0], val_acc=0.5, flops=1_000_000),
+                TrialRow(trial=1, status=Status.FAILED, params=draws[1])]
+        searcher = RayBackend(plan, tmp_path / "run")._searcher(rows)
+        assert [searcher.suggest("a"), searcher.suggest("b")] == draws[2:]

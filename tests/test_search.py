@@ -334,22 +334,3 @@ def test_a_local_ray_that_misses_its_start_deadline_is_started_again_then_refuse
     assert "\n" not in message and message.startswith("backend ray: a local Ray did not start (The current node timed out")
     assert len(reaped) == 1 + ray_backend.RAY_STARTS  # nothing a failed start left keeps running
 
-
-@pytest.mark.slow
-def test_ray_draws_the_random_points_optuna_draws_also_across_a_resume(tmp_path, no_leaked_ray):
-    # Ray's searcher replays the finished trials into a study of its own: its trial numbers
-    # are mapped to the run's, so the same seed gives the same points on either backend
-    changes = {
-        "sampler": "random", "budget": None, "train": {"epochs": 1, "batch_size": 64},
-        "params": {"split": {"choices": [1, 2]}, "train.lr": {"low": 1e-4, "high": 1e-2, "log": True}},
-    }
-
-    def table(trials: int, backend: str) -> pd.DataFrame:
-        space = load_space(_space_file(tmp_path, trials=trials, backend=backend, **changes))
-        return read_table(run_study(space, tmp_path / backend).table_path)
-
-    on_optuna = table(3, "optuna")
-    table(2, "ray")
-    on_ray = table(3, "ray")  # resumed: its third trial drawn after a fresh start of Ray
-    columns = ["trial", "param.split", "param.train.lr"]
-    assert on_ray[columns].to_dict("records") == on_optuna[columns].to_dict("records")
