@@ -45,16 +45,14 @@ class TrialSeeded(BaseSampler):
 
     def __init__(self, build: Callable[[int], BaseSampler], seed: int, offset: int = 0) -> None:
         self._build, self._seed, self._offset = build, seed, offset
-        self._number: int | None = None
-        self._sampler: BaseSampler = optuna.samplers.RandomSampler(seed)  # until the first trial
+        self._current: tuple[int, BaseSampler] | None = None  # the latest trial's number and sampler
 
     def _for(self, trial: FrozenTrial) -> BaseSampler:
-        if trial.number != self._number:
-            self._number = trial.number
+        if self._current is None or self._current[0] != trial.number:
             with warnings.catch_warnings():  # multivariate TPE is experimental, relied on knowingly
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                self._sampler = self._build(trial_seed(self._seed, trial.number + self._offset))
-        return self._sampler
+                self._current = (trial.number, self._build(trial_seed(self._seed, trial.number + self._offset)))
+        return self._current[1]
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return self._for(trial).infer_relative_search_space(study, trial)
