@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from coatsearch.errors import CoatsearchError
+from coatsearch.errors import CoatsearchError, first_line
 from coatsearch.host import sleep_while_waiting
 from coatsearch.status import Status
 from coatsearch.units import FLOPS_NOTE, format_count
@@ -562,7 +562,7 @@ def convert_command(
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError) as exc:
-        raise SpecError(f"{checkpoint}: not a readable torch checkpoint ({str(exc).splitlines()[0]})") from None
+        raise SpecError(f"{checkpoint}: not a readable torch checkpoint ({first_line(exc)})") from None
     if isinstance(saved, dict) and "state_dict" in saved:
         state, net = saved["state_dict"], NetSpec.from_dict(saved["spec"]) if spec is None else load_spec(spec)
     elif spec is not None:
@@ -573,7 +573,7 @@ def convert_command(
     try:
         torch.save({"spec": new_spec.to_dict(), "state_dict": new_state}, output)
     except (OSError, RuntimeError) as exc:  # torch reports a missing folder as a RuntimeError
-        raise CoatsearchError(f"-o {output}: cannot write ({str(exc).splitlines()[0]})") from None
+        raise CoatsearchError(f"-o {output}: cannot write ({first_line(exc)})") from None
     resized = sum(1 for k in new_state if k.endswith("rel_bias.table") and new_state[k].shape != state[k].shape)
     console.print(f"wrote {output}: {new_spec.name or 'network'} at {image_size}px, {resized} bias tables resized")
 

@@ -11,3 +11,11 @@ from __future__ import annotations
 
 class CoatsearchError(ValueError):
     """An input error; the message is one line: ``where: what was expected``."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line, for a one-line error; its type's name
+    when it has no message. A database error's own message (SQLAlchemy's ``orig``) is
+    preferred to its wrapper's, which appends the statement."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coatsearch.errors import CoatsearchError
+from coatsearch.errors import CoatsearchError, first_line
 from coatsearch.search.rows import COLUMNS, TrialRow, current_names, legacy_renames
 from coatsearch.status import FINISHED, Status
 
@@ -89,7 +89,7 @@ def read_table(path: Path) -> pd.DataFrame:
     except OSError as exc:
         raise TableError(f"{path}: cannot read the results table ({exc.strerror or exc})") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise TableError(f"{path}: not a readable results table ({str(exc).splitlines()[0]})") from None
+        raise TableError(f"{path}: not a readable results table ({first_line(exc)})") from None
     frame = frame.rename(columns=legacy_renames(frame.columns))
     check_table(frame, path)
     for column in COLUMNS:

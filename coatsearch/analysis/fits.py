@@ -31,6 +31,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from coatsearch.analysis.stats import Part, Test, holm, t_test
+from coatsearch.errors import first_line
 from coatsearch.results import ranked
 from coatsearch.units import value_label
 
@@ -186,5 +187,5 @@ def scaling_fits(table: pd.DataFrame) -> ScalingFits | None:
         try:
             ladders.append(GroupLadder(str(group), flops, error, fit_log_linear(flops, error)))
         except ValueError as exc:
-            ladders.append(GroupLadder(str(group), flops, error, None, str(exc).splitlines()[0]))
+            ladders.append(GroupLadder(str(group), flops, error, None, first_line(exc)))
     return ScalingFits(column, tuple(ladders))

@@ -46,6 +46,7 @@ from PIL import Image
 
 from coatsearch.data.errors import DataError
 from coatsearch.data.listing import GRAY_MODES, has_split_folders, list_images
+from coatsearch.errors import first_line
 from coatsearch.host import available_cpus, pid_alive
 
 try:  # a dependency; where its wheel is missing, Pillow decodes everything (see `_decode_scaled_jpeg`)
@@ -345,7 +346,7 @@ def _valid(path: Path, fingerprint: dict[str, Any], draft: bool) -> tuple[Prepar
     try:
         prepared = _open(path)
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        return None, f"unusable cache ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        return None, f"unusable cache ({first_line(exc)})"
     if prepared.manifest.get("draft") != draft:
         return None, "prepared with other decoding"
     if prepared.manifest.get("files") != fingerprint:
@@ -626,7 +627,7 @@ def inspect_cache(root: Path | str, cache: Path | None = None) -> list[dict[str,
         try:
             prepared = _open(path)
         except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-            entry["state"] = f"unusable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            entry["state"] = f"unusable ({first_line(exc)})"
             entries.append(entry)
             continue
         m = prepared.manifest

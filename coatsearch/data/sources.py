@@ -30,6 +30,7 @@ from coatsearch.data.folder import pil_to_tensor, read_image_folder
 from coatsearch.data.idx import read_idx_folder
 from coatsearch.data.images import fit_images
 from coatsearch.data.listing import find_idx_files, has_split_folders
+from coatsearch.errors import first_line
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -163,7 +164,7 @@ def _torchvision_split(cls: type, root: Path, train: bool, source: str) -> Any |
     try:
         return cls(str(root), **kwargs)
     except (RuntimeError, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise DataError(f"{source}: cannot open under {root} ({reason})") from None
 
 

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from coatsearch.analysis import Design, write_tables
+from coatsearch.errors import first_line
 from coatsearch.report import figures, tables
 from coatsearch.report.data import ReportError, Run, load_run, resolve_column
 from coatsearch.units import FLOPS_NOTE
@@ -215,8 +216,7 @@ def export_static(page: Page, out: Path, fmt: str) -> list[Path]:
             raise ReportError(f"--static {fmt}: cannot write {exc.filename or out.parent} "
                               f"({exc.strerror or exc})") from None
         except (RuntimeError, ValueError) as exc:  # kaleido's browser failed or gave up
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ReportError(f"--static {fmt}: kaleido could not export the figures ({reason})") from None
+            raise ReportError(f"--static {fmt}: kaleido could not export the figures ({first_line(exc)})") from None
     return paths
 
 

@@ -43,6 +43,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from coatsearch.errors import first_line
 from coatsearch.host import pid_alive, sleep_while_waiting
 from coatsearch.search.plan import SearchPlan, safe_url
 from coatsearch.search.rows import TrialRow, point_key
@@ -101,10 +102,10 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
                 )
         except (IntegrityError, OperationalError) as exc:
             if attempt == attempts - 1:
-                raise SpaceError(f"storage: cannot open the study at {safe_url(url)}: {_first_line(exc)}") from None
+                raise SpaceError(f"storage: cannot open the study at {safe_url(url)}: {first_line(exc)}") from None
             time.sleep(0.2 * (attempt + 1))
         except DatabaseError as exc:
-            raise SpaceError(f"storage: {safe_url(url)} is not an Optuna study database ({_first_line(exc)}); "
+            raise SpaceError(f"storage: {safe_url(url)} is not an Optuna study database ({first_line(exc)}); "
                              "move it away or use another --out") from None
         except ValueError as exc:  # e.g. the stored study has other directions
             raise SpaceError(f"storage: {exc}".splitlines()[0]) from None
@@ -144,11 +145,6 @@ class SqliteStudyStorage(RDBStorage):
             return super().set_trial_state_values(trial_id, state, values)
         finally:
             _CHANGING_STATE.on = False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class RetryStaleTrial:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from coatsearch.budget import BudgetError, match_budget
+from coatsearch.errors import first_line
 from coatsearch.flops import count_analytic
 from coatsearch.knobs import apply_params
 from coatsearch.presets import load_spec
@@ -298,8 +299,7 @@ def check_storage_server(url: str, field_name: str = "storage") -> None:
         with engine.connect():
             pass
     except DBAPIError as exc:
-        why = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SpaceError(f"{field_name}: cannot reach the database at {safe_url(url)}: {why}") from None
+        raise SpaceError(f"{field_name}: cannot reach the database at {safe_url(url)}: {first_line(exc)}") from None
     finally:
         engine.dispose()
 

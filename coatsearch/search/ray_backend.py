@@ -37,7 +37,7 @@ from typing import Any, BinaryIO
 
 from ray.tune import Callback
 
-from coatsearch.errors import CoatsearchError
+from coatsearch.errors import CoatsearchError, first_line
 from coatsearch.host import available_cpus, sleep_while_waiting
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.reaper import guard, ray_folder, reap
@@ -74,7 +74,7 @@ def read_ledger(run_dir: Path) -> list[TrialRow]:
         try:
             row = TrialRow.from_json(line)
         except (ValueError, KeyError, TypeError) as exc:
-            why = f"no {exc.args[0]} field" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+            why = f"no {exc.args[0]} field" if isinstance(exc, KeyError) else first_line(exc)
             raise LedgerError(f"{path}: line {number} is not a trial row ({why}); restore it, "
                               "or delete the line to run that trial again") from None
         rows[row.trial] = row
@@ -261,7 +261,7 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                          runtime_env={"env_vars": sleep_while_waiting()})
             except (ConnectionError, RuntimeError, ValueError, ImportError) as exc:
-                raise CoatsearchError(f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
+                raise CoatsearchError(f"--address {address}: cannot join the Ray cluster ({first_line(exc)})") from None
         else:
             reap(folder)
             stack.enter_context(guard(folder))
@@ -304,10 +304,9 @@ def start_local_ray(folder: Path) -> None:
         except Exception as exc:  # Ray raises plain Exception for a node that did not start
             ray.shutdown()
             reap(folder)  # what the failed start left running
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
             if attempt == RAY_STARTS:
                 raise CoatsearchError(
-                    f"backend ray: a local Ray did not start ({reason}); tried {RAY_STARTS} times; "
+                    f"backend ray: a local Ray did not start ({first_line(exc)}); tried {RAY_STARTS} times; "
                     "if the machine is busy, run again later or use backend=optuna") from None
 
 

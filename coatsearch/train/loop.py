@@ -33,6 +33,7 @@ from torch import nn
 from coatsearch.data import DataBundle, DataError, ImageSet
 from coatsearch.data.pipeline import Feed, auto_workers, place
 from coatsearch.data.splits import stratified_subset
+from coatsearch.errors import first_line
 from coatsearch.nn import build
 from coatsearch.spec import NetSpec
 from coatsearch.status import Status
@@ -267,7 +268,7 @@ def compile_model(model: nn.Module, device: torch.device) -> Any:
     try:
         return torch.compile(model)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise TrainConfigError(f"compile: torch.compile is unavailable here: {first}") from None
 
 
