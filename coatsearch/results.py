@@ -15,6 +15,7 @@ A run directory (``runs/<study>/``) holds:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from coatsearch.errors import CoatsearchError, first_line
+from coatsearch.files import read_bytes
 from coatsearch.search.rows import COLUMNS, TrialRow, current_names, legacy_renames
 from coatsearch.status import FINISHED, Status
 
@@ -79,11 +81,16 @@ def write_table(rows: Iterable[TrialRow], path: Path) -> pd.DataFrame:
     return frame
 
 
+#: The largest results table read (a million trials with their histories fit well within it).
+MAX_TABLE_BYTES = 4 * 1024**3
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """The results table at ``path``, checked cell by cell (`check_table`); an empty file
     is a table with no trials yet. `TableError` names what is wrong."""
+    data = read_bytes(path, TableError, "results table", limit=MAX_TABLE_BYTES)
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(io.BytesIO(data))
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=COLUMNS)
     except OSError as exc:

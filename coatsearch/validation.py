@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from coatsearch.errors import cut, short_repr
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -35,7 +37,8 @@ def format_loc(loc: Sequence[Any]) -> str:
 
 
 def one_line(exc: ValidationError, source: str | None = None, root: str = "spec") -> str:
-    """The first problem of a validation error as ``[source: ]path: message``."""
+    """The first problem of a validation error as ``[source: ]path: message``, in at most
+    `coatsearch.errors.MAX_LINE` characters however long the input was."""
     err = exc.errors()[0]
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     ctx_error = (err.get("ctx") or {}).get("error")
@@ -52,12 +55,12 @@ def one_line(exc: ValidationError, source: str | None = None, root: str = "spec"
         elif err["type"] == "missing":
             message = "required field is missing"
         elif "input" in err and err["type"] not in ("model_type", "value_error"):
-            message = f"{message} (got {err['input']!r})"
+            message = f"{message} (got {short_repr(err['input'])})"
     path = format_loc(loc) or root
     prefix = f"{source}: " if source else ""
     more = len(exc.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{prefix}{path}: {message}{tail}"
+    return cut(f"{prefix}{path}: {message}{tail}")
 
 
 def validate_mapping(

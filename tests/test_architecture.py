@@ -1,8 +1,8 @@
 """The package's layering: no import cycle, and each part reads only the parts below it.
 
-The layers, lowest first (docs/architecture.md): errors/units/validation/status/host/objectives/perimage,
-spec, presets, nn and analytic, flops, budget, scaling, data, train, knobs, space, search, results,
-analysis, runner, report, studies, cli. Every import counts, those inside functions too.
+The layers, lowest first (docs/architecture.md): errors, files/units/status/host/objectives/perimage,
+rundir/validation, spec, presets, nn and analytic, flops, budget, scaling, data, train, knobs,
+space, search, results, analysis, runner, report, studies, cli. Every import counts, those inside functions too.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import grimp
 import pytest
 
 LAYERS = [
-    {"errors", "units", "validation", "status", "host", "objectives", "perimage"},
+    {"errors"},
+    {"files", "units", "status", "host", "objectives", "perimage"},
+    {"rundir", "validation"},
     {"spec"},
     {"presets"},
     {"nn", "analytic"},

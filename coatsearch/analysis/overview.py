@@ -15,6 +15,7 @@ from coatsearch.analysis.design import Design
 from coatsearch.analysis.effects import Effect, effect, effects_frame, importances
 from coatsearch.analysis.fits import ScalingFits, scaling_fits
 from coatsearch.analysis.summaries import summarise
+from coatsearch.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,6 @@ def write_tables(analysis: Analysis, folder: Path) -> list[Path]:
               "summary.csv": analysis.summary}
     paths = []
     for name in TABLES:
-        frames[name].to_csv(folder / name, index=False)
+        write_atomic(folder / name, frames[name].to_csv(index=False))
         paths.append(folder / name)
     return paths
