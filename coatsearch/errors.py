@@ -31,7 +31,7 @@ def cut(text: str, limit: int = MAX_LINE) -> str:
     if len(text) <= limit:
         return text
     head = limit * 2 // 3
-    tail = limit - head - 40
+    tail = max(limit // 6, limit - head - 40)
     return f"{text[:head]} [... {len(text) - head - tail:,} characters ...] {text[-tail:]}"
 
 

@@ -26,16 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from coatsearch.analysis.fronts import pareto_front
 from coatsearch.errors import CoatsearchError
 from coatsearch.files import load_yaml_file, write_atomic
+from coatsearch.host import available_cpus
 from coatsearch.results import write_table
 from coatsearch.rundir import check, claim, open_log
 from coatsearch.search import Backend, SearchPlan, TrialRow, make_backend
-from coatsearch.space import SpaceError, space_from_dict
+from coatsearch.space import SearchSpace, SpaceError, space_from_dict
 from coatsearch.status import Status
+from coatsearch.urls import has_password, without_password
 
 log = logging.getLogger("coatsearch")
 
@@ -70,6 +73,15 @@ def prepare_run_dir(run_dir: Path) -> None:
         raise CoatsearchError(f"--out {run_dir}: the run directory is not writable ({exc.strerror or exc})") from None
 
 
+def saved_space(plan: SearchPlan) -> SearchSpace:
+    """The space as the run directory keeps it: a storage URL's password left out (it comes
+    from the environment, see `coatsearch.urls`)."""
+    storage = plan.space.storage
+    if storage is None or not has_password(storage):
+        return plan.space
+    return plan.space.model_copy(update={"storage": without_password(storage)})
+
+
 def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
     """Whether to write ``space.yaml``, and a note for the user.
 
@@ -86,7 +98,7 @@ def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
         before = space_from_dict(load_yaml_file(saved, SpaceError, "saved space"), source=str(saved)).to_dict()
     except SpaceError:
         raise SpaceError(f"{saved}: the saved space is not a valid space; use another --out") from None
-    now = plan.space.to_dict()
+    now = saved_space(plan).to_dict()
     before["base"] = _normalised_base(before.get("base"))  # fields added since take their defaults
     trials_before, trials_now = before.pop("trials", None), now.pop("trials", None)
     placement_changed = _pop_placement(before) != _pop_placement(now)
@@ -206,6 +218,8 @@ def run_study(
     """Run a study to its target of finished trials, resuming whatever is already there."""
     console = console or Console(stderr=True)
     run_dir = Path(out) if out else Path("runs") / plan.study
+    for warning in check_machine(plan, address):
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     check(run_dir)  # before the backend reads anything there
     backend = make_backend(plan, run_dir, address)
     try:
@@ -217,6 +231,40 @@ def run_study(
         if _disk_full(exc):
             raise DiskFull(getattr(exc, "filename", None) or run_dir, run_dir) from None
         raise
+
+
+def check_machine(plan: SearchPlan, address: str | None = None) -> list[str]:
+    """Refuse, before anything starts, a run this machine cannot hold: more worker
+    processes than cores (optuna backend: each needs a core, more only slow each other
+    down), a trial asking for more cores (ray backend) or GPUs than the machine has (a
+    local Ray would keep it pending for ever). Returns warnings for what runs but slowly. A Ray cluster
+    (``address``) brings its own resources and is not checked here."""
+    space = plan.space
+    if address or space.address:
+        return []
+    cores, warnings = available_cpus(), []
+    if space.backend == "optuna" and space.concurrency > cores:
+        raise SpaceError(f"concurrency: {space.concurrency} worker processes, but this machine gives this "
+                         f"process {cores} cores; at most {cores} (more only slow each other down)")
+    if space.backend == "ray" and space.resources.cpu * space.resources.workers > cores:
+        raise SpaceError(f"resources.cpu: {space.resources.cpu * space.resources.workers:g} cores per trial, but this machine gives this "
+                         f"process {cores}; a local Ray would never start the trial")
+    if space.resources.gpu > 0:
+        gpus = gpu_count()
+        if space.resources.gpu * space.resources.workers > gpus:
+            raise SpaceError(f"resources.gpu: {space.resources.gpu:g} GPUs per trial, but this machine has {gpus}")
+    threads = space.concurrency * space.trial_threads
+    if threads > cores:
+        warnings.append(f"concurrency x resources.cpu: {threads} threads on {cores} cores; "
+                        + ("trials will queue" if space.backend == "ray" else "each trial gets a share"))
+    return warnings
+
+
+def gpu_count() -> int:
+    """CUDA devices this process sees (torch, imported only when a space asks for GPUs)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 class DiskFull(CoatsearchError):
@@ -254,7 +302,7 @@ def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: 
         _write_outputs(plan, rows, table_path, pareto_path)
         return StudyOutcome(run_dir, table_path, done, True, pareto_path, note)
     if write_space:
-        write_atomic(run_dir / "space.yaml", plan.space.to_yaml())
+        write_atomic(run_dir / "space.yaml", saved_space(plan).to_yaml())
 
     handler = _setup_log(run_dir)
     log.info("study %s: %d/%d trials finished, backend %s", plan.study, done, target, backend.name)

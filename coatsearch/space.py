@@ -27,6 +27,7 @@ from coatsearch.knobs import KNOBS, KnobContext, parameter_kind
 from coatsearch.objectives import Objective
 from coatsearch.train.config import TrainConfig, TrainConfigError
 from coatsearch.units import parse_count
+from coatsearch.urls import masked
 from coatsearch.validation import FieldError, validate_mapping
 
 
@@ -157,7 +158,8 @@ class Budget(_Frozen):
 
 class DataSettings(_Frozen):
     source: str = "fashion-mnist"
-    train_size: int | None = Field(None, gt=0)
+    #: two images at least: one training batch needs two (BatchNorm), so one makes every trial fail
+    train_size: int | None = Field(None, ge=2)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     augment: Literal["none", "light", "randaugment"] = "none"
     #: Image folders: ``prepared`` (decoded once into a shared memory-mapped cache),
@@ -337,11 +339,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not all(part.strip() for part in key.split(".")):
-            raise SpaceError(cut(f"--set {item}: expected dotted.key=value"))
+            raise SpaceError(cut(f"--set {masked(item)}: expected dotted.key=value"))
         try:
             value = load_yaml(raw, f"--set {item}", SpaceError)
         except SpaceError:
-            raise SpaceError(cut(f"--set {item}: the value is not valid YAML")) from None
+            raise SpaceError(cut(f"--set {masked(item)}: the value is not valid YAML")) from None
         node = data
         parts = key.strip().split(".")
         for i, part in enumerate(parts[:-1]):

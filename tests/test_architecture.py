@@ -1,6 +1,6 @@
 """The package's layering: no import cycle, and each part reads only the parts below it.
 
-The layers, lowest first (docs/architecture.md): errors, files/units/status/host/objectives/perimage,
+The layers, lowest first (docs/architecture.md): errors, files/urls/units/status/host/objectives/perimage,
 rundir/validation, spec, presets, nn and analytic, flops, budget, scaling, data, train, knobs,
 space, search, results, analysis, runner, report, studies, cli. Every import counts, those inside functions too.
 """
@@ -12,7 +12,7 @@ import pytest
 
 LAYERS = [
     {"errors"},
-    {"files", "units", "status", "host", "objectives", "perimage"},
+    {"files", "urls", "units", "status", "host", "objectives", "perimage"},
     {"rundir", "validation"},
     {"spec"},
     {"presets"},
