@@ -2,7 +2,8 @@
 
 The layers, lowest first (docs/architecture.md): errors, files/urls/units/status/host/objectives/perimage,
 rundir/validation, spec, presets, nn and analytic, flops, budget, scaling, data, train, knobs,
-space, search, results, analysis, runner, report, studies, cli. Every import counts, those inside functions too.
+space, search, results, analysis, runner, report, studies, commands, cli. Every import counts, those inside
+functions too.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ LAYERS = [
     {"runner"},
     {"report"},
     {"studies"},
+    {"commands"},
     {"cli"},
     {"__main__"},
 ]
