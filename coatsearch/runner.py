@@ -246,9 +246,10 @@ def check_machine(plan: SearchPlan, address: str | None = None) -> list[str]:
     if space.backend == "optuna" and space.concurrency > cores:
         raise SpaceError(f"concurrency: {space.concurrency} worker processes, but this machine gives this "
                          f"process {cores} cores; at most {cores} (more only slow each other down)")
-    if space.backend == "ray" and space.resources.cpu * space.resources.workers > cores:
-        raise SpaceError(f"resources.cpu: {space.resources.cpu * space.resources.workers:g} cores per trial, but this machine gives this "
-                         f"process {cores}; a local Ray would never start the trial")
+    per_trial = space.resources.cpu * space.resources.workers
+    if space.backend == "ray" and per_trial > cores:
+        raise SpaceError(f"resources.cpu: {per_trial:g} cores per trial, but this machine gives this process "
+                         f"{cores}; a local Ray would never start the trial")
     if space.resources.gpu > 0:
         gpus = gpu_count()
         if space.resources.gpu * space.resources.workers > gpus:
