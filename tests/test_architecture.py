@@ -1,7 +1,7 @@
 """The package's layering: no import cycle, and each part reads only the parts below it.
 
 The layers, lowest first (docs/architecture.md): errors/units/validation/status/host/objectives/perimage,
-spec, presets, nn and analytic, flops, budget, scaling, data, train, knobs, space, search, results,
+spec, presets, nn and analytic, flops and checkpoint, export, budget, scaling, data, train, knobs, space, search, results,
 analysis, runner, report, studies, cli. Every import counts, those inside functions too.
 """
 
@@ -15,7 +15,8 @@ LAYERS = [
     {"spec"},
     {"presets"},
     {"nn", "analytic"},
-    {"flops"},
+    {"flops", "checkpoint"},
+    {"export"},
     {"budget"},
     {"scaling"},
     {"data"},

@@ -64,6 +64,10 @@ class RelativePositionBias(nn.Module):
         height, width = grid
         self.table = nn.Parameter(torch.zeros(heads, 2 * height - 1, 2 * width - 1))
         nn.init.trunc_normal_(self.table, std=0.02)
+        # the built grid's gather index, a buffer so that it moves with the module and a
+        # traced graph (torch.jit.trace, fvcore) sees the same attribute on every call;
+        # other grids are indexed from a cache
+        self.register_buffer("index", relative_index(height, width), persistent=False)
         self._index_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
         self._bias_cache: dict[tuple, torch.Tensor] = {}
 
@@ -72,6 +76,9 @@ class RelativePositionBias(nn.Module):
         return super().train(mode)
 
     def _index(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        index: torch.Tensor = self.index
+        if (height, width) == tuple(self.grid) and index.device == device:
+            return index
         if torch.compiler.is_compiling():  # traced into the graph, no dict guard to recompile on
             return relative_index(height, width, device)
         key = (height, width, device)
@@ -162,6 +169,12 @@ class Attention2d(nn.Module):
             out = _attention_with_bias_grad(q, k, v, bias)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        # (B, heads, N, d) -> (B, H, W, heads*d) memory, seen as NCHW channels_last
-        out = out.transpose(1, 2).reshape(batch, height, width, self.heads * self.head_dim)
+        # (B, heads, N, d) -> (B, H, W, heads*d) memory, seen as NCHW channels_last. The fused
+        # kernels lay their output out as (B, N, heads, d), so the reshape is a free view;
+        # an exported graph records those strides but may run another kernel (ONNX's
+        # decomposition gives (B, heads, N, d) memory), so there a copy makes the view valid
+        out = out.transpose(1, 2)
+        if torch.compiler.is_exporting():
+            out = out.clone(memory_format=torch.contiguous_format)
+        out = out.reshape(batch, height, width, self.heads * self.head_dim)
         return pointwise(out.permute(0, 3, 1, 2), self.proj, add=add)
