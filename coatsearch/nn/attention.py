@@ -64,10 +64,6 @@ class RelativePositionBias(nn.Module):
         height, width = grid
         self.table = nn.Parameter(torch.zeros(heads, 2 * height - 1, 2 * width - 1))
         nn.init.trunc_normal_(self.table, std=0.02)
-        # the built grid's gather index, a buffer so that it moves with the module and a
-        # traced graph (torch.jit.trace, fvcore) sees the same attribute on every call;
-        # other grids are indexed from a cache
-        self.register_buffer("index", relative_index(height, width), persistent=False)
         self._index_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
         self._bias_cache: dict[tuple, torch.Tensor] = {}
 
@@ -76,9 +72,6 @@ class RelativePositionBias(nn.Module):
         return super().train(mode)
 
     def _index(self, height: int, width: int, device: torch.device) -> torch.Tensor:
-        index: torch.Tensor = self.index
-        if (height, width) == tuple(self.grid) and index.device == device:
-            return index
         if torch.compiler.is_compiling():  # traced into the graph, no dict guard to recompile on
             return relative_index(height, width, device)
         key = (height, width, device)

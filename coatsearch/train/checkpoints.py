@@ -75,9 +75,9 @@ class Checkpoints:
             field = first_difference(saved.spec.to_dict(), result.spec.to_dict()) or "spec"
             raise CheckpointError(f"{self.last}: a run of another network (spec field {field} differs); "
                                   "use another -o folder or remove it")
-        field = first_difference(saved.settings, self.settings)
-        if field is not None:
-            raise CheckpointError(f"{self.last}: a run with other settings ({field} differs); "
+        differs = first_difference(saved.settings, self.settings)
+        if differs is not None:
+            raise CheckpointError(f"{self.last}: a run with other settings ({differs} differs); "
                                   "use another -o folder or remove it")
         load_weights(model, saved.state_dict, str(self.last))
         trainer.load_state_dict(saved.trainer)

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from coatsearch.checkpoint import load_weights
 from coatsearch.data import DataBundle, DataError
 from coatsearch.data.pipeline import Feed, auto_workers, place
-from coatsearch.checkpoint import load_weights
 from coatsearch.errors import first_line
 from coatsearch.nn import build
 from coatsearch.spec import NetSpec
