@@ -134,7 +134,7 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
     fail_dead_trials(study, retries)
     early = space.early_stopping
     stopper = (
-        RungStopper(study, early.grace_period, early.reduction_factor, plan.epochs, early.metric, early.mode)
+        RungStopper(study, early.grace_period, early.reduction_factor, plan.epochs, early.metric, early.direction)
         if early.kind == "asha" else None
     )
     grid = plan.grid is not None

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from coatsearch.budget import BudgetError, match_budget
 from coatsearch.flops import count_analytic
 from coatsearch.knobs import apply_params
+from coatsearch.objectives import Direction
 from coatsearch.presets import load_spec
 from coatsearch.search.rows import point_key
 from coatsearch.search.storage_url import check_storage_server, check_storage_url
@@ -93,14 +94,18 @@ class SearchPlan:
         return [o.metric for o in self.space.objectives]
 
     @property
-    def directions(self) -> list[str]:
-        """``max`` / ``min`` per objective."""
+    def directions(self) -> list[Direction]:
+        """Each objective's direction (Ray takes them as they are: ``max`` / ``min``)."""
         return [o.direction for o in self.space.objectives]
 
     @property
     def study_directions(self) -> list[StudyDirection]:
         """Optuna's ``maximize`` / ``minimize`` per objective."""
-        return ["maximize" if d == "max" else "minimize" for d in self.directions]
+        return [d.optuna for d in self.directions]
+
+    def direction_of(self, metric: str) -> Direction:
+        """The run's direction for a metric: its objective's, else the metric's usual one."""
+        return next((o.direction for o in self.space.objectives if o.metric == metric), Direction.of(metric))
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """Define-by-run sampling through an Optuna trial: one value per parameter."""

@@ -178,7 +178,7 @@ class RayBackend:
                     study.enqueue_trial(params)
         return OptunaSearch(
             space=plan.sample, metric=plan.metrics if multi else plan.metrics[0],
-            mode=plan.directions if multi else plan.directions[0],
+            mode=[d.value for d in plan.directions] if multi else plan.directions[0].value,
             # trial k of this study is the run's trial first + (k - replayed): seeded as such
             sampler=make_sampler(plan, offset=_first_number(rows) - replayed), seed=plan.space.seed,
             storage=storage, study_name=plan.study,
@@ -194,7 +194,7 @@ class RayBackend:
         scheduler: Any = FIFOScheduler()
         if early.kind == "asha":
             scheduler = ASHAScheduler(
-                time_attr="training_iteration", metric=early.metric, mode=early.mode, max_t=plan.epochs,
+                time_attr="training_iteration", metric=early.metric, mode=early.direction.value, max_t=plan.epochs,
                 grace_period=early.grace_period, reduction_factor=early.reduction_factor,
             )
         resources: dict[str, float] = {"cpu": space.resources.cpu, "gpu": space.resources.gpu, **space.resources.custom}

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from coatsearch.objectives import Direction
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow
 from coatsearch.search.trial import run_trial
@@ -82,20 +83,22 @@ def _reports(plan: SearchPlan, send: Callable[[dict[str, Any]], None]
     metric (worst values when not measured yet, so a cut-short trial never looks ideal to
     the searcher); the last epoch goes out with the final row."""
     names = list(dict.fromkeys([*plan.metrics, plan.space.early_stopping.metric]))
+    directions = {m: plan.direction_of(m) for m in names}
 
     def report(epoch: int, metrics: dict[str, Any]) -> bool:
         if epoch < plan.epochs:
-            send({**{m: _metric_value(metrics.get(m), m) for m in names}, "epoch": epoch, "row": ""})
+            send({**{m: _metric_value(metrics.get(m), directions[m]) for m in names}, "epoch": epoch, "row": ""})
         return False
 
     def final(row: TrialRow) -> None:
-        send({**{m: _metric_value(row.objective(m), m) for m in names}, "epoch": row.fidelity, "row": row.to_json()})
+        send({**{m: _metric_value(row.objective(m), directions[m]) for m in names}, "epoch": row.fidelity,
+              "row": row.to_json()})
 
     return report, final
 
 
-def _metric_value(value: Any, metric: str) -> float:
+def _metric_value(value: Any, direction: Direction) -> float:
     """The metric, or its worst value when missing or NaN (failed, infeasible, not yet)."""
     if value is None or value != value:
-        return 0.0 if metric.endswith("acc") else 1e30
+        return direction.worst
     return float(value)

@@ -11,14 +11,16 @@ import json
 
 import optuna
 
+from coatsearch.objectives import Direction
+
 
 class RungStopper:
     """ASHA by epoch: at rungs ``grace * rf**k`` a trial continues only if its metric is in
     the top ``1/rf`` of all trials recorded at that rung."""
 
     def __init__(self, study: optuna.Study, grace: int, factor: int, max_epochs: int,
-                 metric: str = "val_acc", mode: str = "max") -> None:
-        self.study, self.factor, self.metric, self.mode = study, factor, metric, mode
+                 metric: str = "val_acc", direction: Direction = Direction.MAX) -> None:
+        self.study, self.factor, self.metric, self.direction = study, factor, metric, direction
         self.rungs = []
         rung = grace
         while rung < max_epochs:
@@ -28,7 +30,7 @@ class RungStopper:
     def should_stop(self, epoch: int, value: float) -> bool:
         if epoch not in self.rungs:
             return False
-        sign = 1.0 if self.mode == "max" else -1.0  # compare as "higher is better"
+        sign = self.direction.sign  # compare as "higher is better"
         peers = []
         for trial in self.study.get_trials(deepcopy=False):
             history = json.loads((trial.user_attrs.get("row") or {}).get("history") or "[]")
