@@ -78,7 +78,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
 def read_checkpoint(path: str | Path, spec: NetSpec | None = None) -> Checkpoint:
     """A checkpoint file, `convert`'s ``{"spec", "state_dict"}`` or a bare state dict.
 
-    ``spec`` names the network of a bare state dict, and overrides a file's own spec.
+    ``spec`` names the network of a bare state dict (a file with a spec keeps its own).
     `CheckpointError` for a file that is missing, a folder, not a torch file, or holds
     neither form."""
     path = Path(path)
@@ -88,11 +88,13 @@ def read_checkpoint(path: str | Path, spec: NetSpec | None = None) -> Checkpoint
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, AttributeError, pickle.UnpicklingError) as exc:
+    except (OSError, RuntimeError, ValueError, EOFError, AttributeError, IndexError, KeyError, pickle.UnpicklingError) as exc:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({first_line(exc)})") from None
     if isinstance(saved, dict) and isinstance(saved.get("state_dict"), Mapping):
         try:
-            net = spec or NetSpec.from_dict(saved.get("spec"), source=f"{path}: spec")
+            net = NetSpec.from_dict(saved["spec"], source=f"{path}: spec") if "spec" in saved else spec
+            if net is None:
+                raise CheckpointError(f"{path}: a state_dict without its spec needs --spec (the network it belongs to)")
         except SpecError as exc:
             raise CheckpointError(str(exc)) from None
         return Checkpoint(
@@ -122,7 +124,23 @@ def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str
             raise CheckpointError(f"{source}: unexpected key {key!r} (the network has no such tensor)")
 
 
-def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "weights") -> None:
-    """``model.load_state_dict(state)`` after `check_state` (one-line errors)."""
+#: The classifier's tensors: a network started from other weights may predict other classes.
+HEAD = ("classifier.weight", "classifier.bias")
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "weights",
+                 fresh_head: bool = False) -> list[str]:
+    """``model.load_state_dict(state)`` after `check_state` (one-line errors). With
+    ``fresh_head``, a classifier of another number of classes is left as initialised
+    (fine-tuning on other data); the notes say so."""
+    notes: list[str] = []
+    target = model.state_dict()
+    if fresh_head and any(k in state and k in target and state[k].shape != target[k].shape for k in HEAD):
+        weight = state.get(HEAD[0])
+        classes = weight.shape[0] if weight is not None else "?"
+        notes.append(f"{source}: the classifier predicts {classes} classes, the data has "
+                     f"{target[HEAD[0]].shape[0]}: the classifier starts fresh")
+        state = {**{k: v for k, v in state.items() if k not in HEAD}, **{k: target[k] for k in HEAD}}
     check_state(model, state, source)
     model.load_state_dict(state)
+    return notes

@@ -1,9 +1,8 @@
 """Ranking a results table's trials: which one is best.
 
-`best_trial` reads a table of rankable trials (`coatsearch.results.ranked`) and returns
-the single trial with the highest validation accuracy; `best_configuration` the
-configuration best by the run's own objectives averaged over seeds, which `coatsearch
-best` hands on as a training file.
+`best_configuration` reads a table of rankable trials (`coatsearch.results.ranked`) and
+returns the configuration best by the run's own objectives averaged over seeds, with the
+trial of it that `coatsearch best` hands on as a training file and a run's last line names.
 """
 
 from __future__ import annotations
@@ -15,14 +14,6 @@ from typing import Any
 import pandas as pd
 
 from coatsearch.analysis.design import SEED
-
-
-def best_trial(ranked: pd.DataFrame) -> pd.Series | None:
-    """The trial with the highest validation accuracy (ties: the earlier trial), or None."""
-    ranked = ranked.dropna(subset=["val_acc", "spec"])
-    if ranked.empty:
-        return None
-    return ranked.sort_values(["val_acc", "trial"], ascending=[False, True]).iloc[0]
 
 
 @dataclass(frozen=True)

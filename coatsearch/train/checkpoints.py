@@ -21,8 +21,8 @@ from coatsearch.checkpoint import Checkpoint, CheckpointError, load_weights, rea
 from coatsearch.train.metrics import EpochMetrics, TrialResult
 
 #: Settings that may differ between a run and its resumption: where and how fast it runs,
-#: not what it computes.
-RUNTIME_ONLY = frozenset({"threads", "device", "loader_workers"})
+#: not what it trains (the test set is evaluated after training).
+RUNTIME_ONLY = frozenset({"threads", "device", "loader_workers", "eval_test"})
 
 
 def first_difference(saved: Any, wanted: Any, path: str = "") -> str | None:

@@ -319,7 +319,8 @@ def fit(
         torch.manual_seed(config.seed)
         model = build(spec)
         if init_weights is not None:
-            load_weights(model, init_weights, "init weights")
+            for note in load_weights(model, init_weights, "--init-from", fresh_head=True):
+                log(note)
         model = model.to(runtime.device)
         if runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
