@@ -288,7 +288,7 @@ def test_the_dry_run_estimate_follows_steps_and_each_candidates_data_size(tmp_pa
 def test_a_ray_ledger_row_after_a_line_a_crash_cut_short_is_kept(tmp_path):
     """A write cut short leaves a last line without its newline; the next row must not be
     glued to it (read back as one bad line, the finished trial would be lost)."""
-    from coatsearch.search.ray_backend import LEDGER, LedgerError, append_ledger, read_ledger
+    from coatsearch.search.jsonl import LEDGER, LedgerError, append_ledger, read_ledger
     from coatsearch.search.rows import TrialRow
 
     rows = [TrialRow(trial=n, status="complete", params={"seed": n}, val_acc=0.5) for n in range(3)]

@@ -33,77 +33,21 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ray.tune import Callback
 
 from coatsearch.errors import CoatsearchError, first_line
 from coatsearch.host import available_cpus, sleep_while_waiting
+from coatsearch.search.jsonl import append_ledger, read_ledger
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.reaper import guard, ray_folder, reap
 from coatsearch.search.rows import TrialRow, point_key
 from coatsearch.search.trial import run_trial
 from coatsearch.status import Status
 
-LEDGER = "ledger.jsonl"
 #: Rounds of Tune experiments one run may start before it gives up on a mostly infeasible space.
 MAX_ROUNDS = 20
-
-
-# --------------------------------------------------------------------------- ledger
-class LedgerError(CoatsearchError):
-    """A ledger line that is not a trial row: the table is rebuilt from the ledger, so a
-    row passed over would drop a finished trial from it and run the trial again."""
-
-
-def read_ledger(run_dir: Path) -> list[TrialRow]:
-    """The rows appended so far, by trial number. A last line without its newline (a write
-    cut short by a crash) is passed over; any other line that is not a trial row is a
-    `LedgerError` naming it."""
-    path = run_dir / LEDGER
-    rows: dict[int, TrialRow] = {}
-    if not path.exists():
-        return []
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        raise LedgerError(f"{path}: cannot read the ledger ({exc.strerror or exc})") from None
-    for number, line in enumerate(text.split("\n")[:-1], 1):  # [-1]: "" or a line cut short
-        if not line.strip():
-            continue
-        try:
-            row = TrialRow.from_json(line)
-        except (ValueError, KeyError, TypeError) as exc:
-            why = f"no {exc.args[0]} field" if isinstance(exc, KeyError) else first_line(exc)
-            raise LedgerError(f"{path}: line {number} is not a trial row ({why}); restore it, "
-                              "or delete the line to run that trial again") from None
-        rows[row.trial] = row
-    return [rows[k] for k in sorted(rows)]
-
-
-def append_ledger(run_dir: Path, row: TrialRow) -> None:
-    """Append one row and flush it to disk; a line a crash cut short is dropped first, so
-    the row starts a line of its own."""
-    with open(run_dir / LEDGER, "a+b") as handle:
-        _drop_cut_line(handle)
-        handle.write((row.to_json() + "\n").encode())
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _drop_cut_line(handle: BinaryIO) -> None:
-    """Truncate the file after its last newline."""
-    end = pos = handle.seek(0, os.SEEK_END)
-    while pos > 0:
-        start = max(0, pos - 4096)
-        handle.seek(start)
-        newline = handle.read(pos - start).rfind(b"\n")
-        if newline >= 0:
-            if start + newline + 1 < end:
-                handle.truncate(start + newline + 1)
-            return
-        pos = start
-    handle.truncate(0)
 
 
 def _trainable(config: dict[str, Any], plan: SearchPlan) -> None:
