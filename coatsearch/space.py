@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from coatsearch.errors import CoatsearchError
 from coatsearch.knobs import KNOBS, KnobContext, parameter_kind
-from coatsearch.objectives import Objective
+from coatsearch.objectives import Direction, Objective
 from coatsearch.train.config import TrainConfig, TrainConfigError
 from coatsearch.units import parse_count
 from coatsearch.validation import FieldError, validate_mapping
@@ -173,8 +173,8 @@ class EarlyStopping(_Frozen):
         return self
 
     @property
-    def mode(self) -> str:
-        return "min" if self.metric.endswith("loss") else "max"
+    def direction(self) -> Direction:
+        return Direction.of(self.metric)
 
 
 class Resources(_Frozen):
@@ -282,10 +282,6 @@ class SearchSpace(_Frozen):
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
-
-    @property
-    def directions(self) -> list[str]:
-        return [o.direction + "imize" for o in self.objectives]
 
     @property
     def epochs(self) -> int:

@@ -2,7 +2,7 @@
 
 The layers, lowest first (docs/architecture.md): errors/units/validation/status/host/objectives/perimage,
 spec, presets, nn and analytic, flops, budget, scaling, data, train, knobs, space, search, results,
-analysis, runner, report, studies, cli. Every import counts, those inside functions too.
+analysis, runner, report, studies, commands, cli. Every import counts, those inside functions too.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ LAYERS = [
     {"runner"},
     {"report"},
     {"studies"},
+    {"commands"},
     {"cli"},
     {"__main__"},
 ]

@@ -87,3 +87,14 @@ def folder_of(source: str) -> Path | None:
         return None
     path = Path(source)
     return path if path.is_dir() and not find_idx_files(path) else None
+
+
+def image_folder(source: str) -> Path:
+    """The image folder a data source names, for preparing or inspecting its cache; a
+    `DataError` for a missing folder or a source that is not an image folder."""
+    folder = folder_of(source)
+    if folder is None:
+        if ":" not in source and source != "fashion-mnist" and not Path(source).exists():
+            raise DataError(f"{source}: no such data folder")
+        raise DataError(f"{source}: not an image folder (only image folders are prepared; other sources load in memory)")
+    return folder

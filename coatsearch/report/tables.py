@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from rich.table import Table
 
 from coatsearch.analysis.fronts import pareto_front
 from coatsearch.report.data import ReportError, Run
@@ -191,45 +189,6 @@ def render_text(run: Run, fmt: str, which: str = "all", top: int = 10) -> str:
     return "\n".join(parts) + f"\n{FLOPS_NOTE}\n"
 
 
-def pareto_rich_table(pareto_path: Path, objectives: Sequence[tuple[str, str]]) -> Table | None:
-    """The Pareto front of a run as a terminal table (None when it is empty)."""
-    if not pareto_path.exists() or pareto_path.stat().st_size == 0:
-        return None
-    try:
-        front = pd.read_csv(pareto_path)
-    except pd.errors.EmptyDataError:
-        return None
-    if front.empty:
-        return None
-    columns = shown_columns(front, ["trial", "layout", "blocks", "channels", "flops", "params", "val_acc", "gap", "fidelity"])
-    table = Table(title=f"Pareto front: {', '.join(f'{m} ({d})' for m, d in objectives)}")
-    for column in columns:
-        table.add_column(HEADERS.get(column, column))
-    for _, row in front.iterrows():
-        table.add_row(*(format_cell(c, row.get(c)) for c in columns))
-    return table
-
-
-def preview_rich_table(candidates: Sequence[Any], title: str, seconds: Sequence[float] | None = None) -> Table:
-    """A dry run's candidates (`coatsearch.search.preview.Preview`) as a terminal table,
-    with each trial's estimated seconds when given."""
-    table = Table(title=title)
-    names = list(dict.fromkeys(k for c in candidates for k in c.params))
-    columns = [*names, "layout", "blocks", "channels", "image", "FLOPs", "params", "budget error", "status"]
-    for column in columns + (["est. time"] if seconds is not None else []):
-        table.add_column(column)
-    for i, c in enumerate(candidates):
-        error = "-" if c.budget_error is None else f"{c.budget_error:+.2%}"
-        status = c.status if c.reason is None else f"{c.status}: {c.reason}"
-        cells = [*(format_cell(n, c.params.get(n)) for n in names), c.layout or "-", c.blocks or "-",
-                 c.channels or "-", format_cell("image_size", c.image_size), format_cell("flops", c.flops),
-                 format_cell("params", c.n_params), error, status]
-        if seconds is not None:
-            cells.append(f"{seconds[i]:.0f} s" if c.status == "ok" else "-")
-        table.add_row(*cells)
-    return table
-
-
 def comparisons_view(frame: pd.DataFrame) -> pd.DataFrame:
     """Comparisons for people: differences in points, p to three figures."""
     shown = frame.copy()
@@ -242,16 +201,3 @@ def comparisons_view(frame: pd.DataFrame) -> pd.DataFrame:
         if column in frame:
             shown[column] = [f"{v:.{digits}f}" for v in frame[column]]
     return shown
-
-
-def effects_rich_table(frame: pd.DataFrame, title: str) -> Table | None:
-    """``effects.csv`` as a terminal table: per value, n and mean [95% interval]."""
-    if frame.empty:
-        return None
-    table = Table(title=title)
-    for column in ("parameter", "value", "trials", "val acc", "95% interval"):
-        table.add_column(column)
-    for _, row in frame.iterrows():
-        table.add_row(str(row["parameter"]), str(row["value"]), str(int(row["n"])), f"{row['val_acc_mean']:.2%}",
-                      f"[{row['val_acc_ci95_low']:.2%}, {row['val_acc_ci95_high']:.2%}]")
-    return table

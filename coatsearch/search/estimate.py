@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -99,3 +100,19 @@ def estimate(plan: SearchPlan, specs: list[NetSpec | None], train_images: int | 
     basis = (f"rough (about ±30%): {TIMED_STEPS} timed training steps of each of {len(cache)} networks at batch "
              f"{config.batch_size} on {threads} thread(s) of this machine; data reading and start-up not included")
     return Estimate(tuple(per_trial), run, basis)
+
+
+def estimate_candidates(plan: SearchPlan, candidates: Sequence[Any]) -> Estimate | None:
+    """A dry run's wall-time estimate, or None when the data cannot be sized here (a
+    cluster's path): each candidate (`Preview`) timed at its own training-set size."""
+    from coatsearch.errors import CoatsearchError
+    from coatsearch.search.inputs import load_trial_data
+
+    try:
+        data = load_trial_data(plan.space.data, plan.base.image_size, plan.space.seed)
+    except CoatsearchError:
+        return None
+    # a searched train_size sets each candidate's own; a larger one than the data has is
+    # refused when the trial loads its data
+    sizes = [min(int(c.params.get("data.train_size") or len(data.train)), len(data.train)) for c in candidates]
+    return estimate(plan, [c.spec for c in candidates], sizes, len(data.val), data.in_channels, data.num_classes)

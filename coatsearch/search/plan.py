@@ -15,15 +15,15 @@ count as trials: the walk goes on past them to the next point that gives a netwo
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 from coatsearch.budget import BudgetError, match_budget
-from coatsearch.errors import first_line
 from coatsearch.flops import count_analytic
 from coatsearch.knobs import apply_params
+from coatsearch.objectives import Direction
 from coatsearch.presets import load_spec
 from coatsearch.search.rows import point_key
+from coatsearch.search.storage_url import check_storage_server, check_storage_url
 from coatsearch.space import DataSettings, SearchSpace, SpaceError, iter_grid
 from coatsearch.spec import NetSpec, SpecError
 from coatsearch.train.config import TrainConfig, TrainConfigError
@@ -94,14 +94,18 @@ class SearchPlan:
         return [o.metric for o in self.space.objectives]
 
     @property
-    def directions(self) -> list[str]:
-        """``max`` / ``min`` per objective."""
+    def directions(self) -> list[Direction]:
+        """Each objective's direction (Ray takes them as they are: ``max`` / ``min``)."""
         return [o.direction for o in self.space.objectives]
 
     @property
     def study_directions(self) -> list[StudyDirection]:
         """Optuna's ``maximize`` / ``minimize`` per objective."""
-        return ["maximize" if d == "max" else "minimize" for d in self.directions]
+        return [d.optuna for d in self.directions]
+
+    def direction_of(self, metric: str) -> Direction:
+        """The run's direction for a metric: its objective's, else the metric's usual one."""
+        return next((o.direction for o in self.space.objectives if o.metric == metric), Direction.of(metric))
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """Define-by-run sampling through an Optuna trial: one value per parameter."""
@@ -240,75 +244,6 @@ def _check_budget(space: SearchSpace, base: NetSpec) -> None:
         field, _, why = str(exc).partition(": ")
         field = field if field in ("flops", "params") else next(iter(space.budget.targets))
         raise SpaceError(f"budget.{field}: {why or exc}") from None
-
-
-def check_storage_url(url: str, field_name: str = "storage") -> None:
-    """A storage URL that SQLAlchemy can parse, with an installed driver, that keeps the
-    study (not an in-memory database) and, for SQLite, names a file in an existing folder
-    that is a SQLite database or not there yet. Touches no database (see `check_storage_server`)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise SpaceError(
-            f"{field_name}: {url!r} is not a database URL (expected e.g. sqlite:///study.db or postgresql://host/db)"
-        ) from None
-    try:
-        parsed.get_dialect().import_dbapi()
-    except NoSuchModuleError:
-        raise SpaceError(f"{field_name}: unknown database scheme {parsed.drivername!r} (expected sqlite or postgresql)") from None
-    except ImportError as exc:
-        hint = " (pip install 'psycopg[binary]')" if parsed.get_driver_name() == "psycopg" else ""
-        raise SpaceError(f"{field_name}: the driver for {parsed.drivername} is not installed{hint}: {exc}") from None
-    if parsed.get_backend_name() != "sqlite":
-        return
-    database = parsed.database or ""
-    if database in ("", ":memory:") or database.startswith("file::memory:") or parsed.query.get("mode") == "memory":
-        raise SpaceError(f"{field_name}: {url} is an in-memory database, which keeps nothing after the run; "
-                         "expected a file, e.g. sqlite:///study.db")
-    path = Path(database).expanduser()
-    if not path.resolve().parent.is_dir():
-        raise SpaceError(f"{field_name}: the folder of {database} does not exist")
-    if path.is_dir():
-        raise SpaceError(f"{field_name}: {database} is a directory, expected a SQLite database file")
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb") as handle:
-            if handle.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
-                raise SpaceError(f"{field_name}: {database} is not a SQLite database; move it away or name another file")
-
-
-#: The first bytes of every SQLite database file.
-SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def check_storage_server(url: str, field_name: str = "storage") -> None:
-    """A database server answers at ``url`` (SQLite files are checked by `check_storage_url`
-    and created when the study opens)."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import DBAPIError
-    from sqlalchemy.pool import NullPool
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return
-    engine = create_engine(parsed, poolclass=NullPool)
-    try:
-        with engine.connect():
-            pass
-    except DBAPIError as exc:
-        raise SpaceError(f"{field_name}: cannot reach the database at {safe_url(url)}: {first_line(exc)}") from None
-    finally:
-        engine.dispose()
-
-
-def safe_url(url: str) -> str:
-    """A URL without its password, for messages."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def check_data_source(data: DataSettings, image_size: int, seed: int = 0) -> None:

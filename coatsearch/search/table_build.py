@@ -22,8 +22,9 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState, create_trial
 
 from coatsearch.errors import CoatsearchError
-from coatsearch.search.jsonl import read_rows
-from coatsearch.search.optuna_backend import ledger, open_study, quiet_optuna
+from coatsearch.search.jsonl_ledger import read_rows
+from coatsearch.search.optuna_storage import open_study, quiet_optuna
+from coatsearch.search.optuna_trials import ledger
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow
 from coatsearch.space import Domain

@@ -1,8 +1,9 @@
-"""Trial rows as JSON lines: one `TrialRow` record a line.
+"""A run's ledger as a file: ``RUN_DIR/ledger.jsonl``, one `TrialRow` as JSON a line.
 
-The ray backend's ledger (``RUN_DIR/ledger.jsonl``), the replay backend's, and a table's
-committed rows (`coatsearch.search.table`) share this form: text that grows by appending,
-diffs line by line and needs no database to read.
+Each trial that ends is appended at once and flushed to disk, so a finished trial is never
+lost, after kill -9 too; the results table is rebuilt from the ledger. A line a crash cut
+short is passed over when read and dropped before the next append; any other line that is
+not a row is refused (`LedgerError`), never passed over.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ class LedgerError(CoatsearchError):
 def read_rows(path: Path, *, strict: bool = False) -> list[TrialRow]:
     """The rows of a JSON-lines file, by trial number (a later line for the same number
     wins). A last line without its newline (a write cut short by a crash) is passed over,
-    unless ``strict`` (a committed file: nothing was cut); any other line that is not a
-    trial row is a `LedgerError` naming it."""
+    unless ``strict`` (a committed file such as a table's rows, which nothing cut short);
+    any other line that is not a trial row is a `LedgerError` naming it."""
     rows: dict[int, TrialRow] = {}
     if not path.exists():
         return []
@@ -36,7 +37,7 @@ def read_rows(path: Path, *, strict: bool = False) -> list[TrialRow]:
         raise LedgerError(f"{path}: cannot read the ledger ({exc.strerror or exc})") from None
     lines = text.split("\n")
     if strict and lines[-1].strip():
-        raise LedgerError(f"{path}: line {len(lines)} is cut short (no newline at the end of the file)")
+        raise LedgerError(f"{path}: line {len(lines)} is cut short (no newline ends the file)")
     for number, line in enumerate(lines[:-1], 1):  # [-1]: "" or a line cut short
         if not line.strip():
             continue
@@ -56,9 +57,9 @@ def read_ledger(run_dir: Path) -> list[TrialRow]:
 
 
 def append_ledger(run_dir: Path, row: TrialRow, *, sync: bool = True) -> None:
-    """Append one row and flush it (to disk too with ``sync``: a trial that took minutes
-    is not lost to a power cut); a line a crash cut short is dropped first, so the row
-    starts a line of its own."""
+    """Append one row and flush it (to disk too with ``sync``: a trial that trained for
+    minutes survives a power cut; a replayed one is cheap to replay again); a line a crash
+    cut short is dropped first, so the row starts a line of its own."""
     with open(run_dir / LEDGER, "a+b") as handle:
         _drop_cut_line(handle)
         handle.write((row.to_json() + "\n").encode())
