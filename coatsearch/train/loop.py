@@ -365,12 +365,8 @@ def fit(
         eval_batch = 2 * config.batch_size
         first = 1 if checkpoints is None else checkpoints.restore(trainer, model, result, log)
 
-<<<<<<< HEAD
         for epoch in range(first, config.epochs + 1):
-=======
-        for epoch in range(1, config.epochs + 1):
             epoch_start, epoch_cpu = time.perf_counter(), time.process_time()
->>>>>>> main
             try:
                 train_loss, train_acc, speed, lr = trainer.train_epoch(epoch, on_batch)
                 val_loss, val_correct = evaluate_images(model, data.val, eval_batch, runtime, val_feed)
