@@ -23,11 +23,11 @@ class LedgerError(CoatsearchError):
     row passed over would drop a finished trial from it and run the trial again."""
 
 
-def read_ledger(run_dir: Path) -> list[TrialRow]:
-    """The rows appended so far, by trial number. A last line without its newline (a write
-    cut short by a crash) is passed over; any other line that is not a trial row is a
-    `LedgerError` naming it."""
-    path = run_dir / LEDGER
+def read_rows(path: Path, *, strict: bool = False) -> list[TrialRow]:
+    """The rows of a JSON-lines file, by trial number (a later line for the same number
+    wins). A last line without its newline (a write cut short by a crash) is passed over,
+    unless ``strict`` (a committed file such as a table's rows, which nothing cut short);
+    any other line that is not a trial row is a `LedgerError` naming it."""
     rows: dict[int, TrialRow] = {}
     if not path.exists():
         return []
@@ -35,7 +35,10 @@ def read_ledger(run_dir: Path) -> list[TrialRow]:
         text = path.read_text(errors="replace")
     except OSError as exc:
         raise LedgerError(f"{path}: cannot read the ledger ({exc.strerror or exc})") from None
-    for number, line in enumerate(text.split("\n")[:-1], 1):  # [-1]: "" or a line cut short
+    lines = text.split("\n")
+    if strict and lines[-1].strip():
+        raise LedgerError(f"{path}: line {len(lines)} is cut short (no newline ends the file)")
+    for number, line in enumerate(lines[:-1], 1):  # [-1]: "" or a line cut short
         if not line.strip():
             continue
         try:
@@ -48,14 +51,21 @@ def read_ledger(run_dir: Path) -> list[TrialRow]:
     return [rows[k] for k in sorted(rows)]
 
 
-def append_ledger(run_dir: Path, row: TrialRow) -> None:
-    """Append one row and flush it to disk; a line a crash cut short is dropped first, so
-    the row starts a line of its own."""
+def read_ledger(run_dir: Path) -> list[TrialRow]:
+    """The rows appended to a run's ledger so far (`read_rows`)."""
+    return read_rows(run_dir / LEDGER)
+
+
+def append_ledger(run_dir: Path, row: TrialRow, *, sync: bool = True) -> None:
+    """Append one row and flush it (to disk too with ``sync``: a trial that trained for
+    minutes survives a power cut; a replayed one is cheap to replay again); a line a crash
+    cut short is dropped first, so the row starts a line of its own."""
     with open(run_dir / LEDGER, "a+b") as handle:
         _drop_cut_line(handle)
         handle.write((row.to_json() + "\n").encode())
         handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            os.fsync(handle.fileno())
 
 
 def _drop_cut_line(handle: BinaryIO) -> None:

@@ -359,6 +359,7 @@ def fit(
         eval_batch = 2 * config.batch_size
 
         for epoch in range(1, config.epochs + 1):
+            epoch_start, epoch_cpu = time.perf_counter(), time.process_time()
             try:
                 train_loss, train_acc, speed, lr = trainer.train_epoch(epoch, on_batch)
                 val_loss, val_correct = evaluate_images(model, data.val, eval_batch, runtime, val_feed)
@@ -376,6 +377,7 @@ def fit(
                 train_eval_loss=fit_loss, train_eval_acc=fit_acc, val_loss=val_loss,
                 val_acc=val_acc, gap=fit_acc - val_acc, images_per_s=speed,
                 wall_time=time.perf_counter() - started, lr=lr,
+                epoch_s=time.perf_counter() - epoch_start, epoch_cpu_s=time.process_time() - epoch_cpu,
             )
             result.epochs.append(metrics)
             result.val_correct = val_correct.numpy()
