@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from coatsearch.errors import CoatsearchError, cut
 from coatsearch.files import load_yaml, load_yaml_file
 from coatsearch.knobs import KNOBS, KnobContext, parameter_kind
-from coatsearch.objectives import Objective
-from coatsearch.train.config import TrainConfig, TrainConfigError
+from coatsearch.objectives import Direction, Objective
+from coatsearch.train.config import TrainConfig
 from coatsearch.units import parse_count
 from coatsearch.urls import masked
 from coatsearch.validation import FieldError, validate_mapping
@@ -185,8 +185,8 @@ class EarlyStopping(_Frozen):
         return self
 
     @property
-    def mode(self) -> str:
-        return "min" if self.metric.endswith("loss") else "max"
+    def direction(self) -> Direction:
+        return Direction.of(self.metric)
 
 
 class Resources(_Frozen):
@@ -292,15 +292,6 @@ class SearchSpace(_Frozen):
         """Torch threads per trial: the CPUs each trial is given."""
         return max(1, int(self.resources.cpu))
 
-    @field_validator("train")
-    @classmethod
-    def _valid_train(cls, train: dict[str, Any]) -> dict[str, Any]:
-        try:
-            TrainConfig.from_dict(train)
-        except TrainConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return train
-
     @field_validator("base")
     @classmethod
     def _base_shape(cls, base: Any) -> str | dict[str, Any]:
@@ -317,10 +308,6 @@ class SearchSpace(_Frozen):
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
-
-    @property
-    def directions(self) -> list[str]:
-        return [o.direction + "imize" for o in self.objectives]
 
     @property
     def epochs(self) -> int:

@@ -1,120 +1,55 @@
-"""The package's layering: no import cycle, and each part reads only the parts below it.
-
-The layers, lowest first (docs/architecture.md): errors, files/urls/units/status/host/objectives/perimage,
-rundir/validation, spec, presets, nn and analytic, flops, budget, scaling, data, train, knobs,
-space, search, results, analysis, runner, report, studies, commands, cli. Every import counts, those inside
-functions too.
-"""
+"""The package's layering, as the import contracts in pyproject.toml state it (checked by
+import-linter, in CI too): each layer of docs/architecture.md reads only the layers below
+it, every import counted (those inside functions too), and no package's modules import
+each other in a cycle."""
 
 from __future__ import annotations
 
-import grimp
+import sys
+from pathlib import Path
+
 import pytest
+from importlinter.cli import lint_imports
 
-LAYERS = [
-    {"errors"},
-    {"files", "urls", "units", "status", "host", "objectives", "perimage"},
-    {"rundir", "validation"},
-    {"spec"},
-    {"presets"},
-    {"nn", "analytic"},
-    {"flops"},
-    {"budget"},
-    {"scaling"},
-    {"data"},
-    {"train"},
-    {"knobs"},
-    {"space"},
-    {"search"},
-    {"results"},
-    {"analysis"},
-    {"runner"},
-    {"report"},
-    {"studies"},
-    {"commands"},
-    {"cli"},
-    {"__main__"},
-]
-LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
+ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def graph() -> grimp.ImportGraph:
-    return grimp.build_graph("coatsearch", cache_dir=None)
+def test_the_import_contracts_hold():
+    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True) == 0
 
 
-def _part(module: str) -> str | None:
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 else None
+CONTRACTS = """
+[importlinter]
+root_package = toy
+
+[importlinter:contract:layers]
+name = layers
+type = layers
+containers = toy
+layers =
+    high
+    low
+
+[importlinter:contract:cycles]
+name = cycles
+type = acyclic_siblings
+ancestors = toy
+"""
 
 
-def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in graph.find_modules_directly_imported_by(node):
-            if nxt not in index:
-                visit(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                top = stack.pop()
-                on_stack.discard(top)
-                component.append(top)
-                if top == node:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for module in sorted(graph.modules):
-        if module not in index:
-            visit(module)
-    return found
-
-
-def test_no_import_cycle(graph):
-    assert _cycles(graph) == []
-
-
-def test_every_part_has_a_layer(graph):
-    parts = {_part(m) for m in graph.modules} - {None}
-    assert parts <= set(LEVEL), sorted(parts - set(LEVEL))
-
-
-def test_each_part_imports_only_parts_below_it(graph):
-    upward = []
-    for module in sorted(graph.modules):
-        here = _part(module)
-        if here is None:  # the package's own __init__ re-exports the public API
-            continue
-        for imported in graph.find_modules_directly_imported_by(module):
-            there = _part(imported)
-            if there is not None and there != here and LEVEL[there] >= LEVEL[here]:
-                upward.append(f"{module} -> {imported}")
-    assert upward == []
-
-
-def test_the_counts_never_read_the_module(graph):
-    assert not [m for m in graph.find_modules_directly_imported_by("coatsearch.analytic") if m.startswith("coatsearch.nn")]
-
-
-def test_the_checker_sees_a_cycle():
-    """The cycle finder itself, on a graph with a known cycle."""
-    graph = grimp.ImportGraph()
-    for name in ("pkg", "pkg.a", "pkg.b", "pkg.c"):
-        graph.add_module(name)
-    graph.add_import(importer="pkg.a", imported="pkg.b")
-    graph.add_import(importer="pkg.b", imported="pkg.a")
-    graph.add_import(importer="pkg.c", imported="pkg.a")
-    assert _cycles(graph) == [["pkg.a", "pkg.b"]]
+@pytest.mark.parametrize("files", [
+    {"high.py": "", "low.py": "import toy.high\n"},  # an upward import
+    {"high.py": "import toy.low\n", "low.py": "", "a.py": "import toy.b\n", "b.py": "def f():\n    import toy.a\n"},  # a cycle
+], ids=["upward", "cycle"])
+def test_the_contracts_catch_an_upward_import_and_a_cycle(tmp_path, monkeypatch, files):
+    package = tmp_path / "toy"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name, text in files.items():
+        (package / name).write_text(text)
+    (tmp_path / ".importlinter").write_text(CONTRACTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert lint_imports(config_filename=str(tmp_path / ".importlinter"), no_cache=True, no_logo=True) == 1
+    finally:
+        sys.modules.pop("toy", None)

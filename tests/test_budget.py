@@ -232,7 +232,7 @@ def _layouts_base() -> NetSpec:
 
 @pytest.mark.parametrize("layout", ["C-C-C-T", "C-C-T-T", "C-T-T-T", "vit-rel"])
 def test_joint_matching_keeps_the_bases_depth_when_a_shape_near_it_fits(layout):
-    from coatsearch.budget import _depth_distance
+    from coatsearch.budget.both import depth_distance as _depth_distance
 
     base = _layouts_base()
     spec = base.as_vit_rel() if layout == "vit-rel" else base.with_layout(layout)

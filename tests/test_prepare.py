@@ -19,6 +19,9 @@ from PIL import Image
 
 from coatsearch import TrainConfig, fit
 from coatsearch.data import DataError, load_data
+from coatsearch.data import cache_format as C
+from coatsearch.data import decode as D
+from coatsearch.data import fingerprint as F
 from coatsearch.data import prepared as P
 from coatsearch.data.pipeline import Feed
 from tests.conftest import TINY_SPACE, tiny_spec
@@ -56,10 +59,10 @@ def test_simplejpeg_decodes_the_pixels_pillows_draft_does(tmp_path, monkeypatch,
     noisy = np.asarray(smooth.resize((width, height), Image.BILINEAR), dtype=np.int16) + rng.integers(-20, 20, (height, width, 3))
     path = tmp_path / "photo.jpg"
     Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, quality=88)
-    assert P._decode_scaled_jpeg(path, "RGB", size, None) is not None  # simplejpeg takes this file
-    fast = P.decode_fitted(path, "RGB", size)
-    monkeypatch.setattr(P, "_simplejpeg", None)
-    pillow = P.decode_fitted(path, "RGB", size)
+    assert D._decode_scaled_jpeg(path, "RGB", size, None) is not None  # simplejpeg takes this file
+    fast = D.decode_fitted(path, "RGB", size)
+    monkeypatch.setattr(D, "_simplejpeg", None)
+    pillow = D.decode_fitted(path, "RGB", size)
     assert fast.shape == pillow.shape == (3, size, size)
     assert np.array_equal(fast, pillow)
 
@@ -72,15 +75,15 @@ def test_files_simplejpeg_rejects_are_decoded_by_pillow(tmp_path) -> None:
     cmyk = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (80, 80), (0, 50, 100, 0)).save(cmyk)
     for path in (gray, png, cmyk):
-        assert P._decode_scaled_jpeg(path, "RGB", 32, None) is None
+        assert D._decode_scaled_jpeg(path, "RGB", 32, None) is None
         modes: set[str] = set()
-        assert P.decode_fitted(path, "RGB", 32, modes=modes).shape == (3, 32, 32)
+        assert D.decode_fitted(path, "RGB", 32, modes=modes).shape == (3, 32, 32)
         with Image.open(path) as image:
             assert modes == {image.mode}
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(gray.read_bytes()[:40])
     with pytest.raises(DataError, match="broken.jpg: unreadable image"):
-        P.decode_fitted(broken, "RGB", 32)
+        D.decode_fitted(broken, "RGB", 32)
 
 
 def test_prepared_matches_the_in_memory_path_and_shares_the_map(tmp_path: Path) -> None:
@@ -97,7 +100,7 @@ def test_prepared_matches_the_in_memory_path_and_shares_the_map(tmp_path: Path) 
     # the splits index one mapped array; no copy of it
     assert mapped.train.index is not None and mapped.train.images.data_ptr() == mapped.val.images.data_ptr()
     assert prepared.manifest["classes"] == ["c0", "c1", "c2", "c3"]
-    assert len(prepared.manifest["files"]["train"]) == 120 and prepared.manifest["format_version"] == P.FORMAT_VERSION
+    assert len(prepared.manifest["files"]["train"]) == 120 and prepared.manifest["format_version"] == C.FORMAT_VERSION
 
 
 def test_draft_decoding_is_close_to_a_full_decode(tmp_path: Path) -> None:
@@ -122,10 +125,10 @@ def test_kill_9_during_prepare_then_again_gives_the_uninterrupted_cache(tmp_path
     time.sleep(0.15)  # part-way through the decoding
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    final = P.cache_dir_for(root, 32, cache=killed_cache)
+    final = C.cache_dir_for(root, 32, cache=killed_cache)
     assert not final.exists(), "the prepare finished before the kill; make the folder larger"
     with pytest.raises(OSError):  # nothing usable is left behind...
-        P._open(final)
+        C.open_cache(final)
     subprocess.run(command, env=env, check=True, capture_output=True)  # ... and a rerun completes
     clean = P.prepare(root, 32, cache=tmp_path / "clean", progress=False)
     assert cache_files(final) == cache_files(clean.path)
@@ -138,7 +141,7 @@ def test_a_replaced_image_invalidates_the_cache(tmp_path: Path) -> None:
     before = first.images["train"][5].copy()
     victim = sorted(root.rglob("*.jpg"))[5]  # row 5: folders, then files, in order
     Image.new("RGB", (50, 40), (250, 0, 0)).save(victim)
-    reopened, why = P._valid(first.path, P.list_source(root).fingerprint(), True)
+    reopened, why = C.valid_cache(first.path, F.list_source(root).fingerprint(), True)
     assert reopened is None and why == "the source folder changed"
     second = P.prepare(root, 16)
     assert not np.array_equal(second.images["train"][5], before)
@@ -148,7 +151,7 @@ def test_a_replaced_image_invalidates_the_cache(tmp_path: Path) -> None:
 def test_bad_caches_are_rebuilt_and_bad_folders_are_one_line_errors(tmp_path: Path, cache: Path) -> None:
     root = jpeg_folder(tmp_path / "src", 24)
     good = cache_files(P.prepare(root, 16).path)
-    path = P.cache_dir_for(root, 16)
+    path = C.cache_dir_for(root, 16)
     # a truncated array
     with open(path / "train.npy", "r+b") as handle:
         handle.truncate(1000)
@@ -212,7 +215,7 @@ def test_a_damaged_cache_is_rebuilt_before_a_trial_reads_it(tmp_path: Path, dama
 
     root = jpeg_folder(tmp_path / "src", 24)
     good = cache_files(P.prepare(root, 16).path)
-    path = P.cache_dir_for(root, 16)
+    path = C.cache_dir_for(root, 16)
     DAMAGE[damage](path)
     result = CliRunner().invoke(app, ["data", "info", str(root)])
     assert result.exit_code == 0 and "unusable" in result.output, result.output
@@ -233,7 +236,7 @@ def test_a_folder_that_changes_during_prepare_is_decoded_again(tmp_path: Path, m
     monkeypatch.setattr(P, "_decode_split", changing)
     prepared = P.prepare(root, 16)
     assert len(calls) == 2 and prepared.images["train"][0, 1].mean() > 240
-    assert prepared.manifest["files"] == P.list_source(root).fingerprint()
+    assert prepared.manifest["files"] == F.list_source(root).fingerprint()
 
     def always(*args, **kwargs):  # type: ignore[no-untyped-def]
         (root / "c0" / f"new{len(calls)}.jpg").write_bytes((root / "c0" / "00000.jpg").read_bytes())
@@ -366,7 +369,7 @@ def test_preparing_at_a_draft_scale_loads_no_torch(tmp_path: Path, cache: Path) 
 def test_whether_a_folder_needs_a_resize_is_read_from_its_first_header(tmp_path: Path) -> None:
     draft_sized, resized = jpeg_folder(tmp_path / "a", 2, side=128), jpeg_folder(tmp_path / "b", 2, side=100)
     first = sorted(draft_sized.rglob("*.jpg"))[0]
-    assert not P._needs_resize(first, 32, draft=True)  # 128x136 at 1/4: 32x34
-    assert P._needs_resize(first, 30, draft=True)
-    assert P._needs_resize(first, 32, draft=False)
-    assert P._needs_resize(sorted(resized.rglob("*.jpg"))[0], 32, draft=True)  # 100 px: 1/2 gives 50
+    assert not D.needs_resize(first, 32, draft=True)  # 128x136 at 1/4: 32x34
+    assert D.needs_resize(first, 30, draft=True)
+    assert D.needs_resize(first, 32, draft=False)
+    assert D.needs_resize(sorted(resized.rglob("*.jpg"))[0], 32, draft=True)  # 100 px: 1/2 gives 50

@@ -12,7 +12,7 @@ import yaml
 from coatsearch.results import read_table
 from coatsearch.runner import run_study
 from coatsearch.search import compile_space
-from coatsearch.search.optuna_backend import quiet_optuna
+from coatsearch.search.optuna_storage import quiet_optuna
 from coatsearch.search.samplers import make_sampler, trial_seed
 from coatsearch.space import load_space
 from tests.conftest import TINY_SPACE

@@ -178,7 +178,9 @@ def test_a_one_point_grid_runs(tmp_path):
 
 def test_a_grid_point_enqueued_twice_by_racing_workers_runs_once(tmp_path):
     # workers that start together may each enqueue the grid; duplicates step aside
-    from coatsearch.search.optuna_backend import ledger, open_study, run_worker
+    from coatsearch.search.optuna_backend import run_worker
+    from coatsearch.search.optuna_storage import open_study
+    from coatsearch.search.optuna_trials import ledger
 
     space = load_space(_space_file(tmp_path, trials=3, train={"epochs": 1, "batch_size": 64},
                                    params={"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1, 2]}}))
@@ -196,7 +198,7 @@ def test_a_grid_point_enqueued_twice_by_racing_workers_runs_once(tmp_path):
 
 
 def _pop_waiting(plan, run_dir, popped) -> None:
-    from coatsearch.search.optuna_backend import open_study
+    from coatsearch.search.optuna_storage import open_study
 
     study = open_study(plan, run_dir)
     while (trial_id := study._pop_waiting_trial_id()) is not None:  # what `study.ask` does first
@@ -209,7 +211,7 @@ def test_workers_popping_one_sqlite_study_at_once_never_take_the_same_trial(tmp_
     # workers at once (both trained it; the second failed with "Cannot tell a COMPLETE trial")
     import multiprocessing
 
-    from coatsearch.search.optuna_backend import open_study
+    from coatsearch.search.optuna_storage import open_study
 
     plan = compile_space(load_space(_space_file(tmp_path, trials=2)))
     run_dir = tmp_path / "run"
@@ -233,7 +235,8 @@ def test_workers_popping_one_sqlite_study_at_once_never_take_the_same_trial(tmp_
 def test_a_dead_workers_trial_is_retried_without_its_claim(tmp_path):
     import optuna
 
-    from coatsearch.search.optuna_backend import fail_dead_trials, open_study
+    from coatsearch.search.optuna_storage import open_study
+    from coatsearch.search.optuna_trials import fail_dead_trials
 
     space = load_space(_space_file(tmp_path, trials=2))
     plan = compile_space(space)
@@ -288,7 +291,7 @@ def test_the_dry_run_estimate_follows_steps_and_each_candidates_data_size(tmp_pa
 def test_a_ray_ledger_row_after_a_line_a_crash_cut_short_is_kept(tmp_path):
     """A write cut short leaves a last line without its newline; the next row must not be
     glued to it (read back as one bad line, the finished trial would be lost)."""
-    from coatsearch.search.ray_backend import LEDGER, LedgerError, append_ledger, read_ledger
+    from coatsearch.search.jsonl_ledger import LEDGER, LedgerError, append_ledger, read_ledger
     from coatsearch.search.rows import TrialRow
 
     rows = [TrialRow(trial=n, status="complete", params={"seed": n}, val_acc=0.5) for n in range(3)]
@@ -309,7 +312,7 @@ def test_a_local_ray_that_misses_its_start_deadline_is_started_again_then_refuse
     import ray
 
     from coatsearch.errors import CoatsearchError
-    from coatsearch.search import ray_backend
+    from coatsearch.search import ray_session
 
     timed_out = Exception("The current node timed out during startup. This could happen because ...\nmore")
     outcomes: list[Exception | None] = [timed_out, None]
@@ -323,14 +326,14 @@ def test_a_local_ray_that_misses_its_start_deadline_is_started_again_then_refuse
 
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
-    monkeypatch.setattr(ray_backend, "reap", reaped.append)
-    ray_backend.start_local_ray(tmp_path)  # the second start succeeds
+    monkeypatch.setattr(ray_session, "reap", reaped.append)
+    ray_session.start_local_ray(tmp_path)  # the second start succeeds
     assert starts == [str(tmp_path)] * 2 and reaped == [tmp_path]
 
-    outcomes[:] = [timed_out] * ray_backend.RAY_STARTS
+    outcomes[:] = [timed_out] * ray_session.RAY_STARTS
     with pytest.raises(CoatsearchError) as refused:
-        ray_backend.start_local_ray(tmp_path)
+        ray_session.start_local_ray(tmp_path)
     message = str(refused.value)
     assert "\n" not in message and message.startswith("backend ray: a local Ray did not start (The current node timed out")
-    assert len(reaped) == 1 + ray_backend.RAY_STARTS  # nothing a failed start left keeps running
+    assert len(reaped) == 1 + ray_session.RAY_STARTS  # nothing a failed start left keeps running
 

@@ -42,6 +42,9 @@ def test_fit_reports_every_epoch(small_data: DataBundle) -> None:
         assert 0 <= m.train_acc_running <= 1 and 0 <= m.train_eval_acc <= 1 and 0 <= m.val_acc <= 1
         assert m.gap == pytest.approx(m.train_eval_acc - m.val_acc)
         assert m.images_per_s > 0 and m.train_loss_running > 0 and m.val_loss > 0
+        # the epoch's own wall and CPU time: what a replay's simulated clock advances by
+        assert m.epoch_s is not None and 0 < m.epoch_s <= m.wall_time
+        assert m.epoch_cpu_s is not None and m.epoch_cpu_s > 0
     assert seen[1].wall_time > seen[0].wall_time and seen[1].lr < seen[0].lr
     assert seen[1].val_loss < math.log(10)  # it learned something
     assert result.test_acc is not None and 0 <= result.test_acc <= 1

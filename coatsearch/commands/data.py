@@ -39,8 +39,8 @@ def data_info(
     source: str = typer.Argument(..., help="an image folder"),
 ) -> None:
     """What is cached for an image folder: one line per prepared size."""
+    from coatsearch.data.cache_format import cache_root, inspect_cache
     from coatsearch.data.listing import image_folder
-    from coatsearch.data.prepared import cache_root, inspect_cache
     from coatsearch.report.terminal import prepared_table
 
     entries = inspect_cache(image_folder(source))

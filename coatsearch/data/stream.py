@@ -19,9 +19,10 @@ import torch
 from torch.utils.data import Dataset
 
 from coatsearch.data.bundle import DataBundle
+from coatsearch.data.decode import decode_fitted, mode_of_all
 from coatsearch.data.errors import DataError
+from coatsearch.data.fingerprint import list_source
 from coatsearch.data.images import BatchTransform, ImageSet, channel_stats
-from coatsearch.data.prepared import decode_fitted, list_source, mode_of_all
 from coatsearch.data.splits import stratified_subset
 
 #: Training images decoded at load for the normalisation statistics.

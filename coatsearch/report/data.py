@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from coatsearch.analysis import Analysis, Design, analyse
 from coatsearch.errors import CoatsearchError
 from coatsearch.files import load_yaml_file
-from coatsearch.objectives import DEFAULT_MODE, Objective
+from coatsearch.objectives import Direction, Objective
 from coatsearch.results import TableError, ranked, read_table
 from coatsearch.units import format_count, parse_count
 
@@ -76,7 +76,7 @@ def read_study(run_dir: Path) -> Study:
     """Name, description and objectives from ``space.yaml``; defaults when it is absent."""
     path = run_dir / "space.yaml"
     if not path.exists():
-        return Study(run_dir.name, None, (("val_acc", DEFAULT_MODE["val_acc"]),))
+        return Study(run_dir.name, None, (("val_acc", Direction.of("val_acc")),))
     data = load_yaml_file(path, ReportError, "saved space")
     if not isinstance(data, dict):
         raise ReportError(f"{path}: expected a mapping of space fields")

@@ -14,16 +14,16 @@ count as trials: the walk goes on past them to the next point that gives a netwo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from coatsearch.budget import BudgetError, match_budget
-from coatsearch.errors import first_line
 from coatsearch.flops import count_analytic
 from coatsearch.knobs import apply_params
+from coatsearch.objectives import Direction
 from coatsearch.presets import load_spec
 from coatsearch.search.rows import point_key
+from coatsearch.search.storage_url import check_storage_server, check_storage_url
 from coatsearch.space import DataSettings, SearchSpace, SpaceError, iter_grid
 from coatsearch.spec import NetSpec, SpecError
 from coatsearch.train.config import TrainConfig, TrainConfigError
@@ -38,13 +38,14 @@ class InfeasibleCandidate(ValueError):
 @dataclass(frozen=True)
 class Candidate:
     """The network a parameter set describes, matched to the budget, with its counts and
-    the trial's trainer and data settings."""
+    the trial's trainer and data settings, validated: a trial trains it as it is, adjusting
+    only what the machine decides (threads)."""
 
     params: dict[str, Any]
     spec: NetSpec
     flops: int
     n_params: int
-    train: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
     data: DataSettings = DataSettings()
     budget_note: str = ""
 
@@ -65,6 +66,8 @@ class SearchPlan:
 
     space: SearchSpace
     base: NetSpec
+    #: the space's trainer settings, validated once (the space's ``seed`` unless it sets one)
+    train: TrainConfig = TrainConfig()
     grid: tuple[dict[str, Any], ...] | None = None
     #: the grid's first ``grid_walk`` points are the ones this study runs, ``grid_trains``
     #: of them feasible (`walk_grid`)
@@ -77,7 +80,8 @@ class SearchPlan:
 
     @property
     def epochs(self) -> int:
-        return self.space.epochs
+        """Epochs of a full-fidelity trial: the space's trainer setting."""
+        return self.train.epochs
 
     @property
     def target_trials(self) -> int:
@@ -94,14 +98,18 @@ class SearchPlan:
         return [o.metric for o in self.space.objectives]
 
     @property
-    def directions(self) -> list[str]:
-        """``max`` / ``min`` per objective."""
+    def directions(self) -> list[Direction]:
+        """Each objective's direction (Ray takes them as they are: ``max`` / ``min``)."""
         return [o.direction for o in self.space.objectives]
 
     @property
     def study_directions(self) -> list[StudyDirection]:
         """Optuna's ``maximize`` / ``minimize`` per objective."""
-        return ["maximize" if d == "max" else "minimize" for d in self.directions]
+        return [d.optuna for d in self.directions]
+
+    def direction_of(self, metric: str) -> Direction:
+        """The run's direction for a metric: its objective's, else the metric's usual one."""
+        return next((o.direction for o in self.space.objectives if o.metric == metric), Direction.of(metric))
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """Define-by-run sampling through an Optuna trial: one value per parameter."""
@@ -112,9 +120,15 @@ class SearchPlan:
         space = self.space
         try:
             draft = apply_params(self.base, params, space.knob_context)
-            data = space.data.model_copy(update=draft.data)
         except (SpecError, TypeError, ValueError) as exc:
             raise InfeasibleCandidate(str(exc)) from None
+        # each value was checked alone when the space was compiled; together they may not fit
+        # (``train.steps`` below ``train.epochs``)
+        try:
+            train = self.train.replace(**draft.train) if draft.train else self.train
+            data = DataSettings.model_validate({**space.data.model_dump(), **draft.data}) if draft.data else space.data
+        except (TrainConfigError, ValueError) as exc:
+            raise InfeasibleCandidate(str(exc).splitlines()[0]) from None
         spec, note = draft.spec, ""
         budget = space.budget
         if budget is not None and budget.targets:
@@ -131,7 +145,7 @@ class SearchPlan:
                 if bounds is not None and not bounds[0] <= got <= bounds[1]:
                     raise InfeasibleCandidate(f"{metric} {got:.3g} outside [{bounds[0]:.3g}, {bounds[1]:.3g}]")
         return Candidate(params=dict(params), spec=spec, flops=counts.flops, n_params=counts.params,
-                         train={**space.train, **draft.train}, data=data, budget_note=note)
+                         train=train, data=data, budget_note=note)
 
 
 # --------------------------------------------------------------------------- compiling
@@ -151,11 +165,12 @@ def compile_space(space: SearchSpace, *, source: str | None = None, check_data: 
 
 def _compile(space: SearchSpace, check_data: bool, check_storage: bool) -> SearchPlan:
     base = _base(space)
+    train = _trainer(space)
     resolved = space.model_copy(update={"base": base.to_dict()})
     for name, domain in space.params.items():
         values = domain.choices if domain.choices is not None else [domain.low, domain.high]
         for value in values:
-            _check_value(space, base, name, value)
+            _check_value(space, base, train, name, value)
     _check_budget(space, base)
     if space.resources.workers > 1 and space.backend != "ray":
         raise SpaceError(f"resources.workers: {space.resources.workers} data-parallel workers per trial "
@@ -166,7 +181,7 @@ def _compile(space: SearchSpace, check_data: bool, check_storage: bool) -> Searc
             check_storage_server(space.storage, "storage")
     if check_data:
         check_data_source(space.data, base.image_size, space.seed)
-    plan = SearchPlan(space=resolved, base=base)
+    plan = SearchPlan(space=resolved, base=base, train=train)
     return walk_grid(plan, tuple(iter_grid(space))) if space.sampler == "grid" else plan
 
 
@@ -208,12 +223,21 @@ def _base(space: SearchSpace) -> NetSpec:
         raise SpaceError(f"base.{message}" if sep and head.isidentifier() else f"base: {message}") from None
 
 
-def _check_value(space: SearchSpace, base: NetSpec, name: str, value: Any) -> None:
+def _trainer(space: SearchSpace) -> TrainConfig:
+    """The space's trainer settings as the one validated `TrainConfig` every candidate
+    starts from; a trial's seed is the space's unless ``train.seed`` sets one."""
+    try:
+        return TrainConfig.from_dict({"seed": space.seed, **space.train})
+    except TrainConfigError as exc:
+        raise SpaceError(f"train.{exc}") from None
+
+
+def _check_value(space: SearchSpace, base: NetSpec, train: TrainConfig, name: str, value: Any) -> None:
     """One value of one parameter, applied alone to the base."""
     where = f"params.{name}"
     if name.startswith("train."):
         try:
-            TrainConfig.from_dict({**space.train, name[6:]: value})
+            train.replace(**{name[6:]: value})
         except TrainConfigError as exc:
             raise SpaceError(f"{where}: {value!r} is not a valid trainer setting: {exc}") from None
         return
@@ -240,75 +264,6 @@ def _check_budget(space: SearchSpace, base: NetSpec) -> None:
         field, _, why = str(exc).partition(": ")
         field = field if field in ("flops", "params") else next(iter(space.budget.targets))
         raise SpaceError(f"budget.{field}: {why or exc}") from None
-
-
-def check_storage_url(url: str, field_name: str = "storage") -> None:
-    """A storage URL that SQLAlchemy can parse, with an installed driver, that keeps the
-    study (not an in-memory database) and, for SQLite, names a file in an existing folder
-    that is a SQLite database or not there yet. Touches no database (see `check_storage_server`)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise SpaceError(
-            f"{field_name}: {url!r} is not a database URL (expected e.g. sqlite:///study.db or postgresql://host/db)"
-        ) from None
-    try:
-        parsed.get_dialect().import_dbapi()
-    except NoSuchModuleError:
-        raise SpaceError(f"{field_name}: unknown database scheme {parsed.drivername!r} (expected sqlite or postgresql)") from None
-    except ImportError as exc:
-        hint = " (pip install 'psycopg[binary]')" if parsed.get_driver_name() == "psycopg" else ""
-        raise SpaceError(f"{field_name}: the driver for {parsed.drivername} is not installed{hint}: {exc}") from None
-    if parsed.get_backend_name() != "sqlite":
-        return
-    database = parsed.database or ""
-    if database in ("", ":memory:") or database.startswith("file::memory:") or parsed.query.get("mode") == "memory":
-        raise SpaceError(f"{field_name}: {url} is an in-memory database, which keeps nothing after the run; "
-                         "expected a file, e.g. sqlite:///study.db")
-    path = Path(database).expanduser()
-    if not path.resolve().parent.is_dir():
-        raise SpaceError(f"{field_name}: the folder of {database} does not exist")
-    if path.is_dir():
-        raise SpaceError(f"{field_name}: {database} is a directory, expected a SQLite database file")
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb") as handle:
-            if handle.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
-                raise SpaceError(f"{field_name}: {database} is not a SQLite database; move it away or name another file")
-
-
-#: The first bytes of every SQLite database file.
-SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def check_storage_server(url: str, field_name: str = "storage") -> None:
-    """A database server answers at ``url`` (SQLite files are checked by `check_storage_url`
-    and created when the study opens)."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import DBAPIError
-    from sqlalchemy.pool import NullPool
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return
-    engine = create_engine(parsed, poolclass=NullPool)
-    try:
-        with engine.connect():
-            pass
-    except DBAPIError as exc:
-        raise SpaceError(f"{field_name}: cannot reach the database at {safe_url(url)}: {first_line(exc)}") from None
-    finally:
-        engine.dispose()
-
-
-def safe_url(url: str) -> str:
-    """A URL without its password, for messages."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def check_data_source(data: DataSettings, image_size: int, seed: int = 0) -> None:

@@ -39,7 +39,7 @@ def _points(plan: SearchPlan) -> list[dict[str, Any]]:
         return [dict(p) for p in plan.grid_points]
     import optuna
 
-    from coatsearch.search.optuna_backend import quiet_optuna
+    from coatsearch.search.optuna_storage import quiet_optuna
     from coatsearch.search.samplers import make_sampler
 
     with quiet_optuna():

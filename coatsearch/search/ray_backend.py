@@ -14,9 +14,8 @@ sampler first so it resumes where it was. So a finished trial never runs again, 
 kill -9 too, and only trials in flight are lost. A worker that dies is retried
 ``retries`` times (`FailureConfig`); a trial that keeps dying is recorded as failed.
 
-Processes: a local run keeps Ray's files in a folder of its own (one per run directory),
-and no process of it outlives the command (`coatsearch.search.reaper`): the driver ends
-them after `ray.shutdown()`, and a watchdog ends them when the driver is killed outright.
+Beside this module: the ledger file (`jsonl_ledger`), Ray's start and shutdown
+(`ray_session`) and what a worker runs (`ray_trainables`).
 
 Multi-objective searches put the metric and mode lists on the searcher only (Ray rejects
 lists in `TuneConfig`), and ASHA gets its own single metric. A trial ASHA stops early is
@@ -29,167 +28,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ray.tune import Callback
 
-from coatsearch.errors import CoatsearchError, first_line
-from coatsearch.host import available_cpus, sleep_while_waiting
+from coatsearch.search import ray_trainables
+from coatsearch.search.jsonl_ledger import append_ledger, read_ledger
 from coatsearch.search.plan import SearchPlan
-from coatsearch.search.reaper import guard, ray_folder, reap
+from coatsearch.search.ray_session import ray_session
 from coatsearch.search.rows import TrialRow, point_key
-from coatsearch.search.trial import run_trial
 from coatsearch.status import Status
 
-LEDGER = "ledger.jsonl"
 #: Rounds of Tune experiments one run may start before it gives up on a mostly infeasible space.
 MAX_ROUNDS = 20
-
-
-# --------------------------------------------------------------------------- ledger
-class LedgerError(CoatsearchError):
-    """A ledger line that is not a trial row: the table is rebuilt from the ledger, so a
-    row passed over would drop a finished trial from it and run the trial again."""
-
-
-def read_ledger(run_dir: Path) -> list[TrialRow]:
-    """The rows appended so far, by trial number. A last line without its newline (a write
-    cut short by a crash) is passed over; any other line that is not a trial row is a
-    `LedgerError` naming it."""
-    path = run_dir / LEDGER
-    rows: dict[int, TrialRow] = {}
-    if not path.exists():
-        return []
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        raise LedgerError(f"{path}: cannot read the ledger ({exc.strerror or exc})") from None
-    for number, line in enumerate(text.split("\n")[:-1], 1):  # [-1]: "" or a line cut short
-        if not line.strip():
-            continue
-        try:
-            row = TrialRow.from_json(line)
-        except (ValueError, KeyError, TypeError) as exc:
-            why = f"no {exc.args[0]} field" if isinstance(exc, KeyError) else first_line(exc)
-            raise LedgerError(f"{path}: line {number} is not a trial row ({why}); restore it, "
-                              "or delete the line to run that trial again") from None
-        rows[row.trial] = row
-    return [rows[k] for k in sorted(rows)]
-
-
-def append_ledger(run_dir: Path, row: TrialRow) -> None:
-    """Append one row and flush it to disk; a line a crash cut short is dropped first, so
-    the row starts a line of its own."""
-    with open(run_dir / LEDGER, "a+b") as handle:
-        _drop_cut_line(handle)
-        handle.write((row.to_json() + "\n").encode())
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _drop_cut_line(handle: BinaryIO) -> None:
-    """Truncate the file after its last newline."""
-    end = pos = handle.seek(0, os.SEEK_END)
-    while pos > 0:
-        start = max(0, pos - 4096)
-        handle.seek(start)
-        newline = handle.read(pos - start).rfind(b"\n")
-        if newline >= 0:
-            if start + newline + 1 < end:
-                handle.truncate(start + newline + 1)
-            return
-        pos = start
-    handle.truncate(0)
-
-
-def _trainable(config: dict[str, Any], plan: SearchPlan) -> None:
-    """Ray function trainable: one trial, reporting every epoch."""
-    import ray
-    from ray import tune
-
-    node = ray.get_runtime_context().get_node_id()[:12]
-    # every report carries the objectives and the early-stopping metric (worst values when
-    # not measured yet, so a cut-short trial never looks ideal to the searcher)
-    names = list(dict.fromkeys([*plan.metrics, plan.space.early_stopping.metric]))
-
-    def report(epoch: int, metrics: dict[str, Any]) -> bool:
-        if epoch < plan.epochs:  # the last epoch goes out with the final row
-            tune.report({**{m: _metric_value(metrics.get(m), m) for m in names}, "epoch": epoch, "row": ""})
-        return False
-
-    row = run_trial(plan, -1, config, report=report, threads=plan.space.trial_threads, node=node)
-    tune.report({**{m: _metric_value(row.objective(m), m) for m in names}, "epoch": row.fidelity,
-                 "row": row.to_json()})
-
-
-def _data_parallel_trainable(config: dict[str, Any], plan: SearchPlan) -> None:
-    """Ray function trainable of a data-parallel trial (``resources.workers`` > 1): a Ray
-    Train `TorchTrainer` of ``workers`` replicas (gloo on CPUs, NCCL on GPUs), each given
-    ``resources.cpu``/``gpu``; replica 0's per-epoch reports reach Tune through
-    `TuneReportCallback`, so schedulers and the ledger see the trial as any other. The
-    trial itself holds no resources: its replicas do."""
-    import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    resources = plan.space.resources
-    per_worker: dict[str, float] = {"CPU": resources.cpu, **resources.custom}
-    if resources.gpu:
-        per_worker["GPU"] = resources.gpu
-    trial_id = ray.tune.get_context().get_trial_id() or "trial"
-    trainer = TorchTrainer(
-        _replica_loop,
-        train_loop_config={"params": config, "plan": plan},
-        torch_config=TorchConfig(backend="nccl" if resources.gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpu > 0,
-                                     resources_per_worker=per_worker),
-        run_config=RunConfig(name=f"train-{trial_id}", storage_path=str(Path(ray.tune.get_context().get_trial_dir()).resolve()),
-                             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
-                             failure_config=FailureConfig(max_failures=0)),
-    )
-    trainer.fit()
-
-
-def _replica_loop(loop_config: dict[str, Any]) -> None:
-    """One replica of a data-parallel trial: the trial as `run_trial` runs it, with `fit`
-    told its place among the replicas; every replica reports each epoch (Ray Train
-    reports are collective), replica 0's report is the trial's."""
-    import ray.train
-    from ray.train import get_context
-
-    from coatsearch.train.loop import CURRENT_REPLICAS, Replicas
-
-    plan: SearchPlan = loop_config["plan"]
-    context = get_context()
-    replicas = Replicas(rank=context.get_world_rank(), world=context.get_world_size())
-    names = list(dict.fromkeys([*plan.metrics, plan.space.early_stopping.metric]))
-
-    def report(epoch: int, metrics: dict[str, Any]) -> bool:
-        if epoch < plan.epochs:
-            ray.train.report({**{m: _metric_value(metrics.get(m), m) for m in names}, "epoch": epoch, "row": ""})
-        return False
-
-    token = CURRENT_REPLICAS.set(replicas)
-    try:
-        row = run_trial(plan, -1, loop_config["params"], report=report, threads=plan.space.trial_threads,
-                        node=context.get_node_id()[:12] if hasattr(context, "get_node_id") else None)
-    finally:
-        CURRENT_REPLICAS.reset(token)
-    row = row.replace(workers=replicas.world)
-    ray.train.report({**{m: _metric_value(row.objective(m), m) for m in names}, "epoch": row.fidelity,
-                      "row": row.to_json()})
-
-
-def _metric_value(value: Any, metric: str) -> float:
-    """The metric, or its worst value when missing or NaN (failed, infeasible, not yet)."""
-    if value is None or value != value:
-        return 0.0 if metric.endswith("acc") else 1e30
-    return float(value)
 
 
 class LedgerCallback(Callback):
@@ -243,74 +97,11 @@ class LedgerCallback(Callback):
                 for t in self.in_flight.values()]
 
 
-# --------------------------------------------------------------------------- session
-@contextlib.contextmanager
-def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterator[None]:
-    """Ray started (locally, in the run's own folder) or joined (a cluster), and shut down
-    after; environment variables it needs are set only meanwhile."""
-    import ray
-
-    env = {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update({k: v for k, v in env.items() if saved[k] is None})
-    folder = ray_folder(run_dir)
-    stack = contextlib.ExitStack()
-    try:
-        if address:
-            try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                         runtime_env={"env_vars": sleep_while_waiting()})
-            except (ConnectionError, RuntimeError, ValueError, ImportError) as exc:
-                raise CoatsearchError(f"--address {address}: cannot join the Ray cluster ({first_line(exc)})") from None
-        else:
-            reap(folder)
-            stack.enter_context(guard(folder))
-            sleep_while_waiting()  # the local Ray's workers inherit it
-            start_local_ray(folder)
-        yield
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        if not address:
-            reap(folder)
-        stack.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-
-
 def _first_number(rows: list[TrialRow]) -> int:
     """The number the next round's first trial gets: after every trial the ledger holds."""
     return max((r.trial for r in rows), default=-1) + 1
 
 
-#: How many times a local Ray is started before the run gives up.
-RAY_STARTS = 2
-
-
-def start_local_ray(folder: Path) -> None:
-    """A local Ray whose files live in ``folder``, started again once if it does not come up.
-
-    Ray gives its node 30 s to register and then raises a bare ``Exception``; on a busy
-    machine (two cores, other processes training) the first start can miss that by a
-    little and the next succeeds. A start that fails twice is one line for the user."""
-    import ray
-
-    for attempt in range(1, RAY_STARTS + 1):
-        try:
-            ray.init(num_cpus=available_cpus(), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, _temp_dir=str(folder))
-            return
-        except Exception as exc:  # Ray raises plain Exception for a node that did not start
-            ray.shutdown()
-            reap(folder)  # what the failed start left running
-            if attempt == RAY_STARTS:
-                raise CoatsearchError(
-                    f"backend ray: a local Ray did not start ({first_line(exc)}); tried {RAY_STARTS} times; "
-                    "if the machine is busy, run again later or use backend=optuna") from None
-
-
-# --------------------------------------------------------------------------- the backend
 class RayBackend:
     """Trials as Ray Tune trials, locally or on the cluster at ``address``."""
 
@@ -359,7 +150,7 @@ class RayBackend:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        from coatsearch.search.optuna_backend import quiet_optuna
+        from coatsearch.search.optuna_storage import quiet_optuna
         from coatsearch.search.samplers import make_sampler
 
         plan = self.plan
@@ -387,7 +178,7 @@ class RayBackend:
                     study.enqueue_trial(params)
         return OptunaSearch(
             space=plan.sample, metric=plan.metrics if multi else plan.metrics[0],
-            mode=plan.directions if multi else plan.directions[0],
+            mode=[d.value for d in plan.directions] if multi else plan.directions[0].value,
             # trial k of this study is the run's trial first + (k - replayed): seeded as such
             sampler=make_sampler(plan, offset=_first_number(rows) - replayed), seed=plan.space.seed,
             storage=storage, study_name=plan.study,
@@ -403,16 +194,16 @@ class RayBackend:
         scheduler: Any = FIFOScheduler()
         if early.kind == "asha":
             scheduler = ASHAScheduler(
-                time_attr="training_iteration", metric=early.metric, mode=early.mode, max_t=plan.epochs,
+                time_attr="training_iteration", metric=early.metric, mode=early.direction.value, max_t=plan.epochs,
                 grace_period=early.grace_period, reduction_factor=early.reduction_factor,
             )
         resources: dict[str, float] = {"cpu": space.resources.cpu, "gpu": space.resources.gpu, **space.resources.custom}
         if space.resources.accelerator_type:
             resources[f"accelerator_type:{space.resources.accelerator_type}"] = 0.001
-        function = _trainable
+        function = ray_trainables.trainable
         if space.resources.workers > 1:  # the replicas hold the resources, not the trial
             # (a head bundle cannot be empty: a token 1 MB of memory)
-            function, resources = _data_parallel_trainable, {"cpu": 0, "memory": 2**20}
+            function, resources = ray_trainables.data_parallel_trainable, {"cpu": 0, "memory": 2**20}
         trainable = tune.with_resources(tune.with_parameters(function, plan=plan), resources)
         first = _first_number(rows)
         callback = LedgerCallback(plan, self.run_dir, first, lambda row: on_rows(read_ledger(self.run_dir)))

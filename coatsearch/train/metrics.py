@@ -25,6 +25,13 @@ class EpochMetrics:
     the objective actually minimised, not a measure of fit. ``images_per_s`` counts the
     training phase only; ``wall_time`` is seconds since the trial started; ``lr`` is the
     learning rate of the epoch's last step.
+
+    ``epoch_s`` is the epoch's own wall time (training and both evaluations) and
+    ``epoch_cpu_s`` the CPU time this process spent in it, over all its threads. On a
+    machine shared with other work the wall time grows with the load while the CPU time
+    stays near what the epoch costs alone, so a simulated clock (`coatsearch.search.replay`)
+    advances by ``epoch_cpu_s``; per thread-count it is comparable only among trials run
+    with the same ``threads``.
     """
 
     epoch: int
@@ -38,6 +45,8 @@ class EpochMetrics:
     images_per_s: float
     wall_time: float
     lr: float
+    epoch_s: float | None = None
+    epoch_cpu_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_number(v) for k, v in asdict(self).items()}

@@ -1,0 +1,137 @@
+"""Where an Optuna study lives: its storage opened once per process, quietly.
+
+The study lives in ``RUN_DIR/study.db`` (SQLite) or at any Optuna storage URL the space
+gives; a shared PostgreSQL URL lets any number of ``coatsearch run`` workers on any number
+of machines split one study. It is a plain Optuna study: optuna-dashboard opens it.
+
+Trials send a heartbeat; a trial whose heartbeat goes stale is failed and its parameters
+re-enqueued (`RetryStaleTrial`, at most ``retries`` times). SQLite needs a trial's state
+changed under its write lock (`SqliteStudyStorage`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from coatsearch.errors import first_line
+from coatsearch.search.plan import SearchPlan
+from coatsearch.search.samplers import make_sampler
+from coatsearch.search.storage_url import safe_url
+from coatsearch.space import SpaceError
+
+HEARTBEAT_S = 2
+GRACE_S = 6
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's info logs and its warnings about the heartbeat API (experimental, relied on
+    knowingly) silenced while a search runs, and restored after it."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def storage_url(plan: SearchPlan, run_dir: Path) -> str:
+    return plan.space.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+
+
+def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Study:
+    """The study (created on first use). Creating the schema races when several workers
+    start at once on a fresh database, so a lost race is retried."""
+    from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+
+    url = storage_url(plan, run_dir)
+    for attempt in range(attempts):
+        try:
+            with quiet_optuna():
+                sqlite = url.startswith("sqlite")
+                storage = (SqliteStudyStorage if sqlite else RDBStorage)(
+                    url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=RetryStaleTrial(plan.space.retries),
+                    engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None,
+                )
+                return optuna.create_study(
+                    storage=storage, study_name=plan.study,
+                    directions=plan.study_directions,
+                    sampler=make_sampler(plan), load_if_exists=True,
+                )
+        except (IntegrityError, OperationalError) as exc:
+            if attempt == attempts - 1:
+                raise SpaceError(f"storage: cannot open the study at {safe_url(url)}: {first_line(exc)}") from None
+            time.sleep(0.2 * (attempt + 1))
+        except DatabaseError as exc:
+            raise SpaceError(f"storage: {safe_url(url)} is not an Optuna study database ({first_line(exc)}); "
+                             "move it away or use another --out") from None
+        except ValueError as exc:  # e.g. the stored study has other directions
+            raise SpaceError(f"storage: {exc}".splitlines()[0]) from None
+    raise AssertionError("unreachable")
+
+
+#: Set while this thread changes a trial's state (`SqliteStudyStorage`).
+_CHANGING_STATE = threading.local()
+
+
+class SqliteStudyStorage(RDBStorage):
+    """Optuna's RDB storage on SQLite, with a trial's state changed under the database's
+    write lock, taken when the transaction begins (``BEGIN IMMEDIATE``).
+
+    Optuna hands a waiting trial to a worker by reading it as WAITING and writing it
+    RUNNING in one transaction, relying on ``SELECT ... FOR UPDATE``, which SQLite
+    ignores: two workers could both read the trial as waiting and both run it (about one
+    pop in ten with three workers popping at once), and the second to finish then failed
+    with "Cannot tell a COMPLETE trial". Only state changes take the lock early; every
+    other transaction is left to the driver as before (it begins one at the first write,
+    so reads do not queue behind the lock, and a read never has to upgrade its lock to
+    write, which SQLite refuses at once rather than wait for)."""
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        from sqlalchemy import event
+
+        @event.listens_for(self.engine, "begin")
+        def _begin(connection: Any) -> None:
+            if getattr(_CHANGING_STATE, "on", False):
+                # the driver sees a transaction open and does not begin its own (deferred) one
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        _CHANGING_STATE.on = True
+        try:
+            return super().set_trial_state_values(trial_id, state, values)
+        finally:
+            _CHANGING_STATE.on = False
+
+
+class RetryStaleTrial:
+    """Optuna's `RetryHeartbeatStaleTrialCallback`, without the dead trial's user attributes.
+
+    Optuna's callback copies them into the retry: the dead worker's ``worker_pid`` would
+    make the retry look dead to any worker that checks it before its new worker claims it.
+    A trial that stored its row before its worker died has finished and is not retried."""
+
+    def __init__(self, max_retry: int) -> None:
+        with warnings.catch_warnings():  # experimental since Optuna 2.8, relied on knowingly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if "row" in trial.user_attrs:
+            return
+        fresh = copy.deepcopy(trial)  # the callback appends to the trial's retry history in place
+        fresh.user_attrs = {}
+        self._retry(study, fresh)

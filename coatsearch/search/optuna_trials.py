@@ -1,0 +1,152 @@
+"""What an Optuna study's trials say, read by every worker sharing it: the ledger of
+rows, which grid points are held, and which running trials lost their worker.
+
+The storage is the ledger: each trial stores its `TrialRow` as the user attribute
+``row``, and the results table is rebuilt from it, so a damaged table is never trusted.
+
+Grids: every point the study does not hold yet is enqueued (`enqueue_grid`) and each
+worker takes enqueued points only. Workers starting together may enqueue a point twice;
+of the trials holding one point only the lowest-numbered live one trains and the others
+step aside (`point_taken`), so every point runs exactly once across workers, kill -9 and
+resume.
+
+Crash safety: a worker killed mid-trial leaves a RUNNING trial whose heartbeat goes stale
+(or, killed before its first heartbeat, one no live worker claims); the next worker fails
+it and re-enqueues the same parameters, so only the trial in flight is lost and no
+finished trial ever runs again. A trial stopped by Ctrl-C is marked ``interrupted`` and
+runs again on resume.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import time
+
+import optuna
+from optuna.storages import fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from coatsearch.host import pid_alive
+from coatsearch.search.optuna_storage import GRACE_S, HEARTBEAT_S, RetryStaleTrial
+from coatsearch.search.plan import SearchPlan
+from coatsearch.search.rows import TrialRow, point_key
+from coatsearch.status import Status
+
+
+def _retries_of(trial: FrozenTrial) -> int:
+    return len(trial.system_attrs.get("retry_history", []))
+
+
+def ledger(study: optuna.Study, retries: int) -> list[TrialRow]:
+    """Every row the study holds: stored rows, plus trials that ended without one (their
+    worker died or was interrupted) and were not retried: ``failed`` once a point has
+    used its retries, else ``interrupted`` (it runs again)."""
+    trials = study.get_trials(deepcopy=False)
+    rows: list[TrialRow] = []
+    retried = {t.system_attrs.get("failed_trial") for t in trials if "failed_trial" in t.system_attrs}
+    retried |= {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    for trial in trials:
+        if "row" in trial.user_attrs:
+            rows.append(TrialRow.from_record(trial.user_attrs["row"]))
+        elif trial.state == TrialState.FAIL and trial.number not in retried:
+            dead = _retries_of(trial) >= retries and "interrupted" not in trial.user_attrs
+            rows.append(TrialRow(
+                trial=trial.number, status=Status.FAILED if dead else Status.INTERRUPTED,
+                params=dict(trial.params), reason="the trial's worker died" if dead else "the run was stopped",
+            ))
+    return rows
+
+
+def _point_of(trial: FrozenTrial) -> str:
+    return point_key(trial.params or trial.system_attrs.get("fixed_params", {}))
+
+
+def _holds_point(trial: FrozenTrial) -> bool:
+    """The trial finished (or was infeasible), is running or is waiting to run."""
+    return "row" in trial.user_attrs or trial.state in (TrialState.RUNNING, TrialState.WAITING)
+
+
+def _held_points(study: optuna.Study) -> set[str]:
+    """Points a trial holds."""
+    return {_point_of(trial) for trial in study.get_trials(deepcopy=False) if _holds_point(trial)}
+
+
+def point_taken(trials: list[FrozenTrial], me: FrozenTrial) -> bool:
+    """True when another of the study's ``trials`` owns ``me``'s grid point: one has a row
+    for it, or a lower-numbered one is running or waiting. The lowest-numbered live trial
+    of a point never steps aside, so a point enqueued twice by racing workers still runs
+    once."""
+    point = _point_of(me)
+    return any(
+        t.number != me.number and _point_of(t) == point
+        and ("row" in t.user_attrs or (t.number < me.number and _holds_point(t)))
+        for t in trials
+    )
+
+
+def enqueue_grid(study: optuna.Study, plan: SearchPlan) -> None:
+    """Enqueue, in the grid's order, every point of the plan that no trial holds yet.
+
+    Running this again on resume (or from a second worker) adds nothing twice; raising
+    ``trials`` adds the next points; an interrupted point is enqueued again.
+    """
+    held = _held_points(study)
+    for params in plan.grid_points:
+        if point_key(params) not in held:
+            study.enqueue_trial(params)
+            held.add(point_key(params))
+
+
+def _frozen(study: optuna.Study, number: int) -> FrozenTrial:
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+def finished_count(study: optuna.Study, retries: int) -> int:
+    return sum(1 for row in ledger(study, retries) if row.finished)
+
+
+def fail_stale(study: optuna.Study, retries: int) -> bool:
+    """Fail trials whose worker stopped sending heartbeats, or died before its first one;
+    True if any were failed."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return False
+    time.sleep(GRACE_S + HEARTBEAT_S)
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    fail_stale_trials(study)
+    fail_dead_trials(study, retries)
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) < before
+
+
+def claim(trial: optuna.Trial) -> None:
+    """Mark a trial with the worker running it, so its death can be seen without a heartbeat."""
+    trial.set_user_attr("worker_pid", [socket.gethostname(), os.getpid()])
+
+
+def fail_dead_trials(study: optuna.Study, retries: int) -> int:
+    """Fail (and re-queue, like a stale heartbeat) RUNNING trials whose worker is a dead
+    process on this machine, or that no worker claimed within the grace period.
+
+    Optuna notices a dead worker only by its heartbeat going stale; a worker killed between
+    taking a trial and its first heartbeat leaves a RUNNING trial that never goes stale."""
+    host, failed = socket.gethostname(), 0
+    now = datetime.datetime.now()
+    retry = RetryStaleTrial(retries)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        claim = trial.user_attrs.get("worker_pid")
+        if claim is None:
+            started = trial.datetime_start or now
+            dead = (now - started).total_seconds() > GRACE_S + HEARTBEAT_S
+        else:
+            dead = claim[0] == host and not pid_alive(int(claim[1]))
+        if not dead:
+            continue
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):  # another worker got there first
+            continue
+        retry(study, _frozen(study, trial.number))
+        failed += 1
+    return failed

@@ -1,0 +1,80 @@
+"""Ray for one run: started locally in the run's own folder, or joined on a cluster, and
+shut down after.
+
+A local run keeps Ray's files in a folder of its own (one per run directory), and no
+process of it outlives the command (`coatsearch.search.reaper`): the driver ends them
+after `ray.shutdown()`, and a watchdog ends them when the driver is killed outright.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from coatsearch.errors import CoatsearchError, first_line
+from coatsearch.host import available_cpus, sleep_while_waiting
+from coatsearch.search.plan import SearchPlan
+from coatsearch.search.reaper import guard, ray_folder, reap
+
+
+@contextlib.contextmanager
+def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterator[None]:
+    """Ray started (locally, in the run's own folder) or joined (a cluster), and shut down
+    after; environment variables it needs are set only meanwhile."""
+    import ray
+
+    env = {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: v for k, v in env.items() if saved[k] is None})
+    folder = ray_folder(run_dir)
+    stack = contextlib.ExitStack()
+    try:
+        if address:
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                         runtime_env={"env_vars": sleep_while_waiting()})
+            except (ConnectionError, RuntimeError, ValueError, ImportError) as exc:
+                raise CoatsearchError(f"--address {address}: cannot join the Ray cluster ({first_line(exc)})") from None
+        else:
+            reap(folder)
+            stack.enter_context(guard(folder))
+            sleep_while_waiting()  # the local Ray's workers inherit it
+            start_local_ray(folder)
+        yield
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if not address:
+            reap(folder)
+        stack.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+
+
+#: How many times a local Ray is started before the run gives up.
+RAY_STARTS = 2
+
+
+def start_local_ray(folder: Path) -> None:
+    """A local Ray whose files live in ``folder``, started again once if it does not come up.
+
+    Ray gives its node 30 s to register and then raises a bare ``Exception``; on a busy
+    machine (two cores, other processes training) the first start can miss that by a
+    little and the next succeeds. A start that fails twice is one line for the user."""
+    import ray
+
+    for attempt in range(1, RAY_STARTS + 1):
+        try:
+            ray.init(num_cpus=available_cpus(), include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, _temp_dir=str(folder))
+            return
+        except Exception as exc:  # Ray raises plain Exception for a node that did not start
+            ray.shutdown()
+            reap(folder)  # what the failed start left running
+            if attempt == RAY_STARTS:
+                raise CoatsearchError(
+                    f"backend ray: a local Ray did not start ({first_line(exc)}); tried {RAY_STARTS} times; "
+                    "if the machine is busy, run again later or use backend=optuna") from None
