@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from coatsearch.errors import CoatsearchError, first_line
-from coatsearch.search.jsonl_ledger import read_rows
+from coatsearch.search.jsonl_ledger import LedgerError, read_rows
 from coatsearch.search.rows import TrialRow, point_key
 from coatsearch.space import SearchSpace, SpaceError, load_space
 from coatsearch.status import Status
@@ -177,7 +177,11 @@ def load_table(ref: str) -> Table:
         rows_path = folder / f"{stem}.jsonl"
         if stem == SPACES[0] and not rows_path.exists():
             raise TableError(f"{rows_path}: missing; a table holds its main space's rows")
-        for row in read_rows(rows_path, strict=True):
+        try:
+            rows = read_rows(rows_path, strict=True)
+        except LedgerError as exc:
+            raise TableError(str(exc)) from None
+        for row in rows:
             if row.status == Status.INTERRUPTED:
                 continue
             entry = _entry(row, space, rows_path)
