@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from coatsearch.errors import CoatsearchError
 from coatsearch.knobs import KNOBS, KnobContext, parameter_kind
 from coatsearch.objectives import Direction, Objective
-from coatsearch.train.config import TrainConfig, TrainConfigError
+from coatsearch.train.config import TrainConfig
 from coatsearch.units import parse_count
 from coatsearch.validation import FieldError, validate_mapping
 
@@ -261,15 +261,6 @@ class SearchSpace(_Frozen):
     def trial_threads(self) -> int:
         """Torch threads per trial: the CPUs each trial is given."""
         return max(1, int(self.resources.cpu))
-
-    @field_validator("train")
-    @classmethod
-    def _valid_train(cls, train: dict[str, Any]) -> dict[str, Any]:
-        try:
-            TrainConfig.from_dict(train)
-        except TrainConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return train
 
     @field_validator("base")
     @classmethod

@@ -157,3 +157,22 @@ def test_a_budget_of_flops_and_params_matches_both(tmp_path):
     for point in plan.grid_points or [{"split": 1}, {"split": 2}]:
         candidate = plan.candidate(point)
         assert abs(candidate.flops / 1.2e6 - 1) <= 0.1 and abs(candidate.n_params / 8.5e4 - 1) <= 0.1
+
+
+def test_a_candidate_carries_its_trainer_and_data_settings_validated_together(tmp_path):
+    """Settings are validated once, when the space compiles: each value alone, then each
+    candidate's values together; a trial trains the candidate's `TrainConfig` as it is."""
+    from coatsearch.search.plan import InfeasibleCandidate
+    from coatsearch.space import DataSettings
+    from coatsearch.train import TrainConfig
+
+    data = dict(VALID, sampler="tpe", seed=7, train={"epochs": 1, "batch_size": 64},
+                params={"train.epochs": {"choices": [1, 3]}, "train.steps": {"choices": [2]},
+                        "data.augment": {"choices": ["none", "light"]}})
+    plan = compile_space(load_space(_write(tmp_path, data)), check_data=False)
+    assert isinstance(plan.train, TrainConfig) and plan.train.seed == 7 and plan.epochs == 1
+    candidate = plan.candidate({"train.epochs": 1, "train.steps": 2, "data.augment": "light"})
+    assert isinstance(candidate.train, TrainConfig) and isinstance(candidate.data, DataSettings)
+    assert (candidate.train.steps, candidate.train.seed, candidate.data.augment) == (2, 7, "light")
+    with pytest.raises(InfeasibleCandidate, match="steps: at least one step per epoch is needed: 2 steps for 3 epochs"):
+        plan.candidate({"train.epochs": 3, "train.steps": 2, "data.augment": "none"})

@@ -21,7 +21,6 @@ import torch
 from coatsearch.nn import build
 from coatsearch.search.plan import SearchPlan
 from coatsearch.spec import NetSpec
-from coatsearch.train.config import TrainConfig
 
 #: Training steps timed per network (after one warm-up step).
 TIMED_STEPS = 3
@@ -80,7 +79,7 @@ def estimate(plan: SearchPlan, specs: list[NetSpec | None], train_images: int | 
     ``train_images``: one size for every candidate, or each candidate's own (a searched
     ``data.train_size``). With ``train.steps`` the steps are that, whatever the size. Every
     epoch evaluates the validation set and the training subset of its size."""
-    config = TrainConfig.from_dict(plan.space.train)
+    config = plan.train
     threads = plan.space.trial_threads
     sizes = [train_images] * len(specs) if isinstance(train_images, int) else list(train_images)
     cache: dict[NetSpec, StepTime] = {}

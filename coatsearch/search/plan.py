@@ -14,7 +14,7 @@ count as trials: the walk goes on past them to the next point that gives a netwo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from coatsearch.budget import BudgetError, match_budget
@@ -38,13 +38,14 @@ class InfeasibleCandidate(ValueError):
 @dataclass(frozen=True)
 class Candidate:
     """The network a parameter set describes, matched to the budget, with its counts and
-    the trial's trainer and data settings."""
+    the trial's trainer and data settings, validated: a trial trains it as it is, adjusting
+    only what the machine decides (threads)."""
 
     params: dict[str, Any]
     spec: NetSpec
     flops: int
     n_params: int
-    train: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
     data: DataSettings = DataSettings()
     budget_note: str = ""
 
@@ -65,6 +66,8 @@ class SearchPlan:
 
     space: SearchSpace
     base: NetSpec
+    #: the space's trainer settings, validated once (the space's ``seed`` unless it sets one)
+    train: TrainConfig = TrainConfig()
     grid: tuple[dict[str, Any], ...] | None = None
     #: the grid's first ``grid_walk`` points are the ones this study runs, ``grid_trains``
     #: of them feasible (`walk_grid`)
@@ -77,7 +80,8 @@ class SearchPlan:
 
     @property
     def epochs(self) -> int:
-        return self.space.epochs
+        """Epochs of a full-fidelity trial: the space's trainer setting."""
+        return self.train.epochs
 
     @property
     def target_trials(self) -> int:
@@ -116,9 +120,15 @@ class SearchPlan:
         space = self.space
         try:
             draft = apply_params(self.base, params, space.knob_context)
-            data = space.data.model_copy(update=draft.data)
         except (SpecError, TypeError, ValueError) as exc:
             raise InfeasibleCandidate(str(exc)) from None
+        # each value was checked alone when the space was compiled; together they may not fit
+        # (``train.steps`` below ``train.epochs``)
+        try:
+            train = self.train.replace(**draft.train) if draft.train else self.train
+            data = DataSettings.model_validate({**space.data.model_dump(), **draft.data}) if draft.data else space.data
+        except (TrainConfigError, ValueError) as exc:
+            raise InfeasibleCandidate(str(exc).splitlines()[0]) from None
         spec, note = draft.spec, ""
         budget = space.budget
         if budget is not None and budget.targets:
@@ -135,7 +145,7 @@ class SearchPlan:
                 if bounds is not None and not bounds[0] <= got <= bounds[1]:
                     raise InfeasibleCandidate(f"{metric} {got:.3g} outside [{bounds[0]:.3g}, {bounds[1]:.3g}]")
         return Candidate(params=dict(params), spec=spec, flops=counts.flops, n_params=counts.params,
-                         train={**space.train, **draft.train}, data=data, budget_note=note)
+                         train=train, data=data, budget_note=note)
 
 
 # --------------------------------------------------------------------------- compiling
@@ -155,11 +165,12 @@ def compile_space(space: SearchSpace, *, source: str | None = None, check_data: 
 
 def _compile(space: SearchSpace, check_data: bool, check_storage: bool) -> SearchPlan:
     base = _base(space)
+    train = _trainer(space)
     resolved = space.model_copy(update={"base": base.to_dict()})
     for name, domain in space.params.items():
         values = domain.choices if domain.choices is not None else [domain.low, domain.high]
         for value in values:
-            _check_value(space, base, name, value)
+            _check_value(space, base, train, name, value)
     _check_budget(space, base)
     if space.resources.workers > 1 and space.backend != "ray":
         raise SpaceError(f"resources.workers: {space.resources.workers} data-parallel workers per trial "
@@ -170,7 +181,7 @@ def _compile(space: SearchSpace, check_data: bool, check_storage: bool) -> Searc
             check_storage_server(space.storage, "storage")
     if check_data:
         check_data_source(space.data, base.image_size, space.seed)
-    plan = SearchPlan(space=resolved, base=base)
+    plan = SearchPlan(space=resolved, base=base, train=train)
     return walk_grid(plan, tuple(iter_grid(space))) if space.sampler == "grid" else plan
 
 
@@ -212,12 +223,21 @@ def _base(space: SearchSpace) -> NetSpec:
         raise SpaceError(f"base.{message}" if sep and head.isidentifier() else f"base: {message}") from None
 
 
-def _check_value(space: SearchSpace, base: NetSpec, name: str, value: Any) -> None:
+def _trainer(space: SearchSpace) -> TrainConfig:
+    """The space's trainer settings as the one validated `TrainConfig` every candidate
+    starts from; a trial's seed is the space's unless ``train.seed`` sets one."""
+    try:
+        return TrainConfig.from_dict({"seed": space.seed, **space.train})
+    except TrainConfigError as exc:
+        raise SpaceError(f"train.{exc}") from None
+
+
+def _check_value(space: SearchSpace, base: NetSpec, train: TrainConfig, name: str, value: Any) -> None:
     """One value of one parameter, applied alone to the base."""
     where = f"params.{name}"
     if name.startswith("train."):
         try:
-            TrainConfig.from_dict({**space.train, name[6:]: value})
+            train.replace(**{name[6:]: value})
         except TrainConfigError as exc:
             raise SpaceError(f"{where}: {value!r} is not a valid trainer setting: {exc}") from None
         return

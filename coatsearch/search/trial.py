@@ -62,7 +62,7 @@ def run_trial(
     node: str | None = None,
 ) -> TrialRow:
     """Build, train and measure one candidate; never raises for a bad candidate or run."""
-    from coatsearch.train import TrainConfig, fit
+    from coatsearch.train import fit
 
     space = plan.space
     row = TrialRow.begin(trial_number, params, plan.epochs, node=node)
@@ -74,11 +74,9 @@ def run_trial(
         return row.replace(status=Status.INFEASIBLE, reason=str(exc), wall_time=time.perf_counter() - start)
     row = _described(row, candidate)
     phases["build"] = time.perf_counter() - start
-    settings = dict(candidate.train)
-    if threads is not None:
-        settings["threads"] = threads
-    settings.setdefault("seed", space.seed)
-    row = row.replace(seed=settings["seed"])
+    # the machine decides the threads; everything else was validated with the candidate
+    config = candidate.train if threads is None else candidate.train.model_copy(update={"threads": threads})
+    row = row.replace(seed=config.seed)
     history: list[dict[str, Any]] = []
 
     def on_epoch(metrics: Any) -> bool:
@@ -88,7 +86,6 @@ def run_trial(
         return bool(report(len(history), {**history[-1], "flops": candidate.flops, "params": candidate.n_params}))
 
     try:
-        config = TrainConfig(**settings)
         mark = time.perf_counter()
         data = load_trial_data(candidate.data, candidate.spec.image_size, space.seed)
         row = row.replace(val_images=len(data.val), test_images=len(data.test) if config.eval_test else None)
