@@ -31,8 +31,9 @@ __all__ = ["app", "main"]
 def run(
     space_file: str = typer.Argument(..., metavar="SPACE.yaml", help="a search space (see spaces/)"),
     out: str | None = typer.Option(None, "--out", help="run directory (default runs/<study>)"),
-    backend: str | None = typer.Option(None, "--backend", help="optuna or ray (overrides the space)"),
+    backend: str | None = typer.Option(None, "--backend", help="optuna, ray or replay (overrides the space)"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
+    table: str | None = typer.Option(None, "--table", help="replay over this table of trained networks (a folder or name)"),
     overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list every candidate (network, FLOPs, params) without training"),
     as_json: bool = typer.Option(False, "--json", help="with --dry-run: print the candidates as JSON"),
@@ -49,6 +50,10 @@ def run(
         if backend not in (None, "ray"):
             raise SpaceError(f"--address: a Ray cluster address needs --backend ray, not {backend}")
         overrides = [*overrides, "backend=ray"]
+    if table is not None:
+        if backend not in (None, "replay"):
+            raise SpaceError(f"--table: a table is replayed by --backend replay, not {backend}")
+        overrides = [*overrides, f"table={table}", "backend=replay"]
     _run_and_report(load_space(space_file, overrides), Path(out) if out else None, address, source=space_file)
 
 
