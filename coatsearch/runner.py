@@ -240,7 +240,7 @@ def check_machine(plan: SearchPlan, address: str | None = None) -> list[str]:
     local Ray would keep it pending for ever). Returns warnings for what runs but slowly. A Ray cluster
     (``address``) brings its own resources and is not checked here."""
     space = plan.space
-    if address or space.address:
+    if address or space.address or space.backend not in ("optuna", "ray"):  # a cluster, or a replay's simulation
         return []
     cores, warnings = available_cpus(), []
     if space.backend == "optuna" and space.concurrency > cores:

@@ -55,3 +55,18 @@ def password_problem(url: str) -> str | None:
     if parts is None or "@" not in parts[1].partition(":")[2]:
         return None
     return "the password holds '@': write it as %40, or leave it out of the URL and set PGPASSWORD"
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (a driver's message about ``url``) with the URL's password, as written and
+    percent-decoded, replaced by ``***``."""
+    from urllib.parse import unquote
+
+    parts = _split(url)
+    if parts is None:
+        return text
+    password = parts[1].partition(":")[2]
+    for secret in {password, unquote(password)}:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

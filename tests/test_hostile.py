@@ -230,3 +230,71 @@ def test_a_disk_that_fills_mid_run_ends_in_one_line_and_resumes(tmp_path, small_
     assert again.returncode == 0, again.stderr[-3000:]
     table = read_table(out / "results.csv")
     assert sorted(table.loc[table["status"] == "complete", "param.seed"].tolist()) == [0, 0, 1, 1, 2, 2]
+
+
+# --------------------------------------------------------------------------- workers and the study's storage
+@pytest.mark.slow
+def test_a_worker_ends_with_a_driver_killed_while_it_starts(tmp_path):
+    """kill -9 of the driver a moment after it spawned its worker (still importing torch):
+    10 s later nothing of the run is alive (the worker is tied to the driver from its
+    first instruction, not after its imports)."""
+    out = tmp_path / "run"
+    command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "--set", "concurrency=2")
+    result = run_counting_survivors(command, wait=10, stop=signal.SIGKILL, when=(out / "run.log", 1), delay=0.7,
+                                    timeout=300)
+    assert result["returncode"] == -signal.SIGKILL, result["stderr"][-3000:]
+    assert result["alive"] == []
+
+
+@pytest.mark.slow
+def test_a_failed_trial_is_one_line(tmp_path):
+    """Optuna's nine-line warning with a traceback for each failed trial becomes one line."""
+    space = _space(tmp_path, trials=1, params={"data.train_size": {"choices": [100_000]}},
+                   train={"epochs": 1, "batch_size": 64})
+    result = subprocess.run(_command(space, tmp_path / "run"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    failed = [line for line in result.stderr.splitlines() if "failed" in line]
+    assert len(failed) == 1 and "trial 0 failed: " in failed[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert read_table(tmp_path / "run" / "results.csv")["reason"].iloc[0]
+
+
+def test_the_sqlite_storage_keeps_its_lock_across_pickling(tmp_path):
+    """A copy of the storage unpickled in another process takes the write lock when a
+    trial's state changes, as the original does; the constructor takes RDBStorage's arguments."""
+    import pickle
+
+    import optuna
+    from sqlalchemy import event
+
+    from coatsearch.search.optuna_storage import SqliteStudyStorage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = SqliteStudyStorage(url, {"connect_args": {"timeout": 5}}, False, heartbeat_interval=2, grace_period=6)
+    copy = pickle.loads(pickle.dumps(storage))
+    statements: list[str] = []
+    event.listen(copy.engine, "before_cursor_execute", lambda conn, cursor, statement, *rest: statements.append(statement))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(storage=copy, study_name="s")
+    trial = study.ask()
+    study.tell(trial, 1.0)
+    assert "BEGIN IMMEDIATE" in statements and copy.engine_kwargs == {"connect_args": {"timeout": 5}}
+
+
+@pytest.mark.slow
+def test_a_locked_study_is_refused_within_seconds(finished_run, tmp_path):
+    import sqlite3
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    holder = sqlite3.connect(run / "study.db")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        result = runner.invoke(app, ["resume", str(run)])
+        took = time.monotonic() - started
+    finally:
+        holder.close()
+    assert result.exit_code == 2, result.output
+    assert "study.db: the study database is locked by another process" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and took < 30
