@@ -86,7 +86,8 @@ def resume(
 
 def _run_and_report(space: Any, out: Path | None, address: str | None, source: str | None = None) -> Any:
     """Compile the space (every check before any trial), run it, print and report."""
-    from coatsearch.report import build_report
+    from coatsearch.report import Run, build_report, load_run
+    from coatsearch.report.data import study_of
     from coatsearch.report.terminal import best_line, outcome_tables
     from coatsearch.runner import RunInterrupted, run_study
     from coatsearch.search import compile_space
@@ -102,24 +103,24 @@ def _run_and_report(space: Any, out: Path | None, address: str | None, source: s
         err_console.print(f"[yellow]warning:[/] {escape(outcome.note)}", highlight=False, soft_wrap=True)
     if outcome.already_done:
         console.print(f"study {space.study} is complete ({outcome.finished} finished trials); nothing to do.")
-    objectives = [(o.metric, o.direction) for o in space.objectives]
-    report_path = build_report(outcome.run_dir)  # writes effects.csv, read back below
-    shown = outcome_tables(outcome.pareto_path, outcome.run_dir / "effects.csv", objectives)
-    for part in shown:
+    # the run as written, with its analysis: reported and printed without reading it back
+    run = (load_run(outcome.run_dir) if outcome.table is None
+           else Run.of(outcome.run_dir, study_of(plan.space.to_dict(), outcome.run_dir), outcome.table, outcome.analysis))
+    for part in outcome_tables(run.analysis):
         console.print(part)
-    console.print(f"results: {outcome.table_path}\nreport: {report_path}")
-    best = _best_row(outcome.run_dir)
-    if best is not None:
-        console.print(best_line(best, outcome.run_dir), highlight=False, soft_wrap=True)
+    console.print(f"results: {outcome.table_path}\nreport: {build_report(run)}")
+    if run.analysis.best is not None:
+        console.print(best_line(run.analysis.best, outcome.run_dir), highlight=False, soft_wrap=True)
     return outcome
 
 
 def _best_row(run_dir: Path) -> Any:
-    """The run's best ranked trial (`coatsearch.analysis.ranking.best_trial`), or None."""
+    """The run's best ranked trial by its own objectives (`coatsearch.analysis.ranking`), or None."""
     from coatsearch.analysis.ranking import best_trial
     from coatsearch.report import load_run
 
-    return best_trial(load_run(run_dir).ranked)
+    run = load_run(run_dir)
+    return best_trial(run.ranked, run.study.objectives)
 
 
 @app.command()
@@ -128,7 +129,7 @@ def best(
     run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="a run directory (runs/<study>/)"),
     output: Path | None = typer.Option(None, "-o", "--output", help="write the best trial's spec here"),
 ) -> None:
-    """The best trial of a run (highest validation accuracy at full fidelity) as a spec."""
+    """The best trial of a run (by its objectives, in order, at full fidelity) as a spec."""
     from coatsearch.report import ReportError
     from coatsearch.report.terminal import trial_summary
     from coatsearch.spec import NetSpec, SpecError
