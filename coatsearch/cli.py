@@ -1,5 +1,6 @@
-"""The ``coatsearch`` command line (also ``python -m coatsearch``): the search, study,
-report and training commands here, the network and data commands in `coatsearch.commands`.
+"""The ``coatsearch`` command line (also ``python -m coatsearch``): the search, study and
+report commands here; the network, data, training (`best`, `train`) and `export` commands
+in `coatsearch.commands`.
 
 Every command turns the library's own errors (bad spec, bad space, bad data) into one
 line on stderr and exit code 2, with no traceback.
@@ -16,9 +17,10 @@ import typer
 from rich.markup import escape
 
 from coatsearch.commands import data as _data  # noqa: F401  (registers `coatsearch data`)
+from coatsearch.commands import export as _export  # noqa: F401  (registers `coatsearch export`)
 from coatsearch.commands import nets as _nets  # noqa: F401  (registers the network commands)
-from coatsearch.commands.common import app, console, err_console, fail, user_errors_exit_2, write_output
-from coatsearch.status import Status
+from coatsearch.commands import training as _training  # noqa: F401  (registers `best` and `train`)
+from coatsearch.commands.common import app, console, err_console, fail, user_errors_exit_2
 from coatsearch.units import FLOPS_NOTE
 
 __all__ = ["app", "main"]
@@ -29,8 +31,9 @@ __all__ = ["app", "main"]
 def run(
     space_file: str = typer.Argument(..., metavar="SPACE.yaml", help="a search space (see spaces/)"),
     out: str | None = typer.Option(None, "--out", help="run directory (default runs/<study>)"),
-    backend: str | None = typer.Option(None, "--backend", help="optuna or ray (overrides the space)"),
+    backend: str | None = typer.Option(None, "--backend", help="optuna, ray or replay (overrides the space)"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
+    table: str | None = typer.Option(None, "--table", help="replay over this table of trained networks (a folder or name)"),
     overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list every candidate (network, FLOPs, params) without training"),
     as_json: bool = typer.Option(False, "--json", help="with --dry-run: print the candidates as JSON"),
@@ -47,6 +50,10 @@ def run(
         if backend not in (None, "ray"):
             raise SpaceError(f"--address: a Ray cluster address needs --backend ray, not {backend}")
         overrides = [*overrides, "backend=ray"]
+    if table is not None:
+        if backend not in (None, "replay"):
+            raise SpaceError(f"--table: a table is replayed by --backend replay, not {backend}")
+        overrides = [*overrides, f"table={table}", "backend=replay"]
     _run_and_report(load_space(space_file, overrides), Path(out) if out else None, address, source=space_file)
 
 
@@ -110,43 +117,8 @@ def _run_and_report(space: Any, out: Path | None, address: str | None, source: s
         console.print(part)
     console.print(f"results: {outcome.table_path}\nreport: {build_report(run)}")
     if run.analysis.best is not None:
-        console.print(best_line(run.analysis.best, outcome.run_dir), highlight=False, soft_wrap=True)
+        console.print(best_line(run.analysis.best.trial, outcome.run_dir), highlight=False, soft_wrap=True)
     return outcome
-
-
-def _best_row(run_dir: Path) -> Any:
-    """The run's best ranked trial by its own objectives (`coatsearch.analysis.ranking`), or None."""
-    from coatsearch.analysis.ranking import best_trial
-    from coatsearch.report import load_run
-
-    run = load_run(run_dir)
-    return best_trial(run.ranked, run.study.objectives)
-
-
-@app.command()
-@user_errors_exit_2
-def best(
-    run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="a run directory (runs/<study>/)"),
-    output: Path | None = typer.Option(None, "-o", "--output", help="write the best trial's spec here"),
-) -> None:
-    """The best trial of a run (by its objectives, in order, at full fidelity) as a spec."""
-    from coatsearch.report import ReportError
-    from coatsearch.report.terminal import trial_summary
-    from coatsearch.spec import NetSpec, SpecError
-
-    row = _best_row(Path(run_dir))
-    if row is None:
-        raise ReportError(f"{run_dir}: no complete trial at full fidelity yet")
-    try:
-        spec = NetSpec.from_dict(json.loads(row["spec"]))
-    except SpecError as exc:
-        raise ReportError(f"{Path(run_dir) / 'results.csv'}: trial {int(row['trial'])}, spec: {exc}") from None
-    console.print(trial_summary(row), highlight=False, soft_wrap=True)
-    if output is not None:
-        write_output(output, spec.to_yaml())
-        console.print(f"wrote {output}; train it with: coatsearch train {output} --epochs 20", highlight=False)
-    else:
-        typer.echo(spec.to_yaml(), nl=False)
 
 
 @app.command()
@@ -201,60 +173,6 @@ def report(
         return
     path = build_report(run_dir, out, color_by=color_by, top=top, flop_band=parse_band(flop_band), static=static)
     console.print(f"report: {path}")
-
-
-@app.command()
-@user_errors_exit_2
-def train(
-    spec: str = typer.Argument(..., help="a preset name or a YAML spec file"),
-    data: str = typer.Option(
-        "fashion-mnist", "--data",
-        help="fashion-mnist, fashion-mnist-full[:PATH], idx:PATH, imagefolder:PATH, torchvision:NAME[:ROOT]",
-    ),
-    epochs: int | None = typer.Option(None, "--epochs", help="default: the config's (5)"),
-    steps: int | None = typer.Option(None, "--steps", help="N optimiser steps in all, in --epochs rounds (any data size)"),
-    seed: int | None = typer.Option(None, "--seed", help="initialisation, batch order and validation split"),
-    train_size: int | None = typer.Option(None, "--train-size", help="train on a stratified subset of N images"),
-    augment: str = typer.Option("none", "--augment", help="none, light (crop + flip) or randaugment"),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
-    lr: float | None = typer.Option(None, "--lr"),
-    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: torch's)"),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, mps or xla"),
-    config: Path | None = typer.Option(None, "--config", help="YAML file of trainer fields"),
-    test: bool = typer.Option(True, "--test/--no-test", help="evaluate on the test split at the end"),
-    as_json: bool = typer.Option(False, "--json", help="print the final metrics as one JSON object"),
-) -> None:
-    """Train one spec on a dataset and report per-epoch metrics and the test accuracy."""
-    from coatsearch.data import load_data
-    from coatsearch.presets import load_spec
-    from coatsearch.report.terminal import fit_summary
-    from coatsearch.train import TrainConfig, fit
-    from coatsearch.train.device import resolve_device
-    from coatsearch.train.progress import TrainProgress
-
-    net = load_spec(spec)
-    base = TrainConfig.from_yaml_file(config) if config else TrainConfig()
-    overrides = dict(
-        epochs=epochs, steps=steps, seed=seed, batch_size=batch_size, lr=lr, threads=threads, device=device
-    )
-    trainer = base.replace(
-        eval_test=test, **{k: v for k, v in overrides.items() if v is not None}
-    )
-    resolve_device(trainer.device)  # an unavailable device is an input error: say so first
-    bundle = load_data(
-        data, image_size=net.image_size, train_size=train_size, seed=trainer.seed, augment=augment
-    )
-    with TrainProgress(err_console, trainer.epochs) as progress:
-        result = fit(
-            net, trainer, bundle, callback=progress.epoch_done, log=progress.log,
-            on_batch=progress.batch_done,
-        )
-    if as_json:
-        print(json.dumps(result.to_dict()))
-    else:
-        console.print(fit_summary(result), highlight=False)
-    if result.status in (Status.DIVERGED, Status.FAILED):
-        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -35,7 +35,7 @@ __all__ = ["COLUMNS", "FINISHED", "TableError", "count_finished", "history_of", 
 #: Columns that hold numbers (empty where a trial has none).
 NUMERIC = ("trial", "fidelity", "max_fidelity", "image_size", "flops", "params", "val_acc", "val_loss",
            "train_eval_acc", "gap", "train_acc_running", "train_loss_running", "test_acc", "latency_ms",
-           "images_per_s", "wall_time", "seed", "val_images", "test_images", "workers", "gap_running")
+           "images_per_s", "wall_time", "clock_start", "clock_end", "seed", "val_images", "test_images", "workers", "gap_running")
 #: Columns that hold fractions of a set of images.
 FRACTIONS = ("val_acc", "train_eval_acc", "train_acc_running", "test_acc")
 #: Columns that hold JSON, and the type each holds.

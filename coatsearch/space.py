@@ -209,7 +209,7 @@ class SearchSpace(_Frozen):
     data: DataSettings = DataSettings()
     sampler: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
     early_stopping: EarlyStopping = EarlyStopping()
-    backend: Literal["optuna", "ray"] = "optuna"
+    backend: Literal["optuna", "ray", "replay"] = "optuna"
     trials: int = Field(gt=0)
     concurrency: int = Field(1, gt=0)
     resources: Resources = Resources()
@@ -217,6 +217,7 @@ class SearchSpace(_Frozen):
     retries: int = Field(1, ge=0, description="times a trial whose worker died runs again before it counts as failed")
     storage: str | None = Field(None, description="an Optuna storage URL (optuna backend)")
     address: str | None = Field(None, description="a Ray cluster address (ray backend)")
+    table: str | None = Field(None, description="a table of trained networks to replay (replay backend): a folder or a name")
 
     @field_validator("params")
     @classmethod
@@ -250,6 +251,10 @@ class SearchSpace(_Frozen):
             )
         if self.storage is not None and self.backend != "optuna":
             raise FieldError(("storage",), "a storage URL is for the optuna backend")
+        if self.table is not None and self.backend != "replay":
+            raise FieldError(("table",), "a table is replayed by the replay backend (backend: replay)")
+        if self.table is None and self.backend == "replay":
+            raise FieldError(("table",), "the replay backend needs a table: a table folder or name (--table)")
         return self
 
     @property

@@ -16,7 +16,7 @@ from coatsearch.analysis.comparisons import comparisons
 from coatsearch.analysis.design import Design
 from coatsearch.analysis.effects import Effect, effect, effects_frame, importances
 from coatsearch.analysis.fits import ScalingFits, scaling_fits
-from coatsearch.analysis.ranking import best_trial, pareto_set
+from coatsearch.analysis.ranking import BestConfiguration, best_configuration, pareto_set
 from coatsearch.analysis.summaries import summarise
 from coatsearch.results import ranked
 
@@ -30,7 +30,8 @@ class Analysis:
     terminal, the HTML report, a study's README and CSVs): the experiment's ``design``,
     each factor's ``effects`` with intervals, the ``comparisons`` between values, the
     per-configuration ``summary``, fANOVA ``importances``, a scaling ladder's fits, and
-    the ranking under the run's ``objectives``: the Pareto ``front`` and the ``best`` trial."""
+    the ranking under the run's ``objectives``: the Pareto ``front`` and the ``best``
+    configuration (over seeds) with the trial of it to hand on."""
 
     design: Design
     effects: tuple[Effect, ...]
@@ -40,7 +41,7 @@ class Analysis:
     scaling: ScalingFits | None
     objectives: tuple[tuple[str, str], ...] = DEFAULT_OBJECTIVES
     front: pd.DataFrame = field(default_factory=pd.DataFrame)
-    best: pd.Series | None = None
+    best: BestConfiguration | None = None
 
     def effect_of(self, factor: str) -> Effect | None:
         name = factor.removeprefix("param.")
@@ -55,7 +56,7 @@ def analyse(table: pd.DataFrame, design: Design,
     objectives = tuple((m, str(d)) for m, d in objectives)
     return Analysis(design, found, comparisons(table, design), summarise(table, design),
                     importances(table, list(design.factors)), scaling_fits(table), objectives,
-                    pareto_set(table, objectives), best_trial(ranked(table), objectives))
+                    pareto_set(table, objectives), best_configuration(ranked(table), objectives))
 
 
 #: The tables `write_tables` writes, by file name.

@@ -162,6 +162,12 @@ class Attention2d(nn.Module):
             out = _attention_with_bias_grad(q, k, v, bias)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        # (B, heads, N, d) -> (B, H, W, heads*d) memory, seen as NCHW channels_last
-        out = out.transpose(1, 2).reshape(batch, height, width, self.heads * self.head_dim)
+        # (B, heads, N, d) -> (B, H, W, heads*d) memory, seen as NCHW channels_last. The fused
+        # kernels lay their output out as (B, N, heads, d), so the reshape is a free view;
+        # an exported graph records those strides but may run another kernel (ONNX's
+        # decomposition gives (B, heads, N, d) memory), so there a copy makes the view valid
+        out = out.transpose(1, 2)
+        if torch.compiler.is_exporting():
+            out = out.clone(memory_format=torch.contiguous_format)
+        out = out.reshape(batch, height, width, self.heads * self.head_dim)
         return pointwise(out.permute(0, 3, 1, 2), self.proj, add=add)

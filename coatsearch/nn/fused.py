@@ -279,13 +279,15 @@ def gate_(x: torch.Tensor, scale: torch.Tensor, grad_in_place: bool = False) -> 
     backward gives ``d scale = 0`` there). ``x`` must not be read afterwards by its caller
     (autograd raises if an operator saved it). Where `fusion_applies` this is
     `_GateInPlace`; otherwise a plain in-place multiply when nothing records a gradient,
-    and the ordinary product when something does.
+    and the ordinary product when something does or a tracer records it.
     """
     if fusion_applies(x) and x.numel() > 0:
         return _GateInPlace.apply(x, scale, grad_in_place)
-    if not torch.is_grad_enabled() or not (x.requires_grad or scale.requires_grad):
-        return x.mul_(scale)
-    return x * scale
+    # a traced graph (torch.jit.trace checks it by tracing again, without gradients) must
+    # not depend on the grad mode: the product there
+    if torch.jit.is_tracing() or (torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad)):
+        return x * scale
+    return x.mul_(scale)
 
 
 class _GateInPlace(torch.autograd.Function):

@@ -40,6 +40,10 @@ class Backend(Protocol):
 
 def make_backend(plan: SearchPlan, run_dir: Path, address: str | None = None) -> Backend:
     """The plan's backend (``space.backend``) for ``run_dir``."""
+    if plan.space.backend == "replay":
+        from coatsearch.search.replay import ReplayBackend
+
+        return ReplayBackend(plan, run_dir)
     if plan.space.backend == "ray":
         from coatsearch.search.ray_backend import RayBackend
 

@@ -25,7 +25,8 @@ COLUMNS = (
     "trial", "status", "point", "fidelity", "max_fidelity", "layout", "blocks", "channels",
     "image_size", "flops", "params", "val_acc", "val_loss", "train_eval_acc", "gap", "train_acc_running",
     "train_loss_running",
-    "test_acc", "latency_ms", "images_per_s", "wall_time", "seed", "val_images", "test_images", "node", "worker",
+    "test_acc", "latency_ms", "images_per_s", "wall_time", "clock_start", "clock_end", "seed",
+    "val_images", "test_images", "node", "worker",
     "workers", "reason", "budget_note", "phases", "val_correct", "test_correct", "spec", "history",
 )
 
@@ -85,6 +86,10 @@ class TrialRow:
     latency_ms: float | None = None
     images_per_s: float | None = None
     wall_time: float | None = None
+    #: When the trial began and ended, in seconds on the run's clock: the replay backend's
+    #: simulated clock (`coatsearch.search.replay`); empty for trials that really trained.
+    clock_start: float | None = None
+    clock_end: float | None = None
     seed: int | None = None
     val_images: int | None = None  # the validation set's size: the binomial part of an interval
     test_images: int | None = None

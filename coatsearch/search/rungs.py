@@ -28,16 +28,23 @@ class RungStopper:
             rung *= factor
 
     def should_stop(self, epoch: int, value: float) -> bool:
+        """Stop at a rung unless ``value`` is among the best of the study's recorded trials there."""
         if epoch not in self.rungs:
             return False
-        sign = self.direction.sign  # compare as "higher is better"
         peers = []
         for trial in self.study.get_trials(deepcopy=False):
             history = json.loads((trial.user_attrs.get("row") or {}).get("history") or "[]")
             if len(history) >= epoch and history[epoch - 1].get(self.metric) is not None:
-                peers.append(sign * history[epoch - 1][self.metric])
-        if len(peers) < self.factor:
+                peers.append(history[epoch - 1][self.metric])
+        return self.stop_among(epoch, value, peers)
+
+    def stop_among(self, epoch: int, value: float, peers: list[float]) -> bool:
+        """The rule itself, given the values ``peers`` recorded at ``epoch`` (a replay keeps
+        its own records of them): stop at a rung when ``value`` is below the top
+        ``1/factor`` of them, once there are at least ``factor``."""
+        if epoch not in self.rungs or len(peers) < self.factor:
             return False
-        peers.sort(reverse=True)
-        cutoff = peers[max(0, len(peers) // self.factor - 1)]
+        sign = self.direction.sign  # compare as "higher is better"
+        ordered = sorted((sign * p for p in peers), reverse=True)
+        cutoff = ordered[max(0, len(ordered) // self.factor - 1)]
         return sign * value < cutoff

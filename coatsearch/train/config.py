@@ -97,6 +97,9 @@ class TrainConfig(BaseModel):
             raise TrainConfigError(f"{path}: malformed YAML") from None
         if isinstance(data, dict) and set(data) == {"trainer"}:
             data = data["trainer"]
+        if isinstance(data, dict) and "study" in data and "train" in data:
+            raise TrainConfigError(f"{path}: a search space, not trainer settings; `coatsearch best RUN_DIR -o FILE` "
+                                   "writes a run's best configuration as a training file for `coatsearch train FILE`")
         return cls.from_dict(data, source=str(path))
 
     def replace(self, **changes: Any) -> TrainConfig:

@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,15 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coatsearch.data import DataBundle, DataError, ImageSet
+from coatsearch.checkpoint import load_weights
+from coatsearch.data import DataBundle, DataError
 from coatsearch.data.pipeline import Feed, auto_workers, place
-from coatsearch.data.splits import stratified_subset
 from coatsearch.errors import first_line
 from coatsearch.nn import build
 from coatsearch.spec import NetSpec
 from coatsearch.status import Status
+from coatsearch.train.checkpoints import Checkpoints
 from coatsearch.train.config import TrainConfig, TrainConfigError
 from coatsearch.train.device import Runtime, make_runtime
+from coatsearch.train.evaluation import evaluate, evaluate_images, prepare_batch, train_probe
 from coatsearch.train.metrics import EpochMetrics, TrialResult
 from coatsearch.train.optim import make_optimizer
 
@@ -94,66 +96,39 @@ def adapt_spec(spec: NetSpec, data: DataBundle) -> tuple[NetSpec, list[str]]:
     return (spec.replace(**changes) if changes else spec), notes
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator,
-             replicas: Replicas | None = None) -> Iterator[torch.Tensor]:
-    """Shuffled index batches over ``n`` images; a trailing batch of one is dropped
-    (batch norm cannot train on it). With ``replicas``, ``batch_size`` is the global batch
-    and each replica gets its slice (a trailing batch too small for two images per
-    replica is dropped)."""
-    order = torch.randperm(n, generator=generator)
-    world = replicas.world if replicas is not None else 1
-    for start in range(0, n, batch_size):
-        chunk = order[start : start + batch_size]
-        if len(chunk) >= 2 * world:
-            yield chunk if replicas is None else chunk.tensor_split(world)[replicas.rank]
+class IndexStream:
+    """Shuffled index batches over ``n`` images, pass after pass, each pass reshuffled (its
+    order drawn when its first batch is taken). A trailing batch of one is dropped (batch
+    norm cannot train on it). With ``replicas``, ``batch_size`` is the global batch and each
+    replica gets its slice (a trailing batch too small for two images per replica is
+    dropped). Its place (``order``, ``position``) is part of a checkpoint, so a resumed run
+    takes the batches the uninterrupted one would have."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator,
+                 replicas: Replicas | None = None) -> None:
+        self.n, self.batch_size, self.generator, self.replicas = n, batch_size, generator, replicas
+        self.order: torch.Tensor | None = None
+        self.position = 0
+
+    def __iter__(self) -> IndexStream:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        world = self.replicas.world if self.replicas is not None else 1
+        while True:
+            if self.order is None:
+                self.order, self.position = torch.randperm(self.n, generator=self.generator), 0
+            while self.position < self.n:
+                chunk = self.order[self.position : self.position + self.batch_size]
+                self.position += self.batch_size
+                if len(chunk) >= 2 * world:
+                    return chunk if self.replicas is None else chunk.tensor_split(world)[self.replicas.rank]
+            self.order = None
 
 
 def round_lengths(steps: int, rounds: int) -> list[int]:
     """``steps`` optimiser steps split into ``rounds`` rounds as evenly as integers allow."""
     return [steps * (k + 1) // rounds - steps * k // rounds for k in range(rounds)]
-
-
-def train_probe(train: Any, size: int) -> Any:
-    """The fixed training subset a model's fit is measured on: ``size`` images (at most the
-    whole set) with the set's class proportions, drawn by seed 0 from its labels alone, so
-    every trial on the same data is measured on the same images; no augmentation."""
-    size = min(size, len(train))
-    return train.subset(stratified_subset(train.labels.cpu(), size, torch.Generator().manual_seed(0)))
-
-
-def _prepare(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    x = x.to(runtime.device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
-
-
-@torch.inference_mode()
-def evaluate_images(model: nn.Module, images: ImageSet, batch_size: int, runtime: Runtime,
-                    feed: Feed | None = None) -> tuple[float, torch.Tensor]:
-    """Mean cross entropy of ``model`` on a set, in eval mode, and which images it got
-    right (a CPU bool tensor in the set's order: the per-image record paired comparisons
-    read, `coatsearch.perimage`)."""
-    model.eval()
-    loss = torch.zeros((), device=runtime.device, dtype=torch.float64)
-    hits: list[torch.Tensor] = []
-    feed = feed or Feed(images)
-    chunks = (torch.arange(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size))
-    seen = 0
-    for x, y in feed.batches(chunks):
-        seen += len(y)
-        x, y = _prepare(x, runtime), y.to(runtime.device, non_blocking=True)
-        with runtime.autocast():
-            logits = model(x)
-        loss += F.cross_entropy(logits.float(), y, reduction="sum")
-        hits.append(logits.argmax(1) == y)
-    correct = torch.cat(hits).cpu() if hits else torch.zeros(0, dtype=torch.bool)
-    return float(loss) / max(1, seen), correct
-
-
-def evaluate(model: nn.Module, images: ImageSet, batch_size: int, runtime: Runtime,
-             feed: Feed | None = None) -> tuple[float, float]:
-    """Mean cross entropy and accuracy of ``model`` on a set, in eval mode."""
-    loss, correct = evaluate_images(model, images, batch_size, runtime, feed)
-    return loss, int(correct.sum()) / max(1, len(correct))
 
 
 class _Trainer:
@@ -166,7 +141,7 @@ class _Trainer:
         world = replicas.world if replicas is not None else 1
         self.global_batch = config.batch_size * world
         full, rest = divmod(len(data.train), self.global_batch)
-        per_pass = full + (rest >= 2 * world)  # see `_batches`
+        per_pass = full + (rest >= 2 * world)  # see `IndexStream`
         if per_pass == 0:
             raise DataError(f"{data.name}: at least 2 training images are needed, got {len(data.train)}")
         #: optimiser steps of each epoch: one pass over the data, or ``steps`` split evenly
@@ -184,13 +159,35 @@ class _Trainer:
         if world > 1:
             self.augment_rng = torch.Generator().manual_seed(config.seed + 1_000_003 * replicas.rank)  # type: ignore[union-attr]
         self.mixup_rng = np.random.default_rng(config.seed)
-        self._stream = self._index_batches()
+        self._stream = IndexStream(len(self.train_set), self.global_batch, self.generator, self.replicas)
 
-    def _index_batches(self) -> Iterator[torch.Tensor]:
-        """Index batches of pass after pass over the training set, each pass reshuffled
-        (its order is drawn when its first batch is taken, as it always was)."""
-        while True:
-            yield from _batches(len(self.train_set), self.global_batch, self.generator, self.replicas)
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides the weights that the next epoch depends on: optimiser,
+        schedule, loss scaler, generators, the batch stream's place (see `resume`)."""
+        state: dict[str, Any] = {
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+            "scaler": self.runtime.scaler.state_dict(), "generator": self.generator.get_state(),
+            "augment_rng": self.augment_rng.get_state(), "mixup_rng": self.mixup_rng.bit_generator.state,
+            "order": self._stream.order, "position": self._stream.position, "torch_rng": torch.get_rng_state(),
+        }
+        if self.runtime.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.runtime.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict`'s moment, as if the run had never stopped."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if state.get("scaler"):
+            self.runtime.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        if self.augment_rng is not self.generator:
+            self.augment_rng.set_state(state["augment_rng"])
+        self.mixup_rng.bit_generator.state = state["mixup_rng"]
+        self._stream.order, self._stream.position = state["order"], state["position"]
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.runtime.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.runtime.device)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and the number of correct predictions (against the dominant mixup label)."""
@@ -226,7 +223,7 @@ class _Trainer:
         steps = self.round_steps[epoch - 1]
         order = itertools.islice(self._stream, steps)
         for step, (x, y) in enumerate(self.feed.batches(order, self.augment_rng), 1):
-            x, y = _prepare(x, runtime), y.to(runtime.device, non_blocking=True)
+            x, y = prepare_batch(x, runtime), y.to(runtime.device, non_blocking=True)
             loss, hits = self._loss(x, y)
             loss_sum += loss.detach() * len(y)
             correct += hits
@@ -281,6 +278,8 @@ def fit(
     *,
     on_batch: BatchHook | None = None,
     replicas: Replicas | None = None,
+    checkpoints: Checkpoints | None = None,
+    init_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> TrialResult:
     """Train ``spec`` on ``data`` for ``config.epochs`` epochs; see `TrialResult`.
 
@@ -288,6 +287,9 @@ def fit(
     and may return True to stop early. ``log`` receives one-line notes (spec adapted to
     the data, device); it defaults to the ``coatsearch.train`` logger. ``on_batch`` drives
     progress bars. ``replicas`` makes this process one replica of a data-parallel trial.
+    ``checkpoints`` saves the run after every epoch and resumes it from its last save
+    (`Checkpoints`); ``init_weights`` starts from these weights instead of a fresh
+    initialisation (a `CheckpointError` names the first key or shape that does not fit).
 
     Input: a set on the CPU is gathered batch by batch in this thread; on CUDA a set that
     fits in a quarter of the free memory is copied there once, a larger one stays on the
@@ -315,7 +317,11 @@ def fit(
             torch.set_num_threads(config.threads)
             stack.callback(torch.set_num_threads, threads)
         torch.manual_seed(config.seed)
-        model = build(spec).to(runtime.device)
+        model = build(spec)
+        if init_weights is not None:
+            for note in load_weights(model, init_weights, "--init-from", fresh_head=True):
+                log(note)
+        model = model.to(runtime.device)
         if runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         result = TrialResult(Status.COMPLETE, spec, sum(p.numel() for p in model.parameters()))
@@ -357,8 +363,9 @@ def fit(
         if config.compile:
             trainer.model = compile_model(trained, runtime.device)
         eval_batch = 2 * config.batch_size
+        first = 1 if checkpoints is None else checkpoints.restore(trainer, model, result, log)
 
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(first, config.epochs + 1):
             epoch_start, epoch_cpu = time.perf_counter(), time.process_time()
             try:
                 train_loss, train_acc, speed, lr = trainer.train_epoch(epoch, on_batch)
@@ -381,6 +388,8 @@ def fit(
             )
             result.epochs.append(metrics)
             result.val_correct = val_correct.numpy()
+            if checkpoints is not None:
+                checkpoints.save(trainer, model, result)
             if callback is not None and callback(metrics) and epoch < config.epochs:
                 result.status = Status.STOPPED
                 break
