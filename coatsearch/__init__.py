@@ -5,7 +5,7 @@ The public API, layer by layer:
 - spec: `NetSpec`, `StageSpec`, `StemSpec`, `preset`, `load_spec`, `PRESETS`
 - network: `build`, `CoAtNet`, `convert` (to another resolution)
 - counting: `count`, `count_analytic`, `count_params`, `Counts`
-- budgets: `match_budget`, `BudgetMatch`
+- budgets: `match_budget`, `BudgetMatch`; scaling: `scale`, `family`
 - training: `load_data`, `DataBundle`, `fit`, `TrainConfig`, `TrialResult`, `EpochMetrics`
 - search: `load_space`, `SearchSpace`, `KNOBS`, `compile_space`, `SearchPlan`, `run_study`,
   `TrialRow`, `Status`
@@ -17,7 +17,18 @@ The public API, layer by layer:
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
+
+from coatsearch.host import sleep_while_waiting, warn_torch_loaded_first
+
+# OpenMP reads its wait policy once, when torch loads: set it now if torch is not loaded
+# yet (the command line does the same), else say once that it is too late
+# (`coatsearch.host.sleep_while_waiting`: 10-40x slower steps on a shared machine).
+if "torch" in sys.modules:
+    warn_torch_loaded_first()
+else:
+    sleep_while_waiting()
 
 #: Public name -> the module that defines it (imported on first use: `import coatsearch.nn`
 #: or a benchmark that needs only the network does not load the search and report stack).
@@ -61,6 +72,8 @@ _EXPORTS = {
     "match_budget": "coatsearch.budget",
     "preset": "coatsearch.presets",
     "run_study": "coatsearch.runner",
+    "scale": "coatsearch.scaling",
+    "family": "coatsearch.scaling",
 }
 
 __all__ = sorted(_EXPORTS)

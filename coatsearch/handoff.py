@@ -119,9 +119,7 @@ def best_training_file(run_dir: str | Path) -> tuple[TrainingFile, BestConfigura
     plan = compile_space(load_space(space_path), source=str(space_path), check_data=False, check_storage=False)
     params = {k.removeprefix("param."): _plain(row[k]) for k in row.index if k.startswith("param.") and row[k] == row[k]}
     candidate = plan.candidate(params)
-    seed = int(row["seed"]) if "seed" in row and row["seed"] == row["seed"] else plan.space.seed
-    settings = {**candidate.train, "seed": seed, "threads": plan.space.trial_threads}
-    trainer = TrainConfig.from_dict(settings)
+    trainer = candidate.train.replace(threads=plan.space.trial_threads)  # as `run_trial` trains it
     origin = {
         "run": str(run_dir), "trial": int(row["trial"]), "configuration": found.values,
         "objectives": {m: round(v, 6) for m, v in found.means.items()}, "seeds": found.seeds,

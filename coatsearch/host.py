@@ -5,6 +5,7 @@ pools and judges a stale lock by the same rule."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 
@@ -54,3 +55,22 @@ def sleep_while_waiting() -> dict[str, str]:
     for key, value in OPENMP_WAIT.items():
         os.environ.setdefault(key, value)
     return {key: os.environ[key] for key in OPENMP_WAIT}
+
+
+_warned = False
+
+
+def warn_torch_loaded_first() -> bool:
+    """Warn, once a process, that torch was imported before coatsearch with no
+    ``OMP_WAIT_POLICY`` set, so OpenMP threads spin while they wait (see
+    `sleep_while_waiting`); True when it warned."""
+    global _warned
+    if _warned or "OMP_WAIT_POLICY" in os.environ:
+        return False
+    _warned = True
+    warnings.warn(
+        "torch was imported before coatsearch, so OpenMP's threads spin while they wait: training "
+        "beside other busy processes can run 10-40x slower. Import coatsearch first, or set "
+        "OMP_WAIT_POLICY=PASSIVE before Python starts.", RuntimeWarning, stacklevel=3,
+    )
+    return True

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import os
-import tempfile
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-import pytest
-import torch
+# as `import coatsearch` does when it comes first (torch is imported just below)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from coatsearch.spec import NetSpec
+import functools  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from coatsearch.spec import NetSpec  # noqa: E402
 
 if TYPE_CHECKING:
     from coatsearch.flops import Counts
