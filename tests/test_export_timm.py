@@ -102,6 +102,19 @@ def test_the_module_registers_the_network(tmp_path: Path) -> None:
     assert not (tmp_path / "vit_timm.py").exists()
 
 
+def test_a_checkpoint_exports_with_its_weights_in_timm_names(tmp_path: Path) -> None:
+    from coatsearch.checkpoint import Checkpoint, save_checkpoint
+
+    spec = small_timm_spec(name="tiny")
+    state = build(spec).state_dict()
+    save_checkpoint(Checkpoint(spec=spec, state_dict=state), tmp_path / "tiny.pt")
+    done = export(tmp_path / "tiny.pt", "timm", tmp_path / "tiny_timm.py")
+    weights = torch.load(tmp_path / "tiny_timm.pth", weights_only=True)
+    assert weights.keys() == state_to_timm(state, spec).keys() and "pretrained" in done.path.read_text()
+    back = state_from_timm(weights, spec)
+    assert all(torch.equal(back[k], state[k]) for k in state)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm is not installed (see benchmarks/timm_check.py)")
 def test_timm_builds_the_same_function(tmp_path: Path) -> None:  # pragma: no cover - needs timm
     import timm
