@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from coatsearch.analysis import Design, write_tables
+from coatsearch.analysis.ranking import top_trials
 from coatsearch.errors import first_line
 from coatsearch.files import write_atomic
 from coatsearch.report import figures, tables
@@ -174,9 +175,9 @@ def render(
     objectives = ", ".join(f"{m} ({d})" for m, d in run.study.objectives)
     page.add(f'</section><section id="tables"><h2>Tables</h2><h3>Pareto set: {html.escape(objectives)}</h3>'
              '<p class="note">Click a header to sort. Also in <code>pareto.csv</code>.</p>')
-    page.table(tables.html_table(tables.view(tables.pareto_set(run)), "pareto-set"))
+    page.table(tables.html_table(tables.view(run.analysis.front), "pareto-set"))
     page.add(f'<h3>Top {top} trials by validation accuracy</h3><p class="note">Also in <code>top.csv</code>.</p>')
-    page.table(tables.html_table(tables.view(tables.top_trials(run, top)), "top-trials"))
+    page.table(tables.html_table(tables.view(top_trials(run.ranked, top)), "top-trials"))
     page.add('</section><section id="failures"><h2>Failures</h2><p class="note">Trials that failed, '
              "diverged or could not be built (infeasible), with the reason recorded.</p>")
     page.table(tables.html_table(tables.view(tables.failures(run), tables.FAILURE_COLUMNS), "failed-trials"))
@@ -222,23 +223,24 @@ def export_static(page: Page, out: Path, fmt: str) -> list[Path]:
 
 
 def build_report(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     out: str | Path | None = None,
     color_by: str | None = None,
     top: int = 10,
     flop_band: float | tuple[float, float] | None = None,
     static: Sequence[str] = (),
 ) -> Path:
-    """Write ``report.html`` (default: in the run directory) and, in the run directory,
-    the analysis's tables (`coatsearch.analysis.write_tables`: effects, comparisons,
-    summary), pareto.csv and top.csv. A report written elsewhere (``out``) is the HTML
-    file alone: the tables never overwrite files of the same names in a folder of the user's.
+    """Write ``report.html`` (default: in the run directory; a `Run` held in memory is
+    reported as it is, without reading its directory) and, in the run directory, the
+    analysis's tables (`coatsearch.analysis.write_tables`: effects, comparisons, summary),
+    pareto.csv and top.csv. A report written elsewhere (``out``) is the HTML file alone:
+    the tables never overwrite files of the same names in a folder of the user's.
 
     ``color_by`` names a results column or a sampled parameter; ``flop_band`` is the
     design-space view's band, a fraction around the median FLOPs or ``(low, high)``;
     ``static`` lists image formats (png, svg) to export each figure in as well.
     """
-    run = load_run(run_dir)
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
     out = Path(out) if out is not None else run.run_dir / "report.html"
     if out.suffix.lower() not in (".html", ".htm"):
         raise ReportError(f"{out}: the report is an HTML file; expected a name ending in .html")
@@ -248,8 +250,8 @@ def build_report(
         write_atomic(out, document)
         if out.parent.resolve() == run.run_dir.resolve():  # elsewhere, the folder is the user's
             write_tables(run.analysis, out.parent)
-            write_atomic(out.parent / "pareto.csv", tables.pareto_set(run).to_csv(index=False))
-            write_atomic(out.parent / "top.csv", tables.top_trials(run, top).to_csv(index=False))
+            write_atomic(out.parent / "pareto.csv", run.analysis.front.to_csv(index=False))
+            write_atomic(out.parent / "top.csv", top_trials(run.ranked, top).to_csv(index=False))
     except OSError as exc:
         raise ReportError(f"{exc.filename or out.parent}: cannot write the report ({exc.strerror or exc})") from None
     for fmt in static:

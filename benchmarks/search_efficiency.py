@@ -1,0 +1,326 @@
+"""Search efficiency, measured on the replay: how much compute each search strategy spends
+to find the table's front of validation accuracy against FLOPs.
+
+Replays each strategy available today (random, grid, TPE, NSGA-II; each without and with
+ASHA) over a table of trained networks (`coatsearch.search.table`), for ``--seeds``
+sampler seeds each, one simulated worker, and measures against the table itself:
+
+- the anytime curve of normalized hypervolume (the hypervolume of the full-fidelity trials
+  found so far over the table's, both bounded by the table's worst accuracy and 1.05x its
+  largest FLOPs) and of the mean shortfall of the best accuracy found at each FLOP budget
+  against the table's best there, against the compute spent (the recorded CPU seconds of
+  every epoch replayed, in units of the compute of training every network once);
+- the compute needed to reach 95% of the table's hypervolume (median and interquartile
+  range over seeds, and how many seeds reached it);
+- how often each budget's best network in the table was among the trials found.
+
+Non-grid strategies run twice as many trials as the table has networks (their samplers may
+draw a network again; a real search would train it again, and so does the replay); a grid
+runs each network once. A partial table is replayed over the part of the space it holds
+whole (values of the outermost parameter whose every point is in the table).
+
+    python benchmarks/search_efficiency.py [--table fmnist32] [--seeds 30] [--write]
+
+``--write`` puts the tables into benchmarks/RESULTS.md (between its markers) and the
+figure into benchmarks/search_efficiency.svg. It also times a 100-trial replay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import itertools
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from coatsearch.analysis.fronts import hypervolume_2d
+from coatsearch.runner import run_study
+from coatsearch.search import compile_space
+from coatsearch.search.jsonl_ledger import read_ledger
+from coatsearch.search.plan import SearchPlan
+from coatsearch.search.rows import TrialRow
+from coatsearch.search.table import Table, load_table
+from coatsearch.status import Status
+
+HERE = Path(__file__).resolve().parent
+STRATEGIES = [(s, asha) for s in ("random", "grid", "tpe", "nsga2") for asha in (False, True)]
+MAXIMIZE = (True, False)  # val_acc up, flops down
+GRID_POINTS = 121  # compute fractions the anytime curves are read at (0 .. MAX_FRACTION)
+MAX_FRACTION = 1.5
+START, END = "<!-- search_efficiency:start -->", "<!-- search_efficiency:end -->"
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """What the table holds over the replayed subspace: its networks, hypervolume, the
+    bounds hypervolumes are taken against, and each budget's best network."""
+
+    points: dict[str, TrialRow]
+    reference: tuple[float, float]
+    hypervolume: float
+    compute: float  # seconds to train every network once
+    best: dict[str, tuple[str, float]]  # budget -> (point, val_acc)
+    budget_param: str
+
+
+def whole_subspace(table: Table) -> dict[str, list]:
+    """The largest part of the table's grid held whole, as a space's parameter choices.
+
+    The build trains its grid in order, outermost parameter first, so what it holds is a
+    prefix of the grid: the outermost values done whole are kept; if none is, the first
+    is fixed and the next parameter is looked at the same way."""
+    params = {name: d.grid_values() for name, d in table.space.params.items()}
+    names = list(params)
+    chosen: dict[str, list] = {}
+    for i, name in enumerate(names):
+        later = names[i + 1:]
+
+        def whole(value: object, name: str = name, later: list[str] = later) -> bool:
+            fixed = [dict(zip(chosen, combo)) for combo in itertools.product(*chosen.values())]
+            rest = [dict(zip(later, combo)) for combo in itertools.product(*(params[n] for n in later))]
+            return all(table.key({**f, name: value, **r}) in table.entries for f in fixed for r in rest)
+
+        done = [v for v in params[name] if whole(v)]
+        if done:
+            return {**chosen, name: done, **{n: params[n] for n in later}}
+        chosen[name] = [params[name][0]]
+    raise SystemExit(f"table {table.name}: no part of its grid is trained whole yet")
+
+
+def reference(table: Table, params: dict[str, list], budget_param: str) -> Reference:
+    entries = [table.lookup(dict(zip(params, combo))) for combo in itertools.product(*params.values())]
+    entries = [e for e in entries if e.row.status == Status.COMPLETE]
+    points = {e.row.point: e.row for e in entries}
+    acc = np.array([r.val_acc for r in points.values()], dtype=float)
+    flops = np.array([r.flops for r in points.values()], dtype=float)
+    ref = (float(acc.min()), float(flops.max() * 1.05))
+    hv = hypervolume_2d(np.column_stack([acc, flops]), MAXIMIZE, ref)
+    compute = float(sum(sum(e.seconds) for e in entries))
+    best: dict[str, tuple[str, float]] = {}
+    for row in points.values():
+        budget = str(row.params[budget_param])
+        if budget not in best or (row.val_acc or 0) > best[budget][1]:
+            best[budget] = (row.point, float(row.val_acc or 0))
+    return Reference(points, ref, hv, compute, best, budget_param)
+
+
+def plan_for(table: Table, params: dict[str, list], sampler: str, asha: bool, trials: int) -> SearchPlan:
+    space = table.space.to_dict()
+    space.update(study="efficiency", backend="replay", table=str(table.folder), sampler=sampler, trials=trials,
+                 concurrency=1, params={name: {"choices": values} for name, values in params.items()},
+                 early_stopping={"kind": "asha", "grace_period": 1, "reduction_factor": 2} if asha else {"kind": "none"})
+    from coatsearch.space import space_from_dict
+
+    return compile_space(space_from_dict(space), check_data=False)
+
+
+def replay(plan: SearchPlan, seed: int, out: Path) -> list[TrialRow]:
+    seeded = dataclasses.replace(plan, space=plan.space.model_copy(update={"seed": seed}))
+    run_study(seeded, out, console=Console(file=io.StringIO()))
+    return read_ledger(out)
+
+
+def anytime(rows: list[TrialRow], ref: Reference, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, set[str]]:
+    """Normalized hypervolume and mean best-accuracy shortfall (pp) at each compute
+    fraction of ``at``; the fraction where 95% of the hypervolume was reached (inf if
+    never); the points found at full fidelity."""
+    ended = sorted((r for r in rows if r.clock_end is not None), key=lambda r: (r.clock_end, r.trial))
+    found: list[tuple[float, float]] = []
+    best: dict[str, float] = {}
+    steps: list[tuple[float, float, float]] = [(0.0, 0.0, _shortfall(best, ref))]
+    reached, points = float("inf"), set()
+    for row in ended:
+        if row.status == Status.COMPLETE and row.fidelity == row.max_fidelity:
+            found.append((float(row.val_acc or 0), float(row.flops or 0)))
+            points.add(row.point)
+            budget = str(row.params[ref.budget_param])
+            best[budget] = max(best.get(budget, 0.0), float(row.val_acc or 0))
+        hv = hypervolume_2d(np.array(found).reshape(-1, 2), MAXIMIZE, ref.reference) / ref.hypervolume if found else 0.0
+        fraction = float(row.clock_end or 0) / ref.compute
+        steps.append((fraction, hv, _shortfall(best, ref)))
+        if hv >= 0.95 and reached == float("inf"):
+            reached = fraction
+    xs = np.array([s[0] for s in steps])
+    index = np.searchsorted(xs, at, side="right") - 1
+    return np.array([steps[i][1] for i in index]), np.array([steps[i][2] for i in index]), reached, points
+
+
+def _shortfall(best: dict[str, float], ref: Reference) -> float:
+    """Mean over budgets of the table's best accuracy minus the best found (pp; a budget
+    with nothing found counts its whole best)."""
+    return float(np.mean([100 * (acc - best.get(b, 0.0)) for b, (_, acc) in ref.best.items()]))
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """First quartile, median and third quartile, each one of the values (so a seed that
+    never got there, inf, stays inf rather than averaging into a number)."""
+    q1, med, q3 = np.percentile(np.array(values, dtype=float), [25, 50, 75], method="nearest")
+    return float(q1), float(med), float(q3)
+
+
+def _fraction(value: float) -> str:
+    return f"{value:.2f}" if np.isfinite(value) else "not reached"
+
+
+def label(sampler: str, asha: bool) -> str:
+    return f"{sampler}{' + ASHA' if asha else ''}"
+
+
+def measure(table: Table, seeds: int) -> tuple[Reference, dict, dict[str, list], int]:
+    params = whole_subspace(table)
+    budget_param = "scale" if "scale" in params else next(iter(params))
+    ref = reference(table, params, budget_param)
+    networks = len(ref.points)
+    at = np.linspace(0, MAX_FRACTION, GRID_POINTS)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for sampler, asha in STRATEGIES:
+            plan = plan_for(table, params, sampler, asha, networks if sampler == "grid" else 2 * networks)
+            hvs, shorts, reach, found, spent, took = [], [], [], [], [], []
+            for seed in range(seeds):
+                start = time.perf_counter()
+                rows = replay(plan, seed, Path(tmp) / f"{sampler}-{asha}-{seed}")
+                took.append(time.perf_counter() - start)
+                hv, short, reached, points = anytime(rows, ref, at)
+                hvs.append(hv)
+                shorts.append(short)
+                reach.append(reached)
+                found.append({b: p in points for b, (p, _) in ref.best.items()})
+                spent.append(sum(r.wall_time or 0 for r in rows) / ref.compute)
+            results[label(sampler, asha)] = dict(hv=np.array(hvs), short=np.array(shorts), reach=reach, found=found,
+                                                  spent=spent, seconds=statistics.median(took), trials=plan.space.trials)
+            print(f"{label(sampler, asha):<16} median {statistics.median(took):.2f} s per replay", flush=True)
+    return ref, results, params, networks
+
+
+def speed(table: Table, params: dict[str, list], rounds: int = 5) -> dict[str, tuple[float, float, float]]:
+    """Seconds for a 100-trial replay (compiling the space, replaying, writing the run's
+    files), in interleaved rounds: min, median, max per sampler."""
+    times: dict[str, list[float]] = {"random": [], "tpe": [], "nsga2": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(rounds):
+            for sampler in times:
+                start = time.perf_counter()
+                plan = plan_for(table, params, sampler, False, 100)
+                replay(plan, k, Path(tmp) / f"{sampler}-{k}")
+                times[sampler].append(time.perf_counter() - start)
+    return {s: (min(t), statistics.median(t), max(t)) for s, t in times.items()}
+
+
+# --------------------------------------------------------------------------- output
+def markdown(table: Table, ref: Reference, results: dict, params: dict[str, list], networks: int, seeds: int,
+             speeds: dict[str, tuple[float, float, float]]) -> str:
+    cut = {n: v for n, v in params.items() if len(v) < len(table.space.params[n].grid_values())}
+    scope = ("the whole table" if not cut else "the part of the table trained so far, "
+             + ", ".join(f"{n} in {v}" for n, v in cut.items()) + " (the build is not finished)")
+    lines = [
+        f"Table `{table.name}`, replayed over {scope}: {networks} trained networks, "
+        f"{ref.compute / 3600:.2f} CPU-hours to train each once (the unit of compute below), {seeds} seeds per "
+        "strategy, one simulated worker. Hypervolume of validation accuracy against FLOPs, bounded by the table's "
+        f"worst accuracy ({ref.reference[0]:.3f}) and 1.05x its largest FLOPs, as a fraction of the table's own. "
+        "Grid walks the same order for every seed. Non-grid strategies run "
+        f"{2 * networks} trials, grid {networks}. ASHA: grace 1 epoch, reduction factor 2.",
+        "",
+        "| strategy | compute to 95% HV (median) | IQR | seeds reaching 95% | final HV (median) | compute spent (median) | "
+        + " | ".join(f"best at {ref.budget_param} {b} found" for b in ref.best) + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(ref.best),
+    ]
+    for name, r in results.items():
+        reached = [x for x in r["reach"] if np.isfinite(x)]
+        q1, med, q3 = quartiles(r["reach"])
+        medtext, iqr = _fraction(med), f"{_fraction(q1)}–{_fraction(q3)}"
+        found = [f"{100 * np.mean([f[b] for f in r['found']]):.0f}%" for b in ref.best]
+        lines.append(f"| {name} | {medtext} | {iqr} | {len(reached)}/{len(r['reach'])} | "
+                     f"{np.median(r['hv'][:, -1]):.3f} | {statistics.median(r['spent']):.2f} | " + " | ".join(found) + " |")
+    lines += ["", "Compute in units of training every network of the table once (recorded CPU seconds of every "
+              "epoch replayed). ![anytime curves](search_efficiency.svg)", "",
+              "Replay speed, a 100-trial search over the same space (compiling the space, replaying, writing the "
+              "run's files), 5 interleaved rounds, min / median / max seconds:", ""]
+    lines += [f"- {s}: {lo:.2f} / {med:.2f} / {hi:.2f} s" for s, (lo, med, hi) in speeds.items()]
+    return "\n".join(lines)
+
+
+def svg(results: dict) -> str:
+    """Two panels: median normalized hypervolume and median best-accuracy shortfall
+    against compute, each strategy a line (dashed with ASHA), its IQR shaded."""
+    width, height, pad = 980, 380, 50
+    colors = {"random": "#1f77b4", "grid": "#7f7f7f", "tpe": "#d62728", "nsga2": "#2ca02c"}
+    at = np.linspace(0, MAX_FRACTION, GRID_POINTS)
+    panels = [("normalized hypervolume", "hv", 0.0, 1.0), ("best accuracy shortfall per budget (pp)", "short", 0.0, None)]
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             'font-family="sans-serif" font-size="11">', '<rect width="100%" height="100%" fill="white"/>']
+    panel_w = (width - 3 * pad) / 2
+    for k, (title, key, lo, hi) in enumerate(panels):
+        x0, y0, h = pad + k * (panel_w + pad), 30, height - 90
+        top = hi if hi is not None else max(float(np.percentile(r[key], 75, axis=0).max()) for r in results.values())
+
+        def sx(v: float, x0: float = x0) -> float:
+            return x0 + panel_w * v / MAX_FRACTION
+
+        def sy(v: float, y0: float = y0, top: float = top, h: float = h, lo: float = lo) -> float:
+            return y0 + h * (1 - (v - lo) / (top - lo or 1))
+
+        parts.append(f'<rect x="{x0}" y="{y0}" width="{panel_w}" height="{h}" fill="none" stroke="#999"/>')
+        parts.append(f'<text x="{x0 + panel_w / 2}" y="{y0 - 10}" text-anchor="middle" font-size="13">{title}</text>')
+        for t in np.linspace(0, MAX_FRACTION, 7):
+            parts.append(f'<text x="{sx(t):.1f}" y="{y0 + h + 15}" text-anchor="middle">{t:.2f}</text>')
+        for t in np.linspace(lo, top, 6):
+            parts.append(f'<text x="{x0 - 5}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:.2f}</text>')
+        parts.append(f'<text x="{x0 + panel_w / 2}" y="{y0 + h + 32}" text-anchor="middle">'
+                     'compute (x training every network once)</text>')
+        for name, r in results.items():
+            sampler, asha = name.split(" + ")[0], "ASHA" in name
+            q1, med, q3 = np.percentile(r[key], [25, 50, 75], axis=0)
+            band = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(at, q3))
+            band += " " + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(at[::-1], q1[::-1]))
+            parts.append(f'<polygon points="{band}" fill="{colors[sampler]}" opacity="0.08"/>')
+            line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(at, med))
+            dash = ' stroke-dasharray="5,3"' if asha else ""
+            parts.append(f'<polyline points="{line}" fill="none" stroke="{colors[sampler]}" stroke-width="1.6"{dash}/>')
+    for i, name in enumerate(results):
+        sampler, asha = name.split(" + ")[0], "ASHA" in name
+        x, y = pad + 120 * i, height - 18
+        dash = ' stroke-dasharray="5,3"' if asha else ""
+        parts.append(f'<line x1="{x}" y1="{y}" x2="{x + 22}" y2="{y}" stroke="{colors[sampler]}" stroke-width="2"{dash}/>')
+        parts.append(f'<text x="{x + 26}" y="{y + 4}">{name}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def write(text: str, figure: str) -> None:
+    results = HERE / "RESULTS.md"
+    body = results.read_text()
+    section = f"{START}\n{text}\n{END}"
+    if START in body:
+        head, _, rest = body.partition(START)
+        body = head + section + rest.partition(END)[2]
+    else:
+        body = (body.rstrip("\n") + "\n\n## Search efficiency on the replay (search_efficiency.py)\n\n"
+                f"`python benchmarks/search_efficiency.py --write` ({time.strftime('%Y-%m-%d')}).\n\n{section}\n")
+    results.write_text(body)
+    (HERE / "search_efficiency.svg").write_text(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", default="fmnist32")
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--write", action="store_true", help="write RESULTS.md's section and the figure")
+    args = parser.parse_args()
+    table = load_table(args.table)
+    ref, results, params, networks = measure(table, args.seeds)
+    speeds = speed(table, params)
+    text = markdown(table, ref, results, params, networks, args.seeds, speeds)
+    print(text)
+    if args.write:
+        write(text, svg(results))
+
+
+if __name__ == "__main__":
+    main()
