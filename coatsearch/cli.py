@@ -115,10 +115,23 @@ def _run_and_report(space: Any, out: Path | None, address: str | None, source: s
     for part in shown:
         console.print(part)
     console.print(f"results: {outcome.table_path}\nreport: {report_path}")
+    if space.backend == "replay":
+        console.print(_replay_line(outcome.table_path, space.concurrency), highlight=False)
     best = _best_row(outcome.run_dir)
     if best is not None:
         console.print(best_line(best, outcome.run_dir), highlight=False, soft_wrap=True)
     return outcome
+
+
+def _replay_line(table_path: Path, workers: int) -> str:
+    """What a replayed run would have cost: its trials' simulated compute and its span on
+    the simulated clock."""
+    from coatsearch.results import read_table
+
+    frame = read_table(table_path)
+    compute, span = float(frame["wall_time"].fillna(0).sum()), float(frame["clock_end"].max() or 0)
+    return (f"replayed: {len(frame)} trials would have taken {compute / 3600:.2f} CPU-hours of compute, "
+            f"{span / 3600:.2f} hours on {workers} worker(s) (recorded CPU seconds of every epoch; nothing trained)")
 
 
 def _best_row(run_dir: Path) -> Any:
