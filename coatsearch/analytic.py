@@ -94,7 +94,7 @@ class Ledger:
 
 
 def _shortcut(ledger: Ledger, c_in: int, c_out: int, side: int) -> None:
-    """``Proj(Pool(x))``: max-pooling is free; the 1x1 projection only when widths differ."""
+    """``Proj(Pool(x))``: pooling is free; the 1x1 projection only when widths differ."""
     if c_in != c_out:
         ledger.conv(c_in, c_out, 1, side)
 
@@ -106,7 +106,7 @@ def _stem(ledger: Ledger, spec: NetSpec, side: int) -> None:
         return
     ledger.conv(spec.in_channels, stem.channels, 3, side, bias=False)
     ledger.norm(stem.norm, stem.channels, stem.channels * side * side)
-    ledger.conv(stem.channels, stem.channels, 3, side)
+    ledger.conv(stem.channels, stem.channels, 3, side, bias=stem.bias)
 
 
 def _mbconv(ledger: Ledger, stage: StageSpec, c_in: int, stride: int, side: int) -> None:
@@ -121,7 +121,7 @@ def _mbconv(ledger: Ledger, stage: StageSpec, c_in: int, stride: int, side: int)
     ledger.norm(stage.norm, hidden, hidden * side_expand * side_expand)
     ledger.conv(hidden, hidden, 3, side, groups=hidden, bias=False)
     ledger.norm(stage.norm, hidden, hidden * side * side)
-    reduced = mbconv_se_width(c_in, stage.se_ratio)
+    reduced = mbconv_se_width(c_in, stage.se_ratio, c_out, stage.se_base)
     if reduced:
         ledger.conv(hidden, reduced, 1, 1)
         ledger.conv(reduced, hidden, 1, 1)

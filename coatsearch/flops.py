@@ -43,7 +43,7 @@ UNCOUNTED_BY_DESIGN = frozenset(
     {
         "aten::add", "aten::add_", "aten::mul", "aten::mul_", "aten::div", "aten::sub",
         "aten::gelu", "aten::silu", "aten::sigmoid", "aten::tanh", "aten::softmax",
-        "aten::max_pool2d", "aten::mean", "aten::index", "aten::unsqueeze", "aten::to",
+        "aten::max_pool2d", "aten::avg_pool2d", "aten::mean", "aten::index", "aten::unsqueeze", "aten::to",
         "aten::dropout", "aten::bernoulli_", "aten::upsample_bilinear2d", "aten::expand_as",
         "aten::repeat", "aten::repeat_interleave",
     }

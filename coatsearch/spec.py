@@ -34,6 +34,8 @@ NormKind = Literal["batch", "layer"]
 AttentionKind = Literal["relative", "plain"]
 StemKind = Literal["conv", "patch"]
 StrideMode = Literal["1x1", "dw"]
+PoolKind = Literal["max", "avg"]
+SeBase = Literal["in", "out"]
 
 #: Below this image size `from_layout` uses a stride-1 stem, as CIFAR ResNets do, so
 #: that the last of four stride-2 stages still sees at least 2x2 tokens.
@@ -58,9 +60,11 @@ def mbconv_hidden(out_channels: int, expansion: float) -> int:
     return max(1, round(out_channels * expansion))
 
 
-def mbconv_se_width(in_channels: int, se_ratio: float) -> int:
-    """Width of the squeeze-excitation bottleneck (0 disables SE)."""
-    return max(1, int(in_channels * se_ratio)) if se_ratio > 0 else 0
+def mbconv_se_width(in_channels: int, se_ratio: float, out_channels: int | None = None, base: str = "in") -> int:
+    """Width of the squeeze-excitation bottleneck (0 disables SE): ``se_ratio`` times the
+    block's input width (``base="in"``, EfficientNet's) or output width (``"out"``, timm's)."""
+    width = out_channels if base == "out" and out_channels is not None else in_channels
+    return max(1, int(width * se_ratio)) if se_ratio > 0 else 0
 
 
 def ffn_hidden(channels: int, expansion: float) -> int:
@@ -83,6 +87,8 @@ class StemSpec(_Frozen):
     channels: int = Field(64, gt=0)
     stride: int = Field(2, ge=1, description="total stride of the stem")
     norm: NormKind = "batch"
+    #: a bias on the conv stem's second convolution (timm's stem has none)
+    bias: bool = True
 
     @model_validator(mode="after")
     def _check_stride(self) -> StemSpec:
@@ -99,7 +105,10 @@ class StageSpec(_Frozen):
     LayerNorm). ``head_dim`` and ``attention`` apply to ``T`` stages. ``stride_mode`` says where
     a downsampling MBConv block strides: ``1x1`` on its first 1x1 convolution (the paper's
     choice), ``dw`` on the depthwise convolution (timm's ``coatnet_0_224``; the expansion then
-    runs at the input resolution, about 10% more FLOPs).
+    runs at the input resolution, about 10% more FLOPs). ``pool`` is the 2x2 pooling of a
+    downsampling block's shortcut (and of a ``T`` block's attention input): ``max`` (the
+    paper's) or ``avg`` (timm's). ``se_base``: the SE bottleneck is ``se_ratio`` times the
+    block's input width (``in``, EfficientNet's) or its output width (``out``, timm's).
     """
 
     kind: StageKind
@@ -112,6 +121,8 @@ class StageSpec(_Frozen):
     norm: NormKind = "batch"
     attention: AttentionKind = "relative"
     stride_mode: StrideMode = "1x1"
+    pool: PoolKind = "max"
+    se_base: SeBase = "in"
 
     @model_validator(mode="after")
     def _check_heads(self) -> StageSpec:
@@ -147,6 +158,8 @@ class NetSpec(_Frozen):
     allow_any_order: bool = Field(
         False, description="allow a C stage after a T stage (the family puts C before T)"
     )
+    #: epsilon of every LayerNorm (torch's default; timm's CoAtNets use 1e-6)
+    layer_norm_eps: float = Field(1e-5, gt=0, lt=0.1)
 
     @field_validator("stages", mode="before")
     @classmethod

@@ -165,6 +165,8 @@ def small_specs(draw: st.DrawFn) -> tuple[NetSpec, int]:
                 "se_ratio": draw(st.sampled_from([0.0, 0.25, 0.5])),
                 "norm": draw(st.sampled_from(["batch", "layer"])),
                 "attention": draw(st.sampled_from(["relative", "plain"])),
+                "pool": draw(st.sampled_from(["max", "avg"])),
+                "se_base": draw(st.sampled_from(["in", "out"])),
             }
         )
     spec = NetSpec.from_dict(
@@ -177,8 +179,10 @@ def small_specs(draw: st.DrawFn) -> tuple[NetSpec, int]:
                 "channels": draw(st.integers(4, 64)),
                 "stride": stem_stride,
                 "norm": draw(st.sampled_from(["batch", "layer"])),
+                "bias": draw(st.booleans()),
             },
             "stages": stages,
+            "layer_norm_eps": draw(st.sampled_from([1e-5, 1e-6])),
         }
     )
     size = total * draw(st.sampled_from([side, side + 1]))

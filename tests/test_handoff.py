@@ -87,6 +87,18 @@ def test_train_file_reproduces_the_trial_of_the_best_configuration(seeded_run: P
     # run again: it resumes, finds every epoch done, and ends with the same numbers
     again = _invoke("train", str(best_yaml), "--json", "--no-test", "-o", str(tmp_path / "ckpt"))
     assert json.loads(again.stdout.strip().splitlines()[-1])["final"]["val_acc"] == row["val_acc"]
+    # the checkpoints are read by export, convert and --init-from
+    onnx = _invoke("export", str(tmp_path / "ckpt" / "best.pt"), "--to", "onnx", "-o", str(tmp_path / "best.onnx"))
+    assert onnx.exit_code == 0, onnx.output
+    assert float(onnx.output.rsplit("max |logit difference| ", 1)[1].split()[0]) <= 1e-4
+    converted = _invoke("convert", str(tmp_path / "ckpt" / "last.pt"), "--image-size", "32", "-o", str(tmp_path / "c.pt"))
+    assert converted.exit_code == 0, converted.output
+    assert read_checkpoint(tmp_path / "c.pt").spec.image_size == 32
+    other = tmp_path / "other.yaml"
+    other.write_text(tiny_spec(image_size=16).map_stages("T", head_dim=16).to_yaml())
+    refused = _invoke("train", str(other), "--init-from", str(tmp_path / "ckpt" / "best.pt"), "--epochs", "1")
+    assert refused.exit_code == 2 and "--init-from: " in refused.output and ("missing key" in refused.output
+                                                                            or "does not match" in refused.output)
 
 
 def test_a_plain_spec_says_it_trains_on_the_built_in_data(tmp_path: Path) -> None:

@@ -34,11 +34,12 @@ from coatsearch.spec import ffn_hidden, mbconv_hidden, mbconv_se_width
 class ConvStem(nn.Module):
     """S0: two 3x3 convolutions, the first with the stem's stride (2, or 1 for small images)."""
 
-    def __init__(self, in_channels: int, channels: int, stride: int, norm: str) -> None:
+    def __init__(self, in_channels: int, channels: int, stride: int, norm: str, bias: bool = True,
+                 eps: float = 1e-5) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
-        self.norm1 = norm2d(norm, channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm1 = norm2d(norm, channels, eps)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=bias)
         self._folded = Folded()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,12 +72,15 @@ class PatchStem(nn.Module):
 class Shortcut(nn.Module):
     """Residual path of a block that changes resolution or width: ``Proj(Pool(x))``.
 
-    Pool is a 2x2 max-pool (when striding); Proj a 1x1 convolution (when the width changes).
+    Pool is a 2x2 max- or average pool (when striding); Proj a 1x1 convolution (when the
+    width changes).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, pool: str = "max") -> None:
         super().__init__()
-        self.pool = nn.MaxPool2d(2, 2) if stride == 2 else nn.Identity()
+        self.pool: nn.Module = nn.Identity()
+        if stride == 2:
+            self.pool = nn.AvgPool2d(2, 2) if pool == "avg" else nn.MaxPool2d(2, 2)
         self.proj = (
             nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )
@@ -105,6 +109,9 @@ class MBConv(nn.Module):
         norm: str = "batch",
         drop_path: float = 0.0,
         stride_mode: str = "1x1",
+        pool: str = "max",
+        se_base: str = "in",
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if stride_mode not in ("1x1", "dw"):
@@ -112,18 +119,18 @@ class MBConv(nn.Module):
         hidden = mbconv_hidden(out_channels, expansion)
         expand_stride, dw_stride = (stride, 1) if stride_mode == "1x1" else (1, stride)
         self.shortcut = (
-            Shortcut(in_channels, out_channels, stride)
+            Shortcut(in_channels, out_channels, stride, pool)
             if stride != 1 or in_channels != out_channels
             else nn.Identity()
         )
-        self.pre_norm = norm2d(norm, in_channels)
+        self.pre_norm = norm2d(norm, in_channels, eps)
         self.expand = nn.Conv2d(in_channels, hidden, 1, stride=expand_stride, bias=False)
-        self.expand_norm = norm2d(norm, hidden)
+        self.expand_norm = norm2d(norm, hidden, eps)
         self.depthwise = nn.Conv2d(
             hidden, hidden, 3, stride=dw_stride, padding=1, groups=hidden, bias=False
         )
-        self.depthwise_norm = norm2d(norm, hidden)
-        reduced = mbconv_se_width(in_channels, se_ratio)
+        self.depthwise_norm = norm2d(norm, hidden, eps)
+        reduced = mbconv_se_width(in_channels, se_ratio, out_channels, se_base)
         self.se = SqueezeExcite(hidden, reduced) if reduced else nn.Identity()
         self.proj = nn.Conv2d(hidden, out_channels, 1)
         self.drop_path = DropPath(drop_path)
@@ -217,17 +224,20 @@ class TransformerBlock(nn.Module):
         expansion: float = 4.0,
         relative: bool = True,
         drop_path: float = 0.0,
+        pool: str = "max",
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.stride = stride
+        self.pool = pool
         self.shortcut = (
-            Shortcut(in_channels, out_channels, stride)
+            Shortcut(in_channels, out_channels, stride, pool)
             if stride != 1 or in_channels != out_channels
             else nn.Identity()
         )
-        self.attn_norm = nn.LayerNorm(in_channels)
+        self.attn_norm = nn.LayerNorm(in_channels, eps=eps)
         self.attn = Attention2d(in_channels, out_channels, head_dim, grid, relative)
-        self.ffn_norm = nn.LayerNorm(out_channels)
+        self.ffn_norm = nn.LayerNorm(out_channels, eps=eps)
         hidden = ffn_hidden(out_channels, expansion)
         self.ffn = nn.Sequential(
             nn.Linear(out_channels, hidden), nn.GELU(), nn.Linear(hidden, out_channels)
@@ -238,7 +248,7 @@ class TransformerBlock(nn.Module):
         residual = self.shortcut(x)
         y = channel_layer_norm(x, self.attn_norm)
         if self.stride == 2:
-            y = F.max_pool2d(y, 2, 2)
+            y = F.avg_pool2d(y, 2, 2) if self.pool == "avg" else F.max_pool2d(y, 2, 2)
         if inference_fast_path(x):  # fused GELU and residual adds (drop path is off)
             x = self.attn.forward_nchw(y, add=residual)
             y = pointwise(channel_layer_norm(x, self.ffn_norm), self.ffn[0], gelu=True)

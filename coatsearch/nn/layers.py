@@ -170,12 +170,12 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
-def norm2d(kind: str, channels: int) -> nn.Module:
-    """``batch`` -> BatchNorm2d, ``layer`` -> LayerNorm over channels."""
+def norm2d(kind: str, channels: int, eps: float = 1e-5) -> nn.Module:
+    """``batch`` -> BatchNorm2d, ``layer`` -> LayerNorm over channels (with ``eps``)."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "layer":
-        return LayerNorm2d(channels)
+        return LayerNorm2d(channels, eps=eps)
     raise ValueError(f"norm: expected 'batch' or 'layer', got {kind!r}")
 
 

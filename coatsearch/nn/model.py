@@ -26,7 +26,8 @@ class CoAtNet(nn.Module):
         self.spec = spec
         stem = spec.stem
         if stem.kind == "conv":
-            self.stem: nn.Module = ConvStem(spec.in_channels, stem.channels, stem.stride, stem.norm)
+            self.stem: nn.Module = ConvStem(spec.in_channels, stem.channels, stem.stride, stem.norm, stem.bias,
+                                            spec.layer_norm_eps)
         else:
             self.stem = PatchStem(spec.in_channels, stem.channels, stem.stride)
 
@@ -45,6 +46,7 @@ class CoAtNet(nn.Module):
                         stage.stride if b == 0 else 1,
                         (side, side),
                         rates[block_index],
+                        spec.layer_norm_eps,
                     )
                 )
                 block_index += 1
@@ -52,7 +54,7 @@ class CoAtNet(nn.Module):
             width = stage.channels
         self.stages = nn.ModuleList(stages)
 
-        self.head_norm = nn.LayerNorm(width)
+        self.head_norm = nn.LayerNorm(width, eps=spec.layer_norm_eps)
         if spec.head_hidden:
             self.pre_logits: nn.Module = nn.Sequential(nn.Linear(width, spec.head_hidden), nn.Tanh())
             width = spec.head_hidden
@@ -74,7 +76,7 @@ class CoAtNet(nn.Module):
 
 
 def _make_block(
-    stage: StageSpec, in_channels: int, stride: int, grid: tuple[int, int], drop_path: float
+    stage: StageSpec, in_channels: int, stride: int, grid: tuple[int, int], drop_path: float, eps: float
 ) -> nn.Module:
     if stage.kind == "C":
         return MBConv(
@@ -86,6 +88,9 @@ def _make_block(
             norm=stage.norm,
             drop_path=drop_path,
             stride_mode=stage.stride_mode,
+            pool=stage.pool,
+            se_base=stage.se_base,
+            eps=eps,
         )
     return TransformerBlock(
         in_channels,
@@ -96,6 +101,8 @@ def _make_block(
         expansion=stage.expansion,
         relative=stage.attention == "relative",
         drop_path=drop_path,
+        pool=stage.pool,
+        eps=eps,
     )
 
 
