@@ -66,8 +66,10 @@ def test_a_checkpoint_of_other_settings_or_another_network_is_refused(tmp_path: 
     spec = tiny_spec(image_size=16).map_stages("T", head_dim=16)
     fit(spec, TrainConfig(epochs=1, batch_size=64, threads=1), data, checkpoints=Checkpoints(tmp_path, SETTINGS))
     other = {"train": {"epochs": 3, "seed": 2}, "data": SETTINGS["data"]}
+    (tmp_path / "train.yaml").write_text("the first run's\n")
     with pytest.raises(CheckpointError, match=r"other settings \(train.seed differs\)"):
-        fit(spec, TrainConfig(epochs=1, batch_size=64), data, checkpoints=Checkpoints(tmp_path, other))
+        fit(spec, TrainConfig(epochs=1, batch_size=64), data, checkpoints=Checkpoints(tmp_path, other, "another run's\n"))
+    assert (tmp_path / "train.yaml").read_text() == "the first run's\n"  # nothing of the first run lost
     wider = spec.with_field("stages[0].channels", 48)
     with pytest.raises(CheckpointError, match=r"another network \(spec field stages differs\)"):
         fit(wider, TrainConfig(epochs=1, batch_size=64), data, checkpoints=Checkpoints(tmp_path, SETTINGS))
