@@ -93,7 +93,8 @@ def resume(
 
 def _run_and_report(space: Any, out: Path | None, address: str | None, source: str | None = None) -> Any:
     """Compile the space (every check before any trial), run it, print and report."""
-    from coatsearch.report import build_report
+    from coatsearch.report import Run, build_report, load_run
+    from coatsearch.report.data import study_of
     from coatsearch.report.terminal import best_line, outcome_tables
     from coatsearch.runner import RunInterrupted, run_study
     from coatsearch.search import compile_space
@@ -109,27 +110,15 @@ def _run_and_report(space: Any, out: Path | None, address: str | None, source: s
         err_console.print(f"[yellow]warning:[/] {escape(outcome.note)}", highlight=False, soft_wrap=True)
     if outcome.already_done:
         console.print(f"study {space.study} is complete ({outcome.finished} finished trials); nothing to do.")
-    objectives = [(o.metric, o.direction) for o in space.objectives]
-    report_path = build_report(outcome.run_dir)  # writes effects.csv, read back below
-    shown = outcome_tables(outcome.pareto_path, outcome.run_dir / "effects.csv", objectives)
-    for part in shown:
+    # the run as written, with its analysis: reported and printed without reading it back
+    run = (load_run(outcome.run_dir) if outcome.table is None
+           else Run.of(outcome.run_dir, study_of(plan.space.to_dict(), outcome.run_dir), outcome.table, outcome.analysis))
+    for part in outcome_tables(run.analysis):
         console.print(part)
-    console.print(f"results: {outcome.table_path}\nreport: {report_path}")
-    best = _best_row(outcome.run_dir)
-    if best is not None:
-        console.print(best_line(best, outcome.run_dir), highlight=False, soft_wrap=True)
+    console.print(f"results: {outcome.table_path}\nreport: {build_report(run)}")
+    if run.analysis.best is not None:
+        console.print(best_line(run.analysis.best.trial, outcome.run_dir), highlight=False, soft_wrap=True)
     return outcome
-
-
-def _best_row(run_dir: Path) -> Any:
-    """The trial `coatsearch best` hands on: of the configuration best by the run's
-    objectives over seeds (`coatsearch.analysis.ranking.best_configuration`), or None."""
-    from coatsearch.analysis.ranking import best_configuration
-    from coatsearch.report import load_run
-
-    run = load_run(run_dir)
-    found = best_configuration(run.ranked, run.study.objectives)
-    return None if found is None else found.trial
 
 
 @app.command()

@@ -15,6 +15,7 @@ A run directory (``runs/<study>/``) holds:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterable
@@ -67,23 +68,31 @@ def to_frame(rows: Iterable[TrialRow]) -> pd.DataFrame:
 
 
 def write_table(rows: Iterable[TrialRow], path: Path) -> pd.DataFrame:
-    """Write rows atomically (temp file + rename): a crash never leaves half a table."""
-    frame = to_frame(rows)
+    """Write rows atomically (temp file + rename): a crash never leaves half a table.
+
+    Returns the table as `read_table` reads it, parsed from the text just written (not
+    read back from disk): a run's own views and a later ``coatsearch report`` see one table."""
+    text = to_frame(rows).to_csv(index=False)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        frame.to_csv(tmp, index=False)
+        tmp.write_text(text)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise TableError(f"{path}: cannot write the results table ({exc.strerror or exc})") from None
-    return frame
+    return _parse(io.StringIO(text), path)
 
 
 def read_table(path: Path) -> pd.DataFrame:
     """The results table at ``path``, checked cell by cell (`check_table`); an empty file
     is a table with no trials yet. `TableError` names what is wrong."""
+    return _parse(path, path)
+
+
+def _parse(source: Path | io.StringIO, path: Path) -> pd.DataFrame:
+    """A results table's text (a file, or text just written) as the checked frame."""
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(source)
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=COLUMNS)
     except OSError as exc:

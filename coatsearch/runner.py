@@ -13,19 +13,23 @@ resume. Nothing that finished is lost or run again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from coatsearch.analysis.fronts import pareto_front
+from coatsearch.analysis import Analysis, Design, analyse
+from coatsearch.analysis.overview import DEFAULT_OBJECTIVES
+from coatsearch.analysis.ranking import pareto_set
 from coatsearch.errors import CoatsearchError
 from coatsearch.results import write_table
 from coatsearch.search import Backend, SearchPlan, TrialRow, make_backend
@@ -45,12 +49,29 @@ class RunInterrupted(Exception):
 
 @dataclass(frozen=True)
 class StudyOutcome:
+    """A study run to its target (or found finished): where its files are, how many trials
+    finished, and its results ``table`` as written, with the table's `Analysis` under the
+    run's objectives (computed on first use), so nothing after the run reads back what it
+    has just written. ``note`` says what the run did not do as asked."""
+
     run_dir: Path
     table_path: Path
     finished: int
     already_done: bool
     pareto_path: Path
     note: str = ""
+    table: pd.DataFrame | None = None
+    #: the space's params as written and its sampler: the experiment's design
+    params: dict[str, Any] = field(default_factory=dict)
+    sampler: str | None = None
+    objectives: tuple[tuple[str, str], ...] = DEFAULT_OBJECTIVES
+
+    @functools.cached_property
+    def analysis(self) -> Analysis | None:
+        """The results table's analysis (None for an outcome made without its table)."""
+        if self.table is None:
+            return None
+        return analyse(self.table, Design.of(self.table, self.params, self.sampler), self.objectives)
 
 
 def prepare_run_dir(run_dir: Path) -> None:
@@ -182,8 +203,8 @@ def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: 
     rows = backend.ledger()
     done = sum(row.finished for row in rows)
     if done >= target or (note and not write_space):  # finished, or asked for fewer trials
-        _write_outputs(plan, rows, table_path, pareto_path)
-        return StudyOutcome(run_dir, table_path, done, True, pareto_path, note)
+        table = _write_outputs(plan, rows, table_path, pareto_path)
+        return _outcome(plan, run_dir, done, True, note, table)
     if write_space:
         (run_dir / "space.yaml").write_text(plan.space.to_yaml())
 
@@ -215,14 +236,26 @@ def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: 
         log.removeHandler(handler)
         handler.close()
     rows = backend.ledger()
-    _write_outputs(plan, rows, table_path, pareto_path)
-    return StudyOutcome(run_dir, table_path, sum(row.finished for row in rows), False, pareto_path, note)
+    table = _write_outputs(plan, rows, table_path, pareto_path)
+    return _outcome(plan, run_dir, sum(row.finished for row in rows), False, note, table)
 
 
-def _write_outputs(plan: SearchPlan, rows: list[TrialRow], table_path: Path, pareto_path: Path) -> None:
+def _objectives(plan: SearchPlan) -> tuple[tuple[str, str], ...]:
+    return tuple((o.metric, str(o.direction)) for o in plan.space.objectives)
+
+
+def _outcome(plan: SearchPlan, run_dir: Path, finished: int, already_done: bool, note: str,
+             table: pd.DataFrame) -> StudyOutcome:
+    return StudyOutcome(run_dir, run_dir / "results.csv", finished, already_done, run_dir / "pareto.csv", note,
+                        table, plan.space.to_dict().get("params", {}), plan.space.sampler, _objectives(plan))
+
+
+def _write_outputs(plan: SearchPlan, rows: list[TrialRow], table_path: Path, pareto_path: Path) -> pd.DataFrame:
+    """The results table and its Pareto front, written; the table as written."""
     frame = write_table(rows, table_path)
-    front = pareto_front(frame, [(o.metric, o.direction) for o in plan.space.objectives])
+    front = pareto_set(frame, _objectives(plan))
     try:
         front.to_csv(pareto_path, index=False)
     except OSError as exc:
         raise CoatsearchError(f"{pareto_path}: cannot write the Pareto front ({exc.strerror or exc})") from None
+    return frame

@@ -208,7 +208,7 @@ def regenerate(study_dir: Path) -> Analysis:
         raise SpaceError(f"{study_dir}: no results.csv to regenerate from (run the study first)")
     load_study(study_dir)  # the space must still be valid
     run = load_run(study_dir)
-    build_report(study_dir)
+    build_report(run)
     analysis = run.analysis
     readme = study_dir / "README.md"
     if readme.exists():

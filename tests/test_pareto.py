@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coatsearch.analysis.fronts import hypervolume_2d, non_dominated, pareto_front
-from coatsearch.report.figures import front_hypervolume
+from coatsearch.analysis.fronts import front_hypervolume, hypervolume_2d, non_dominated, pareto_front
 
 
 # ------------------------------------------------------------------ non-dominated sort

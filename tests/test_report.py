@@ -11,13 +11,14 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import layout_study_rows, synthetic_row
 from typer.testing import CliRunner
 
+from coatsearch.analysis.fronts import front_hypervolume
 from coatsearch.cli import app
 from coatsearch.report import ReportError, build_report, load_run
 from coatsearch.report.data import parse_band
-from coatsearch.report.figures import front_hypervolume
 from coatsearch.results import ranked, read_table
 
 FIGURE_IDS = ("fig-effect-layout", "fig-pareto-flops", "fig-pareto-params", "fig-curves", "fig-gap", "fig-edf")
@@ -401,3 +402,45 @@ def test_importances_need_two_varying_parameters(write_study):
     found = effects.importances(table, ["param.split", "param.head_dim"])
     assert found["split"] > 0.8 > found["head_dim"]
     assert effects.importances(table, ["param.split"]) is None
+
+
+def test_best_is_chosen_by_the_runs_own_objectives(write_study):
+    """The analysis ranks by the run's own objectives: a run that minimises latency names
+    its fastest configuration best (as `coatsearch best` does), not the most accurate one."""
+    rows = layout_study_rows(per_layout=1, troubles=False)
+    for k, row in enumerate(rows):
+        row["latency_ms"] = 10.0 - k  # the last trial is the fastest
+    by_accuracy = max(range(len(rows)), key=lambda k: rows[k]["val_acc"])
+    assert by_accuracy != len(rows) - 1  # else the test says nothing
+    fast = write_study(rows, objectives=("latency_ms", "val_acc"))
+    assert load_run(fast).analysis.best.trial["trial"] == len(rows) - 1
+    accurate = write_study(rows, objectives=("val_acc", "flops"), name="accurate")
+    assert load_run(accurate).analysis.best.trial["trial"] == by_accuracy
+
+
+def test_a_run_reports_and_prints_its_analysis_without_reading_back_what_it_wrote(tmp_path, monkeypatch, write_study):
+    """`coatsearch run` hands the table it wrote, with its analysis, to the terminal and the
+    report: no results.csv, pareto.csv or effects.csv is read back."""
+    import coatsearch.results as results_module
+    import coatsearch.runner as runner_module
+    from coatsearch.analysis.overview import DEFAULT_OBJECTIVES
+
+    run_dir = write_study(layout_study_rows(per_layout=2))
+    table = read_table(run_dir / "results.csv")
+    space = yaml.safe_load(open("spaces/layouts.yaml").read())
+
+    def fake_run_study(plan, out, address=None, console=None):
+        return runner_module.StudyOutcome(run_dir, run_dir / "results.csv", 7, False, run_dir / "pareto.csv",
+                                          table=table, params=space.get("params", {}), sampler=space.get("sampler"),
+                                          objectives=DEFAULT_OBJECTIVES + (("flops", "min"),))
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a table was read back")
+
+    monkeypatch.setattr(runner_module, "run_study", fake_run_study)
+    monkeypatch.setattr(results_module, "_parse", no_reading)
+    monkeypatch.setattr(pd, "read_csv", no_reading)
+    result = runner.invoke(app, ["run", "spaces/layouts.yaml", "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "Pareto front" in result.stdout and "best: trial" in result.stdout
+    assert (run_dir / "report.html").exists() and (run_dir / "pareto.csv").exists()

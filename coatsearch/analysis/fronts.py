@@ -1,18 +1,27 @@
 """Pareto fronts: which trials are non-dominated, and how much they cover.
 
 `non_dominated` and `hypervolume_2d` work on plain arrays (tested on hand-made points);
-`pareto_front` applies them to a results table's rankable trials, for ``pareto.csv``, the
-report's Pareto set and its 2-D fronts.
+`pareto_front` applies them to a results table's rankable trials, for ``pareto.csv`` and the
+report's Pareto set; `front_mask` and `front_hypervolume` give the report's 2-D fronts of
+accuracy against one cost.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from coatsearch.results import ranked
+from coatsearch.units import format_count
+
+#: The hypervolume's reference cost is this multiple of the largest ranked cost, so the
+#: costliest front point still adds area.
+REFERENCE_MARGIN = 1.1
+#: What each cost a 2-D front is drawn against is called in words.
+COST_NAMES = {"flops": "FLOPs", "params": "parameters", "latency_ms": "latency"}
 
 
 def _as_costs(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
@@ -72,3 +81,38 @@ def pareto_front(frame: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> 
     mask = non_dominated(candidates[[m for m, _ in objectives]].to_numpy(), [d == "max" for _, d in objectives])
     first = objectives[0]
     return candidates[mask].sort_values(first[0], ascending=first[1] == "min")
+
+
+@dataclass(frozen=True)
+class Hypervolume:
+    """A 2-D front's hypervolume, normalised by the box between the ideal and the reference."""
+
+    value: float
+    reference_cost: float
+    metric: str
+
+    def describe(self) -> str:
+        cost = self.reference_cost
+        shown = format_count(cost) if self.metric in ("flops", "params") else f"{cost:.3g} ms"
+        return (
+            f"hypervolume {self.value:.3f}: the share of the box from (accuracy 0, "
+            f"{COST_NAMES[self.metric]} {shown} = {REFERENCE_MARGIN:g} × the largest ranked) "
+            f"to (accuracy 1, {COST_NAMES[self.metric]} 0) that the front dominates"
+        )
+
+
+def front_mask(frame: pd.DataFrame, metric: str) -> np.ndarray:
+    """The rows non-dominated in (validation accuracy up, ``metric`` down)."""
+    return non_dominated(frame[[metric, "val_acc"]].to_numpy(), [False, True])
+
+
+def front_hypervolume(ranked: pd.DataFrame, metric: str) -> Hypervolume | None:
+    """Hypervolume of accuracy against ``metric`` over ranked trials, in [0, 1]."""
+    points = ranked.dropna(subset=["val_acc", metric])
+    if points.empty:
+        return None
+    reference = REFERENCE_MARGIN * float(points[metric].max())
+    if reference <= 0:
+        return None
+    area = hypervolume_2d(points[[metric, "val_acc"]].to_numpy(), [False, True], [reference, 0.0])
+    return Hypervolume(area / reference, reference, metric)

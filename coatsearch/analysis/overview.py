@@ -1,11 +1,13 @@
 """Everything a report, a study and the command line say about a results table, computed
 once: the design, each factor's effect, the comparisons, the per-configuration summary,
-the importances and a scaling study's fits. `write_tables` writes the CSVs all of them
+the importances, a scaling study's fits, and the ranking under the run's objectives (the
+Pareto set and the best trial). `write_tables` writes the CSVs all of them
 point at, so ``comparisons.csv`` means one thing wherever it is found."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -14,28 +16,47 @@ from coatsearch.analysis.comparisons import comparisons
 from coatsearch.analysis.design import Design
 from coatsearch.analysis.effects import Effect, effect, effects_frame, importances
 from coatsearch.analysis.fits import ScalingFits, scaling_fits
+from coatsearch.analysis.ranking import BestConfiguration, best_configuration, pareto_set
 from coatsearch.analysis.summaries import summarise
+from coatsearch.results import ranked
+
+#: The objectives of a table whose run names none: validation accuracy, up.
+DEFAULT_OBJECTIVES: tuple[tuple[str, str], ...] = (("val_acc", "max"),)
 
 
 @dataclass(frozen=True)
 class Analysis:
+    """What one results table says, computed once and read by every view of it (the
+    terminal, the HTML report, a study's README and CSVs): the experiment's ``design``,
+    each factor's ``effects`` with intervals, the ``comparisons`` between values, the
+    per-configuration ``summary``, fANOVA ``importances``, a scaling ladder's fits, and
+    the ranking under the run's ``objectives``: the Pareto ``front`` and the ``best``
+    configuration (over seeds) with the trial of it to hand on."""
+
     design: Design
     effects: tuple[Effect, ...]
     comparisons: pd.DataFrame
     summary: pd.DataFrame
     importances: dict[str, float] | None
     scaling: ScalingFits | None
+    objectives: tuple[tuple[str, str], ...] = DEFAULT_OBJECTIVES
+    front: pd.DataFrame = field(default_factory=pd.DataFrame)
+    best: BestConfiguration | None = None
 
     def effect_of(self, factor: str) -> Effect | None:
         name = factor.removeprefix("param.")
         return next((e for e in self.effects if e.parameter == name), None)
 
 
-def analyse(table: pd.DataFrame, design: Design) -> Analysis:
-    """The analysis of ``table`` as an experiment of ``design``."""
+def analyse(table: pd.DataFrame, design: Design,
+            objectives: Sequence[tuple[str, str]] = DEFAULT_OBJECTIVES) -> Analysis:
+    """The analysis of ``table`` as an experiment of ``design``, ranked by ``objectives``
+    (``[(metric, "max"|"min"), ...]``, the run's own)."""
     found = tuple(e for c in design.factors if (e := effect(table, c, design)) is not None)
+    objectives = tuple((m, str(d)) for m, d in objectives)
     return Analysis(design, found, comparisons(table, design), summarise(table, design),
-                    importances(table, list(design.factors)), scaling_fits(table))
+                    importances(table, list(design.factors)), scaling_fits(table), objectives,
+                    pareto_set(table, objectives), best_configuration(ranked(table), objectives))
 
 
 #: The tables `write_tables` writes, by file name.

@@ -57,6 +57,14 @@ class Run:
     study: Study
     table: pd.DataFrame
 
+    @classmethod
+    def of(cls, run_dir: Path, study: Study, table: pd.DataFrame, analysis: Analysis | None = None) -> Run:
+        """A run held in memory (just written), with its analysis when already computed."""
+        run = cls(run_dir, study, table)
+        if analysis is not None:
+            run.__dict__["analysis"] = analysis  # what `analysis` (a cached property) would compute
+        return run
+
     @property
     def ranked(self) -> pd.DataFrame:
         """Complete trials at full fidelity: the only ones fronts and rankings use."""
@@ -69,7 +77,7 @@ class Run:
     @functools.cached_property
     def analysis(self) -> Analysis:
         """The table's analysis, computed on first use and shared by every view of it."""
-        return analyse(self.table, self.design)
+        return analyse(self.table, self.design, self.study.objectives)
 
 
 def read_study(run_dir: Path) -> Study:
@@ -83,6 +91,13 @@ def read_study(run_dir: Path) -> Study:
         raise ReportError(f"{path}: malformed YAML") from None
     if not isinstance(data, dict):
         raise ReportError(f"{path}: expected a mapping of space fields")
+    return study_of(data, run_dir, path)
+
+
+def study_of(data: dict[str, Any], run_dir: Path, path: Path | None = None) -> Study:
+    """The study a space's fields describe (a ``space.yaml`` as read, or a space's
+    ``to_dict()``), read field by field; ``path`` names the file in errors."""
+    path = path or run_dir / "space.yaml"
     objectives = []
     for i, item in enumerate(data.get("objectives") or ["val_acc"]):
         try:

@@ -24,7 +24,8 @@ from plotly.subplots import make_subplots
 
 from coatsearch.analysis.effects import Effect
 from coatsearch.analysis.fits import ScalingFits
-from coatsearch.analysis.fronts import hypervolume_2d, non_dominated
+from coatsearch.analysis.fronts import COST_NAMES, front_hypervolume, front_mask
+from coatsearch.analysis.ranking import final_gap, flop_band
 from coatsearch.report.data import Run, colors_for, group_labels, group_order, is_categorical
 from coatsearch.results import history_of
 from coatsearch.units import format_count
@@ -35,12 +36,7 @@ COSTS = {
     "params": "parameters (log scale)",
     "latency_ms": "latency, batch 1 (ms, log scale)",
 }
-COST_NAMES = {"flops": "FLOPs", "params": "parameters", "latency_ms": "latency"}
-#: The hypervolume's reference cost is this multiple of the largest ranked cost, so the
-#: costliest front point still adds area.
-REFERENCE_MARGIN = 1.1
-#: The default FLOP band of the design-space view: this fraction either side of the median.
-DEFAULT_BAND = 0.10
+
 TEMPLATE = "plotly_white"
 NOT_RANKED = "not ranked (stopped early, diverged or failed)"
 
@@ -78,41 +74,6 @@ class Coloring:
     def of(cls, table: pd.DataFrame, column: str) -> Coloring:
         categorical = is_categorical(table[column]) if len(table) else True
         return cls(column, categorical, Grouping.of(table, column if categorical else "layout"))
-
-
-@dataclass(frozen=True)
-class Hypervolume:
-    """A 2-D front's hypervolume, normalised by the box between the ideal and the reference."""
-
-    value: float
-    reference_cost: float
-    metric: str
-
-    def describe(self) -> str:
-        cost = self.reference_cost
-        shown = format_count(cost) if self.metric in ("flops", "params") else f"{cost:.3g} ms"
-        return (
-            f"hypervolume {self.value:.3f}: the share of the box from (accuracy 0, "
-            f"{COST_NAMES[self.metric]} {shown} = {REFERENCE_MARGIN:g} × the largest ranked) "
-            f"to (accuracy 1, {COST_NAMES[self.metric]} 0) that the front dominates"
-        )
-
-
-def front_mask(frame: pd.DataFrame, metric: str) -> np.ndarray:
-    """The rows non-dominated in (validation accuracy up, ``metric`` down)."""
-    return non_dominated(frame[[metric, "val_acc"]].to_numpy(), [False, True])
-
-
-def front_hypervolume(ranked: pd.DataFrame, metric: str) -> Hypervolume | None:
-    """Hypervolume of accuracy against ``metric`` over ranked trials, in [0, 1]."""
-    points = ranked.dropna(subset=["val_acc", metric])
-    if points.empty:
-        return None
-    reference = REFERENCE_MARGIN * float(points[metric].max())
-    if reference <= 0:
-        return None
-    area = hypervolume_2d(points[[metric, "val_acc"]].to_numpy(), [False, True], [reference, 0.0])
-    return Hypervolume(area / reference, reference, metric)
 
 
 def _text(value: Any, count: bool = False) -> str:
@@ -241,12 +202,6 @@ def curves_figure(run: Run, grouping: Grouping) -> go.Figure | None:
     return fig
 
 
-def final_gap(frame: pd.DataFrame) -> pd.Series:
-    """Train (eval mode, final weights) minus validation accuracy at the last epoch (the
-    row's ``gap``, else computed)."""
-    return frame["gap"].fillna(frame["train_eval_acc"] - frame["val_acc"])
-
-
 def gap_figure(run: Run, grouping: Grouping) -> go.Figure | None:
     """Generalization gap at the final epoch per group, as boxes with every trial shown."""
     ranked = run.ranked.assign(_gap=lambda f: final_gap(f)).dropna(subset=["_gap"])
@@ -269,16 +224,6 @@ def gap_figure(run: Run, grouping: Grouping) -> go.Figure | None:
         xaxis=dict(title=grouping.column), yaxis=dict(title="train − validation accuracy", tickformat=".1%"),
     )
     return fig
-
-
-def flop_band(flops: pd.Series, band: float | tuple[float, float] | None) -> tuple[float, float, str]:
-    """``(low, high, how)``: a relative band around the median FLOPs, or an absolute one."""
-    if isinstance(band, tuple):
-        low, high = band
-        return low, high, "as given"
-    half = DEFAULT_BAND if band is None else float(band)
-    median = float(flops.median())
-    return median * (1 - half), median * (1 + half), f"±{half:.0%} of the median, {format_count(median)}"
 
 
 def edf_figure(run: Run, grouping: Grouping, band: float | tuple[float, float] | None = None) -> go.Figure | None:

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from coatsearch.analysis import Design, write_tables
+from coatsearch.analysis.ranking import top_trials
 from coatsearch.errors import first_line
 from coatsearch.report import figures, tables
 from coatsearch.report.data import ReportError, Run, load_run, resolve_column
@@ -173,9 +174,9 @@ def render(
     objectives = ", ".join(f"{m} ({d})" for m, d in run.study.objectives)
     page.add(f'</section><section id="tables"><h2>Tables</h2><h3>Pareto set: {html.escape(objectives)}</h3>'
              '<p class="note">Click a header to sort. Also in <code>pareto.csv</code>.</p>')
-    page.table(tables.html_table(tables.view(tables.pareto_set(run)), "pareto-set"))
+    page.table(tables.html_table(tables.view(run.analysis.front), "pareto-set"))
     page.add(f'<h3>Top {top} trials by validation accuracy</h3><p class="note">Also in <code>top.csv</code>.</p>')
-    page.table(tables.html_table(tables.view(tables.top_trials(run, top)), "top-trials"))
+    page.table(tables.html_table(tables.view(top_trials(run.ranked, top)), "top-trials"))
     page.add('</section><section id="failures"><h2>Failures</h2><p class="note">Trials that failed, '
              "diverged or could not be built (infeasible), with the reason recorded.</p>")
     page.table(tables.html_table(tables.view(tables.failures(run), tables.FAILURE_COLUMNS), "failed-trials"))
@@ -221,14 +222,15 @@ def export_static(page: Page, out: Path, fmt: str) -> list[Path]:
 
 
 def build_report(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     out: str | Path | None = None,
     color_by: str | None = None,
     top: int = 10,
     flop_band: float | tuple[float, float] | None = None,
     static: Sequence[str] = (),
 ) -> Path:
-    """Write ``report.html`` (default: in the run directory) with the analysis's tables
+    """Write ``report.html`` (default: in the run directory; a `Run` held in memory is
+    reported as it is, without reading its directory) with the analysis's tables
     (`coatsearch.analysis.write_tables`: effects, comparisons, summary), pareto.csv and
     top.csv beside it.
 
@@ -236,7 +238,7 @@ def build_report(
     design-space view's band, a fraction around the median FLOPs or ``(low, high)``;
     ``static`` lists image formats (png, svg) to export each figure in as well.
     """
-    run = load_run(run_dir)
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
     out = Path(out) if out is not None else run.run_dir / "report.html"
     if out.suffix.lower() not in (".html", ".htm"):
         raise ReportError(f"{out}: the report is an HTML file; expected a name ending in .html")
@@ -245,8 +247,8 @@ def build_report(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(document, encoding="utf-8")
         write_tables(run.analysis, out.parent)
-        tables.pareto_set(run).to_csv(out.parent / "pareto.csv", index=False)
-        tables.top_trials(run, top).to_csv(out.parent / "top.csv", index=False)
+        run.analysis.front.to_csv(out.parent / "pareto.csv", index=False)
+        top_trials(run.ranked, top).to_csv(out.parent / "top.csv", index=False)
     except OSError as exc:
         raise ReportError(f"{exc.filename or out.parent}: cannot write the report ({exc.strerror or exc})") from None
     for fmt in static:

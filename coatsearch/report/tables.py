@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from coatsearch.analysis.fronts import pareto_front
+from coatsearch.analysis.ranking import pareto_set, top_trials
 from coatsearch.report.data import ReportError, Run
 from coatsearch.status import Status
 from coatsearch.units import FLOPS_NOTE, format_count
@@ -61,18 +61,6 @@ def shown_columns(frame: pd.DataFrame, columns: Sequence[str] = SHOWN) -> list[s
     shown = [c for c in columns if c in frame and frame[c].notna().any()]
     params = sorted(c for c in frame.columns if c.startswith("param."))
     return shown + [c for c in params if not _repeats(frame, c, shown)]
-
-
-def pareto_set(run: Run) -> pd.DataFrame:
-    """The study's non-dominated trials under its own objectives (as ``pareto.csv``)."""
-    front = pareto_front(run.table, list(run.study.objectives))
-    return front.reset_index(drop=True)
-
-
-def top_trials(run: Run, n: int = 10) -> pd.DataFrame:
-    """The ``n`` ranked trials with the best validation accuracy."""
-    ranked = run.ranked.dropna(subset=["val_acc"])
-    return ranked.sort_values(["val_acc", "trial"], ascending=[False, True]).head(n).reset_index(drop=True)
 
 
 def failures(run: Run) -> pd.DataFrame:
@@ -163,8 +151,8 @@ def named_tables(run: Run, top: int = 10) -> dict[str, tuple[str, pd.DataFrame]]
     """Title and shown columns of each table, by name."""
     objectives = ", ".join(f"{m} ({d})" for m, d in run.study.objectives)
     return {
-        "pareto": (f"Pareto set of {run.study.name}: {objectives}", view(pareto_set(run))),
-        "top": (f"Top {top} trials of {run.study.name} by validation accuracy", view(top_trials(run, top))),
+        "pareto": (f"Pareto set of {run.study.name}: {objectives}", view(pareto_set(run.table, run.study.objectives))),
+        "top": (f"Top {top} trials of {run.study.name} by validation accuracy", view(top_trials(run.ranked, top))),
         "failures": (f"Failed, diverged and infeasible trials of {run.study.name}", view(failures(run), FAILURE_COLUMNS)),
     }
 

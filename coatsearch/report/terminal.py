@@ -16,6 +16,8 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
+from coatsearch.analysis import Analysis
+from coatsearch.analysis.effects import effects_frame
 from coatsearch.report.tables import HEADERS, format_cell, shown_columns
 from coatsearch.units import FLOPS_NOTE, format_count
 
@@ -180,14 +182,8 @@ def preview_json(candidates: Sequence[Any], timing: Any | None) -> dict[str, Any
             "estimate_basis": timing and timing.basis}
 
 
-def pareto_rich_table(pareto_path: Path, objectives: Sequence[tuple[str, str]]) -> Table | None:
-    """The Pareto front of a run as a terminal table (None when it is empty)."""
-    if not pareto_path.exists() or pareto_path.stat().st_size == 0:
-        return None
-    try:
-        front = pd.read_csv(pareto_path)
-    except pd.errors.EmptyDataError:
-        return None
+def pareto_rich_table(front: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> Table | None:
+    """The Pareto front of a run (`Analysis.front`) as a terminal table (None when it is empty)."""
     if front.empty:
         return None
     columns = shown_columns(front, ["trial", "layout", "blocks", "channels", "flops", "params", "val_acc", "gap", "fidelity"])
@@ -200,7 +196,8 @@ def pareto_rich_table(pareto_path: Path, objectives: Sequence[tuple[str, str]]) 
 
 
 def effects_rich_table(frame: pd.DataFrame, title: str) -> Table | None:
-    """``effects.csv`` as a terminal table: per value, n and mean [95% interval]."""
+    """The effects table (as ``effects.csv`` holds it) for the terminal: per value, n and
+    mean [95% interval]."""
     if frame.empty:
         return None
     table = Table(title=title)
@@ -232,17 +229,16 @@ def prepared_table(entries: list[dict[str, Any]]) -> Table:
     return table
 
 
-def outcome_tables(pareto_path: Path, effects_path: Path, objectives: Sequence[tuple[str, str]]) -> list[Any]:
-    """What a finished run prints: its Pareto front (with the FLOPs note) and the effects
-    of its searched values; empty parts are left out."""
+def outcome_tables(analysis: Analysis) -> list[Any]:
+    """What a finished run prints from its analysis: the Pareto front under its objectives
+    (with the FLOPs note) and the effects of its searched values; empty parts left out."""
     shown: list[Any] = []
-    table = pareto_rich_table(pareto_path, objectives)
+    table = pareto_rich_table(analysis.front, analysis.objectives)
     if table is not None:
         shown += [table, Text(FLOPS_NOTE, style="dim")]
-    if effects_path.exists() and effects_path.stat().st_size:
-        found = effects_rich_table(pd.read_csv(effects_path), "validation accuracy per searched value (95% interval)")
-        if found is not None:
-            shown.append(found)
+    found = effects_rich_table(effects_frame(list(analysis.effects)), "validation accuracy per searched value (95% interval)")
+    if found is not None:
+        shown.append(found)
     return shown
 
 
