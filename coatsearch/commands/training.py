@@ -110,8 +110,7 @@ def train(
     bundle = plan.load_data(data)
     checkpoints = None
     if out is not None:
-        checkpoints = Checkpoints(out, plan.settings())
-        write_output(out / "train.yaml", plan.to_yaml(), "-o")
+        checkpoints = Checkpoints(out, plan.settings(), plan.to_yaml())
     with TrainProgress(err_console, trainer.epochs) as progress:
         result = fit(plan.spec, trainer, bundle, callback=progress.epoch_done, log=progress.log,
                      on_batch=progress.batch_done, checkpoints=checkpoints, init_weights=init)
