@@ -7,7 +7,9 @@ import os
 # as `import coatsearch` does when it comes first (torch is imported just below)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import atexit  # noqa: E402
 import functools  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
@@ -24,7 +26,10 @@ torch.set_num_threads(2)
 
 # Prepared-data caches of the tests (and of the commands they start) go to a folder of the
 # session's own, never the user's ~/.cache.
-os.environ.setdefault("COATSEARCH_CACHE", tempfile.mkdtemp(prefix="coatsearch-test-cache-"))
+# The process that makes the folder removes it when it ends (the suite leaves nothing in /tmp).
+if "COATSEARCH_CACHE" not in os.environ:
+    os.environ["COATSEARCH_CACHE"] = tempfile.mkdtemp(prefix="coatsearch-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["COATSEARCH_CACHE"], True)
 
 
 def tiny_spec(layout: str = "C-C-T-T", image_size: int = 32, **fields) -> NetSpec:

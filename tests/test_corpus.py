@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import stat
 import time
@@ -509,8 +510,16 @@ def test_malformed_input_is_refused_in_one_line(case, tmp_path, monkeypatch):
         assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()  # no trial started
 
 
-#: How long each refusal took (seconds), by case, for `test_refusals_are_quick`.
+#: How long each refusal took (seconds), by case; written as JSON to the file named by
+#: ``CORPUS_TIMES`` when the module's tests end (how the longest refusal is measured).
 REFUSAL_SECONDS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _record_refusal_times():
+    yield
+    if os.environ.get("CORPUS_TIMES") and REFUSAL_SECONDS:
+        Path(os.environ["CORPUS_TIMES"]).write_text(json.dumps(REFUSAL_SECONDS, indent=1, sort_keys=True) + "\n")
 
 
 VALID = [
