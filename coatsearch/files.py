@@ -91,11 +91,15 @@ class _TooLarge(yaml.YAMLError):
     pass
 
 
-class _Loader(yaml.SafeLoader):
+#: libyaml's parser where PyYAML was built with it (ten times faster than Python's).
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_SafeLoader):  # type: ignore[valid-type, misc]
     """PyYAML's safe loader that refuses duplicate keys and bounds the expanded document."""
 
-    def compose_document(self) -> Any:
-        node = super().compose_document()
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
         _check_size(node)
         return node
 
@@ -125,9 +129,9 @@ def _check_size(root: Any) -> None:
         if key in sizes:
             return sizes[key]
         if key in open_nodes:
-            raise _TooLarge("an alias refers to the collection that holds it")
+            raise _TooLarge("has an alias inside the collection it refers to")
         if depth > MAX_YAML_DEPTH:
-            raise _TooLarge(f"nested more than {MAX_YAML_DEPTH} levels deep")
+            raise _TooLarge(f"is nested more than {MAX_YAML_DEPTH} levels deep")
         total = 1
         if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
             open_nodes.add(key)
@@ -135,7 +139,7 @@ def _check_size(root: Any) -> None:
             for child in children:
                 total += size(child, depth + 1)
                 if total > MAX_YAML_NODES:
-                    raise _TooLarge(f"more than {MAX_YAML_NODES:,} values once its aliases are expanded")
+                    raise _TooLarge(f"is more than {MAX_YAML_NODES:,} values once its aliases are expanded")
             open_nodes.discard(key)
         sizes[key] = total
         return total
@@ -153,9 +157,9 @@ def load_yaml(text: str, source: str, error: type[CoatsearchError]) -> Any:
     except _DuplicateKey as exc:
         raise error(f"{source}: {exc.key}: given twice (lines {exc.first} and {exc.again}); keep one") from None
     except _TooLarge as exc:
-        raise error(f"{source}: the YAML is {exc}") from None
+        raise error(f"{source}: the YAML {exc}") from None
     except RecursionError:
-        raise error(f"{source}: the YAML is nested too deeply") from None
+        raise error(f"{source}: malformed YAML: exceeded maximum nesting depth") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
