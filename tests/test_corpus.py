@@ -400,6 +400,19 @@ MALFORMED: list[Case] = [
     Case("study-name-long", ["run", "{space}"], "study: String should have at most 100 characters", space_with(study="a" * 100_000)),
     Case("param-name-long", ["run", "{space}"], "unknown parameter", params(**{"x" * 100_000: {"choices": [1]}})),
     Case("description-list", ["run", "{space}"], "description: Input should be a valid string", space_with(description=["x"] * 100_000)),
+    Case("space-link-to-dev-zero", ["run", "{dir}/zero.yaml"], "zero.yaml: cannot read the space file: it is a character device",
+         setup=lambda d: (d / "zero.yaml").symlink_to("/dev/zero")),
+    Case("out-dev-null", ["run", "{space}", "--out", "/dev/null"], "--out /dev/null: is a file, expected a run folder", space_with()),
+    Case("out-name-too-long", ["run", "{space}", "--out", "{dir}/" + "n" * 5000], "cannot create the run directory (File name too long)",
+         space_with()),
+    Case("set-trials-inf", ["run", "{space}", "--set", "trials=.inf"], "trials:", space_with()),
+    Case("yaml-nul-byte", ["run", "{space}"], "space.yaml: malformed YAML", "study: a\x00b\n"),
+    Case("resume-users-folder", ["resume", "{out}"], "{out}: the folder holds files and is not a coatsearch run",
+         setup=lambda d: (users_folder(d), (d / "run" / "space.yaml").write_text(yaml.safe_dump(space_with())))),
+    Case("gpu-the-machine-lacks", ["run", "{space}"], "resources.gpu: 8 GPUs per trial, but this machine has",
+         space_with(resources={"cpu": 1, "gpu": 8})),
+    Case("storage-bad-port", ["run", "{space}"], "is not a database URL", space_with(storage="postgresql://u:pw-9x@h:port/db"),
+         absent="pw-9x"),
 ]
 
 
