@@ -62,8 +62,11 @@ class OneLineFailures(logging.Filter):
             return True
         if " failed with value " in message:
             return False
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, KeyboardInterrupt):  # the run is stopping, and says so in its own line
+            return False
         number = message.split()[1]
-        reason = first_line(record.exc_info[1]) if record.exc_info and record.exc_info[1] else "failed"
+        reason = first_line(error) if error is not None else "failed"
         record.msg, record.args, record.exc_info, record.exc_text = f"trial {number} failed: {reason}", (), None, None
         return True
 
