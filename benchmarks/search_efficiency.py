@@ -249,16 +249,17 @@ def markdown(table: Table, ref: Reference, results: dict, params: dict[str, list
 def svg(results: dict) -> str:
     """Two panels: median normalized hypervolume and median best-accuracy shortfall
     against compute, each strategy a line (dashed with ASHA), its IQR shaded."""
-    width, height, pad = 980, 380, 50
+    width, height, pad = 980, 400, 50
     colors = {"random": "#1f77b4", "grid": "#7f7f7f", "tpe": "#d62728", "nsga2": "#2ca02c"}
     at = np.linspace(0, MAX_FRACTION, GRID_POINTS)
-    panels = [("normalized hypervolume", "hv", 0.0, 1.0), ("best accuracy shortfall per budget (pp)", "short", 0.0, None)]
+    panels: list[tuple[str, str, float, float]] = [("normalized hypervolume", "hv", 0.0, 1.0),
+              ("best accuracy's shortfall per budget (pp, clipped at 10)", "short", 0.0, 10.0)]
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              'font-family="sans-serif" font-size="11">', '<rect width="100%" height="100%" fill="white"/>']
     panel_w = (width - 3 * pad) / 2
     for k, (title, key, lo, hi) in enumerate(panels):
-        x0, y0, h = pad + k * (panel_w + pad), 30, height - 90
-        top = hi if hi is not None else max(float(np.percentile(r[key], 75, axis=0).max()) for r in results.values())
+        x0, y0, h = pad + k * (panel_w + pad), 30, height - 110
+        top = hi
 
         def sx(v: float, x0: float = x0) -> float:
             return x0 + panel_w * v / MAX_FRACTION
@@ -276,7 +277,7 @@ def svg(results: dict) -> str:
                      'compute (x training every network once)</text>')
         for name, r in results.items():
             sampler, asha = name.split(" + ")[0], "ASHA" in name
-            q1, med, q3 = np.percentile(r[key], [25, 50, 75], axis=0)
+            q1, med, q3 = np.minimum(np.percentile(r[key], [25, 50, 75], axis=0), top)
             band = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(at, q3))
             band += " " + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(at[::-1], q1[::-1]))
             parts.append(f'<polygon points="{band}" fill="{colors[sampler]}" opacity="0.08"/>')
@@ -285,7 +286,7 @@ def svg(results: dict) -> str:
             parts.append(f'<polyline points="{line}" fill="none" stroke="{colors[sampler]}" stroke-width="1.6"{dash}/>')
     for i, name in enumerate(results):
         sampler, asha = name.split(" + ")[0], "ASHA" in name
-        x, y = pad + 120 * i, height - 18
+        x, y = pad + 230 * (i % 4), height - 30 + 16 * (i // 4)
         dash = ' stroke-dasharray="5,3"' if asha else ""
         parts.append(f'<line x1="{x}" y1="{y}" x2="{x + 22}" y2="{y}" stroke="{colors[sampler]}" stroke-width="2"{dash}/>')
         parts.append(f'<text x="{x + 26}" y="{y + 4}">{name}</text>')

@@ -116,9 +116,19 @@ def _run_and_report(space: Any, out: Path | None, address: str | None, source: s
     for part in outcome_tables(run.analysis):
         console.print(part)
     console.print(f"results: {outcome.table_path}\nreport: {build_report(run)}")
+    if space.backend == "replay":
+        console.print(_replay_line(run.table, space.concurrency), highlight=False)
     if run.analysis.best is not None:
         console.print(best_line(run.analysis.best.trial, outcome.run_dir), highlight=False, soft_wrap=True)
     return outcome
+
+
+def _replay_line(table: Any, workers: int) -> str:
+    """What a replayed run would have cost: its trials' simulated compute and its span on
+    the simulated clock."""
+    compute, span = float(table["wall_time"].fillna(0).sum()), float(table["clock_end"].max() or 0)
+    return (f"replayed: {len(table)} trials would have taken {compute / 3600:.2f} CPU-hours of compute, "
+            f"{span / 3600:.2f} hours on {workers} worker(s) (recorded CPU seconds of every epoch; nothing trained)")
 
 
 @app.command()

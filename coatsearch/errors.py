@@ -19,3 +19,29 @@ def first_line(exc: BaseException) -> str:
     preferred to its wrapper's, which appends the statement."""
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+#: The longest error line printed; longer ones are cut in the middle.
+MAX_LINE = 400
+
+
+def cut(text: str, limit: int = MAX_LINE) -> str:
+    """``text`` in at most ``limit`` characters: a long one keeps its start and end (the
+    field is named first, the expected value last) around a marker of what was left out."""
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    tail = max(limit // 6, limit - head - 40)
+    return f"{text[:head]} [... {len(text) - head - tail:,} characters ...] {text[-tail:]}"
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """A repr of ``value`` for an error message, built without expanding a huge value
+    (a long string, a list of millions) and cut to about ``limit`` characters."""
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = shortener.maxlong = limit
+    shortener.maxlist = shortener.maxdict = shortener.maxtuple = shortener.maxset = 8
+    shortener.maxlevel = 3
+    return cut(shortener.repr(value), limit + 20)

@@ -160,8 +160,8 @@ def apply_params(base: NetSpec, params: dict[str, Any], ctx: KnobContext = KnobC
         elif kind == "data":
             data[name[5:]] = value
         elif kind == "seed":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise SpecError(f"seed: expected a whole number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**32 - 1:
+                raise SpecError(f"seed: expected a whole number from 0 to {2**32 - 1}, got {value!r}")
             train["seed"] = value
     for name in late:
         spec = KNOBS[name].apply(spec, params[name], ctx)  # type: ignore[misc]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from coatsearch.files import read_text
 from coatsearch.registry import Registry
 from coatsearch.spec import NetSpec, SpecError
 
@@ -113,8 +114,4 @@ def load_spec(path_or_name: str | Path) -> NetSpec:
         raise SpecError(f"preset: unknown preset {text!r}; expected one of {', '.join(PRESETS)}")
     if path.is_dir():
         raise SpecError(f"{text}: is a directory, expected a YAML spec file")
-    try:
-        text_of_file = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{text}: cannot be read ({type(exc).__name__})") from None
-    return NetSpec.from_yaml(text_of_file, source=text)
+    return NetSpec.from_yaml(read_text(path, SpecError, "spec file"), source=text)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from coatsearch.errors import CoatsearchError, first_line
+from coatsearch.files import read_bytes
 from coatsearch.search.rows import COLUMNS, TrialRow, current_names, legacy_renames
 from coatsearch.status import FINISHED, Status
 
@@ -83,14 +84,19 @@ def write_table(rows: Iterable[TrialRow], path: Path) -> pd.DataFrame:
     return _parse(io.StringIO(text), path)
 
 
+#: The largest results table read (a million trials with their histories fit well within it).
+MAX_TABLE_BYTES = 4 * 1024**3
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """The results table at ``path``, checked cell by cell (`check_table`); an empty file
     is a table with no trials yet. `TableError` names what is wrong."""
-    return _parse(path, path)
+    data = read_bytes(path, TableError, "results table", limit=MAX_TABLE_BYTES)
+    return _parse(io.BytesIO(data), path)
 
 
-def _parse(source: Path | io.StringIO, path: Path) -> pd.DataFrame:
-    """A results table's text (a file, or text just written) as the checked frame."""
+def _parse(source: io.BytesIO | io.StringIO, path: Path) -> pd.DataFrame:
+    """A results table's text (a file's bytes, or text just written) as the checked frame."""
     try:
         frame = pd.read_csv(source)
     except pd.errors.EmptyDataError:

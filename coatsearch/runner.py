@@ -5,7 +5,7 @@ the stop signals; the backend only runs trials and keeps its ledger. The results
 rebuilt from the ledger at the start and after every trial, so it always says exactly what
 ran, and a damaged table heals on the next run.
 
-Ctrl-C (SIGINT) and SIGTERM stop a run cleanly: trials in flight are marked
+Ctrl-C (SIGINT), SIGTERM and SIGHUP (a closed terminal) stop a run cleanly: trials in flight are marked
 ``interrupted``, the table and Pareto front are written, and `RunInterrupted` says how to
 resume. Nothing that finished is lost or run again.
 """
@@ -13,28 +13,36 @@ resume. Nothing that finished is lost or run again.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import gc
 import logging
+import os
 import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from coatsearch.analysis import Analysis, Design, analyse
 from coatsearch.analysis.overview import DEFAULT_OBJECTIVES
 from coatsearch.analysis.ranking import pareto_set
 from coatsearch.errors import CoatsearchError
+from coatsearch.files import load_yaml_file, write_atomic
 from coatsearch.results import write_table
+from coatsearch.rundir import check, claim, open_log
 from coatsearch.search import Backend, SearchPlan, TrialRow, make_backend
-from coatsearch.space import SpaceError, space_from_dict
+from coatsearch.search.machine import check_machine
+from coatsearch.space import SearchSpace, SpaceError, space_from_dict
 from coatsearch.status import Status
+from coatsearch.urls import has_password, without_password
 
 log = logging.getLogger("coatsearch")
 
@@ -75,23 +83,24 @@ class StudyOutcome:
 
 
 def prepare_run_dir(run_dir: Path) -> None:
-    """Create the run directory, or say in one line why it cannot be used."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CoatsearchError(f"--out {run_dir}: cannot create the run directory ({exc.strerror or exc})") from None
+    """Create the run directory, or say in one line why it cannot be used: see
+    `coatsearch.rundir` (the folder must be the run's own, with no link or special file
+    where a run file goes)."""
+    claim(run_dir)
     try:  # a probe of its own: workers starting together on one directory must not share one
         with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-"):
             pass
     except OSError as exc:
         raise CoatsearchError(f"--out {run_dir}: the run directory is not writable ({exc.strerror or exc})") from None
-    for name in RUN_FILES:
-        if (run_dir / name).is_dir():
-            raise CoatsearchError(f"{run_dir / name}: is a directory, expected the run's file; move it away")
 
 
-#: The files a run writes into its directory as it goes (the report's follow at the end).
-RUN_FILES = ("space.yaml", "results.csv", "pareto.csv", "run.log")
+def saved_space(plan: SearchPlan) -> SearchSpace:
+    """The space as the run directory keeps it: a storage URL's password left out (it comes
+    from the environment, see `coatsearch.urls`)."""
+    storage = plan.space.storage
+    if storage is None or not has_password(storage):
+        return plan.space
+    return plan.space.model_copy(update={"storage": without_password(storage)})
 
 
 def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
@@ -107,10 +116,10 @@ def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
     if not saved.exists():
         return True, ""
     try:
-        before = space_from_dict(yaml.safe_load(saved.read_text()), source=str(saved)).to_dict()
-    except (SpaceError, yaml.YAMLError):
+        before = space_from_dict(load_yaml_file(saved, SpaceError, "saved space"), source=str(saved)).to_dict()
+    except SpaceError:
         raise SpaceError(f"{saved}: the saved space is not a valid space; use another --out") from None
-    now = plan.space.to_dict()
+    now = saved_space(plan).to_dict()
     before["base"] = _normalised_base(before.get("base"))  # fields added since take their defaults
     trials_before, trials_now = before.pop("trials", None), now.pop("trials", None)
     placement_changed = _pop_placement(before) != _pop_placement(now)
@@ -150,25 +159,53 @@ def _normalised_base(base: object) -> object:
         return base
 
 
+class _RunLog(logging.FileHandler):
+    """The run's log, appended to and never through a link; a write that fails (a full
+    disk) is dropped, not printed with a traceback: the run's own error says what failed."""
+
+    def _open(self) -> Any:
+        return open(open_log(Path(self.baseFilename)), "a", encoding="utf-8", closefd=True)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _setup_log(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "run.log")
+    handler = _RunLog(run_dir / "run.log", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     return handler
 
 
+#: The signals that stop a run cleanly: Ctrl-C, ``kill``, and a closed terminal.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
 def _stop_signals() -> Iterator[list[int]]:
-    """SIGTERM handled like Ctrl-C (a `KeyboardInterrupt`); the signal seen is recorded."""
+    """SIGTERM and SIGHUP handled like Ctrl-C (a `KeyboardInterrupt`); the signals seen
+    are recorded.
+
+    Only the first signal raises: a second one while the run is stopping (Ctrl-C pressed
+    twice) is the same request, and raising again would interrupt the clean stop itself,
+    or land in a garbage-collection callback, where Python prints it as "Exception
+    ignored" and drops it. For the same reason a first signal that arrives inside such a
+    callback is sent again a moment later, outside it, instead of being lost."""
     seen: list[int] = []
 
-    def handler(signum: int, frame: object) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        if seen:
+            seen.append(signum)
+            return
+        if frame is not None and _in_gc_callback(frame):
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
         seen.append(signum)
         raise KeyboardInterrupt
 
     previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         try:
             previous[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread: leave signals alone
@@ -180,6 +217,19 @@ def _stop_signals() -> Iterator[list[int]]:
             signal.signal(sig, old)
 
 
+def _in_gc_callback(frame: Any) -> bool:
+    """Whether ``frame`` runs inside one of the garbage collector's callbacks, where an
+    exception is printed and dropped rather than raised."""
+    codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    codes |= {getattr(getattr(cb, "__func__", None), "__code__", None) for cb in gc.callbacks}
+    codes.discard(None)
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def run_study(
     plan: SearchPlan,
     out: Path | None = None,
@@ -189,9 +239,42 @@ def run_study(
     """Run a study to its target of finished trials, resuming whatever is already there."""
     console = console or Console(stderr=True)
     run_dir = Path(out) if out else Path("runs") / plan.study
+    for warning in check_machine(plan, address):
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    check(run_dir)  # before the backend reads anything there
     backend = make_backend(plan, run_dir, address)
-    with backend.session():
-        return _run_in_session(plan, run_dir, backend, console)
+    try:
+        with backend.session():
+            return _run_in_session(plan, run_dir, backend, console)
+    except (CoatsearchError, RunInterrupted):
+        raise
+    except Exception as exc:
+        if _disk_full(exc):
+            raise DiskFull(getattr(exc, "filename", None) or run_dir, run_dir) from None
+        raise
+
+
+class DiskFull(CoatsearchError):
+    """The disk filled during a run: what finished is in the ledger, and the run resumes
+    once there is space."""
+
+    def __init__(self, where: object, run_dir: Path) -> None:
+        super().__init__(f"{where}: no space left on the device; free some and resume with: coatsearch resume {run_dir}")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk reported by a library in its own words (SQLite: "database or disk is
+    full"), or as the cause of another error."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "disk is full" in str(cause) or "No space left on device" in str(cause):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: Console) -> StudyOutcome:
@@ -206,7 +289,7 @@ def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: 
         table = _write_outputs(plan, rows, table_path, pareto_path)
         return _outcome(plan, run_dir, done, True, note, table)
     if write_space:
-        (run_dir / "space.yaml").write_text(plan.space.to_yaml())
+        write_atomic(run_dir / "space.yaml", saved_space(plan).to_yaml())
 
     handler = _setup_log(run_dir)
     log.info("study %s: %d/%d trials finished, backend %s", plan.study, done, target, backend.name)
@@ -255,7 +338,7 @@ def _write_outputs(plan: SearchPlan, rows: list[TrialRow], table_path: Path, par
     frame = write_table(rows, table_path)
     front = pareto_set(frame, _objectives(plan))
     try:
-        front.to_csv(pareto_path, index=False)
+        write_atomic(pareto_path, front.to_csv(index=False))
     except OSError as exc:
         raise CoatsearchError(f"{pareto_path}: cannot write the Pareto front ({exc.strerror or exc})") from None
     return frame

@@ -21,11 +21,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from coatsearch.errors import CoatsearchError
+from coatsearch.errors import CoatsearchError, cut
+from coatsearch.files import load_yaml, load_yaml_file
 from coatsearch.knobs import KNOBS, KnobContext, parameter_kind
 from coatsearch.objectives import Direction, Objective
 from coatsearch.train.config import TrainConfig
 from coatsearch.units import parse_count
+from coatsearch.urls import masked
 from coatsearch.validation import FieldError, validate_mapping
 
 
@@ -34,7 +36,8 @@ class SpaceError(CoatsearchError):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # infinities and NaN are refused wherever a space has a number
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Domain(_Frozen):
@@ -72,6 +75,14 @@ class Domain(_Frozen):
         return self.choices is None and all(
             isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high, self.step or 1)
         )
+
+    def grid_size(self) -> int:
+        """How many values `grid_values` gives, computed without listing them."""
+        if self.choices is not None:
+            return len(self.choices)
+        if not self.is_int or self.low is None or self.high is None:
+            raise ValueError("a range needs integer low/high/step to be enumerated by the grid sampler")
+        return len(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
 
     def grid_values(self) -> list[Any]:
         """Every value, for the grid sampler (ranges need an integer step)."""
@@ -147,7 +158,8 @@ class Budget(_Frozen):
 
 class DataSettings(_Frozen):
     source: str = "fashion-mnist"
-    train_size: int | None = Field(None, gt=0)
+    #: two images at least: one training batch needs two (BatchNorm), so one makes every trial fail
+    train_size: int | None = Field(None, ge=2)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     augment: Literal["none", "light", "randaugment"] = "none"
     #: Image folders: ``prepared`` (decoded once into a shared memory-mapped cache),
@@ -160,7 +172,7 @@ class DataSettings(_Frozen):
 class EarlyStopping(_Frozen):
     """ASHA-style early stopping by epoch on a per-epoch metric (accuracies up, losses down)."""
 
-    #: ``none`` or a scheduler of `coatsearch.search.rungs.SCHEDULERS` (checked when compiled)
+    #: ``none`` or a scheduler of `coatsearch.search.registries.SCHEDULERS` (checked when compiled)
     kind: str = "none"
     metric: str = "val_acc"
     grace_period: int = Field(1, ge=1)
@@ -197,8 +209,19 @@ class Scaling(_Frozen):
     gamma: float = Field(1.15, gt=0)
 
 
+#: The most points a grid may have: each is checked against the base and budget before any
+#: trial (a budget match and a count, about a millisecond each), so a larger grid would
+#: keep a run from starting for minutes.
+MAX_GRID_POINTS = 20_000
+#: The most trials a study may ask for.
+MAX_TRIALS = 1_000_000
+#: Seeds are 32-bit unsigned (NumPy's and torch's generators both take them).
+MAX_SEED = 2**32 - 1
+
+
 class SearchSpace(_Frozen):
-    study: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    #: a folder name under runs/: letters, digits, ``_``, ``-`` and dots, not only dots
+    study: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     description: str | None = None
     base: Any = Field(description="a preset name, a spec file path, or an inline spec mapping")
     params: dict[str, Domain] = Field(default_factory=dict)
@@ -208,19 +231,26 @@ class SearchSpace(_Frozen):
     objectives: list[Objective] = Field(default_factory=lambda: [Objective(metric="val_acc")], min_length=1)
     train: dict[str, Any] = Field(default_factory=dict)
     data: DataSettings = DataSettings()
-    #: a sampler of `coatsearch.search.samplers.SAMPLERS` (checked when compiled)
+    #: a sampler of `coatsearch.search.registries.SAMPLERS` (checked when compiled)
     sampler: str = "tpe"
     early_stopping: EarlyStopping = EarlyStopping()
-    #: a backend of `coatsearch.search.backend.BACKENDS` (checked when compiled)
+    #: a backend of `coatsearch.search.registries.BACKENDS` (checked when compiled)
     backend: str = "optuna"
-    trials: int = Field(gt=0)
+    trials: int = Field(gt=0, le=MAX_TRIALS)
     concurrency: int = Field(1, gt=0)
     resources: Resources = Resources()
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     retries: int = Field(1, ge=0, description="times a trial whose worker died runs again before it counts as failed")
     storage: str | None = Field(None, description="an Optuna storage URL (optuna backend)")
     address: str | None = Field(None, description="a Ray cluster address (ray backend)")
     table: str | None = Field(None, description="a table of trained networks to replay (replay backend): a folder or a name")
+
+    @field_validator("study")
+    @classmethod
+    def _stays_in_runs(cls, study: str) -> str:
+        if not study.strip("."):
+            raise ValueError(f"{study!r} would name a folder outside runs/; expected a name with a letter or digit")
+        return study
 
     @field_validator("params")
     @classmethod
@@ -239,11 +269,16 @@ class SearchSpace(_Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> SearchSpace:
         if self.sampler == "grid":
+            points = 1
             for name, domain in self.params.items():
                 try:
-                    domain.grid_values()
+                    points *= domain.grid_size()
                 except ValueError as exc:
                     raise FieldError(("params", name), str(exc)) from None
+            if points > MAX_GRID_POINTS:
+                sizes = " x ".join(f"{self.params[n].grid_size():,}" for n in self.params)
+                raise FieldError(("params",), f"the grid has {points:,} points ({sizes}), more than "
+                                 f"{MAX_GRID_POINTS:,}; use fewer values or another sampler (tpe, random)")
         if len({o.metric for o in self.objectives}) != len(self.objectives):
             raise FieldError(("objectives",), "each metric may appear once")
         if not self.params and self.trials > 1:
@@ -299,11 +334,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not all(part.strip() for part in key.split(".")):
-            raise SpaceError(f"--set {item}: expected dotted.key=value")
+            raise SpaceError(cut(f"--set {masked(item)}: expected dotted.key=value"))
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise SpaceError(f"--set {item}: the value is not valid YAML") from None
+            value = load_yaml(raw, f"--set {item}", SpaceError)
+        except SpaceError:
+            raise SpaceError(cut(f"--set {masked(item)}: the value is not valid YAML")) from None
         node = data
         parts = key.strip().split(".")
         for i, part in enumerate(parts[:-1]):
@@ -335,16 +370,9 @@ def space_from_dict(data: Any, source: str | None = None) -> SearchSpace:
 def load_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:
     """Read, override and validate a space file; `SpaceError` names the file and field."""
     path = Path(path)
-    if not path.exists():
-        raise SpaceError(f"{path}: no such space file")
     if path.is_dir():
         raise SpaceError(f"{path}: is a directory, expected a YAML space file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpaceError(f"{path}: malformed YAML{at}: {getattr(exc, 'problem', None) or 'not valid YAML'}") from None
+    data = load_yaml_file(path, SpaceError, "space file")
     if isinstance(data, dict):
         data = apply_overrides(data, overrides or [])
     return space_from_dict(data, source=str(path))

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from coatsearch.block_kinds import BLOCK_KINDS, attends
 from coatsearch.errors import CoatsearchError
+from coatsearch.files import load_yaml
 from coatsearch.validation import FieldError, validate_mapping
 
 #: A stage kind: a letter of `coatsearch.block_kinds.BLOCK_KINDS` (``C``, ``T`` and any registered).
@@ -471,14 +472,7 @@ class NetSpec(_Frozen):
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str | None = None) -> NetSpec:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            where = source or "spec"
-            mark = getattr(exc, "problem_mark", None)
-            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or "not valid YAML"
-            raise SpecError(f"{where}: malformed YAML{at}: {problem}") from None
+        data = load_yaml(text, source or "spec", SpecError)
         if isinstance(data, dict) and "spec" in data and len(data) == 1:
             data = data["spec"]
         return cls.from_dict(data, source=source)

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from coatsearch.errors import cut, short_repr
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -27,6 +29,7 @@ def format_loc(loc: Sequence[Any]) -> str:
     """``("stages", 2, "channels")`` -> ``stages[2].channels``."""
     out = ""
     for part in loc:
+        part = cut(part, 60) if isinstance(part, str) else part  # a key as long as a book stays readable
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -34,10 +37,16 @@ def format_loc(loc: Sequence[Any]) -> str:
     return out
 
 
+#: The names pydantic puts in an error's path for the member of a union that failed
+#: (``high.int`` for ``high: int | float``); no field is named so.
+UNION_TAGS = frozenset({"int", "float", "str", "bool"})
+
+
 def one_line(exc: ValidationError, source: str | None = None, root: str = "spec") -> str:
-    """The first problem of a validation error as ``[source: ]path: message``."""
+    """The first problem of a validation error as ``[source: ]path: message``, in at most
+    `coatsearch.errors.MAX_LINE` characters however long the input was."""
     err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in UNION_TAGS)))
     ctx_error = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_error, FieldError):
         loc, message = loc + ctx_error.loc, ctx_error.message
@@ -52,12 +61,12 @@ def one_line(exc: ValidationError, source: str | None = None, root: str = "spec"
         elif err["type"] == "missing":
             message = "required field is missing"
         elif "input" in err and err["type"] not in ("model_type", "value_error"):
-            message = f"{message} (got {err['input']!r})"
+            message = f"{message} (got {short_repr(err['input'])})"
     path = format_loc(loc) or root
     prefix = f"{source}: " if source else ""
     more = len(exc.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{prefix}{path}: {message}{tail}"
+    return cut(f"{prefix}{path}: {message}{tail}")
 
 
 def validate_mapping(

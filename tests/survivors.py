@@ -4,7 +4,8 @@ some seconds after the command ended.
 ``python -m tests.survivors WAIT [--signal SIG --when FILE:LINES] -- COMMAND...`` runs
 COMMAND as a child subreaper (Linux's PR_SET_CHILD_SUBREAPER), so a process that outlives
 its parent is reparented to this one instead of init and cannot escape the count. With
-``--signal``, SIG is sent to COMMAND once FILE has LINES lines (a trial finished). It
+``--signal``, SIG is sent to COMMAND once FILE has LINES lines (a trial finished), ``--delay``
+seconds later. It
 prints one JSON object: COMMAND's exit code and the descendants alive WAIT seconds after
 it ended (pid and command line), then ends those, so a test leaves nothing behind either.
 """
@@ -60,11 +61,11 @@ def _lines(path: Path) -> int:
 
 
 def run_counting_survivors(command: list[str], wait: float = 10.0, stop: int | None = None,
-                           when: tuple[Path, int] | None = None, timeout: float = 600) -> dict:
+                           when: tuple[Path, int] | None = None, timeout: float = 600, delay: float = 0.0) -> dict:
     """``command`` run under this module's watch; its exit code, stderr and survivors."""
     watch = [sys.executable, "-m", "tests.survivors", str(wait), "--limit", str(timeout - wait - 60)]
     if stop is not None and when is not None:
-        watch += ["--signal", str(stop), "--when", f"{when[0]}:{when[1]}"]
+        watch += ["--signal", str(stop), "--when", f"{when[0]}:{when[1]}", "--delay", str(delay)]
     result = subprocess.run([*watch, "--", *command], capture_output=True, text=True, timeout=timeout,
                             cwd=Path(__file__).resolve().parents[1])
     if result.returncode != 0 or not result.stdout.strip():
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=540.0, help="seconds before a hung command is aborted")
     parser.add_argument("--signal", type=int)
     parser.add_argument("--when", help="FILE:LINES")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds between FILE reaching LINES and the signal")
     split = sys.argv.index("--")
     args, command = parser.parse_args(sys.argv[1:split]), sys.argv[split + 1:]
     ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -89,6 +91,7 @@ def main() -> None:
         path, lines = args.when.rsplit(":", 1)
         while proc.poll() is None and _lines(Path(path)) < int(lines) and time.monotonic() < deadline:
             time.sleep(0.1)
+        time.sleep(args.delay)
         proc.send_signal(args.signal)
     try:
         _, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))

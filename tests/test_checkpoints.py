@@ -66,8 +66,10 @@ def test_a_checkpoint_of_other_settings_or_another_network_is_refused(tmp_path: 
     spec = tiny_spec(image_size=16).map_stages("T", head_dim=16)
     fit(spec, TrainConfig(epochs=1, batch_size=64, threads=1), data, checkpoints=Checkpoints(tmp_path, SETTINGS))
     other = {"train": {"epochs": 3, "seed": 2}, "data": SETTINGS["data"]}
+    (tmp_path / "train.yaml").write_text("the first run's\n")
     with pytest.raises(CheckpointError, match=r"other settings \(train.seed differs\)"):
-        fit(spec, TrainConfig(epochs=1, batch_size=64), data, checkpoints=Checkpoints(tmp_path, other))
+        fit(spec, TrainConfig(epochs=1, batch_size=64), data, checkpoints=Checkpoints(tmp_path, other, "another run's\n"))
+    assert (tmp_path / "train.yaml").read_text() == "the first run's\n"  # nothing of the first run lost
     wider = spec.with_field("stages[0].channels", 48)
     with pytest.raises(CheckpointError, match=r"another network \(spec field stages differs\)"):
         fit(wider, TrainConfig(epochs=1, batch_size=64), data, checkpoints=Checkpoints(tmp_path, SETTINGS))
@@ -100,3 +102,15 @@ def test_weights_that_do_not_fit_are_refused_naming_the_key_or_shape(tmp_path: P
     with pytest.raises(CheckpointError, match="needs --spec"):
         read_checkpoint(tmp_path / "bare.pt")
     assert read_checkpoint(tmp_path / "bare.pt", spec=tiny_spec()).spec == tiny_spec()
+
+
+def test_a_classifier_for_other_classes_starts_fresh_when_fine_tuning() -> None:
+    source = build(tiny_spec())  # 10 classes
+    target = build(tiny_spec().replace(num_classes=3))
+    before = target.classifier.weight.clone()
+    notes = load_weights(target, source.state_dict(), "--init-from", fresh_head=True)
+    assert notes and "predicts 10 classes, the data has 3" in notes[0]
+    assert torch.equal(target.classifier.weight, before)
+    assert torch.equal(target.stem.conv1.weight, source.stem.conv1.weight)
+    with pytest.raises(CheckpointError, match=r"classifier.weight: shape \(10, \d+\) does not match the network.s \(3, "):
+        load_weights(build(tiny_spec().replace(num_classes=3)), source.state_dict())

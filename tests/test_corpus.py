@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
+import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,7 @@ class Case:
     setup: Callable[[Path], None] | None = None
     prior_run: bool = False  # a finished run is in {out} before the command
     files: dict[str, bytes] = field(default_factory=dict)
+    absent: str | None = None  # text (a password) that must appear in no output
 
 
 def space_with(**changes: Any) -> dict[str, Any]:
@@ -107,6 +111,50 @@ def without_header(tmp: Path) -> None:
 
 #: A ledger row as a Ray run appends it (one JSON object a line).
 LEDGER_ROW = TrialRow(trial=0, status="complete", params={"seed": 0}, max_fidelity=1, fidelity=1, val_acc=0.5).to_json()
+
+
+def fifo(name: str) -> Callable[[Path], None]:
+    """A setup that puts a named pipe at ``name`` (under the case's folder): a reader
+    that opens it waits for a writer for ever."""
+    def setup(tmp: Path) -> None:
+        path = tmp / name
+        path.unlink(missing_ok=True)
+        os.mkfifo(path)
+    return setup
+
+
+def link(name: str, target: str) -> Callable[[Path], None]:
+    """A setup that replaces ``name`` with a symbolic link to ``target`` (a file of the
+    user's, outside the run, that must stay as it is)."""
+    def setup(tmp: Path) -> None:
+        (tmp / target).write_text("the user's own file\n")
+        (tmp / name).unlink(missing_ok=True)
+        (tmp / name).symlink_to(tmp / target)
+    return setup
+
+
+def users_folder(tmp: Path) -> None:
+    """A folder of the user's at {out}, holding files named like a run's."""
+    (tmp / "run").mkdir()
+    (tmp / "run" / "results.csv").write_text("my,own,table\n1,2,3\n")
+    (tmp / "run" / "report.html").write_text("<p>my report</p>\n")
+
+
+#: A space whose ``description`` is a "billion laughs": nine levels of aliases, each
+#: nine times the one before: 9**9 strings once expanded, in a few hundred bytes.
+ALIAS_BOMB = yaml.safe_dump(space_with()) + "description: &a9 [*a8, *a8, *a8, *a8, *a8, *a8, *a8, *a8, *a8]\n"
+ALIAS_BOMB = "\n".join(
+    ["x0: &a0 lol"] + [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+) + "\n" + ALIAS_BOMB
+
+#: Eight parameters of ten values each: a grid of 10**8 points.
+EIGHT_BY_TEN = {
+    "seed": {"choices": list(range(10))},
+    **{f"train.{name}": {"choices": [round(0.01 * (i + 1), 2) for i in range(10)]}
+       for name in ("lr", "weight_decay", "label_smoothing", "mixup", "warmup_epochs")},
+    "train.batch_size": {"choices": list(range(2, 12))},
+    "train.epochs": {"choices": list(range(1, 11))},
+}
 
 
 def ray_run(*lines: str) -> Callable[[Path], None]:
@@ -266,6 +314,105 @@ MALFORMED: list[Case] = [
          params(layout={"choices": ["vit-rel"]}, **{"stages[3].blocks": {"choices": [1]}})),
     Case("set-empty-part", ["run", "{space}", "--set", ".trials=1"], "--set .trials=1: expected dotted.key=value", space_with()),
     Case("study-without-space", ["study", "{dir}/nets"], "nets: not a study folder (expected space.yaml inside)"),
+    # ------------------------------------------------------------------ bounded work before any trial (39)
+    Case("grid-huge-range", ["run", "{space}"], "params: the grid has 2,000,000,001 points",
+         params(seed={"low": 0, "high": 2_000_000_000})),
+    Case("grid-eight-by-ten", ["run", "{space}"], "params: the grid has 100,000,000 points", params(**EIGHT_BY_TEN)),
+    Case("concurrency-beyond-cores", ["run", "{space}"], "concurrency: 1000 worker processes, but this machine",
+         space_with(concurrency=1000)),
+    Case("ray-cpu-beyond-cores", ["run", "{space}", "--backend", "ray"], "resources.cpu: 4096 cores per trial",
+         space_with(resources={"cpu": 4096})),
+    Case("yaml-alias-bomb", ["run", "{space}"], "space.yaml: the YAML is more than 200,000 values", ALIAS_BOMB),
+    Case("yaml-self-alias", ["run", "{space}"], "an alias refers to the collection that holds it",
+         yaml.safe_dump(space_with()) + "description: &d [*d]\n"),
+    Case("yaml-deep", ["run", "{space}"], "space.yaml: the YAML is nested", "study: " + "[" * 5000 + "]" * 5000 + "\n"),
+    Case("space-is-fifo", ["run", "{dir}/pipe.yaml"], "pipe.yaml: cannot read the space file: it is a named pipe",
+         setup=fifo("pipe.yaml")),
+    Case("space-is-dev-zero", ["run", "/dev/zero"], "/dev/zero: cannot read the space file: it is a character device"),
+    Case("space-too-large", ["run", "{space}"], "bytes is more than a space file holds",
+         yaml.safe_dump(space_with()) + "#" * (5 * 1024 * 1024) + "\n"),
+    Case("base-is-fifo", ["run", "{space}"], "nets/pipe.yaml: cannot read the spec file: it is a named pipe",
+         space_with(base="nets/pipe.yaml"), setup=fifo("nets/pipe.yaml")),
+    Case("run-results-fifo", ["run", "{space}", "--out", "{out}", "--set", "trials=2", "--set", "params.seed.choices=[0,1]"],
+         "{out}/results.csv: is a named pipe, expected the run's own file", space_with(), prior_run=True,
+         setup=fifo("run/results.csv")),
+    Case("report-results-fifo", ["report", "{out}"], "{out}/results.csv: cannot read the results table: it is a named pipe",
+         space_with(), prior_run=True, setup=fifo("run/results.csv")),
+    Case("resume-ledger-fifo", ["resume", "{out}"], "{out}/ledger.jsonl: is a named pipe",
+         setup=lambda d: (ray_run(LEDGER_ROW)(d), fifo("run/ledger.jsonl")(d))),
+    Case("run-study-db-fifo", ["run", "{space}", "--out", "{out}"], "{out}/study.db: is a named pipe",
+         space_with(), prior_run=True, setup=fifo("run/study.db")),
+    # ------------------------------------------------------------------ nothing outside the run, no user file overwritten (39)
+    Case("out-users-folder", ["run", "{space}", "--out", "{out}"], "{out}: the folder holds files and is not a coatsearch run",
+         space_with(), setup=users_folder),
+    Case("out-is-file", ["run", "{space}", "--out", "{dir}/afile"], "--out {dir}/afile: is a file, expected a run folder",
+         space_with(), setup=lambda d: (d / "afile").write_text("mine\n")),
+    Case("out-dangling-link", ["run", "{space}", "--out", "{dir}/gone"], "--out {dir}/gone: is a symbolic link to nothing",
+         space_with(), setup=lambda d: (d / "gone").symlink_to(d / "nowhere")),
+    Case("out-link-to-users-folder", ["run", "{space}", "--out", "{dir}/linked"], "the folder holds files and is not a coatsearch run",
+         space_with(), setup=lambda d: (users_folder(d), (d / "linked").symlink_to(d / "run"))),
+    Case("run-log-link", ["run", "{space}", "--out", "{out}", "--set", "trials=2", "--set", "params.seed.choices=[0,1]"],
+         "{out}/run.log: is a symbolic link, expected the run's own file", space_with(), prior_run=True,
+         setup=link("run/run.log", "mine.txt")),
+    Case("run-space-link", ["run", "{space}", "--out", "{out}"], "{out}/space.yaml: is a symbolic link",
+         space_with(), prior_run=True, setup=link("run/space.yaml", "mine.yaml")),
+    Case("run-report-link", ["run", "{space}", "--out", "{out}"], "{out}/report.html: is a symbolic link",
+         space_with(), prior_run=True, setup=link("run/report.html", "mine.html")),
+    Case("run-marker-link", ["run", "{space}", "--out", "{out}"], "{out}/.coatsearch-run: is a symbolic link",
+         space_with(), prior_run=True, setup=link("run/.coatsearch-run", "mine.txt")),
+    Case("study-dot-dot", ["run", "{space}"], "study: '..' would name a folder outside runs/", space_with(study="..")),
+    Case("study-dot", ["run", "{space}"], "study: '.' would name a folder outside runs/", space_with(study=".")),
+    Case("study-slash", ["run", "{space}"], "study: String should match pattern", space_with(study="../../etc")),
+    # ------------------------------------------------------------------ accepted where it should be refused (39)
+    Case("duplicate-key", ["run", "{space}"], "space.yaml: trials: given twice (lines 1 and ",
+         "trials: 5\n" + yaml.safe_dump(space_with())),
+    Case("duplicate-nested-key", ["run", "{space}"], "space.yaml: lr: given twice",
+         yaml.safe_dump(space_with(train=None)) + "train:\n  lr: 0.01\n  lr: 0.1\n"),
+    Case("lr-inf", ["run", "{space}"], "train.lr: Input should be a finite number", space_with(train={"lr": float("inf")})),
+    Case("lr-nan", ["run", "{space}"], "train.lr: Input should be a finite number", space_with(train={"lr": float("nan")})),
+    Case("lr-choice-inf", ["run", "{space}"], "params.train.lr: inf is not a valid trainer setting",
+         params(**{"train.lr": {"choices": [0.01, float("inf")]}})),
+    Case("range-high-inf", ["run", "{space}"], "params.train.lr.high: Input should be a finite number",
+         space_with(params={"train.lr": {"low": 0.001, "high": float("inf")}}, trials=2)),
+    Case("train-size-one", ["run", "{space}"], "data.train_size: Input should be greater than or equal to 2",
+         space_with(data={"source": "fashion-mnist", "train_size": 1})),
+    Case("seed-choice-huge", ["run", "{space}"], "params.seed: 1208925819614629174706176 does not apply",
+         params(seed={"choices": [2**80]})),
+    Case("space-seed-huge", ["run", "{space}"], "seed: Input should be less than or equal to 4294967295",
+         space_with(seed=2**80)),
+    Case("train-seed-huge", ["run", "{space}"], "train.seed: Input should be less than or equal to 4294967295",
+         space_with(train={"seed": 2**80})),
+    Case("seed-negative", ["run", "{space}"], "params.seed: -1 does not apply", params(seed={"choices": [-1, 0]})),
+    Case("trials-huge", ["run", "{space}"], "trials: Input should be less than or equal to 1000000", space_with(trials=10**30)),
+    Case("budget-inf", ["run", "{space}"], "budget.flops", space_with(budget={"flops": float("inf")})),
+    # ------------------------------------------------------------------ passwords and unreadable inputs (39)
+    Case("storage-password-at", ["run", "{space}"], "storage: the password holds '@'",
+         space_with(storage="postgresql+psycopg://u:pa@ss-w0rd@127.0.0.1:1/x"), absent="ss-w0rd"),
+    Case("storage-password-closed-port", ["run", "{space}"], "at postgresql+psycopg://u:***@127.0.0.1:1/x",
+         space_with(storage="postgresql+psycopg://u:s3cr%40t-w0rd@127.0.0.1:1/x"), absent="w0rd"),
+    Case("storage-password-set", ["run", "{space}", "--set", "storage=[postgresql://u:s3cr3t-w0rd@h/x"],
+         "the value is not valid YAML", space_with(), absent="w0rd"),
+    Case("space-latin-1", ["run", "{space}"], "space.yaml: line 1: byte 0xe9 is not UTF-8",
+         ("description: caf\u00e9\n" + yaml.safe_dump(space_with())).encode("latin-1").decode("utf-8", "surrogateescape")),
+    Case("space-utf-16", ["run", "{space}"], "space.yaml: line 1: byte 0xff is not UTF-8",
+         ("\ufeff" + yaml.safe_dump(space_with())).encode("utf-16-le").decode("utf-8", "surrogateescape")),
+    Case("space-binary", ["run", "{space}"], "is not UTF-8", bytes(range(256)).decode("utf-8", "surrogateescape")),
+    Case("study-name-long", ["run", "{space}"], "study: String should have at most 100 characters", space_with(study="a" * 100_000)),
+    Case("param-name-long", ["run", "{space}"], "unknown parameter", params(**{"x" * 100_000: {"choices": [1]}})),
+    Case("description-list", ["run", "{space}"], "description: Input should be a valid string", space_with(description=["x"] * 100_000)),
+    Case("space-link-to-dev-zero", ["run", "{dir}/zero.yaml"], "zero.yaml: cannot read the space file: it is a character device",
+         setup=lambda d: (d / "zero.yaml").symlink_to("/dev/zero")),
+    Case("out-dev-null", ["run", "{space}", "--out", "/dev/null"], "--out /dev/null: is a file, expected a run folder", space_with()),
+    Case("out-name-too-long", ["run", "{space}", "--out", "{dir}/" + "n" * 5000], "cannot create the run directory (File name too long)",
+         space_with()),
+    Case("set-trials-inf", ["run", "{space}", "--set", "trials=.inf"], "trials:", space_with()),
+    Case("yaml-nul-byte", ["run", "{space}"], "space.yaml: malformed YAML", "study: a\x00b\n"),
+    Case("resume-users-folder", ["resume", "{out}"], "{out}: the folder holds files and is not a coatsearch run",
+         setup=lambda d: (users_folder(d), (d / "run" / "space.yaml").write_text(yaml.safe_dump(space_with())))),
+    Case("gpu-the-machine-lacks", ["run", "{space}"], "resources.gpu: 8 GPUs per trial, but this machine has",
+         space_with(resources={"cpu": 1, "gpu": 8})),
+    Case("storage-bad-port", ["run", "{space}"], "is not a database URL", space_with(storage="postgresql://u:pw-9x@h:port/db"),
+         absent="pw-9x"),
 ]
 
 
@@ -281,6 +428,27 @@ def _fill_data(value: Any, tmp: Path) -> Any:
     if isinstance(value, list):
         return [_fill_data(v, tmp) for v in value]
     return value
+
+
+def _everything(folder: Path) -> dict[str, str]:
+    """Every entry under ``folder``, links not followed: a regular file by its content, a
+    link by its target, anything else by its kind; what a refused command must leave as is."""
+    found = {}
+    for root, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            path = Path(root) / name
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
+                found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+            elif stat.S_ISLNK(mode):
+                found[str(path)] = f"link to {os.readlink(path)}"
+            else:
+                found[str(path)] = f"mode {stat.S_IFMT(mode):o}"
+    return found
+
+
+#: The longest error line the corpus accepts.
+MAX_ERROR_LINE = 500
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -300,7 +468,7 @@ def _prepare(case: Case, tmp: Path) -> None:
             (tmp / "run" / name).write_bytes(content)
     if case.space is not None:
         text = case.space if isinstance(case.space, str) else yaml.safe_dump(_fill_data(case.space, tmp))
-        (tmp / "space.yaml").write_text(text)
+        (tmp / "space.yaml").write_bytes(text.encode("utf-8", "surrogateescape"))  # bytes that are not UTF-8 kept
     if case.setup is not None:
         case.setup(tmp)
 
@@ -323,16 +491,26 @@ def test_malformed_input_is_refused_in_one_line(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _prepare(case, tmp_path)
     had_run = (tmp_path / "run").exists()
-    before = _snapshot(tmp_path / "run")
+    before, everything = _snapshot(tmp_path / "run"), _everything(tmp_path)
+    started = time.perf_counter()
     result = runner.invoke(app, [_fill(a, tmp_path) for a in case.argv])
+    REFUSAL_SECONDS[case.name] = time.perf_counter() - started
     lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert result.exit_code == 2, (result.exit_code, result.output[-3000:], result.exception)
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
     assert "Traceback" not in result.output
-    assert _fill(case.expect, tmp_path) in lines[0], lines[0]
+    assert _fill(case.expect, tmp_path) in lines[0], lines[0][:3000]
+    assert len(lines[0]) <= MAX_ERROR_LINE, len(lines[0])
+    if case.absent is not None:
+        assert case.absent not in result.output
     assert _snapshot(tmp_path / "run") == before  # nothing already written was changed
+    assert _everything(tmp_path) == everything  # nor anything else, in the run or outside it
     if not had_run:
         assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()  # no trial started
+
+
+#: How long each refusal took (seconds), by case, for `test_refusals_are_quick`.
+REFUSAL_SECONDS: dict[str, float] = {}
 
 
 VALID = [

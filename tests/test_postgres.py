@@ -140,3 +140,30 @@ def test_three_workers_share_one_study_and_survive_a_kill(postgres_url, tmp_path
     assert all(r["status"] == "complete" for r in rows)
     workers_seen = {r["worker"] for r in rows}
     assert len(workers_seen) >= 2  # the work was shared
+
+
+@pytest.mark.slow
+def test_a_password_in_the_storage_url_is_kept_nowhere(postgres_url, tmp_path):
+    """The server trusts every connection, so a password in the URL works and must then
+    appear in no file of the run and no output; the saved space keeps the URL without it
+    (a later resume reads the password from PGPASSWORD; here the server needs none)."""
+    secret = "Zq7-s3cret-pw"
+    url = postgres_url.replace("postgres@", f"postgres:{secret}@", 1)
+    space = _space(tmp_path, url)
+    data = yaml.safe_load(space.read_text())
+    data.update(study="secret", trials=1, params={"seed": {"choices": [0]}}, sampler="random",
+                train={"epochs": 1, "batch_size": 64})
+    space.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    first = subprocess.run([sys.executable, "-m", "coatsearch.cli", "run", str(space), "--out", str(out)],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = subprocess.run([sys.executable, "-m", "coatsearch.cli", "resume", str(out)],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert yaml.safe_load((out / "space.yaml").read_text())["storage"] == postgres_url
+    for result in (first, again):
+        assert secret not in result.stdout + result.stderr
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path

@@ -373,3 +373,26 @@ def test_whether_a_folder_needs_a_resize_is_read_from_its_first_header(tmp_path:
     assert D.needs_resize(first, 30, draft=True)
     assert D.needs_resize(first, 32, draft=False)
     assert D.needs_resize(sorted(resized.rglob("*.jpg"))[0], 32, draft=True)  # 100 px: 1/2 gives 50
+
+
+def test_16_bit_gray_pngs_are_read_scaled_to_8_bits(tmp_path: Path) -> None:
+    """A folder of 16-bit grayscale PNGs: one channel, 0..65535 scaled to 0..255 (Pillow's
+    own conversion clips them white), and a prepared cache whose manifest says one channel
+    (it said three, and the cache just written was refused as unusable)."""
+    from coatsearch.data.folder import read_image_folder
+
+    root = tmp_path / "deep"
+    expected = {40 * c + 10 * i for c in range(2) for i in range(6)}
+    for c in range(2):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(6):  # 16-bit values whose 8-bit scale is 40c + 10i
+            Image.fromarray(np.full((16, 16), 257 * (40 * c + 10 * i), dtype=np.uint16)).save(root / f"class{c}" / f"{i}.png")
+    assert Image.open(root / "class0" / "1.png").mode.startswith("I")
+    prepared = P.prepare(root, 16)
+    assert prepared.images["train"].shape[1] == 1
+    assert set(np.unique(prepared.images["train"]).tolist()) <= expected
+    images, _, _, _ = read_image_folder(root, 16)  # data.mode: memory
+    assert images.shape[1] == 1 and set(torch.unique(images).tolist()) == expected
+    assert int(D.decode_fitted(root / "class1" / "5.png", "L", 16).max()) == 90  # data.mode: stream
+    for mode in ("prepared", "memory", "stream"):
+        assert load_data(f"imagefolder:{root}", image_size=16, val_fraction=0.25, mode=mode).in_channels == 1

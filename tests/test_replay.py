@@ -237,3 +237,13 @@ def test_table_and_backend_options_go_together(table: Path, tmp_path: Path) -> N
         tmp_path, TABLE_SPACE, "--table", str(table), "--backend", "ray")
     assert "the replay backend needs a table" in _refused(tmp_path, TABLE_SPACE, "--backend", "replay")
     assert "no such table folder" in _refused(tmp_path, TABLE_SPACE, "--table", "no-such-table")
+
+
+def test_the_command_line_says_what_a_replay_would_have_cost(table: Path, tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({**TABLE_SPACE, "sampler": "random", "trials": 3}))
+    result = runner.invoke(app, ["run", str(path), "--table", str(table), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    rows = read_ledger(tmp_path / "run")
+    compute = sum(r.wall_time or 0 for r in rows) / 3600
+    assert f"replayed: {len(rows)} trials would have taken {compute:.2f} CPU-hours" in result.output

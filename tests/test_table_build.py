@@ -93,3 +93,25 @@ def test_a_build_resumes_from_the_committed_rows_alone(tmp_path: Path) -> None:
     assert [r.point for r in rows] == [kept.point, lost.point]
     assert rows[0].to_record() == kept.to_record()  # the committed network was not trained again
     assert rows[1].history != lost.history or rows[1].worker != lost.worker  # the lost one was
+
+
+def test_the_readme_sections_are_drawn_from_the_rows(tmp_path: Path) -> None:
+    from coatsearch.search.table import load_table
+    from coatsearch.search.table_summary import noise_markdown, status_markdown, write_readme
+
+    folder = make_table(tmp_path / "table")
+    table = load_table(str(folder))
+    pairs = [(table.lookup({"layout": "C-C-C-C", "split": s}).row, table.lookup({"layout": "C-C-C-C", "split": s, "seed": 1}).row)
+             for s in (1, 2)]
+    diffs = [100 * (b.val_acc - a.val_acc) for a, b in pairs]
+    noise = noise_markdown(table)
+    assert "pairs (the same network at seeds 0 and 1): 2" in noise
+    assert f"mean {sum(diffs) / 2:+.2f} pp" in noise
+    trained = [e for e in table.entries.values() if e.row.status == Status.COMPLETE]
+    cpu = sum(sum(e.seconds) for e in trained)
+    status = status_markdown(table, {"space": 5, "seeds": 2}, [])
+    assert f"compute so far: {cpu / 3600:.2f} CPU-hours" in status
+    (folder / "README.md").write_text("x\n<!-- table:noise:start -->\nold\n<!-- table:noise:end -->\ny\n")
+    write_readme(table, {"space": 5, "seeds": 2}, [])
+    text = (folder / "README.md").read_text()
+    assert "old" not in text and noise in text and text.startswith("x\n") and text.endswith("y\n")

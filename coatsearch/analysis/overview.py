@@ -18,6 +18,7 @@ from coatsearch.analysis.effects import Effect, effect, effects_frame, importanc
 from coatsearch.analysis.fits import ScalingFits, scaling_fits
 from coatsearch.analysis.ranking import BestConfiguration, best_configuration, pareto_set
 from coatsearch.analysis.summaries import summarise
+from coatsearch.files import write_atomic
 from coatsearch.results import ranked
 
 #: The objectives of a table whose run names none: validation accuracy, up.
@@ -69,6 +70,6 @@ def write_tables(analysis: Analysis, folder: Path) -> list[Path]:
               "summary.csv": analysis.summary}
     paths = []
     for name in TABLES:
-        frames[name].to_csv(folder / name, index=False)
+        write_atomic(folder / name, frames[name].to_csv(index=False))
         paths.append(folder / name)
     return paths

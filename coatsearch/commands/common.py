@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from coatsearch.errors import CoatsearchError
+from coatsearch.errors import CoatsearchError, cut
 from coatsearch.host import sleep_while_waiting
 
 # Before any command imports torch: OpenMP threads that sleep while waiting keep a run
@@ -36,7 +36,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``error: message`` on stderr, in one line; the exit to raise."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(cut(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -109,6 +109,21 @@ def needs_resize(path: Path, size: int, draft: bool) -> bool:
     return min(draft_shape(width, height, size) if scaled else (height, width)) != size
 
 
+#: Pillow's modes of one channel with more than 8 bits (16-bit PNGs open as I;16 or I).
+WIDE_GRAY = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """A gray image of more than 8 bits scaled to 8 (0..65535 to 0..255; a float image's
+    values clipped to 0..255): Pillow's own conversion clips, which turns a 16-bit image white."""
+    if image.mode not in WIDE_GRAY:
+        return image
+    values = np.asarray(image)
+    if image.mode != "F":
+        values = values.astype(np.float64) / 257.0  # 65535 -> 255
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+
+
 def _decode(path: Path, mode: str, size: int, draft: bool, modes: set[str] | None) -> np.ndarray:
     """One image file as uint8 ``(H, W)`` or ``(H, W, C)`` in ``mode``, at the draft scale
     with ``draft``."""
@@ -125,7 +140,7 @@ def _decode(path: Path, mode: str, size: int, draft: bool, modes: set[str] | Non
                 if scale >= 2:
                     # keep the short side >= size after scaling (draft keeps the aspect)
                     image.draft(mode, (image.size[0] // scale, image.size[1] // scale))
-            return np.asarray(image.convert(mode), dtype=np.uint8)
+            return np.asarray(eight_bit(image).convert(mode), dtype=np.uint8)
     except READ_ERRORS as exc:
         raise DataError(f"{path}: unreadable image ({exc})") from None
 

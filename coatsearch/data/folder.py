@@ -17,6 +17,7 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import track
 
+from coatsearch.data.decode import eight_bit
 from coatsearch.data.errors import DataError
 from coatsearch.data.images import fit_images
 from coatsearch.data.listing import GRAY_MODES, list_images
@@ -27,7 +28,7 @@ PROGRESS_MIN = 2000
 
 def pil_to_tensor(image: Image.Image, mode: str, size: int) -> torch.Tensor:
     """A Pillow image as a uint8 ``(C, size, size)`` tensor (see `fit_images`)."""
-    array = np.asarray(image.convert(mode), dtype=np.uint8)
+    array = np.asarray(eight_bit(image).convert(mode), dtype=np.uint8)
     tensor = torch.from_numpy(array.copy())
     tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
     return fit_images(tensor.unsqueeze(0), size)[0]

@@ -125,7 +125,8 @@ def _decode_split(
             del gray, full
             os.replace(tmp / f"{split}.gray.npy", array_path)
             sums = np.ascontiguousarray(sums[:, :1])
-        else:  # other gray modes (16-bit, float): decode again as L
+        else:  # other gray modes (16-bit, float): decode again as L, and say so
+            mode_found[0] = "L"
             return _decode_split(tmp, split, paths, labels, "L", size, draft, skip, pool, lambda n: None)
         mode_found[0] = found
     keep = np.setdiff1d(np.arange(len(paths)), np.array(bad, dtype=np.int64))

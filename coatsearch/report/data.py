@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from pydantic import ValidationError
 
 from coatsearch.analysis import Analysis, Design, analyse
 from coatsearch.errors import CoatsearchError
+from coatsearch.files import load_yaml_file
 from coatsearch.objectives import Direction, Objective
 from coatsearch.results import TableError, ranked, read_table
 from coatsearch.units import format_count, parse_count
@@ -85,10 +85,7 @@ def read_study(run_dir: Path) -> Study:
     path = run_dir / "space.yaml"
     if not path.exists():
         return Study(run_dir.name, None, (("val_acc", Direction.of("val_acc")),))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise ReportError(f"{path}: malformed YAML") from None
+    data = load_yaml_file(path, ReportError, "saved space")
     if not isinstance(data, dict):
         raise ReportError(f"{path}: expected a mapping of space fields")
     return study_of(data, run_dir, path)

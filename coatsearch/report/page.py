@@ -20,6 +20,7 @@ import plotly.io as pio
 from coatsearch.analysis import Design, write_tables
 from coatsearch.analysis.ranking import top_trials
 from coatsearch.errors import first_line
+from coatsearch.files import write_atomic
 from coatsearch.report import figures, tables
 from coatsearch.report.data import ReportError, Run, load_run, resolve_column
 from coatsearch.units import FLOPS_NOTE
@@ -230,9 +231,10 @@ def build_report(
     static: Sequence[str] = (),
 ) -> Path:
     """Write ``report.html`` (default: in the run directory; a `Run` held in memory is
-    reported as it is, without reading its directory) with the analysis's tables
-    (`coatsearch.analysis.write_tables`: effects, comparisons, summary), pareto.csv and
-    top.csv beside it.
+    reported as it is, without reading its directory) and, in the run directory, the
+    analysis's tables (`coatsearch.analysis.write_tables`: effects, comparisons, summary),
+    pareto.csv and top.csv. A report written elsewhere (``out``) is the HTML file alone:
+    the tables never overwrite files of the same names in a folder of the user's.
 
     ``color_by`` names a results column or a sampled parameter; ``flop_band`` is the
     design-space view's band, a fraction around the median FLOPs or ``(low, high)``;
@@ -245,10 +247,11 @@ def build_report(
     document, page = render(run, color_by=color_by, top=top, flop_band=flop_band)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(document, encoding="utf-8")
-        write_tables(run.analysis, out.parent)
-        run.analysis.front.to_csv(out.parent / "pareto.csv", index=False)
-        top_trials(run.ranked, top).to_csv(out.parent / "top.csv", index=False)
+        write_atomic(out, document)
+        if out.parent.resolve() == run.run_dir.resolve():  # elsewhere, the folder is the user's
+            write_tables(run.analysis, out.parent)
+            write_atomic(out.parent / "pareto.csv", run.analysis.front.to_csv(index=False))
+            write_atomic(out.parent / "top.csv", top_trials(run.ranked, top).to_csv(index=False))
     except OSError as exc:
         raise ReportError(f"{exc.filename or out.parent}: cannot write the report ({exc.strerror or exc})") from None
     for fmt in static:

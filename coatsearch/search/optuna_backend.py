@@ -8,6 +8,10 @@ grid points, dead workers) and early stopping by rungs (`rungs`) are beside this
 from __future__ import annotations
 
 import contextlib
+import os
+import pickle
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,60 +64,85 @@ class OptunaBackend:
 
     def run(self, on_rows: Callable[[list[TrialRow]], None]) -> None:
         """Run trials until the study holds the plan's target of finished trials."""
-        import multiprocessing
-
         open_study(self.plan, self.run_dir)  # create the schema once, before any worker
         sleep_while_waiting()  # the workers inherit it and load torch after
-        ctx = multiprocessing.get_context("spawn")
-        workers = [ctx.Process(target=_worker, args=(self.plan, str(self.run_dir), self.threads), daemon=True)
-                   for _ in range(self.plan.space.concurrency - 1)]
-        for proc in workers:
-            proc.start()
+        payload = pickle.dumps((sys.path, pickle.dumps((self.plan, str(self.run_dir), self.threads))))
+        workers = [start_worker(payload) for _ in range(self.plan.space.concurrency - 1)]
         try:
             run_worker(self.plan, self.run_dir, on_rows, self.threads)
         finally:
             for proc in workers:
-                if proc.is_alive():
-                    proc.terminate()  # the worker marks its trial in flight interrupted (`_worker`)
+                if proc.poll() is None:
+                    proc.terminate()  # the worker marks its trial in flight interrupted (`worker_main`)
             for proc in workers:
-                proc.join(STOP_S)
-                if proc.is_alive():  # stuck: its trial goes stale and the next run retries it
+                try:
+                    proc.wait(STOP_S)
+                except subprocess.TimeoutExpired:  # stuck: its trial goes stale and the next run retries it
                     proc.kill()
-                    proc.join()
+                    proc.wait()
         on_rows(self.ledger())
 
 
 #: Seconds a stopped worker has to mark its trial interrupted before it is killed.
 STOP_S = 30
 
+#: A worker's first instructions, before Python imports anything of coatsearch's: tie its
+#: life to the driver's (Linux: SIGTERM when the driver dies, however it dies), and end at
+#: once if the driver is already gone. Ctrl-C and a closed terminal reach the whole process
+#: group; the driver handles them and stops its workers, so they ignore both.
+BOOT = """\
+import ctypes, os, pickle, signal, sys
+driver = int(sys.argv[1])
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != driver:
+    os._exit(0)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+if hasattr(signal, "SIGHUP"):
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+path, payload = pickle.load(sys.stdin.buffer)
+sys.path[:0] = [p for p in path if p not in sys.path]
+from coatsearch.search.optuna_backend import worker_main
+worker_main(driver, payload)
+"""
 
-def _worker(plan: SearchPlan, run_dir: str, threads: int) -> None:
-    """Entry point of extra worker processes (``concurrency`` > 1). The parent decides when
-    to stop (Ctrl-C reaches the whole process group: ignored here) and stops a worker with
-    SIGTERM, which ends its trial in flight as the parent's own ends: ``interrupted``, to run
-    again on resume, neither failed nor using up a retry as a dead worker's trial does."""
+
+def start_worker(payload: bytes) -> subprocess.Popen[bytes]:
+    """An extra worker process (``concurrency`` > 1), tied to this one from its first
+    instruction (`BOOT`); ``payload`` carries the search path and the pickled plan."""
+    proc = subprocess.Popen([sys.executable, "-c", BOOT, str(os.getpid())], stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.write(payload)
+    proc.stdin.close()
+    return proc
+
+
+def worker_main(driver: int, payload: bytes) -> None:
+    """An extra worker's loop. The driver decides when to stop and stops a worker with
+    SIGTERM, which ends its trial in flight as the driver's own ends: ``interrupted``, to
+    run again on resume, neither failed nor using up a retry as a dead worker's trial does."""
     import signal
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, stop)
-    _exit_with_parent()
+    _exit_with_parent(driver)
+    plan, run_dir, threads = pickle.loads(payload)
     with contextlib.suppress(KeyboardInterrupt):
         run_worker(plan, Path(run_dir), lambda rows: None, threads)
 
 
-def _exit_with_parent(poll_s: float = 0.5) -> None:
-    """End this worker when its parent is gone (killed with -9): no orphan trains on, and
-    its trial in flight goes stale and is retried by the next run."""
-    import os
+def _exit_with_parent(driver: int, poll_s: float = 0.5) -> None:
+    """End this worker when the driver is gone, where the kernel's tie (`BOOT`) is not
+    there: no orphan trains on, and its trial in flight goes stale and is retried."""
     import threading
 
-    parent = os.getppid()
-
     def watch() -> None:
-        while os.getppid() == parent:
+        while os.getppid() == driver:
             time.sleep(poll_s)
         os._exit(1)
 

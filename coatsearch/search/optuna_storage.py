@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import threading
 import time
 import warnings
@@ -35,15 +36,36 @@ GRACE_S = 6
 @contextlib.contextmanager
 def quiet_optuna() -> Iterator[None]:
     """Optuna's info logs and its warnings about the heartbeat API (experimental, relied on
-    knowingly) silenced while a search runs, and restored after it."""
+    knowingly) silenced while a search runs, and restored after it; a failed trial is one
+    line (`OneLineFailures`)."""
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial_log, one_line = logging.getLogger("optuna.study._optimize"), OneLineFailures()
+    trial_log.addFilter(one_line)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             yield
     finally:
+        trial_log.removeFilter(one_line)
         optuna.logging.set_verbosity(level)
+
+
+class OneLineFailures(logging.Filter):
+    """Optuna's warning for a failed trial (its parameters, the exception, a traceback, then
+    a second warning "failed with value None": nine lines a trial, which `catch=` does not
+    silence) as one line, ``trial N failed: reason``; the reason is in the trial's row."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith("Trial ") or " failed with " not in message:
+            return True
+        if " failed with value " in message:
+            return False
+        number = message.split()[1]
+        reason = first_line(record.exc_info[1]) if record.exc_info and record.exc_info[1] else "failed"
+        record.msg, record.args, record.exc_info, record.exc_text = f"trial {number} failed: {reason}", (), None, None
+        return True
 
 
 def storage_url(plan: SearchPlan, run_dir: Path) -> str:
@@ -56,6 +78,8 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
     from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
     url = storage_url(plan, run_dir)
+    if url.startswith("sqlite"):
+        wait_for_write_lock(url)
     for attempt in range(attempts):
         try:
             with quiet_optuna():
@@ -63,7 +87,7 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
                 storage = (SqliteStudyStorage if sqlite else RDBStorage)(
                     url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                     heartbeat_stale_trial_callback=RetryStaleTrial(plan.space.retries),
-                    engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None,
+                    engine_kwargs={"connect_args": {"timeout": BUSY_S}} if sqlite else None,
                 )
                 return optuna.create_study(
                     storage=storage, study_name=plan.study,
@@ -71,6 +95,8 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
                     sampler=make_sampler(plan), load_if_exists=True,
                 )
         except (IntegrityError, OperationalError) as exc:
+            if "database is locked" in str(exc):
+                raise SpaceError(_locked(url)) from None
             if attempt == attempts - 1:
                 raise SpaceError(f"storage: cannot open the study at {safe_url(url)}: {first_line(exc)}") from None
             time.sleep(0.2 * (attempt + 1))
@@ -82,8 +108,52 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
     raise AssertionError("unreachable")
 
 
+#: Seconds a run waits for another process to release a SQLite study's write lock before
+#: it says so (while it runs, a busy database is waited on for `BUSY_S`).
+LOCK_WAIT_S = 10
+BUSY_S = 60
+
+
+def wait_for_write_lock(url: str, seconds: float = LOCK_WAIT_S) -> None:
+    """Take and release a SQLite study's write lock, waiting at most ``seconds``: a
+    database that another process keeps locked (an open transaction in a SQLite shell, a
+    hung worker) is refused in one line, not waited on for minutes."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or not Path(database).is_file():
+        return
+    connection = sqlite3.connect(database, timeout=seconds)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.rollback()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            raise SpaceError(_locked(url, seconds)) from None
+    except sqlite3.DatabaseError:
+        pass  # not a database: opening the study says so
+    finally:
+        connection.close()
+
+
+def _locked(url: str, seconds: float = LOCK_WAIT_S) -> str:
+    from sqlalchemy.engine import make_url
+
+    return (f"{make_url(url).database}: the study database is locked by another process (waited {seconds:g} s); "
+            "end that process, or wait for it, and run again")
+
+
 #: Set while this thread changes a trial's state (`SqliteStudyStorage`).
 _CHANGING_STATE = threading.local()
+
+
+def _begin_immediate(connection: Any) -> None:
+    """A transaction that changes a trial's state begins with the write lock."""
+    if getattr(_CHANGING_STATE, "on", False):
+        # the driver sees a transaction open and does not begin its own (deferred) one
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class SqliteStudyStorage(RDBStorage):
@@ -99,15 +169,20 @@ class SqliteStudyStorage(RDBStorage):
     so reads do not queue behind the lock, and a read never has to upgrade its lock to
     write, which SQLite refuses at once rather than wait for)."""
 
-    def __init__(self, url: str, **kwargs: Any) -> None:
-        super().__init__(url, **kwargs)
+    def __init__(self, url: str, *args: Any, **kwargs: Any) -> None:  # whatever RDBStorage takes
+        super().__init__(url, *args, **kwargs)
+        self._lock_state_changes()
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        # a copy shipped to another process rebuilds its engine: the hook goes on the new one
+        super().__setstate__(state)
+        self._lock_state_changes()
+
+    def _lock_state_changes(self) -> None:
         from sqlalchemy import event
 
-        @event.listens_for(self.engine, "begin")
-        def _begin(connection: Any) -> None:
-            if getattr(_CHANGING_STATE, "on", False):
-                # the driver sees a transaction open and does not begin its own (deferred) one
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if not event.contains(self.engine, "begin", _begin_immediate):
+            event.listen(self.engine, "begin", _begin_immediate)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         _CHANGING_STATE.on = True

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from coatsearch.errors import first_line
 from coatsearch.space import SpaceError
+from coatsearch.urls import masked, password_problem, scrub
 
 
 def check_storage_url(url: str, field_name: str = "storage") -> None:
@@ -18,11 +19,14 @@ def check_storage_url(url: str, field_name: str = "storage") -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+    problem = password_problem(url)
+    if problem:
+        raise SpaceError(f"{field_name}: {problem}")
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise SpaceError(
-            f"{field_name}: {url!r} is not a database URL (expected e.g. sqlite:///study.db or postgresql://host/db)"
+            f"{field_name}: {masked(url)!r} is not a database URL (expected e.g. sqlite:///study.db or postgresql://host/db)"
         ) from None
     try:
         parsed.get_dialect().import_dbapi()
@@ -68,13 +72,11 @@ def check_storage_server(url: str, field_name: str = "storage") -> None:
         with engine.connect():
             pass
     except DBAPIError as exc:
-        raise SpaceError(f"{field_name}: cannot reach the database at {safe_url(url)}: {first_line(exc)}") from None
+        raise SpaceError(f"{field_name}: cannot reach the database at {safe_url(url)}: {scrub(first_line(exc), url)}") from None
     finally:
         engine.dispose()
 
 
 def safe_url(url: str) -> str:
-    """A URL without its password, for messages."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    """A URL with its password masked, for messages (`coatsearch.urls.masked`)."""
+    return masked(url)

@@ -21,6 +21,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from coatsearch import rundir
 from coatsearch.errors import CoatsearchError
 from coatsearch.search.jsonl_ledger import read_rows
 from coatsearch.search.optuna_storage import open_study, quiet_optuna
@@ -80,7 +81,7 @@ def seed_study(plan: SearchPlan, run_dir: Path, path: Path) -> int:
     """Give a run directory without a study the rows committed at ``path``; how many.
     Rows are renumbered in order (a new study numbers its trials from 0)."""
     rows = kept_rows(read_rows(path))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.claim(run_dir, "run directory")  # the run that goes on there finds its own folder
     with quiet_optuna():
         study = open_study(plan, run_dir)
         if study.get_trials(deepcopy=False):

@@ -42,8 +42,11 @@ def first_difference(saved: Any, wanted: Any, path: str = "") -> str | None:
 class Checkpoints:
     """The checkpoint folder of one training run (see the module docstring)."""
 
-    def __init__(self, folder: str | Path, settings: dict[str, Any]) -> None:
+    def __init__(self, folder: str | Path, settings: dict[str, Any], training_file: str | None = None) -> None:
+        """``training_file``: the YAML of the run, written as ``train.yaml`` once `restore`
+        has found the folder empty or holding this run (never over another run's)."""
         self.folder = Path(folder)
+        self.training_file = training_file
         if self.folder.exists() and not self.folder.is_dir():
             raise CheckpointError(f"-o {self.folder}: is a file, expected a folder for the checkpoints")
         try:
@@ -67,6 +70,7 @@ class Checkpoints:
         to train next (1 without one). A checkpoint of another network or other settings
         is refused, naming the first field that differs."""
         if not self.last.exists():
+            self._write_training_file()
             return 1
         saved = read_checkpoint(self.last)
         if saved.trainer is None:
@@ -81,12 +85,22 @@ class Checkpoints:
                                   "use another -o folder or remove it")
         load_weights(model, saved.state_dict, str(self.last))
         trainer.load_state_dict(saved.trainer)
+        self._write_training_file()
         result.epochs = [EpochMetrics(**e) for e in saved.epochs]
         self.best_epoch = saved.best_epoch
         if saved.best_epoch is not None:
             self.best_acc = result.epochs[saved.best_epoch - 1].val_acc
         log(f"resuming {self.folder}: {saved.epoch} of {trainer.config.epochs} epochs done")
         return saved.epoch + 1
+
+    def _write_training_file(self) -> None:
+        if self.training_file is None:
+            return
+        path = self.folder / "train.yaml"
+        try:
+            path.write_text(self.training_file)
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
     def save(self, trainer: Any, model: nn.Module, result: TrialResult) -> None:
         """``last.pt`` after an epoch; ``best.pt`` too when its validation accuracy is the best."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from coatsearch.errors import CoatsearchError
+from coatsearch.files import load_yaml_file
 from coatsearch.validation import one_line, validate_mapping
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps", "xla"]
@@ -44,7 +44,8 @@ class TrainConfig(BaseModel):
     round is one pass over the data. With it, ``warmup_epochs`` counts rounds.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # an infinite or NaN setting is refused, never trained with
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     epochs: int = Field(5, gt=0)
     steps: int | None = Field(None, gt=0)
@@ -55,7 +56,8 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     mixup: float = Field(0.0, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
-    seed: int = 0
+    #: 32-bit unsigned, as NumPy's and torch's generators take it
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     device: DeviceName = "auto"
     amp: bool = True
     channels_last: bool = True
@@ -89,12 +91,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def from_yaml_file(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise TrainConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        except yaml.YAMLError:
-            raise TrainConfigError(f"{path}: malformed YAML") from None
+        data = load_yaml_file(path, TrainConfigError, "trainer file")
         if isinstance(data, dict) and set(data) == {"trainer"}:
             data = data["trainer"]
         if isinstance(data, dict) and "study" in data and "train" in data:

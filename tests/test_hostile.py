@@ -1,0 +1,300 @@
+"""Hostile and careless inputs beyond the corpus's one-line refusals: what a run writes
+(only its own folder, never through a link, no password), how it stops (SIGHUP, Ctrl-C
+twice), and what a full disk leaves. The corpus (tests/test_corpus.py) holds the refusals."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from coatsearch.cli import app
+from coatsearch.errors import CoatsearchError
+from coatsearch.files import load_yaml, write_atomic
+from coatsearch.results import read_table
+from coatsearch.rundir import MARKER, claim
+from coatsearch.urls import masked, password_problem, without_password
+from tests.conftest import TINY_SPACE
+from tests.survivors import run_counting_survivors
+
+runner = CliRunner()
+
+
+def _space(tmp_path: Path, **changes) -> Path:
+    data = yaml.safe_load(yaml.safe_dump(TINY_SPACE))
+    data.update(params={"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1, 2]}}, trials=6, sampler="grid",
+                train={"epochs": 2, "batch_size": 32})
+    data.update(changes)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# --------------------------------------------------------------------------- YAML, URLs, folders
+def test_yaml_keeps_merge_keys_and_shared_aliases():
+    text = "base: &b {lr: 0.1, epochs: 2}\nrun:\n  <<: *b\n  lr: 0.2\nlist: [*b, *b]\n"
+    data = load_yaml(text, "x.yaml", CoatsearchError)
+    assert data["run"] == {"lr": 0.2, "epochs": 2} and data["list"] == [data["base"], data["base"]]
+
+
+def test_yaml_counts_aliases_as_expanded():
+    layers = ["a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"]
+    layers += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 6)]  # 10**6 values
+    with pytest.raises(CoatsearchError, match="more than 200,000 values"):
+        load_yaml("\n".join(layers), "x.yaml", CoatsearchError)
+    assert load_yaml("\n".join(layers[:4]), "x.yaml", CoatsearchError)["a3"][0][0][0] == list(range(1, 11))
+
+
+def test_passwords_are_masked_whole():
+    url = "postgresql+psycopg://me:p@ss/w:rd@db.example:5432/study?sslmode=require"
+    assert "p@ss" not in masked(url) and "rd" not in masked(url).split("@", 1)[0]
+    assert masked(url) == "postgresql+psycopg://me:***@db.example:5432/study?sslmode=require"
+    assert without_password(url) == "postgresql+psycopg://me@db.example:5432/study?sslmode=require"
+    assert password_problem(url) is not None and password_problem("postgresql://me:p%40ss@h/db") is None
+    assert masked("sqlite:////tmp/a@b.db") == "sqlite:////tmp/a@b.db"
+
+
+def test_write_atomic_replaces_a_link_and_keeps_the_old_file_on_failure(tmp_path):
+    mine = tmp_path / "mine.txt"
+    mine.write_text("the user's\n")
+    (tmp_path / "run.txt").symlink_to(mine)
+    write_atomic(tmp_path / "run.txt", "the run's\n")
+    assert mine.read_text() == "the user's\n" and not (tmp_path / "run.txt").is_symlink()
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(OSError) as failed:
+        write_atomic(tmp_path / "dir", "x")
+    assert failed.value.filename == str(tmp_path / "dir") and sorted(os.listdir(tmp_path)) == ["dir", "mine.txt", "run.txt"]
+
+
+def test_workers_claiming_one_new_folder_at_once_all_get_it(tmp_path):
+    folder, errors = tmp_path / "runs" / "shared", []
+
+    def take() -> None:
+        try:
+            claim(folder)
+        except CoatsearchError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and (folder / MARKER).is_file()
+
+
+# --------------------------------------------------------------------------- the report's files
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("finished")
+    space = _space(tmp, trials=1, params={"seed": {"choices": [0]}}, train={"epochs": 1, "batch_size": 64})
+    result = runner.invoke(app, ["run", str(space), "--out", str(tmp / "run")])
+    assert result.exit_code == 0, result.output
+    return tmp / "run"
+
+
+def test_a_report_replaces_a_link_instead_of_writing_through_it(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    mine = tmp_path / "mine.html"
+    mine.write_text("<p>mine</p>\n")
+    (run / "report.html").unlink()
+    (run / "report.html").symlink_to(mine)
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    assert mine.read_text() == "<p>mine</p>\n"
+    assert not (run / "report.html").is_symlink() and (run / "report.html").stat().st_size > 1000
+
+
+def test_a_report_elsewhere_leaves_the_folder_s_tables_alone(finished_run, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("pareto.csv", "top.csv", "effects.csv", "comparisons.csv", "summary.csv"):
+        (mine / name).write_text("the user's own\n")
+    result = runner.invoke(app, ["report", str(finished_run), "-o", str(mine / "report.html")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in mine.iterdir() if p.read_text() != "the user's own\n") == ["report.html"]
+
+
+# --------------------------------------------------------------------------- signals
+def _command(space: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "coatsearch.cli", "run", str(space), "--out", str(out), *extra]
+
+
+def _running_trials(out: Path) -> int:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
+    return sum(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+
+
+@pytest.mark.slow
+def test_a_closed_terminal_stops_a_run_like_sigterm(tmp_path):
+    """SIGHUP to the driver of a two-worker run: one line, exit 129, the trials in flight
+    marked interrupted (none left RUNNING to go stale and use a retry), nothing alive."""
+    out = tmp_path / "run"
+    command = _command(_space(tmp_path, retries=0, train={"epochs": 3, "batch_size": 32}), out,
+                       "--set", "concurrency=2")
+    result = run_counting_survivors(command, wait=10, stop=signal.SIGHUP, when=(out / "results.csv", 2), timeout=400)
+    assert result["returncode"] == 128 + signal.SIGHUP, result["stderr"][-3000:]
+    assert result["stderr"].strip().splitlines()[-1] == f"error: stopped; resume with: coatsearch resume {out}"
+    assert "Traceback" not in result["stderr"]
+    assert result["alive"] == []
+    assert _running_trials(out) == 0
+    assert "interrupted" in set(read_table(out / "results.csv")["status"])
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_is_one_clean_stop(tmp_path):
+    """Two Ctrl-C 0.15 s apart: the same stop as one, with nothing else said."""
+    out = tmp_path / "run"
+    command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and _rows(out) < 1:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.15)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    messages = [line for line in stderr.splitlines() if line.strip() and not line.startswith("tiny trials")]
+    assert messages == [f"error: stopped; resume with: coatsearch resume {out}"], stderr[-3000:]
+    assert _running_trials(out) == 0
+
+
+def _rows(out: Path) -> int:
+    try:
+        return len((out / "results.csv").read_text().splitlines()) - 1
+    except OSError:
+        return 0
+
+
+# --------------------------------------------------------------------------- a full disk
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MB tmpfs mounted at tmp_path/disk (root only; skipped elsewhere)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small disk needs root")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()[:200]}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_run_ends_in_one_line_and_resumes(tmp_path, small_disk):
+    out = small_disk / "run"
+    space = _space(tmp_path, train={"epochs": 1, "batch_size": 64})
+    proc = subprocess.Popen(_command(space, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and _rows(out) < 1 and proc.poll() is None:
+            time.sleep(0.1)
+        saved = (out / "space.yaml").read_bytes()
+        with open(small_disk / "filler", "wb") as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 65536)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("tiny trials")]
+    assert proc.returncode == 2 and len(lines) == 1, stderr[-3000:]
+    assert "no space left on the device" in lines[0] and f"coatsearch resume {out}" in lines[0]
+    assert (out / "space.yaml").read_bytes() == saved
+    (small_disk / "filler").unlink()
+    again = subprocess.run([sys.executable, "-m", "coatsearch.cli", "resume", str(out)], capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    table = read_table(out / "results.csv")
+    assert sorted(table.loc[table["status"] == "complete", "param.seed"].tolist()) == [0, 0, 1, 1, 2, 2]
+
+
+# --------------------------------------------------------------------------- workers and the study's storage
+@pytest.mark.slow
+def test_a_worker_ends_with_a_driver_killed_while_it_starts(tmp_path):
+    """kill -9 of the driver a moment after it spawned its worker (still importing torch):
+    10 s later nothing of the run is alive (the worker is tied to the driver from its
+    first instruction, not after its imports)."""
+    out = tmp_path / "run"
+    command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "--set", "concurrency=2")
+    result = run_counting_survivors(command, wait=10, stop=signal.SIGKILL, when=(out / "run.log", 1), delay=0.7,
+                                    timeout=300)
+    assert result["returncode"] == -signal.SIGKILL, result["stderr"][-3000:]
+    assert result["alive"] == []
+
+
+@pytest.mark.slow
+def test_a_failed_trial_is_one_line(tmp_path):
+    """Optuna's nine-line warning with a traceback for each failed trial becomes one line."""
+    space = _space(tmp_path, trials=1, params={"data.train_size": {"choices": [100_000]}},
+                   train={"epochs": 1, "batch_size": 64})
+    result = subprocess.run(_command(space, tmp_path / "run"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    failed = [line for line in result.stderr.splitlines() if "failed" in line]
+    assert len(failed) == 1 and "trial 0 failed: " in failed[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert read_table(tmp_path / "run" / "results.csv")["reason"].iloc[0]
+
+
+def test_the_sqlite_storage_keeps_its_lock_across_pickling(tmp_path):
+    """A copy of the storage unpickled in another process takes the write lock when a
+    trial's state changes, as the original does; the constructor takes RDBStorage's arguments."""
+    import pickle
+
+    import optuna
+    from sqlalchemy import event
+
+    from coatsearch.search.optuna_storage import SqliteStudyStorage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = SqliteStudyStorage(url, {"connect_args": {"timeout": 5}}, False, heartbeat_interval=2, grace_period=6)
+    copy = pickle.loads(pickle.dumps(storage))
+    statements: list[str] = []
+    event.listen(copy.engine, "before_cursor_execute", lambda conn, cursor, statement, *rest: statements.append(statement))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(storage=copy, study_name="s")
+    trial = study.ask()
+    study.tell(trial, 1.0)
+    assert "BEGIN IMMEDIATE" in statements and copy.engine_kwargs == {"connect_args": {"timeout": 5}}
+
+
+@pytest.mark.slow
+def test_a_locked_study_is_refused_within_seconds(finished_run, tmp_path):
+    import sqlite3
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    holder = sqlite3.connect(run / "study.db")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        result = runner.invoke(app, ["resume", str(run)])
+        took = time.monotonic() - started
+    finally:
+        holder.close()
+    assert result.exit_code == 2, result.output
+    assert "study.db: the study database is locked by another process" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and took < 30
