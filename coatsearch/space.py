@@ -92,6 +92,17 @@ class Domain(_Frozen):
             raise ValueError("a range needs integer low/high/step to be enumerated by the grid sampler")
         return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
 
+    def distribution(self) -> Any:
+        """The domain as Optuna's distribution (categorical, integer or float): what a
+        finished trial is recorded against when it is replayed into a sampler."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.choices is not None:
+            return CategoricalDistribution(self.choices)
+        if self.is_int and self.low is not None and self.high is not None:
+            return IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return FloatDistribution(float(self.low or 0), float(self.high or 0), step=self.step, log=self.log)
+
     def suggest(self, trial: Any, name: str) -> Any:
         """Draw a value through an Optuna trial (either backend samples through Optuna)."""
         if self.choices is not None:
