@@ -172,7 +172,8 @@ class DataSettings(_Frozen):
 class EarlyStopping(_Frozen):
     """ASHA-style early stopping by epoch on a per-epoch metric (accuracies up, losses down)."""
 
-    kind: Literal["none", "asha"] = "none"
+    #: ``none`` or a scheduler of `coatsearch.search.registries.SCHEDULERS` (checked when compiled)
+    kind: str = "none"
     metric: str = "val_acc"
     grace_period: int = Field(1, ge=1)
     reduction_factor: int = Field(2, ge=2)
@@ -180,7 +181,7 @@ class EarlyStopping(_Frozen):
     @model_validator(mode="after")
     def _numeric_metric(self) -> EarlyStopping:
         numeric = ("val_acc", "val_loss", "train_eval_acc", "train_acc_running", "train_loss_running")
-        if self.kind == "asha" and self.metric not in numeric:
+        if self.kind != "none" and self.metric not in numeric:
             raise ValueError(f"metric: ASHA needs a per-epoch numeric metric ({', '.join(numeric)}), got {self.metric!r}")
         return self
 
@@ -230,9 +231,11 @@ class SearchSpace(_Frozen):
     objectives: list[Objective] = Field(default_factory=lambda: [Objective(metric="val_acc")], min_length=1)
     train: dict[str, Any] = Field(default_factory=dict)
     data: DataSettings = DataSettings()
-    sampler: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
+    #: a sampler of `coatsearch.search.registries.SAMPLERS` (checked when compiled)
+    sampler: str = "tpe"
     early_stopping: EarlyStopping = EarlyStopping()
-    backend: Literal["optuna", "ray", "replay"] = "optuna"
+    #: a backend of `coatsearch.search.registries.BACKENDS` (checked when compiled)
+    backend: str = "optuna"
     trials: int = Field(gt=0, le=MAX_TRIALS)
     concurrency: int = Field(1, gt=0)
     resources: Resources = Resources()

@@ -15,11 +15,12 @@ from typer.testing import CliRunner
 from coatsearch.analysis.ranking import best_configuration
 from coatsearch.checkpoint import read_checkpoint
 from coatsearch.cli import app
-from coatsearch.handoff import TrainingFile, best_training_file, read_training_file
+from coatsearch.handoff import best_training_file
 from coatsearch.results import read_table
 from coatsearch.runner import run_study
 from coatsearch.search import compile_space
 from coatsearch.space import load_space
+from coatsearch.trainfile import TrainingFile, read_training_file
 from tests.conftest import TINY_SPACE, tiny_spec
 
 pytestmark = pytest.mark.xdist_group("ray")  # a study: one at a time beside the Ray tests

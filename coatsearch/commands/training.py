@@ -72,7 +72,6 @@ def train(
 ) -> None:
     """Train a training file or a spec; per-epoch metrics and the test accuracy; with -o,
     checkpoints every epoch (run the same command again to resume)."""
-    from coatsearch.handoff import TrainingFile, read_training_file
     from coatsearch.presets import load_spec
     from coatsearch.report.terminal import fit_summary
     from coatsearch.space import DataSettings
@@ -80,6 +79,7 @@ def train(
     from coatsearch.train.checkpoints import Checkpoints
     from coatsearch.train.device import resolve_device
     from coatsearch.train.progress import TrainProgress
+    from coatsearch.trainfile import TrainingFile, read_training_file
 
     overrides: dict[str, Any] = dict(epochs=epochs, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
                                      threads=threads, device=device)
