@@ -168,6 +168,12 @@ class Budget(_Frozen):
 
 
 class DataSettings(_Frozen):
+    """Which images a trial trains on and how they are read: the ``source`` (a name of
+    `coatsearch.data.sources.SOURCES`, ``KIND:ARG`` or a folder), a stratified training
+    subset, the validation share, augmentation, how an image folder is read and what an
+    unreadable image does. Frozen: a candidate carries it validated, and equal settings
+    share one read of the data in a process (`coatsearch.search.inputs`)."""
+
     source: str = "fashion-mnist"
     #: two images at least: one training batch needs two (BatchNorm), so one makes every trial fail
     train_size: int | None = Field(None, ge=2)
@@ -231,6 +237,13 @@ MAX_SEED = 2**32 - 1
 
 
 class SearchSpace(_Frozen):
+    """A search as its YAML file states it: the study's name, the base network, the
+    parameters to vary (``params``) and how to sample them, the budget every candidate is
+    matched to, the objectives, trainer and data settings, early stopping, and where and
+    how many trials run. Only its shape is checked here; `coatsearch.search.compile_space`
+    checks it against the base network, the registries, the storage and the data, once,
+    and hands every later step the typed plan."""
+
     #: a folder name under runs/: letters, digits, ``_``, ``-`` and dots, not only dots
     study: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     description: str | None = None
