@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import io
 import itertools
+import os
 import statistics
 import tempfile
 import time
@@ -241,7 +242,8 @@ def markdown(table: Table, ref: Reference, results: dict, params: dict[str, list
     lines += ["", "Compute in units of training every network of the table once (recorded CPU seconds of every "
               "epoch replayed). ![anytime curves](search_efficiency.svg)", "",
               "Replay speed, a 100-trial search over the same space (compiling the space, replaying, writing the "
-              "run's files), 5 interleaved rounds, min / median / max seconds:", ""]
+              "run's files), 5 interleaved rounds, min / median / max seconds, on 2 CPU cores shared with other "
+              f"work (load average {os.getloadavg()[0]:.1f} at the end):", ""]
     lines += [f"- {s}: {lo:.2f} / {med:.2f} / {hi:.2f} s" for s, (lo, med, hi) in speeds.items()]
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coatsearch.errors import CoatsearchError, first_line
+from coatsearch.errors import CoatsearchError, first_line, os_reason
 from coatsearch.files import read_bytes
 from coatsearch.search.rows import COLUMNS, TrialRow, current_names, legacy_renames
 from coatsearch.status import FINISHED, Status
@@ -80,7 +80,7 @@ def write_table(rows: Iterable[TrialRow], path: Path) -> pd.DataFrame:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise TableError(f"{path}: cannot write the results table ({exc.strerror or exc})") from None
+        raise TableError(f"{path}: cannot write the results table ({os_reason(exc)})") from None
     return _parse(io.StringIO(text), path)
 
 
@@ -102,7 +102,7 @@ def _parse(source: io.BytesIO | io.StringIO, path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=COLUMNS)
     except OSError as exc:
-        raise TableError(f"{path}: cannot read the results table ({exc.strerror or exc})") from None
+        raise TableError(f"{path}: cannot read the results table ({os_reason(exc)})") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise TableError(f"{path}: not a readable results table ({first_line(exc)})") from None
     frame = frame.rename(columns=legacy_renames(frame.columns))

@@ -92,6 +92,17 @@ class Domain(_Frozen):
             raise ValueError("a range needs integer low/high/step to be enumerated by the grid sampler")
         return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
 
+    def distribution(self) -> Any:
+        """The domain as Optuna's distribution (categorical, integer or float): what a
+        finished trial is recorded against when it is replayed into a sampler."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.choices is not None:
+            return CategoricalDistribution(self.choices)
+        if self.is_int and self.low is not None and self.high is not None:
+            return IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return FloatDistribution(float(self.low or 0), float(self.high or 0), step=self.step, log=self.log)
+
     def suggest(self, trial: Any, name: str) -> Any:
         """Draw a value through an Optuna trial (either backend samples through Optuna)."""
         if self.choices is not None:
@@ -157,6 +168,12 @@ class Budget(_Frozen):
 
 
 class DataSettings(_Frozen):
+    """Which images a trial trains on and how they are read: the ``source`` (a name of
+    `coatsearch.data.sources.SOURCES`, ``KIND:ARG`` or a folder), a stratified training
+    subset, the validation share, augmentation, how an image folder is read and what an
+    unreadable image does. Frozen: a candidate carries it validated, and equal settings
+    share one read of the data in a process (`coatsearch.search.inputs`)."""
+
     source: str = "fashion-mnist"
     #: two images at least: one training batch needs two (BatchNorm), so one makes every trial fail
     train_size: int | None = Field(None, ge=2)
@@ -172,7 +189,8 @@ class DataSettings(_Frozen):
 class EarlyStopping(_Frozen):
     """ASHA-style early stopping by epoch on a per-epoch metric (accuracies up, losses down)."""
 
-    kind: Literal["none", "asha"] = "none"
+    #: ``none`` or a scheduler of `coatsearch.search.registries.SCHEDULERS` (checked when compiled)
+    kind: str = "none"
     metric: str = "val_acc"
     grace_period: int = Field(1, ge=1)
     reduction_factor: int = Field(2, ge=2)
@@ -180,7 +198,7 @@ class EarlyStopping(_Frozen):
     @model_validator(mode="after")
     def _numeric_metric(self) -> EarlyStopping:
         numeric = ("val_acc", "val_loss", "train_eval_acc", "train_acc_running", "train_loss_running")
-        if self.kind == "asha" and self.metric not in numeric:
+        if self.kind != "none" and self.metric not in numeric:
             raise ValueError(f"metric: ASHA needs a per-epoch numeric metric ({', '.join(numeric)}), got {self.metric!r}")
         return self
 
@@ -219,6 +237,13 @@ MAX_SEED = 2**32 - 1
 
 
 class SearchSpace(_Frozen):
+    """A search as its YAML file states it: the study's name, the base network, the
+    parameters to vary (``params``) and how to sample them, the budget every candidate is
+    matched to, the objectives, trainer and data settings, early stopping, and where and
+    how many trials run. Only its shape is checked here; `coatsearch.search.compile_space`
+    checks it against the base network, the registries, the storage and the data, once,
+    and hands every later step the typed plan."""
+
     #: a folder name under runs/: letters, digits, ``_``, ``-`` and dots, not only dots
     study: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     description: str | None = None
@@ -230,9 +255,11 @@ class SearchSpace(_Frozen):
     objectives: list[Objective] = Field(default_factory=lambda: [Objective(metric="val_acc")], min_length=1)
     train: dict[str, Any] = Field(default_factory=dict)
     data: DataSettings = DataSettings()
-    sampler: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
+    #: a sampler of `coatsearch.search.registries.SAMPLERS` (checked when compiled)
+    sampler: str = "tpe"
     early_stopping: EarlyStopping = EarlyStopping()
-    backend: Literal["optuna", "ray", "replay"] = "optuna"
+    #: a backend of `coatsearch.search.registries.BACKENDS` (checked when compiled)
+    backend: str = "optuna"
     trials: int = Field(gt=0, le=MAX_TRIALS)
     concurrency: int = Field(1, gt=0)
     resources: Resources = Resources()

@@ -197,6 +197,12 @@ def test_a_space_that_is_not_a_subspace_is_refused(table: Path, tmp_path: Path, 
     assert expect in _refused(tmp_path, {**TABLE_SPACE, "sampler": "random", **change}, "--table", str(table))
 
 
+def test_trainer_settings_written_out_at_their_defaults_are_the_same_training(table: Path, tmp_path: Path) -> None:
+    rows = replay(table, tmp_path / "run", sampler="random", trials=2,
+                  train={**TABLE_SPACE["train"], "lr": 2e-3, "warmup_epochs": 0.5})
+    assert len([r for r in rows if r.finished]) == 2
+
+
 def test_a_continuous_range_is_not_a_subspace(table: Path) -> None:
     # compiling refuses this one first (split takes whole numbers); the table's own check says why too
     space = space_from_dict({**TABLE_SPACE, "sampler": "random", "params": {"split": {"low": 1.0, "high": 2.0}}})
