@@ -92,6 +92,17 @@ class Domain(_Frozen):
             raise ValueError("a range needs integer low/high/step to be enumerated by the grid sampler")
         return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
 
+    def distribution(self) -> Any:
+        """The domain as Optuna's distribution (categorical, integer or float): what a
+        finished trial is recorded against when it is replayed into a sampler."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.choices is not None:
+            return CategoricalDistribution(self.choices)
+        if self.is_int and self.low is not None and self.high is not None:
+            return IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return FloatDistribution(float(self.low or 0), float(self.high or 0), step=self.step, log=self.log)
+
     def suggest(self, trial: Any, name: str) -> Any:
         """Draw a value through an Optuna trial (either backend samples through Optuna)."""
         if self.choices is not None:
@@ -157,6 +168,12 @@ class Budget(_Frozen):
 
 
 class DataSettings(_Frozen):
+    """Which images a trial trains on and how they are read: the ``source`` (a name of
+    `coatsearch.data.sources.SOURCES`, ``KIND:ARG`` or a folder), a stratified training
+    subset, the validation share, augmentation, how an image folder is read and what an
+    unreadable image does. Frozen: a candidate carries it validated, and equal settings
+    share one read of the data in a process (`coatsearch.search.inputs`)."""
+
     source: str = "fashion-mnist"
     #: two images at least: one training batch needs two (BatchNorm), so one makes every trial fail
     train_size: int | None = Field(None, ge=2)
@@ -220,6 +237,13 @@ MAX_SEED = 2**32 - 1
 
 
 class SearchSpace(_Frozen):
+    """A search as its YAML file states it: the study's name, the base network, the
+    parameters to vary (``params``) and how to sample them, the budget every candidate is
+    matched to, the objectives, trainer and data settings, early stopping, and where and
+    how many trials run. Only its shape is checked here; `coatsearch.search.compile_space`
+    checks it against the base network, the registries, the storage and the data, once,
+    and hands every later step the typed plan."""
+
     #: a folder name under runs/: letters, digits, ``_``, ``-`` and dots, not only dots
     study: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     description: str | None = None

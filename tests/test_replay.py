@@ -66,11 +66,11 @@ def _rows(plan, seed: int, drop: tuple[int, ...]) -> list[TrialRow]:
         try:
             candidate = plan.candidate(params)
         except InfeasibleCandidate as exc:
-            rows.append(TrialRow(index, Status.INFEASIBLE, params, EPOCHS, reason=str(exc)))
+            rows.append(TrialRow(index, Status.INFEASIBLE, params=params, max_fidelity=EPOCHS, reason=str(exc)))
             continue
         history = _curve(index, seed)
         rows.append(TrialRow(
-            index, Status.COMPLETE, params, EPOCHS, EPOCHS, **candidate.columns(), val_acc=history[-1]["val_acc"],
+            index, Status.COMPLETE, params=params, max_fidelity=EPOCHS, fidelity=EPOCHS, **candidate.columns(), val_acc=history[-1]["val_acc"],
             val_loss=history[-1]["val_loss"], train_eval_acc=history[-1]["train_eval_acc"], test_acc=0.5,
             seed=seed, val_correct="packed", history=json.dumps(history), wall_time=99.0,
         ))
