@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import io
 import itertools
+import os
 import statistics
 import tempfile
 import time
@@ -70,27 +71,30 @@ class Reference:
 
 
 def whole_subspace(table: Table) -> dict[str, list]:
-    """The largest part of the table's grid held whole, as a space's parameter choices.
-
-    The build trains its grid in order, outermost parameter first, so what it holds is a
-    prefix of the grid: the outermost values done whole are kept; if none is, the first
-    is fixed and the next parameter is looked at the same way."""
+    """The part of the table's grid held whole with the most trained networks, as a
+    space's parameter choices: a subset of values for each parameter whose every
+    combination is in the table (ties go to more FLOP budgets, then more points). The whole
+    table when it is complete."""
     params = {name: d.grid_values() for name, d in table.space.params.items()}
     names = list(params)
-    chosen: dict[str, list] = {}
-    for i, name in enumerate(names):
-        later = names[i + 1:]
-
-        def whole(value: object, name: str = name, later: list[str] = later) -> bool:
-            fixed = [dict(zip(chosen, combo)) for combo in itertools.product(*chosen.values())]
-            rest = [dict(zip(later, combo)) for combo in itertools.product(*(params[n] for n in later))]
-            return all(table.key({**f, name: value, **r}) in table.entries for f in fixed for r in rest)
-
-        done = [v for v in params[name] if whole(v)]
-        if done:
-            return {**chosen, name: done, **{n: params[n] for n in later}}
-        chosen[name] = [params[name][0]]
-    raise SystemExit(f"table {table.name}: no part of its grid is trained whole yet")
+    status = {}
+    for combo in itertools.product(*params.values()):
+        entry = table.entries.get(table.key(dict(zip(names, combo))))
+        if entry is not None:
+            status[combo] = entry.row.status
+    best: tuple[tuple[int, int, int], dict[str, list]] | None = None
+    subsets = [[list(c) for k in range(1, len(v) + 1) for c in itertools.combinations(v, k)] for v in params.values()]
+    budget = names.index("scale") if "scale" in names else 0
+    for choice in itertools.product(*subsets):
+        points = list(itertools.product(*choice))
+        if any(p not in status for p in points):
+            continue
+        score = (sum(status[p] == Status.COMPLETE for p in points), len(choice[budget]), len(points))
+        if best is None or score > best[0]:
+            best = (score, dict(zip(names, choice)))
+    if best is None or best[0][0] == 0:
+        raise SystemExit(f"table {table.name}: no part of its grid is trained whole yet")
+    return best[1]
 
 
 def reference(table: Table, params: dict[str, list], budget_param: str) -> Reference:
@@ -241,7 +245,8 @@ def markdown(table: Table, ref: Reference, results: dict, params: dict[str, list
     lines += ["", "Compute in units of training every network of the table once (recorded CPU seconds of every "
               "epoch replayed). ![anytime curves](search_efficiency.svg)", "",
               "Replay speed, a 100-trial search over the same space (compiling the space, replaying, writing the "
-              "run's files), 5 interleaved rounds, min / median / max seconds:", ""]
+              "run's files), 5 interleaved rounds, min / median / max seconds, on 2 CPU cores shared with other "
+              f"work (load average {os.getloadavg()[0]:.1f} at the end):", ""]
     lines += [f"- {s}: {lo:.2f} / {med:.2f} / {hi:.2f} s" for s, (lo, med, hi) in speeds.items()]
     return "\n".join(lines)
 

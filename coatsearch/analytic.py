@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from coatsearch.block_kinds import BLOCK_KINDS
 from coatsearch.spec import NetSpec, SpecError, StageSpec, ffn_hidden, mbconv_hidden, mbconv_se_width
 
 #: fvcore's FLOP estimate per element of an affine norm at inference.
@@ -109,7 +110,8 @@ def _stem(ledger: Ledger, spec: NetSpec, side: int) -> None:
     ledger.conv(stem.channels, stem.channels, 3, side, bias=stem.bias)
 
 
-def _mbconv(ledger: Ledger, stage: StageSpec, c_in: int, stride: int, side: int) -> None:
+def mbconv_cost(ledger: Ledger, stage: StageSpec, c_in: int, stride: int, side: int, grid: int) -> None:
+    """A ``C`` block's cost (``grid`` is unused: convolutions have no token grid)."""
     c_out = stage.channels
     hidden = mbconv_hidden(c_out, stage.expansion)
     _shortcut(ledger, c_in, c_out, side)
@@ -128,9 +130,8 @@ def _mbconv(ledger: Ledger, stage: StageSpec, c_in: int, stride: int, side: int)
     ledger.conv(hidden, c_out, 1, side)
 
 
-def _transformer(
-    ledger: Ledger, stage: StageSpec, c_in: int, stride: int, side: int, grid: int
-) -> None:
+def transformer_cost(ledger: Ledger, stage: StageSpec, c_in: int, stride: int, side: int, grid: int) -> None:
+    """A ``T`` block's cost; ``grid`` sizes its relative-bias table."""
     c_out = stage.channels
     tokens = side * side
     _shortcut(ledger, c_in, c_out, side)
@@ -180,12 +181,11 @@ def tally(spec: NetSpec, image_size: int | None = None) -> Ledger:
     grids = spec.resolutions()
     for name, stage, side, grid in zip(spec.stage_names, spec.stages, spec.resolutions(size), grids):
         ledger.row = name
-        block = _mbconv if stage.kind == "C" else _transformer
-        extra = {} if stage.kind == "C" else {"grid": grid}
-        block(ledger, stage, width, stage.stride, side, **extra)
+        block = BLOCK_KINDS[stage.kind].resolved("cost")  # the kind's cost, registered beside its module
+        block(ledger, stage, width, stage.stride, side, grid)
         if stage.blocks > 1:
             with ledger.repeated(stage.blocks - 1):
-                block(ledger, stage, stage.channels, 1, side, **extra)
+                block(ledger, stage, stage.channels, 1, side, grid)
         width = stage.channels
     ledger.row = "head"
     _head(ledger, spec, width)

@@ -21,6 +21,12 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def os_reason(exc: BaseException) -> str:
+    """Why an operating-system call failed, in words (``strerror``: "No such file or
+    directory"), or the exception's message when it has none."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 #: The longest error line printed; longer ones are cut in the middle.
 MAX_LINE = 400
 

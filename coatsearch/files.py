@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from coatsearch.errors import CoatsearchError
+from coatsearch.errors import CoatsearchError, os_reason
 
 #: The largest text file read as a space, spec or trainer file.
 MAX_TEXT_BYTES = 4 * 1024 * 1024
@@ -50,7 +50,7 @@ def read_bytes(path: Path, error: type[CoatsearchError], what: str, limit: int =
     except FileNotFoundError:
         raise error(f"{path}: no such {what}") from None
     except OSError as exc:
-        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+        raise error(f"{path}: cannot read the {what} ({os_reason(exc)})") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -60,7 +60,7 @@ def read_bytes(path: Path, error: type[CoatsearchError], what: str, limit: int =
         with os.fdopen(os.dup(fd), "rb") as handle:
             data = handle.read(limit + 1)
     except OSError as exc:
-        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+        raise error(f"{path}: cannot read the {what} ({os_reason(exc)})") from None
     finally:
         os.close(fd)
     if len(data) > limit:  # it grew while read

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from coatsearch.files import read_text
+from coatsearch.registry import Registry
 from coatsearch.spec import NetSpec, SpecError
 
 _BASE = dict(image_size=224, num_classes=1000)
@@ -68,18 +69,18 @@ def _vit_rel() -> NetSpec:
     )
 
 
-PRESETS: dict[str, Callable[[], NetSpec]] = {
-    "coatnet-0": lambda: _coatnet([2, 2, 3, 5, 2], [64, 96, 192, 384, 768], "coatnet-0"),
-    "coatnet-1": lambda: _coatnet([2, 2, 6, 14, 2], [64, 96, 192, 384, 768], "coatnet-1"),
-    "coatnet-2": lambda: _coatnet([2, 2, 6, 14, 2], [128, 128, 256, 512, 1024], "coatnet-2"),
-    "coatnet-3": lambda: _coatnet([2, 2, 6, 14, 2], [192, 192, 384, 768, 1536], "coatnet-3"),
-    "coatnet-4": lambda: _coatnet([2, 2, 12, 28, 2], [192, 192, 384, 768, 1536], "coatnet-4"),
-    "coatnet-5": lambda: _coatnet([2, 2, 12, 28, 2], [192, 256, 512, 1280, 2048], "coatnet-5"),
-    "coatnet-6": lambda: _coatnet_mixed("coatnet-6", [192, 192, 384, 2048], (8, 42), (768, 1536)),
-    "coatnet-6-fitted": lambda: _coatnet_mixed("coatnet-6-fitted", [192, 192, 384, 3072], (8, 42), (768, 1536)),
-    "coatnet-7": lambda: _coatnet_mixed("coatnet-7", [192, 256, 512, 3072], (8, 42), (1024, 2048)),
-    "vit-rel": _vit_rel,
-}
+#: Every preset, by name: ``() -> NetSpec`` (`preset`, `load_spec`, ``coatsearch presets``).
+PRESETS: Registry[Callable[[], NetSpec]] = Registry("preset")
+PRESETS.register("coatnet-0", lambda: _coatnet([2, 2, 3, 5, 2], [64, 96, 192, 384, 768], "coatnet-0"))
+PRESETS.register("coatnet-1", lambda: _coatnet([2, 2, 6, 14, 2], [64, 96, 192, 384, 768], "coatnet-1"))
+PRESETS.register("coatnet-2", lambda: _coatnet([2, 2, 6, 14, 2], [128, 128, 256, 512, 1024], "coatnet-2"))
+PRESETS.register("coatnet-3", lambda: _coatnet([2, 2, 6, 14, 2], [192, 192, 384, 768, 1536], "coatnet-3"))
+PRESETS.register("coatnet-4", lambda: _coatnet([2, 2, 12, 28, 2], [192, 192, 384, 768, 1536], "coatnet-4"))
+PRESETS.register("coatnet-5", lambda: _coatnet([2, 2, 12, 28, 2], [192, 256, 512, 1280, 2048], "coatnet-5"))
+PRESETS.register("coatnet-6", lambda: _coatnet_mixed("coatnet-6", [192, 192, 384, 2048], (8, 42), (768, 1536)))
+PRESETS.register("coatnet-6-fitted", lambda: _coatnet_mixed("coatnet-6-fitted", [192, 192, 384, 3072], (8, 42), (768, 1536)))
+PRESETS.register("coatnet-7", lambda: _coatnet_mixed("coatnet-7", [192, 256, 512, 3072], (8, 42), (1024, 2048)))
+PRESETS.register("vit-rel", _vit_rel)
 
 #: The paper's reported sizes at 224 (Table 3), for tests and the `presets` listing.
 PAPER_PARAMS = {

@@ -25,22 +25,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coatsearch.errors import CoatsearchError, first_line
+from coatsearch.errors import CoatsearchError, first_line, os_reason
 from coatsearch.files import read_bytes
-from coatsearch.search.rows import COLUMNS, TrialRow, current_names, legacy_renames
+from coatsearch.search import rows
+from coatsearch.search.rows import COLUMNS, FRACTIONS, JSON_COLUMNS, TrialRow, current_names, legacy_renames
 from coatsearch.status import FINISHED, Status
 
 __all__ = ["COLUMNS", "FINISHED", "TableError", "count_finished", "history_of", "ranked", "read_table",
            "table_rows", "to_frame", "write_table"]
 
-#: Columns that hold numbers (empty where a trial has none).
-NUMERIC = ("trial", "fidelity", "max_fidelity", "image_size", "flops", "params", "val_acc", "val_loss",
-           "train_eval_acc", "gap", "train_acc_running", "train_loss_running", "test_acc", "latency_ms",
-           "images_per_s", "wall_time", "clock_start", "clock_end", "seed", "val_images", "test_images", "workers", "gap_running")
-#: Columns that hold fractions of a set of images.
-FRACTIONS = ("val_acc", "train_eval_acc", "train_acc_running", "test_acc")
-#: Columns that hold JSON, and the type each holds.
-JSON_COLUMNS = {"spec": dict, "history": list, "phases": dict}
+#: Columns that hold numbers (empty where a trial has none): `TrialRow`'s numeric fields,
+#: and a column tables written before ``train_eval_acc`` existed hold.
+NUMERIC = (*rows.NUMERIC, "gap_running")
 
 
 class TableError(CoatsearchError):
@@ -80,7 +76,7 @@ def write_table(rows: Iterable[TrialRow], path: Path) -> pd.DataFrame:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise TableError(f"{path}: cannot write the results table ({exc.strerror or exc})") from None
+        raise TableError(f"{path}: cannot write the results table ({os_reason(exc)})") from None
     return _parse(io.StringIO(text), path)
 
 
@@ -102,7 +98,7 @@ def _parse(source: io.BytesIO | io.StringIO, path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=COLUMNS)
     except OSError as exc:
-        raise TableError(f"{path}: cannot read the results table ({exc.strerror or exc})") from None
+        raise TableError(f"{path}: cannot read the results table ({os_reason(exc)})") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise TableError(f"{path}: not a readable results table ({first_line(exc)})") from None
     frame = frame.rename(columns=legacy_renames(frame.columns))

@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-from coatsearch.errors import CoatsearchError
+from coatsearch.errors import CoatsearchError, os_reason
 from coatsearch.files import file_kind
 
 #: The file that marks a folder as a coatsearch run's.
@@ -78,7 +78,7 @@ def check(run_dir: Path, flag: str = "--out") -> None:
     try:
         own = is_own(run_dir)
     except OSError as exc:
-        raise RunDirError(f"{flag} {run_dir}: cannot read the run directory ({exc.strerror or exc})") from None
+        raise RunDirError(f"{flag} {run_dir}: cannot read the run directory ({os_reason(exc)})") from None
     if not own:
         raise RunDirError(
             f"{flag} {run_dir}: the folder holds files and is not a coatsearch run (no {MARKER}); "
@@ -95,7 +95,7 @@ def claim(run_dir: Path, flag: str = "--out") -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RunDirError(f"{flag} {run_dir}: cannot create the run directory ({exc.strerror or exc})") from None
+        raise RunDirError(f"{flag} {run_dir}: cannot create the run directory ({os_reason(exc)})") from None
     check(run_dir, flag)  # another process may have made it meanwhile
     marker = run_dir / MARKER
     if not marker.exists():
@@ -104,7 +104,7 @@ def claim(run_dir: Path, flag: str = "--out") -> None:
             os.write(fd, b"coatsearch run folder: coatsearch writes and replaces the files here\n")
             os.close(fd)
         except OSError as exc:
-            raise RunDirError(f"{flag} {run_dir}: the run directory is not writable ({exc.strerror or exc})") from None
+            raise RunDirError(f"{flag} {run_dir}: the run directory is not writable ({os_reason(exc)})") from None
 
 
 def open_log(path: Path) -> int:

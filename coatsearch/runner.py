@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from coatsearch.analysis import Analysis, Design, analyse
 from coatsearch.analysis.overview import DEFAULT_OBJECTIVES
 from coatsearch.analysis.ranking import pareto_set
-from coatsearch.errors import CoatsearchError
+from coatsearch.errors import CoatsearchError, os_reason
 from coatsearch.files import load_yaml_file, write_atomic
 from coatsearch.results import write_table
 from coatsearch.rundir import check, claim, open_log
@@ -91,7 +91,7 @@ def prepare_run_dir(run_dir: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise CoatsearchError(f"--out {run_dir}: the run directory is not writable ({exc.strerror or exc})") from None
+        raise CoatsearchError(f"--out {run_dir}: the run directory is not writable ({os_reason(exc)})") from None
 
 
 def saved_space(plan: SearchPlan) -> SearchSpace:
@@ -340,5 +340,5 @@ def _write_outputs(plan: SearchPlan, rows: list[TrialRow], table_path: Path, par
     try:
         write_atomic(pareto_path, front.to_csv(index=False))
     except OSError as exc:
-        raise CoatsearchError(f"{pareto_path}: cannot write the Pareto front ({exc.strerror or exc})") from None
+        raise CoatsearchError(f"{pareto_path}: cannot write the Pareto front ({os_reason(exc)})") from None
     return frame

@@ -36,16 +36,21 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 from coatsearch.budget import BudgetError, match_budget, parse_count
 from coatsearch.flops import count_analytic
+from coatsearch.registry import Registry
 from coatsearch.spec import NetSpec
 from coatsearch.units import format_count
 
-Rule = Literal["coatnet", "compound", "depth", "width", "resolution"]
-RULES: tuple[str, ...] = ("coatnet", "compound", "depth", "width", "resolution")
+#: ``(spec, metric, target, ratio, tolerance) -> (spec, factors, note)``: how a rule grows
+#: ``spec`` to ``target`` of ``metric`` (``ratio``: target over the spec's own cost); the
+#: factors it applied and a note for the user. `scale` counts the result and names it.
+ScalingRule = Callable[[NetSpec, str, float, float, float], tuple[NetSpec, dict[str, float], str]]
+#: Every scaling rule, by name (``scale(spec, rule)``, the ``rule`` knob, ``--rule``).
+RULES: Registry[ScalingRule] = Registry("scaling rule")
 
 #: The compound rule's grid of per-phi factors (depth alpha, width beta, resolution gamma),
 #: each point evaluated at phi = COMPOUND_PHI.
@@ -114,23 +119,49 @@ def scale(
     current = _cost(spec, metric)
     target = parse_target(value, current, metric)
     ratio = target / current
-    factors: dict[str, float] = {}
-    note = ""
-    if rule == "width":
-        out = _stem_no_wider_than_s1(_match(spec, metric, target, "width", tolerance))
-    elif rule == "depth":
-        out = _stem_no_wider_than_s1(_match(spec, metric, target, "depth", tolerance))
-    elif rule == "resolution":
-        out = _stem_no_wider_than_s1(_by_resolution(spec, metric, target))
-        factors["resolution"] = out.image_size / spec.image_size
-    else:
-        out, factors, note = _ladder_member(spec, rule, metric, target, ratio, tolerance)
+    out, factors, note = RULES[rule](spec, metric, target, ratio, tolerance)
     counts = count_analytic(out)
     achieved = counts.flops if metric == "flops" else counts.params
     if out.name and out.name != spec.name:
         out = out.replace(name=f"{spec.name}-{rule}-{format_count(target)}" if spec.name else None)
     return Scaled(spec=out, rule=rule, metric=metric, target=target, flops=counts.flops, params=counts.params,
                   relative_error=achieved / target - 1, factors=factors, note=note)
+
+
+@RULES.register("coatnet")
+def _coatnet(spec: NetSpec, metric: str, target: float, ratio: float, tolerance: float
+             ) -> tuple[NetSpec, dict[str, float], str]:
+    """The paper's ladder: depth grows by the cube root of the cost, the width takes the rest."""
+    return _ladder_member(spec, "coatnet", metric, target, ratio, tolerance)
+
+
+@RULES.register("compound")
+def _compound(spec: NetSpec, metric: str, target: float, ratio: float, tolerance: float
+              ) -> tuple[NetSpec, dict[str, float], str]:
+    """EfficientNet's: depth alpha**phi, width beta**phi, resolution gamma**phi."""
+    return _ladder_member(spec, "compound", metric, target, ratio, tolerance)
+
+
+@RULES.register("depth")
+def _depth(spec: NetSpec, metric: str, target: float, ratio: float, tolerance: float
+           ) -> tuple[NetSpec, dict[str, float], str]:
+    """The middle stages' blocks alone."""
+    return _stem_no_wider_than_s1(_match(spec, metric, target, "depth", tolerance)), {}, ""
+
+
+@RULES.register("width")
+def _width(spec: NetSpec, metric: str, target: float, ratio: float, tolerance: float
+           ) -> tuple[NetSpec, dict[str, float], str]:
+    """Every width by one factor."""
+    return _stem_no_wider_than_s1(_match(spec, metric, target, "width", tolerance)), {}, ""
+
+
+@RULES.register("resolution")
+def _resolution(spec: NetSpec, metric: str, target: float, ratio: float, tolerance: float
+                ) -> tuple[NetSpec, dict[str, float], str]:
+    """The image size alone (rounded to the total stride)."""
+    out = _stem_no_wider_than_s1(_by_resolution(spec, metric, target))
+    return out, {"resolution": out.image_size / spec.image_size}, ""
 
 
 def _grow(spec: NetSpec, rule: str, ratio: float, held: float, constants: tuple[float, float, float, float] | None,

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from coatsearch.domains import Domain
 from coatsearch.errors import CoatsearchError, cut
 from coatsearch.files import load_yaml, load_yaml_file
 from coatsearch.knobs import KNOBS, KnobContext, parameter_kind
@@ -38,67 +39,6 @@ class SpaceError(CoatsearchError):
 class _Frozen(BaseModel):
     # infinities and NaN are refused wherever a space has a number
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-
-class Domain(_Frozen):
-    """The values one parameter may take: ``choices`` or a ``low``..``high`` range."""
-
-    choices: list[Any] | None = None
-    # int | float keeps what was written: ``low: 1`` is an integer range, ``low: 1.0`` a float one
-    low: int | float | None = None
-    high: int | float | None = None
-    step: int | float | None = None
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Domain:
-        if self.choices is not None:
-            if not self.choices:
-                raise ValueError("choices: the choice list is empty")
-            if self.low is not None or self.high is not None:
-                raise ValueError("choices: give choices or low/high, not both")
-        elif self.low is None or self.high is None:
-            raise ValueError("expected `choices: [...]` or both `low` and `high`")
-        elif self.low > self.high:
-            raise ValueError(f"low: {self.low} is above high {self.high}")
-        elif self.log and self.low <= 0:
-            raise ValueError("low: a log range needs low > 0")
-        elif self.step is not None and self.step <= 0:
-            raise ValueError(f"step: must be positive, got {self.step}")
-        elif self.step is not None and self.log:
-            raise ValueError("step: a log range cannot have a step")
-        return self
-
-    @property
-    def is_int(self) -> bool:
-        """An integer range: low, high (and step) all written as integers."""
-        return self.choices is None and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high, self.step or 1)
-        )
-
-    def grid_size(self) -> int:
-        """How many values `grid_values` gives, computed without listing them."""
-        if self.choices is not None:
-            return len(self.choices)
-        if not self.is_int or self.low is None or self.high is None:
-            raise ValueError("a range needs integer low/high/step to be enumerated by the grid sampler")
-        return len(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-
-    def grid_values(self) -> list[Any]:
-        """Every value, for the grid sampler (ranges need an integer step)."""
-        if self.choices is not None:
-            return list(self.choices)
-        if not self.is_int or self.low is None or self.high is None:
-            raise ValueError("a range needs integer low/high/step to be enumerated by the grid sampler")
-        return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-
-    def suggest(self, trial: Any, name: str) -> Any:
-        """Draw a value through an Optuna trial (either backend samples through Optuna)."""
-        if self.choices is not None:
-            return trial.suggest_categorical(name, self.choices)
-        if self.is_int and self.low is not None and self.high is not None:
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
 
 class Budget(_Frozen):
@@ -157,6 +97,12 @@ class Budget(_Frozen):
 
 
 class DataSettings(_Frozen):
+    """Which images a trial trains on and how they are read: the ``source`` (a name of
+    `coatsearch.data.sources.SOURCES`, ``KIND:ARG`` or a folder), a stratified training
+    subset, the validation share, augmentation, how an image folder is read and what an
+    unreadable image does. Frozen: a candidate carries it validated, and equal settings
+    share one read of the data in a process (`coatsearch.search.inputs`)."""
+
     source: str = "fashion-mnist"
     #: two images at least: one training batch needs two (BatchNorm), so one makes every trial fail
     train_size: int | None = Field(None, ge=2)
@@ -172,7 +118,8 @@ class DataSettings(_Frozen):
 class EarlyStopping(_Frozen):
     """ASHA-style early stopping by epoch on a per-epoch metric (accuracies up, losses down)."""
 
-    kind: Literal["none", "asha"] = "none"
+    #: ``none`` or a scheduler of `coatsearch.search.registries.SCHEDULERS` (checked when compiled)
+    kind: str = "none"
     metric: str = "val_acc"
     grace_period: int = Field(1, ge=1)
     reduction_factor: int = Field(2, ge=2)
@@ -180,7 +127,7 @@ class EarlyStopping(_Frozen):
     @model_validator(mode="after")
     def _numeric_metric(self) -> EarlyStopping:
         numeric = ("val_acc", "val_loss", "train_eval_acc", "train_acc_running", "train_loss_running")
-        if self.kind == "asha" and self.metric not in numeric:
+        if self.kind != "none" and self.metric not in numeric:
             raise ValueError(f"metric: ASHA needs a per-epoch numeric metric ({', '.join(numeric)}), got {self.metric!r}")
         return self
 
@@ -219,6 +166,13 @@ MAX_SEED = 2**32 - 1
 
 
 class SearchSpace(_Frozen):
+    """A search as its YAML file states it: the study's name, the base network, the
+    parameters to vary (``params``) and how to sample them, the budget every candidate is
+    matched to, the objectives, trainer and data settings, early stopping, and where and
+    how many trials run. Only its shape is checked here; `coatsearch.search.compile_space`
+    checks it against the base network, the registries, the storage and the data, once,
+    and hands every later step the typed plan."""
+
     #: a folder name under runs/: letters, digits, ``_``, ``-`` and dots, not only dots
     study: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     description: str | None = None
@@ -230,9 +184,11 @@ class SearchSpace(_Frozen):
     objectives: list[Objective] = Field(default_factory=lambda: [Objective(metric="val_acc")], min_length=1)
     train: dict[str, Any] = Field(default_factory=dict)
     data: DataSettings = DataSettings()
-    sampler: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
+    #: a sampler of `coatsearch.search.registries.SAMPLERS` (checked when compiled)
+    sampler: str = "tpe"
     early_stopping: EarlyStopping = EarlyStopping()
-    backend: Literal["optuna", "ray", "replay"] = "optuna"
+    #: a backend of `coatsearch.search.registries.BACKENDS` (checked when compiled)
+    backend: str = "optuna"
     trials: int = Field(gt=0, le=MAX_TRIALS)
     concurrency: int = Field(1, gt=0)
     resources: Resources = Resources()

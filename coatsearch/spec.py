@@ -26,11 +26,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from coatsearch.block_kinds import BLOCK_KINDS, attends
 from coatsearch.errors import CoatsearchError
 from coatsearch.files import load_yaml
 from coatsearch.validation import FieldError, validate_mapping
 
-StageKind = Literal["C", "T"]
+#: A stage kind: a letter of `coatsearch.block_kinds.BLOCK_KINDS` (``C``, ``T`` and any registered).
+StageKind = str
 NormKind = Literal["batch", "layer"]
 AttentionKind = Literal["relative", "plain"]
 StemKind = Literal["conv", "patch"]
@@ -125,23 +127,28 @@ class StageSpec(_Frozen):
     pool: PoolKind = "max"
     se_base: SeBase = "in"
 
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        return BLOCK_KINDS.check(kind)
+
     @model_validator(mode="after")
-    def _check_heads(self) -> StageSpec:
-        if self.kind == "T" and self.channels % self.head_dim:
-            raise ValueError(
-                f"channels: {self.channels} is not divisible by head_dim {self.head_dim}"
-            )
+    def _check_kind(self) -> StageSpec:
+        check = BLOCK_KINDS[self.kind].check
+        problem = check(self) if check is not None else None
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property
     def heads(self) -> int:
-        """Attention heads of a ``T`` stage (0 for ``C``)."""
-        return self.channels // self.head_dim if self.kind == "T" else 0
+        """Attention heads of an attention (``T``) stage; 0 for others."""
+        return self.channels // self.head_dim if attends(self.kind) else 0
 
     @property
     def width_multiple(self) -> int:
-        """What this stage's width must be a multiple of: 8, and ``head_dim`` in ``T`` stages."""
-        return math.lcm(CHANNEL_MULTIPLE, self.head_dim) if self.kind == "T" else CHANNEL_MULTIPLE
+        """What this stage's width must be a multiple of: 8, and ``head_dim`` in attention stages."""
+        return math.lcm(CHANNEL_MULTIPLE, self.head_dim) if attends(self.kind) else CHANNEL_MULTIPLE
 
 
 class NetSpec(_Frozen):
@@ -172,7 +179,7 @@ class NetSpec(_Frozen):
         if not self.allow_any_order:
             seen_t = False
             for i, stage in enumerate(self.stages):
-                if stage.kind == "T":
+                if attends(stage.kind):
                     seen_t = True
                 elif seen_t:
                     raise FieldError(
@@ -265,7 +272,7 @@ class NetSpec(_Frozen):
             data = stage.model_dump(mode="json")
             if kind is None or stage.kind == kind:
                 data.update(fields)
-                if data["kind"] == "T" and "head_dim" in fields:
+                if attends(data["kind"]) and "head_dim" in fields:
                     data["channels"] = make_divisible(stage.channels, math.lcm(CHANNEL_MULTIPLE, int(fields["head_dim"])))
             stages.append(data)
         return self.with_stages(stages)
@@ -276,8 +283,8 @@ class NetSpec(_Frozen):
         gets the nearest width divisible by its ``head_dim``."""
         groups = [part.split("+") for part in layout.upper().split("-")] if layout else []
         kinds = [k.strip() for group in groups for k in group]
-        if not kinds or any(k not in ("C", "T") for k in kinds):
-            raise SpecError(f"layout: expected stage kinds C or T joined by '-' (or '+'), got {layout!r}")
+        if not kinds or any(k not in BLOCK_KINDS for k in kinds):
+            raise SpecError(f"layout: expected stage kinds {BLOCK_KINDS.expected()} joined by '-' (or '+'), got {layout!r}")
         shape = [len(g) for g in self.stage_groups]
         if [len(g) for g in groups] != shape:
             raise SpecError(
@@ -288,7 +295,7 @@ class NetSpec(_Frozen):
         for stage, kind in zip(self.stages, kinds):
             data = stage.model_dump(mode="json")
             data["kind"] = kind
-            if kind == "T":
+            if attends(kind):
                 data["channels"] = make_divisible(stage.channels, math.lcm(CHANNEL_MULTIPLE, stage.head_dim))
             stages.append(data)
         return self.with_stages(stages)
@@ -418,8 +425,9 @@ class NetSpec(_Frozen):
         # the entries of a mixed stage ("C+T") after the first continue at stride 1
         continues = [j > 0 for group in groups for j in range(len(group))]
         n = len(kinds)
-        if n == 0 or any(k not in ("C", "T") for k in kinds):
-            raise SpecError(f"layout: expected stage kinds C or T joined by '-' (or '+' within a stage), got {layout!r}")
+        if n == 0 or any(k not in BLOCK_KINDS for k in kinds):
+            raise SpecError(f"layout: expected stage kinds {BLOCK_KINDS.expected()} joined by '-' "
+                            f"(or '+' within a stage), got {layout!r}")
         for field, values in (("blocks", blocks), ("channels", channels)):
             if len(values) != n + 1:
                 raise SpecError(

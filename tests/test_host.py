@@ -64,3 +64,12 @@ def test_importing_coatsearch_after_torch_warns_once():
     code = "import torch, importlib, coatsearch; importlib.reload(coatsearch); import coatsearch.spec"
     assert _stderr(code).count("torch was imported before coatsearch") == 1
     assert "torch was imported" not in _stderr(code, OMP_WAIT_POLICY="PASSIVE")
+
+
+def test_os_reason_names_why_an_os_call_failed_else_the_message():
+    from coatsearch.errors import os_reason
+
+    missing = FileNotFoundError(2, "No such file or directory", "/nowhere")
+    assert os_reason(missing) == "No such file or directory"
+    assert os_reason(OSError("disk said no")) == "disk said no"  # no strerror: the message
+    assert os_reason(ValueError("plain")) == "plain"

@@ -66,11 +66,11 @@ def _rows(plan, seed: int, drop: tuple[int, ...]) -> list[TrialRow]:
         try:
             candidate = plan.candidate(params)
         except InfeasibleCandidate as exc:
-            rows.append(TrialRow(index, Status.INFEASIBLE, params, EPOCHS, reason=str(exc)))
+            rows.append(TrialRow(index, Status.INFEASIBLE, params=params, max_fidelity=EPOCHS, reason=str(exc)))
             continue
         history = _curve(index, seed)
         rows.append(TrialRow(
-            index, Status.COMPLETE, params, EPOCHS, EPOCHS, **candidate.columns(), val_acc=history[-1]["val_acc"],
+            index, Status.COMPLETE, params=params, max_fidelity=EPOCHS, fidelity=EPOCHS, **candidate.columns(), val_acc=history[-1]["val_acc"],
             val_loss=history[-1]["val_loss"], train_eval_acc=history[-1]["train_eval_acc"], test_acc=0.5,
             seed=seed, val_correct="packed", history=json.dumps(history), wall_time=99.0,
         ))
@@ -195,6 +195,12 @@ def test_a_candidate_the_table_lacks_is_refused_before_anything_runs(tmp_path: P
 ])
 def test_a_space_that_is_not_a_subspace_is_refused(table: Path, tmp_path: Path, change: dict, expect: str) -> None:
     assert expect in _refused(tmp_path, {**TABLE_SPACE, "sampler": "random", **change}, "--table", str(table))
+
+
+def test_trainer_settings_written_out_at_their_defaults_are_the_same_training(table: Path, tmp_path: Path) -> None:
+    rows = replay(table, tmp_path / "run", sampler="random", trials=2,
+                  train={**TABLE_SPACE["train"], "lr": 2e-3, "warmup_epochs": 0.5})
+    assert len([r for r in rows if r.finished]) == 2
 
 
 def test_a_continuous_range_is_not_a_subspace(table: Path) -> None:

@@ -176,3 +176,13 @@ def test_a_candidate_carries_its_trainer_and_data_settings_validated_together(tm
     assert (candidate.train.steps, candidate.train.seed, candidate.data.augment) == (2, 7, "light")
     with pytest.raises(InfeasibleCandidate, match="steps: at least one step per epoch is needed: 2 steps for 3 epochs"):
         plan.candidate({"train.epochs": 3, "train.steps": 2, "data.augment": "none"})
+
+
+def test_a_domain_is_optunas_distribution_of_its_values():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from coatsearch.space import Domain
+
+    assert Domain(choices=[1, 2]).distribution() == CategoricalDistribution([1, 2])
+    assert Domain(low=1, high=5, step=2).distribution() == IntDistribution(1, 5, step=2)
+    assert Domain(low=1e-4, high=1e-2, log=True).distribution() == FloatDistribution(1e-4, 1e-2, log=True)

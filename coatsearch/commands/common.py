@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from coatsearch.errors import CoatsearchError, cut
+from coatsearch.errors import CoatsearchError, cut, os_reason
 from coatsearch.host import sleep_while_waiting
 
 # Before any command imports torch: OpenMP threads that sleep while waiting keep a run
@@ -45,7 +45,7 @@ def write_output(path: Path, text: str, flag: str = "-o") -> None:
     try:
         path.write_text(text)
     except OSError as exc:
-        raise CoatsearchError(f"{flag} {path}: cannot write ({exc.strerror or exc})") from None
+        raise CoatsearchError(f"{flag} {path}: cannot write ({os_reason(exc)})") from None
 
 
 def user_errors_exit_2(func: F) -> F:

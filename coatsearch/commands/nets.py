@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from coatsearch.commands.common import app, console, err_console, user_errors_exit_2, write_output
-from coatsearch.errors import CoatsearchError
+from coatsearch.errors import CoatsearchError, os_reason
 from coatsearch.units import FLOPS_NOTE
 
 
@@ -165,7 +165,7 @@ def family(
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CoatsearchError(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
+            raise CoatsearchError(f"--out {out_dir}: cannot create the folder ({os_reason(exc)})") from None
         for k, member in enumerate(members):
             write_output(out_dir / f"{net.name or 'base'}-{rule}-{k}.yaml", member.spec.to_yaml(), "--out")
     if as_json:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from coatsearch.data.errors import DataError
+from coatsearch.errors import os_reason
 from coatsearch.host import pid_alive
 
 
@@ -38,7 +39,7 @@ def writable(folder: Path) -> None:
         probe.close()
     except OSError as exc:
         raise DataError(
-            f"{folder}: cache folder not writable ({exc.strerror or exc}); "
+            f"{folder}: cache folder not writable ({os_reason(exc)}); "
             "set COATSEARCH_CACHE to a writable folder or data.mode to memory"
         ) from None
 

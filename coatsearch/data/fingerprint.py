@@ -10,6 +10,7 @@ from typing import Any
 
 from coatsearch.data.errors import DataError
 from coatsearch.data.listing import has_split_folders, list_images
+from coatsearch.errors import os_reason
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Listing:
                 try:
                     st = p.stat()
                 except OSError as exc:
-                    raise DataError(f"{p}: cannot read ({exc.strerror or exc})") from None
+                    raise DataError(f"{p}: cannot read ({os_reason(exc)})") from None
                 rows.append([str(p.relative_to(self.root)), st.st_size, st.st_mtime_ns])
             out[split] = rows
         return out

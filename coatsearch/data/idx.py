@@ -19,6 +19,7 @@ import torch
 
 from coatsearch.data.errors import DataError
 from coatsearch.data.listing import IDX_PARTS, find_idx_files
+from coatsearch.errors import os_reason
 
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -28,7 +29,7 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise DataError(f"{path}: cannot read ({os_reason(exc)})") from None
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)

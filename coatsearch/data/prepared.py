@@ -31,6 +31,7 @@ from coatsearch.data.decode import REPLICATED_GRAY, decode_fitted, mark_worker_p
 from coatsearch.data.errors import DataError
 from coatsearch.data.fingerprint import Listing, list_source
 from coatsearch.data.listing import GRAY_MODES
+from coatsearch.errors import os_reason
 from coatsearch.host import available_cpus
 
 #: Images per task sent to a worker process.
@@ -252,7 +253,7 @@ def prepare(
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise DataError(f"{final.parent}: no space left for the prepared cache of {root}") from None
-                raise DataError(f"{final}: cannot write the prepared cache ({exc.strerror or exc})") from None
+                raise DataError(f"{final}: cannot write the prepared cache ({os_reason(exc)})") from None
             found, why = valid_cache(final, fingerprint, draft)
             if found is None:
                 raise DataError(f"{final}: the cache just written is unusable ({why})")

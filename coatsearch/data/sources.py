@@ -17,6 +17,7 @@ the data layer never sees a source's format.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,6 +32,7 @@ from coatsearch.data.idx import read_idx_folder
 from coatsearch.data.images import fit_images
 from coatsearch.data.listing import find_idx_files, has_split_folders
 from coatsearch.errors import first_line
+from coatsearch.registry import Registry
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -209,6 +211,46 @@ def read_torchvision(name: str, root: Path, size: int) -> RawData:
 
 
 # ----------------------------------------------------------------------------- dispatch
+#: ``(arg, size, mode, on_bad_file) -> RawData``: a source ``KIND`` or ``KIND:ARG`` (``arg``
+#: None without a colon); a path that names no kind is read as a folder.
+DataSource = Callable[[str | None, int, str, str], RawData]
+SOURCES: Registry[DataSource] = Registry("data source")
+
+
+@SOURCES.register("fashion-mnist")
+def _builtin(arg: str | None, size: int, mode: str, on_bad_file: str) -> RawData:
+    if arg is not None:
+        raise DataError(f"data: unknown source {'fashion-mnist:' + arg!r}; expected {SOURCE_FORMS}")
+    return read_builtin(size)
+
+
+@SOURCES.register("fashion-mnist-full")
+def _fashion_mnist_full(arg: str | None, size: int, mode: str, on_bad_file: str) -> RawData:
+    return read_fashion_mnist_full(Path(arg) if arg else FASHION_MNIST_DIR, size)
+
+
+@SOURCES.register("idx")
+def _idx(arg: str | None, size: int, mode: str, on_bad_file: str) -> RawData:
+    if not arg:
+        raise DataError(f"data: unknown source 'idx'; expected {SOURCE_FORMS}")
+    return read_idx_source(Path(arg).name, Path(arg), size)
+
+
+@SOURCES.register("imagefolder")
+def _imagefolder(arg: str | None, size: int, mode: str, on_bad_file: str) -> RawData:
+    if not arg:
+        raise DataError(f"data: unknown source 'imagefolder'; expected {SOURCE_FORMS}")
+    return read_folder_source(Path(arg), size, mode, on_bad_file)
+
+
+@SOURCES.register("torchvision")
+def _torchvision(arg: str | None, size: int, mode: str, on_bad_file: str) -> RawData:
+    if not arg:
+        raise DataError(f"data: unknown source 'torchvision'; expected {SOURCE_FORMS}")
+    name, _, root = arg.partition(":")
+    return read_torchvision(name, Path(root) if root else TORCHVISION_ROOT, size)
+
+
 def read_source(source: str, size: int, mode: str = "prepared", on_bad_file: str = "fail") -> RawData:
     """The images a source name or path stands for, fitted to ``size``.
 
@@ -216,19 +258,10 @@ def read_source(source: str, size: int, mode: str = "prepared", on_bad_file: str
     into this process's memory (``memory``); other sources are always read into memory.
     """
     kind, sep, arg = source.partition(":")
-    if source == "fashion-mnist":
-        return read_builtin(size)
-    if kind == "fashion-mnist-full":
-        return read_fashion_mnist_full(Path(arg) if sep else FASHION_MNIST_DIR, size)
     if sep and not arg:
         raise DataError(f"data: {source!r} needs a path or name after the colon")
-    if kind == "idx" and sep:
-        return read_idx_source(Path(arg).name, Path(arg), size)
-    if kind == "imagefolder" and sep:
-        return read_folder_source(Path(arg), size, mode, on_bad_file)
-    if kind == "torchvision" and sep:
-        name, _, root = arg.partition(":")
-        return read_torchvision(name, Path(root) if root else TORCHVISION_ROOT, size)
+    if kind in SOURCES:
+        return SOURCES[kind](arg if sep else None, size, mode, on_bad_file)
     path = Path(source)
     if path.is_dir():
         if find_idx_files(path):

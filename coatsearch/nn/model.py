@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from coatsearch.block_kinds import BLOCK_KINDS
 from coatsearch.nn.blocks import ConvStem, MBConv, PatchStem, TransformerBlock
 from coatsearch.spec import NetSpec, StageSpec
 
@@ -78,8 +79,15 @@ class CoAtNet(nn.Module):
 def _make_block(
     stage: StageSpec, in_channels: int, stride: int, grid: tuple[int, int], drop_path: float, eps: float
 ) -> nn.Module:
-    if stage.kind == "C":
-        return MBConv(
+    """One block of ``stage``, by its kind's registered module (`coatsearch.block_kinds`)."""
+    return BLOCK_KINDS[stage.kind].resolved("module")(stage, in_channels, stride, grid, drop_path, eps)
+
+
+def mbconv_block(
+    stage: StageSpec, in_channels: int, stride: int, grid: tuple[int, int], drop_path: float, eps: float
+) -> nn.Module:
+    """A ``C`` block: MBConv with squeeze-excitation."""
+    return MBConv(
             in_channels,
             stage.channels,
             stride=stride,
@@ -92,6 +100,12 @@ def _make_block(
             se_base=stage.se_base,
             eps=eps,
         )
+
+
+def transformer_block(
+    stage: StageSpec, in_channels: int, stride: int, grid: tuple[int, int], drop_path: float, eps: float
+) -> nn.Module:
+    """A ``T`` block: (relative) self-attention and a feed-forward layer."""
     return TransformerBlock(
         in_channels,
         stage.channels,

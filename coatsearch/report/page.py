@@ -19,7 +19,7 @@ import plotly.io as pio
 
 from coatsearch.analysis import Design, write_tables
 from coatsearch.analysis.ranking import top_trials
-from coatsearch.errors import first_line
+from coatsearch.errors import first_line, os_reason
 from coatsearch.files import write_atomic
 from coatsearch.report import figures, tables
 from coatsearch.report.data import ReportError, Run, load_run, resolve_column
@@ -216,7 +216,7 @@ def export_static(page: Page, out: Path, fmt: str) -> list[Path]:
             )
         except OSError as exc:
             raise ReportError(f"--static {fmt}: cannot write {exc.filename or out.parent} "
-                              f"({exc.strerror or exc})") from None
+                              f"({os_reason(exc)})") from None
         except (RuntimeError, ValueError) as exc:  # kaleido's browser failed or gave up
             raise ReportError(f"--static {fmt}: kaleido could not export the figures ({first_line(exc)})") from None
     return paths
@@ -253,7 +253,7 @@ def build_report(
             write_atomic(out.parent / "pareto.csv", run.analysis.front.to_csv(index=False))
             write_atomic(out.parent / "top.csv", top_trials(run.ranked, top).to_csv(index=False))
     except OSError as exc:
-        raise ReportError(f"{exc.filename or out.parent}: cannot write the report ({exc.strerror or exc})") from None
+        raise ReportError(f"{exc.filename or out.parent}: cannot write the report ({os_reason(exc)})") from None
     for fmt in static:
         export_static(page, out, fmt)
     return out

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from coatsearch.search.plan import SearchPlan
+from coatsearch.search.registries import BACKENDS
 from coatsearch.search.rows import TrialRow
 
 OnRows = Callable[[list[TrialRow]], None]
@@ -38,16 +39,24 @@ class Backend(Protocol):
         ...
 
 
-def make_backend(plan: SearchPlan, run_dir: Path, address: str | None = None) -> Backend:
-    """The plan's backend (``space.backend``) for ``run_dir``."""
-    if plan.space.backend == "replay":
-        from coatsearch.search.replay import ReplayBackend
-
-        return ReplayBackend(plan, run_dir)
-    if plan.space.backend == "ray":
-        from coatsearch.search.ray_backend import RayBackend
-
-        return RayBackend(plan, run_dir, address)
+def optuna_backend(plan: SearchPlan, run_dir: Path, address: str | None) -> Backend:
     from coatsearch.search.optuna_backend import OptunaBackend
 
     return OptunaBackend(plan, run_dir)
+
+
+def ray_backend(plan: SearchPlan, run_dir: Path, address: str | None) -> Backend:
+    from coatsearch.search.ray_backend import RayBackend
+
+    return RayBackend(plan, run_dir, address)
+
+
+def replay_backend(plan: SearchPlan, run_dir: Path, address: str | None) -> Backend:
+    from coatsearch.search.replay import ReplayBackend
+
+    return ReplayBackend(plan, run_dir)
+
+
+def make_backend(plan: SearchPlan, run_dir: Path, address: str | None = None) -> Backend:
+    """The plan's backend (``space.backend``, one of `BACKENDS`) for ``run_dir``."""
+    return BACKENDS[plan.space.backend](plan, run_dir, address)  # type: ignore[no-any-return]

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from coatsearch.errors import CoatsearchError, first_line
+from coatsearch.errors import CoatsearchError, first_line, os_reason
 from coatsearch.search.rows import TrialRow
 
 LEDGER = "ledger.jsonl"
@@ -34,7 +34,7 @@ def read_rows(path: Path, *, strict: bool = False) -> list[TrialRow]:
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
-        raise LedgerError(f"{path}: cannot read the ledger ({exc.strerror or exc})") from None
+        raise LedgerError(f"{path}: cannot read the ledger ({os_reason(exc)})") from None
     lines = text.split("\n")
     if strict and lines[-1].strip():
         raise LedgerError(f"{path}: line {len(lines)} is cut short (no newline ends the file)")

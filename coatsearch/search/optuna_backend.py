@@ -34,7 +34,7 @@ from coatsearch.search.optuna_trials import (
 )
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow
-from coatsearch.search.rungs import RungStopper
+from coatsearch.search.rungs import RungStopper, make_scheduler
 from coatsearch.search.trial import run_trial
 from coatsearch.space import SpaceError
 from coatsearch.status import Status
@@ -162,10 +162,8 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
     fail_stale_trials(study)
     fail_dead_trials(study, retries)
     early = space.early_stopping
-    stopper = (
-        RungStopper(study, early.grace_period, early.reduction_factor, plan.epochs, early.metric, early.direction)
-        if early.kind == "asha" else None
-    )
+    scheduler = make_scheduler(plan)
+    stopper = RungStopper(study, scheduler, early.metric) if scheduler is not None else None
     grid = plan.grid is not None
     if grid:
         enqueue_grid(study, plan)

@@ -160,17 +160,16 @@ def _begin_immediate(connection: Any) -> None:
 
 
 class SqliteStudyStorage(RDBStorage):
-    """Optuna's RDB storage on SQLite, with a trial's state changed under the database's
+    """Optuna's RDB storage on SQLite, where a trial's state changes under the database's
     write lock, taken when the transaction begins (``BEGIN IMMEDIATE``).
 
-    Optuna hands a waiting trial to a worker by reading it as WAITING and writing it
-    RUNNING in one transaction, relying on ``SELECT ... FOR UPDATE``, which SQLite
-    ignores: two workers could both read the trial as waiting and both run it (about one
-    pop in ten with three workers popping at once), and the second to finish then failed
-    with "Cannot tell a COMPLETE trial". Only state changes take the lock early; every
-    other transaction is left to the driver as before (it begins one at the first write,
-    so reads do not queue behind the lock, and a read never has to upgrade its lock to
-    write, which SQLite refuses at once rather than wait for)."""
+    Optuna hands a waiting trial to one worker by reading it WAITING and writing it
+    RUNNING in one transaction, and relies on ``SELECT ... FOR UPDATE`` to keep other
+    workers off it. SQLite has no row locks and ignores that clause, so a state change
+    takes the whole database's lock from its start, and only a state change: other
+    transactions are left to the driver (it begins one at the first write), so reads do
+    not queue behind the lock and never have to upgrade a lock to write, which SQLite
+    refuses at once rather than wait for."""
 
     def __init__(self, url: str, *args: Any, **kwargs: Any) -> None:  # whatever RDBStorage takes
         super().__init__(url, *args, **kwargs)

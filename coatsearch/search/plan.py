@@ -22,6 +22,7 @@ from coatsearch.flops import count_analytic
 from coatsearch.knobs import apply_params
 from coatsearch.objectives import Direction
 from coatsearch.presets import load_spec
+from coatsearch.search.registries import BACKENDS, SAMPLERS, SCHEDULERS
 from coatsearch.search.rows import point_key
 from coatsearch.search.storage_url import check_storage_server, check_storage_url
 from coatsearch.space import DataSettings, SearchSpace, SpaceError, iter_grid
@@ -163,7 +164,21 @@ def compile_space(space: SearchSpace, *, source: str | None = None, check_data: 
         raise SpaceError(f"{source}: {exc}") from None
 
 
+def _check_names(space: SearchSpace) -> None:
+    """The backend, sampler and scheduler a space names are registered ones."""
+    for field, registry, name in (("backend", BACKENDS, space.backend), ("sampler", SAMPLERS, space.sampler)):
+        if name not in registry:
+            raise SpaceError(f"{field}: unknown {registry.kind} {name!r}; expected {registry.expected()}")
+    kind = space.early_stopping.kind
+    if kind != "none" and kind not in SCHEDULERS:
+        raise SpaceError(f"early_stopping.kind: unknown {SCHEDULERS.kind} {kind!r}; expected none or {SCHEDULERS.expected()}")
+    if space.backend == "ray" and kind not in ("none", "asha"):
+        raise SpaceError(f"early_stopping.kind: {kind} runs on the optuna and replay backends; the ray backend "
+                         "schedules with its own asha")
+
+
 def _compile(space: SearchSpace, check_data: bool, check_storage: bool) -> SearchPlan:
+    _check_names(space)
     base = _base(space)
     train = _trainer(space)
     resolved = space.model_copy(update={"base": base.to_dict()})

@@ -163,16 +163,8 @@ class RayBackend:
             storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
             study = optuna.create_study(storage=storage, study_name=plan.study,
                                         directions=plan.study_directions)
-            replayed = 0
-            for row in rows:
-                if row.status not in (Status.COMPLETE, Status.STOPPED):
-                    continue
-                replayed += 1
-                study.enqueue_trial(dict(row.params))
-                trial = study.ask()
-                plan.sample(trial)
-                values = [row.objective(m) for m in plan.metrics]
-                study.tell(trial, values if multi else values[0])
+            study.add_trials(_finished_trials(plan, rows))  # so the sampler resumes where it was
+            replayed = len(study.trials)
             if plan.grid is not None:
                 for params in self._missing_points(rows):
                     study.enqueue_trial(params)
@@ -233,3 +225,29 @@ class RayBackend:
         finally:
             tune_log.setLevel(level)
         self.interrupted = callback.interrupted()
+
+
+def _finished_trials(plan: SearchPlan, rows: list[TrialRow]) -> list[Any]:
+    """The ledger's finished trials as Optuna trials recorded against the space's
+    distributions (`Domain.distribution`); one whose objectives were not measured is a
+    failed trial, as Optuna records a NaN told to it. A row whose values no longer fit the
+    space is left out."""
+    import optuna
+    from optuna.trial import TrialState
+
+    domains = plan.space.params
+    trials = []
+    for row in rows:
+        if row.status not in (Status.COMPLETE, Status.STOPPED):
+            continue
+        names = [name for name in domains if name in row.params]
+        values = [row.objective(m) for m in plan.metrics]
+        measured = all(v == v for v in values)
+        try:
+            trials.append(optuna.trial.create_trial(
+                params={name: row.params[name] for name in names},
+                distributions={name: domains[name].distribution() for name in names},
+                values=values if measured else None, state=TrialState.COMPLETE if measured else TrialState.FAIL))
+        except ValueError:
+            continue
+    return trials

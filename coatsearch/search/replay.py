@@ -39,7 +39,7 @@ from coatsearch.search.jsonl_ledger import append_ledger, read_ledger
 from coatsearch.search.optuna_storage import quiet_optuna
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow, point_key
-from coatsearch.search.rungs import RungStopper
+from coatsearch.search.rungs import make_scheduler
 from coatsearch.search.samplers import make_sampler
 from coatsearch.search.table import Entry, Table, load_table
 from coatsearch.search.table_build import trial_of
@@ -145,8 +145,7 @@ class Replay:
         self.now = max((r.clock_end or 0.0 for r in self.rows), default=0.0)
         early = plan.space.early_stopping
         self.metric = early.metric
-        self.stopper = (RungStopper(self.study, early.grace_period, early.reduction_factor, plan.epochs,
-                                    early.metric, early.direction) if early.kind == "asha" else None)
+        self.stopper = make_scheduler(plan)
         self.peers: dict[int, list[float]] = collections.defaultdict(list)
         for row in self.rows:
             self._record_peers(row)

@@ -14,21 +14,16 @@ import json
 import math
 import os
 import socket
+import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from coatsearch.status import Status
 
-#: The table's columns, in order; ``param.<name>`` columns follow.
-COLUMNS = (
-    "trial", "status", "point", "fidelity", "max_fidelity", "layout", "blocks", "channels",
-    "image_size", "flops", "params", "val_acc", "val_loss", "train_eval_acc", "gap", "train_acc_running",
-    "train_loss_running",
-    "test_acc", "latency_ms", "images_per_s", "wall_time", "clock_start", "clock_end", "seed",
-    "val_images", "test_images", "node", "worker",
-    "workers", "reason", "budget_note", "phases", "val_correct", "test_correct", "spec", "history",
-)
+#: Field metadata of a column that holds a fraction of a set of images (in [0, 1]).
+FRACTION = {"fraction": True}
+
 
 
 #: Columns under their earlier names (tables and ledgers written before the rename).
@@ -65,24 +60,26 @@ class TrialRow:
 
     trial: int
     status: Status
+    _: KW_ONLY
+    #: the sampled values (``param.<name>`` columns), not a column of their own
     params: Mapping[str, Any] = field(default_factory=dict)
-    max_fidelity: int = 0
     fidelity: int = 0
+    max_fidelity: int = 0
     layout: str | None = None
     blocks: str | None = None
     channels: str | None = None
     image_size: int | None = None
     flops: int | None = None
     n_params: int | None = None
-    val_acc: float | None = None
+    val_acc: float | None = field(default=None, metadata=FRACTION)
     val_loss: float | None = None
     #: Eval-mode accuracy of the final weights on a fixed training subset; gap = it - val_acc.
-    train_eval_acc: float | None = None
+    train_eval_acc: float | None = field(default=None, metadata=FRACTION)
     gap: float | None = None
     #: Running means over the last epoch's training batches (train mode, weights moving).
-    train_acc_running: float | None = None
+    train_acc_running: float | None = field(default=None, metadata=FRACTION)
     train_loss_running: float | None = None
-    test_acc: float | None = None
+    test_acc: float | None = field(default=None, metadata=FRACTION)
     latency_ms: float | None = None
     images_per_s: float | None = None
     wall_time: float | None = None
@@ -99,13 +96,14 @@ class TrialRow:
     workers: int | None = None
     reason: str | None = None
     budget_note: str | None = None
-    phases: str | None = None  # JSON: seconds spent building the candidate, reading data, training, evaluating
+    #: JSON: seconds spent building the candidate, reading data, training, evaluating
+    phases: str | None = field(default=None, metadata={"json": dict})
     #: Which validation / test images the final network got right (`coatsearch.perimage`),
     #: for comparisons image by image.
     val_correct: str | None = None
     test_correct: str | None = None
-    spec: str | None = None
-    history: str | None = None
+    spec: str | None = field(default=None, metadata={"json": dict})
+    history: str | None = field(default=None, metadata={"json": list})
 
     @classmethod
     def begin(cls, trial: int, params: Mapping[str, Any], max_fidelity: int, node: str | None = None) -> TrialRow:
@@ -157,12 +155,12 @@ class TrialRow:
             v = record.get(name)
             return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
-        fields = {f.name for f in dataclasses.fields(cls)} - {"params", "n_params", "trial", "status"}
+        fields = {f.name for f in dataclasses.fields(cls)} - {"params", "n_params", "trial", "status", "_"}
         data = {name: value(name) for name in fields}
         for name in ("fidelity", "max_fidelity"):
             data[name] = int(data[name] or 0)
-        for name in ("image_size", "flops", "seed", "val_images", "test_images", "workers"):
-            if data[name] is not None:
+        for name in INTEGERS:
+            if name in data and data[name] is not None:
                 data[name] = int(data[name])
         params = {k[6:]: _plain(v) for k, v in record.items() if k.startswith("param.") and value(k) is not None}
         n_params = value("params")
@@ -175,6 +173,39 @@ class TrialRow:
     @classmethod
     def from_json(cls, text: str) -> TrialRow:
         return cls.from_record(json.loads(text))
+
+
+# ----------------------------------------------------------------------------- the schema
+def _schema() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...], dict[str, type]]:
+    """The results table's columns and their kinds, read off `TrialRow`'s fields: a field
+    is a column (``n_params`` is called ``params``; the sampled ``params`` are the
+    ``param.<name>`` columns), ``point`` follows ``status``; ``int``/``float`` fields are
+    numeric, ``int`` ones whole, ``FRACTION`` ones in [0, 1], ``json`` ones hold that JSON type."""
+    hints = typing.get_type_hints(TrialRow)
+    columns, numeric, integers, fractions, json_columns = [], [], [], [], {}
+    for f in dataclasses.fields(TrialRow):
+        if f.name in ("params", "_"):
+            continue
+        name = "params" if f.name == "n_params" else f.name
+        columns.append(name)
+        if name == "status":
+            columns.append("point")
+        kinds = set(typing.get_args(hints[f.name])) - {type(None)} or {hints[f.name]}
+        if kinds <= {int, float}:
+            numeric.append(name)
+            if kinds == {int}:
+                integers.append(f.name)
+        if f.metadata.get("fraction"):
+            fractions.append(name)
+        if "json" in f.metadata:
+            json_columns[name] = f.metadata["json"]
+    return tuple(columns), tuple(numeric), tuple(integers), tuple(fractions), json_columns
+
+
+#: The table's columns, in order (``param.<name>`` columns follow); those holding numbers;
+#: the fields read back as whole numbers; fractions of a set of images; JSON columns and
+#: the type each holds. All derived from `TrialRow`'s fields (`_schema`).
+COLUMNS, NUMERIC, INTEGERS, FRACTIONS, JSON_COLUMNS = _schema()
 
 
 def _plain(value: Any) -> Any:

@@ -127,8 +127,10 @@ def _trained_fields(space: SearchSpace) -> dict[str, Any]:
     """The fields that say what a trial trains, with the base network written out."""
     from coatsearch.presets import load_spec
     from coatsearch.spec import NetSpec, SpecError
+    from coatsearch.train.config import TrainConfig
 
     data = space.to_dict()
+    data["train"] = TrainConfig.from_dict(space.train).to_dict()  # a default written out is the same training
     base = data.get("base")
     try:
         data["base"] = load_spec(base).to_dict() if isinstance(base, str) else NetSpec.from_dict(base).to_dict()

@@ -22,7 +22,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState, create_trial
 
 from coatsearch import rundir
-from coatsearch.errors import CoatsearchError
+from coatsearch.errors import CoatsearchError, os_reason
 from coatsearch.search.jsonl_ledger import read_rows
 from coatsearch.search.optuna_storage import open_study, quiet_optuna
 from coatsearch.search.optuna_trials import ledger
@@ -58,7 +58,7 @@ def export_rows(plan: SearchPlan, run_dir: Path, path: Path) -> int:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise CoatsearchError(f"{path}: cannot write the table's rows ({exc.strerror or exc})") from None
+        raise CoatsearchError(f"{path}: cannot write the table's rows ({os_reason(exc)})") from None
     return len(rows)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from coatsearch.checkpoint import Checkpoint, CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from coatsearch.errors import os_reason
 from coatsearch.train.metrics import EpochMetrics, TrialResult
 
 #: Settings that may differ between a run and its resumption: where and how fast it runs,
@@ -52,7 +53,7 @@ class Checkpoints:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CheckpointError(f"-o {self.folder}: cannot create the folder ({exc.strerror or exc})") from None
+            raise CheckpointError(f"-o {self.folder}: cannot create the folder ({os_reason(exc)})") from None
         self.settings = settings
         self.best_acc = float("-inf")
         self.best_epoch: int | None = None
@@ -100,7 +101,7 @@ class Checkpoints:
         try:
             path.write_text(self.training_file)
         except OSError as exc:
-            raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc})") from None
+            raise CheckpointError(f"{path}: cannot write ({os_reason(exc)})") from None
 
     def save(self, trainer: Any, model: nn.Module, result: TrialResult) -> None:
         """``last.pt`` after an epoch; ``best.pt`` too when its validation accuracy is the best."""
