@@ -15,8 +15,14 @@ In order, each part timed and recorded, one JSON line printed at the end:
 
 Missing Python packages (the search stack: optuna, pydantic, fvcore...) are installed
 first from wheels in ``--wheels`` (``pip install --no-index --find-links DIR``) when they do
-not import; gather them where there is a network with ``pip download -d DIR --only-binary
-:all: optuna pydantic fvcore iopath plotly simplejpeg`` for the GPU machine's Python.
+not import. Gather them where there is a network, for the GPU machine's Python (3.12)::
+
+    pip download -d benchmarks/gpu_wheels --python-version 3.12 --only-binary=:all: \
+        --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+        optuna pydantic iopath plotly simplejpeg tabulate termcolor pillow
+    pip wheel --no-deps -w benchmarks/gpu_wheels fvcore==0.1.5.post20221221 yacs
+
+(35 MB measured on 2026-12-06, numpy included; the folder is not committed).
 Without a GPU every part still runs on the CPU (the speed part at 64 px, batch 4) and the
 line says ``"device": "cpu"``: that checks the script and the CPU paths, not the GPU's.
 Parts are skipped, saying why, once ``--budget-s`` is spent.
