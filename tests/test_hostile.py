@@ -93,6 +93,23 @@ def test_workers_claiming_one_new_folder_at_once_all_get_it(tmp_path):
     assert errors == [] and (folder / MARKER).is_file()
 
 
+def test_a_marker_written_while_another_worker_looks_makes_the_folder_its_own(tmp_path, monkeypatch):
+    """The race behind two workers claiming one folder: the other worker writes the marker
+    just as this one lists the folder. The folder is still a run's own."""
+    from coatsearch import rundir
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    listdir = os.listdir
+
+    def listing_after_the_other_worker(path):
+        (folder / MARKER).write_text("coatsearch run folder\n")
+        return listdir(path)
+
+    monkeypatch.setattr(rundir.os, "listdir", listing_after_the_other_worker)
+    assert rundir.is_own(folder)
+
+
 # --------------------------------------------------------------------------- the report's files
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
