@@ -35,9 +35,9 @@ def _progress(plan, estimates, rows=()):
 
 
 def _ended(plan, index, wall, acc=0.5, status=Status.COMPLETE):
-    return TrialRow(trial=index, status=status, params=dict(plan.grid_points[index]), max_fidelity=2, fidelity=2,
+    return TrialRow(trial=index, status=status, sampled=dict(plan.grid_points[index]), max_fidelity=2, fidelity=2,
                     val_acc=acc, wall_time=wall, layout="C-C-T-T", blocks="1,1,1,1", channels="8,16,32,32",
-                    flops=1_200_000, n_params=50_000)
+                    flops=1_200_000, params=50_000)
 
 
 def test_the_eta_starts_from_the_estimate_and_scales_by_the_trials_that_ended(plan):
@@ -77,7 +77,7 @@ def test_a_trial_line_says_why_a_trial_did_not_complete(plan):
     assert trial_line(failed, 2).endswith(": failed (RuntimeError: boom) in 3s")
     stopped = _ended(plan, 2, wall=5.0, acc=0.4, status=Status.STOPPED).replace(fidelity=1)
     assert "-> val acc 40.00% (stopped after epoch 1/2) in 5s" in trial_line(stopped, 2)
-    infeasible = TrialRow(trial=3, status=Status.INFEASIBLE, params={"split": 3}, reason="no network within 1.2M")
+    infeasible = TrialRow(trial=3, status=Status.INFEASIBLE, sampled={"split": 3}, reason="no network within 1.2M")
     assert trial_line(infeasible, 2) == "trial 3 [split=3]: infeasible (no network within 1.2M)"
 
 

@@ -90,7 +90,7 @@ def test_the_ray_searcher_of_a_resumed_run_draws_its_next_trials_as_optuna_does(
             trial = study.ask()
             draws.append(plan.sample(trial))
             study.tell(trial, [0.5, 1.0e6])
-        rows = [TrialRow(trial=0, status=Status.COMPLETE, params=draws[0], val_acc=0.5, flops=1_000_000),
-                TrialRow(trial=1, status=Status.FAILED, params=draws[1])]
+        rows = [TrialRow(trial=0, status=Status.COMPLETE, sampled=draws[0], val_acc=0.5, flops=1_000_000),
+                TrialRow(trial=1, status=Status.FAILED, sampled=draws[1])]
         searcher = RayBackend(plan, tmp_path / "run")._searcher(rows)
         assert [searcher.suggest("a"), searcher.suggest("b")] == draws[2:]

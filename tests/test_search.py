@@ -210,7 +210,7 @@ def test_a_grid_point_enqueued_twice_by_racing_workers_runs_once(tmp_path):
         study.enqueue_trial(params)  # the second worker's copy, interleaved
     run_worker(plan, run_dir, lambda rows: None, threads=1)
     rows = [row for row in ledger(study, space.retries) if row.finished]
-    points = [(row.params["split"], row.params["seed"]) for row in rows]
+    points = [(row.sampled["split"], row.sampled["seed"]) for row in rows]
     assert sorted(points) == sorted((p["split"], p["seed"]) for p in plan.grid_points)
 
 
@@ -311,7 +311,7 @@ def test_a_ray_ledger_row_after_a_line_a_crash_cut_short_is_kept(tmp_path):
     from coatsearch.search.jsonl_ledger import LEDGER, LedgerError, append_ledger, read_ledger
     from coatsearch.search.rows import TrialRow
 
-    rows = [TrialRow(trial=n, status="complete", params={"seed": n}, val_acc=0.5) for n in range(3)]
+    rows = [TrialRow(trial=n, status="complete", sampled={"seed": n}, val_acc=0.5) for n in range(3)]
     append_ledger(tmp_path, rows[0])
     with open(tmp_path / LEDGER, "a") as handle:
         handle.write(rows[1].to_json()[:40])  # killed mid-write

@@ -116,5 +116,5 @@ def estimate_candidates(plan: SearchPlan, candidates: Sequence[Any], steps: int 
         return None
     # a searched train_size sets each candidate's own; a larger one than the data has is
     # refused when the trial loads its data
-    sizes = [min(int(c.params.get("data.train_size") or len(data.train)), len(data.train)) for c in candidates]
+    sizes = [min(int(c.sampled.get("data.train_size") or len(data.train)), len(data.train)) for c in candidates]
     return estimate(plan, [c.spec for c in candidates], sizes, len(data.val), data.in_channels, data.num_classes, steps)

@@ -48,24 +48,24 @@ def run_estimate(plan: SearchPlan, rows: Sequence[TrialRow]) -> TrialEstimates:
     from coatsearch.search.preview import preview
 
     held = {row.point for row in rows if row.status != Status.INTERRUPTED}
-    candidates = [c for c in preview(plan) if point_key(c.params) not in held]
+    candidates = [c for c in preview(plan) if point_key(c.sampled) not in held]
     todo = [c for c in candidates if c.status == "ok"][:ETA_NETWORKS]
     timing = estimate_candidates(plan, todo, steps=1) if todo else None
     if timing is None or not timing.per_trial_s:
         return TrialEstimates()
-    by_point = {point_key(c.params): 0.0 for c in candidates if c.status != "ok"}  # never trained
-    by_point.update({point_key(c.params): s for c, s in zip(todo, timing.per_trial_s)})
+    by_point = {point_key(c.sampled): 0.0 for c in candidates if c.status != "ok"}  # never trained
+    by_point.update({point_key(c.sampled): s for c, s in zip(todo, timing.per_trial_s)})
     return TrialEstimates(by_point, statistics.fmean(timing.per_trial_s), timing.basis)
 
 
 def trial_line(row: TrialRow, epochs: int) -> str:
     """One ended trial as a line: its parameters, network and result, and its wall time."""
-    params = " ".join(f"{k}={v}" for k, v in row.params.items() if k != "seed" or len(row.params) == 1)
+    params = " ".join(f"{k}={v}" for k, v in row.sampled.items())
     network = " ".join(str(part) for part in (row.layout, row.blocks, row.channels) if part)
     if row.flops:
         network += f" {row.flops / 1e6:.1f}M FLOPs"
-    if row.n_params:
-        network += f" {row.n_params / 1e6:.2f}M params"
+    if row.params:
+        network += f" {row.params / 1e6:.2f}M params"
     head = f"trial {row.trial} [{params}] {network}".rstrip()
     took = f" in {_duration(row.wall_time)}" if row.wall_time else ""
     if row.status == Status.INFEASIBLE:

@@ -91,15 +91,15 @@ class LedgerCallback(Callback):
         else:  # stopped by the scheduler, or died, before its final report
             row = TrialRow(
                 trial=self.number(trial), status=Status.FAILED if error else Status.STOPPED,
-                params=dict(trial.config), max_fidelity=self.plan.epochs, fidelity=int(result.get("epoch", 0)),
-                val_acc=result.get("val_acc"), reason=error, flops=result.get("flops"), n_params=result.get("params"),
+                sampled=dict(trial.config), max_fidelity=self.plan.epochs, fidelity=int(result.get("epoch", 0)),
+                val_acc=result.get("val_acc"), reason=error, flops=result.get("flops"), params=result.get("params"),
             )
         append_ledger(self.run_dir, row)
         if self.on_row is not None:
             self.on_row(row)
 
     def interrupted(self) -> list[TrialRow]:
-        return [TrialRow(trial=self.number(t), status=Status.INTERRUPTED, params=dict(t.config),
+        return [TrialRow(trial=self.number(t), status=Status.INTERRUPTED, sampled=dict(t.config),
                          max_fidelity=self.plan.epochs, reason="the run was stopped")
                 for t in self.in_flight.values()]
 
@@ -249,12 +249,12 @@ def _finished_trials(plan: SearchPlan, rows: list[TrialRow]) -> list[Any]:
     for row in rows:
         if row.status not in (Status.COMPLETE, Status.STOPPED):
             continue
-        names = [name for name in domains if name in row.params]
+        names = [name for name in domains if name in row.sampled]
         values = [row.objective(m) for m in plan.metrics]
         measured = all(v == v for v in values)
         try:
             trials.append(optuna.trial.create_trial(
-                params={name: row.params[name] for name in names},
+                params={name: row.sampled[name] for name in names},
                 distributions={name: domains[name].distribution() for name in names},
                 values=values if measured else None, state=TrialState.COMPLETE if measured else TrialState.FAIL))
         except ValueError:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import heapq
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,9 +49,6 @@ from coatsearch.status import Status
 MAX_INFEASIBLE_STREAK = 200
 #: Seconds between results tables written while a replay runs (each costs more than a trial).
 TABLE_EVERY_S = 1.0
-#: Epoch metrics a stopped trial's row takes from the epoch it stopped at.
-EPOCH_COLUMNS = ("val_acc", "val_loss", "train_eval_acc", "gap", "train_acc_running", "train_loss_running",
-                 "images_per_s")
 
 
 @dataclass(order=True)
@@ -77,22 +73,22 @@ class _Flight:
     epochs: int = 0
 
 
-def replayed_row(entry: Entry, number: int, params: dict[str, Any], status: Status, epochs: int,
+def replayed_row(entry: Entry, number: int, sampled: dict[str, Any], status: Status, epochs: int,
                  start: float, end: float, worker: str | None, latency: float | None) -> TrialRow:
     """The row a trial replayed for ``epochs`` epochs reports: the table's row, cut to
     those epochs when it stopped early (its end-of-training records, the test accuracy and
     per-image correctness, belong to the last epoch only)."""
     kept = entry.epochs[:epochs]
     changes: dict[str, Any] = dict(
-        trial=number, params=params, status=status, fidelity=epochs, history=json.dumps(list(kept)),
+        trial=number, sampled=sampled, status=status, fidelity=epochs, history=kept,
         wall_time=round(sum(entry.seconds[:epochs]), 3), clock_start=round(start, 3), clock_end=round(end, 3),
         node="replay", worker=worker, phases=None, latency_ms=latency,
     )
+    row = entry.row.replace(**changes)
     if epochs < len(entry.epochs):
-        last = kept[-1] if kept else {}
-        changes.update({name: last.get(name) for name in EPOCH_COLUMNS})
-        changes.update(test_acc=None, val_correct=None, test_correct=None, reason=None)
-    return entry.row.replace(**changes)
+        row = row.at_epoch(kept[-1] if kept else None).replace(
+            test_acc=None, val_correct=None, test_correct=None, reason=None)
+    return row
 
 
 class ReplayBackend:
@@ -234,6 +230,7 @@ class Replay:
         """A finished trial's values at each epoch: the rung peers later trials meet."""
         if not row.finished:
             return
-        for number, epoch in enumerate(json.loads(row.history or "[]"), 1):
-            if epoch.get(self.metric) is not None:
-                self.peers[number].append(epoch[self.metric])
+        for number, epoch in enumerate(row.history or (), 1):
+            value = epoch.get(self.metric)
+            if value is not None:
+                self.peers[number].append(value)
