@@ -26,7 +26,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 
 from coatsearch.status import Status
 
@@ -35,6 +35,16 @@ if TYPE_CHECKING:
 
 #: A fraction of a set of images: an accuracy, in [0, 1].
 Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+def _whole(value: Any) -> Any:
+    """A finite number as a whole one, cut toward zero as ``int()`` does (a table's counts
+    may have been written as floats); anything else is left to the field's check."""
+    return int(value) if isinstance(value, float) and math.isfinite(value) else value
+
+
+#: A count read from a table: a whole number, floats cut to one.
+Whole = Annotated[int, BeforeValidator(_whole)]
 #: A measured number as it was recorded (an int stays an int, so records read back unchanged).
 Number = int | float
 
@@ -133,15 +143,15 @@ class TrialRow:
     _: KW_ONLY
     #: the sampled values (``param.<name>`` columns), not a column of their own
     sampled: Mapping[str, Any] = field(default_factory=dict)
-    fidelity: int = 0
-    max_fidelity: int = 0
+    fidelity: Whole = 0
+    max_fidelity: Whole = 0
     layout: str | None = None
     blocks: str | None = None
     channels: str | None = None
-    image_size: int | None = None
-    flops: int | None = None
+    image_size: Whole | None = None
+    flops: Whole | None = None
     #: the parameter count
-    params: int | None = None
+    params: Whole | None = None
     val_acc: Fraction | None = None
     val_loss: float | None = None
     #: Eval-mode accuracy of the final weights on a fixed training subset; gap = it - val_acc.
@@ -158,13 +168,13 @@ class TrialRow:
     #: simulated clock (`coatsearch.search.replay`); empty for trials that really trained.
     clock_start: float | None = None
     clock_end: float | None = None
-    seed: int | None = None
-    val_images: int | None = None  # the validation set's size: the binomial part of an interval
-    test_images: int | None = None
+    seed: Whole | None = None
+    val_images: Whole | None = None  # the validation set's size: the binomial part of an interval
+    test_images: Whole | None = None
     node: str | None = None
     worker: str | None = None
     #: Data-parallel replicas the trial trained on (None: one process).
-    workers: int | None = None
+    workers: Whole | None = None
     reason: str | None = None
     budget_note: str | None = None
     #: seconds spent building the candidate, reading data, training, evaluating
