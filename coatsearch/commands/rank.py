@@ -54,8 +54,8 @@ def rank_command(
     for r in ranked:
         c, net = r.candidate, r.candidate.net
         table.add_row("-" if r.rank is None else str(r.rank), *(format_cell(n, c.sampled.get(n)) for n in names),
-                      *((net.layout, net.blocks, net.channels, format_cell("flops", net.flops),
-                         format_cell("params", net.params)) if net is not None else ["-"] * 5),
+                      *([net.layout, net.blocks, net.channels, format_cell("flops", net.flops),
+                         format_cell("params", net.params)] if net else ["-"] * 5),
                       c.status if r.score is None else f"{r.score:.6g}", f"{r.seconds:.2f}")
     console.print(table)
     scored = [r.seconds for r in ranked if r.score is not None]
