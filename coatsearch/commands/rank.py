@@ -49,7 +49,7 @@ def rank_command(
 
     names = list(dict.fromkeys(k for r in ranked for k in r.candidate.sampled))
     table = Table(title=f"{plan.study}: {len(ranked)} candidates ranked by {proxy} (higher first)")
-    for column in ["rank", *names, "layout", "blocks", "channels", "FLOPs", "params", proxy, "s"]:
+    for column in ["rank", *names, "layout", "blocks", "channels", "FLOPs", "params", f"score ({proxy})", "s"]:
         table.add_column(column)
     for r in ranked:
         c, net = r.candidate, r.candidate.net
