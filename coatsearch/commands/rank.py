@@ -47,16 +47,16 @@ def rank_command(
         return
     from rich.table import Table
 
-    names = list(dict.fromkeys(k for r in ranked for k in r.candidate.params))
+    names = list(dict.fromkeys(k for r in ranked for k in r.candidate.sampled))
     table = Table(title=f"{plan.study}: {len(ranked)} candidates ranked by {proxy} (higher first)")
-    for column in ["rank", *names, "layout", "blocks", "channels", "FLOPs", "params", proxy, "s"]:
+    for column in ["rank", *names, "layout", "blocks", "channels", "FLOPs", "params", f"score ({proxy})", "s"]:
         table.add_column(column)
     for r in ranked:
-        c = r.candidate
-        table.add_row("-" if r.rank is None else str(r.rank), *(format_cell(n, c.params.get(n)) for n in names),
-                      c.layout or "-", c.blocks or "-", c.channels or "-", format_cell("flops", c.flops),
-                      format_cell("params", c.n_params), c.status if r.score is None else f"{r.score:.6g}",
-                      f"{r.seconds:.2f}")
+        c, net = r.candidate, r.candidate.net
+        table.add_row("-" if r.rank is None else str(r.rank), *(format_cell(n, c.sampled.get(n)) for n in names),
+                      *([net.layout, net.blocks, net.channels, format_cell("flops", net.flops),
+                         format_cell("params", net.params)] if net else ["-"] * 5),
+                      c.status if r.score is None else f"{r.score:.6g}", f"{r.seconds:.2f}")
     console.print(table)
     scored = [r.seconds for r in ranked if r.score is not None]
     if scored:

@@ -46,7 +46,7 @@ def rank_candidates(plan: SearchPlan, proxy: str, seed: int | None = None,
         if shown.status != "ok" or shown.spec is None:
             scored.append(Ranked(shown, None, 0.0))
             continue
-        candidate = plan.candidate(shown.params)
+        candidate = plan.candidate(shown.sampled)
         use_seed = candidate.train.seed if seed is None else seed
         inputs, spec = None, candidate.spec
         if entry.needs_data:
