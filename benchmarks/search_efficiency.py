@@ -129,11 +129,11 @@ def reference(table: Table, params: dict[str, list], budget_param: str) -> Refer
     compute = float(sum(sum(e.seconds) for e in entries))
     best: dict[str, tuple[str, float]] = {}
     for row in points.values():
-        budget = str(row.params[budget_param])
+        budget = str(row.sampled[budget_param])
         if budget not in best or (row.val_acc or 0) > best[budget][1]:
             best[budget] = (row.point, float(row.val_acc or 0))
     front = frozenset(p for p, on in zip(points, non_dominated(np.column_stack([acc, flops]), MAXIMIZE)) if on)
-    curves = {e.row.point: [float(h["val_acc"]) for h in e.epochs] for e in entries}
+    curves = {e.row.point: [float(h.get("val_acc")) for h in e.epochs] for e in entries}
     return Reference(points, ref, hv, compute, best, budget_param, front, curves)
 
 
@@ -166,7 +166,7 @@ def anytime(rows: list[TrialRow], ref: Reference, at: np.ndarray) -> tuple[np.nd
         if row.status == Status.COMPLETE and row.fidelity == row.max_fidelity:
             found.append((float(row.val_acc or 0), float(row.flops or 0)))
             points.add(row.point)
-            budget = str(row.params[ref.budget_param])
+            budget = str(row.sampled[ref.budget_param])
             best[budget] = max(best.get(budget, 0.0), float(row.val_acc or 0))
         hv = hypervolume_2d(np.array(found).reshape(-1, 2), MAXIMIZE, ref.reference) / ref.hypervolume if found else 0.0
         fraction = float(row.clock_end or 0) / ref.compute
@@ -213,7 +213,7 @@ def curve_mae(ref: Reference, fraction: float = 0.25) -> dict[str, tuple[float, 
         errors, covered = [], []
         for i, curve in enumerate(curves):
             others = [c for j, c in enumerate(curves) if j != i] if peers else []
-            predicted = predict(curve[:seen], epochs, others, families)
+            predicted = predict(curve[:seen], epochs, others, families, ceiling=1.0)
             if predicted is not None:
                 errors.append(abs(predicted[0] - curve[-1]))
                 covered.append(abs(predicted[0] - curve[-1]) <= 1.96 * predicted[1])

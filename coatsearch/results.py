@@ -27,17 +27,11 @@ import pandas as pd
 
 from coatsearch.errors import CoatsearchError, first_line, os_reason
 from coatsearch.files import read_bytes
-from coatsearch.search import rows
-from coatsearch.search.rows import COLUMNS, FRACTIONS, JSON_COLUMNS, TrialRow, current_names, legacy_renames
+from coatsearch.search.rows import COLUMNS, RowError, TrialRow, current_names, legacy_renames, parse_record
 from coatsearch.status import FINISHED, Status
 
 __all__ = ["COLUMNS", "FINISHED", "TableError", "count_finished", "history_of", "ranked", "read_table",
            "table_rows", "to_frame", "write_table"]
-
-#: Columns that hold numbers (empty where a trial has none): `TrialRow`'s numeric fields,
-#: and a column tables written before ``train_eval_acc`` existed hold.
-NUMERIC = (*rows.NUMERIC, "gap_running")
-
 
 class TableError(CoatsearchError):
     """A results table that is not one coatsearch writes (a hand edit, a cut copy): the
@@ -110,54 +104,22 @@ def _parse(source: io.BytesIO | io.StringIO, path: Path) -> pd.DataFrame:
 
 
 def check_table(frame: pd.DataFrame, path: Path) -> None:
-    """Every cell as `write_table` writes it: a header with ``trial`` and ``status``, one
-    row per whole trial number, known statuses, numbers where numbers go (fractions in
-    [0, 1]) and JSON where JSON goes. Columns it does not know are left alone."""
+    """Every cell as `write_table` writes it: a header with ``trial`` and ``status``, and
+    each row one `TrialRow` (its fields' types are the checks: `rows.parse_record`), one
+    row per trial number. Columns it does not know are left alone."""
     missing = [c for c in ("trial", "status") if c not in frame]
     if missing:
         raise TableError(f"{path}: no {missing[0]} column; expected the header coatsearch writes "
                          f"({','.join(COLUMNS[:4])},...) on the first line")
-
-    def bad(row: int, column: str, why: str) -> TableError:
-        return TableError(f"{path}: row {row + 1}, {column}: {why}")
-
-    for column in (c for c in NUMERIC if c in frame):
-        values = pd.to_numeric(frame[column], errors="coerce")
-        i = _first(frame[column].notna() & values.isna())
-        if i is not None:
-            raise bad(i, column, f"{frame[column].iloc[i]!r} is not a number")
-        i = _first((values < 0) | (values > 1)) if column in FRACTIONS else None
-        if i is not None:
-            raise bad(i, column, f"{values.iloc[i]:g} is not a fraction in [0, 1]")
-    trials = pd.to_numeric(frame["trial"])
-    i = _first(trials.isna() | (trials % 1 != 0) | (trials < 0))
-    if i is not None:
-        cell = "an empty cell" if pd.isna(trials.iloc[i]) else f"{trials.iloc[i]:g}"
-        raise bad(i, "trial", f"{cell} is not a trial number (a whole number from 0)")
-    i = _first(trials.duplicated())
-    if i is not None:
-        first = _first(trials == trials.iloc[i])
-        raise bad(i, "trial", f"trial {int(trials.iloc[i])} is in row {(first or 0) + 1} too")
-    known = {str(s) for s in Status}
-    for i, value in enumerate(frame["status"]):
-        if value not in known:
-            raise bad(i, "status", f"{value!r} is not a status; expected one of {', '.join(sorted(known))}")
-    for column, kind in ((c, k) for c, k in JSON_COLUMNS.items() if c in frame):
-        for i, text in enumerate(frame[column]):
-            if isinstance(text, float) and np.isnan(text):
-                continue
-            try:
-                value = json.loads(text) if isinstance(text, str) else None
-            except ValueError:
-                value = None
-            if not isinstance(value, kind):
-                raise bad(i, column, f"not the JSON {kind.__name__} coatsearch writes")
-
-
-def _first(mask: pd.Series) -> int | None:
-    """The position of the first true value of ``mask``, or None."""
-    hits = np.flatnonzero(mask.to_numpy())
-    return int(hits[0]) if len(hits) else None
+    seen: dict[int, int] = {}
+    for i, record in enumerate(frame.to_dict("records")):
+        try:
+            trial = parse_record(record).trial
+        except RowError as exc:
+            raise TableError(f"{path}: row {i + 1}, {exc.column}: {exc}") from None
+        if trial in seen:
+            raise TableError(f"{path}: row {i + 1}, trial: trial {trial} is in row {seen[trial] + 1} too")
+        seen[trial] = i
 
 
 def ranked(frame: pd.DataFrame) -> pd.DataFrame:

@@ -40,10 +40,10 @@ class RunDirError(CoatsearchError):
 def is_own(run_dir: Path) -> bool:
     """Whether ``run_dir`` (an existing folder) may be written by a run: marked, empty
     (but for a run's own temporary files), or an earlier version's run."""
-    if (run_dir / MARKER).is_file():
-        return True
+    # one listing decides: a marker checked apart from it could be created in between by
+    # another worker claiming the same folder, which the listing would then show as a stranger
     names = [n for n in os.listdir(run_dir) if not n.startswith(".write-test-")]
-    if not names:
+    if not names or MARKER in names:  # a marker that is not a regular file is refused by `check_run_files`
         return True
     return "space.yaml" in names and any(n in names for n in _EARLIER_RUN)
 

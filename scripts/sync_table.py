@@ -53,7 +53,7 @@ def network_points(plan: SearchPlan) -> list[tuple[str, float, float]]:
             continue
         point = {k: v for k, v in params.items() if k != "seed"}
         point["seed"] = params.get("seed", plan.space.seed)
-        out.append((point_key(point), float(candidate.flops), float(params.get("depth_multiplier", 1))))
+        out.append((point_key(point), float(candidate.net.flops), float(params.get("depth_multiplier", 1))))
     return out
 
 

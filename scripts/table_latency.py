@@ -66,7 +66,7 @@ def measure(folder: Path, rounds: int, threads: int) -> None:
         writer.writerow(["point", "layout", "flops", "latency_ms", "latency_q1_ms", "latency_q3_ms"])
         for key, (candidate, _, _) in nets.items():
             q1, _, q3 = statistics.quantiles(times[key], n=4)
-            writer.writerow([key, candidate.spec.layout, candidate.flops, round(statistics.median(times[key]), 4),
+            writer.writerow([key, candidate.spec.layout, candidate.net.flops, round(statistics.median(times[key]), 4),
                              round(q1, 4), round(q3, 4)])
     note = (f"{len(nets)} networks, batch 1, {threads} thread(s), {rounds} interleaved rounds, torch {torch.__version__}, "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average before "

@@ -111,7 +111,7 @@ def without_header(tmp: Path) -> None:
 
 
 #: A ledger row as a Ray run appends it (one JSON object a line).
-LEDGER_ROW = TrialRow(trial=0, status="complete", params={"seed": 0}, max_fidelity=1, fidelity=1, val_acc=0.5).to_json()
+LEDGER_ROW = TrialRow(trial=0, status="complete", sampled={"seed": 0}, max_fidelity=1, fidelity=1, val_acc=0.5).to_json()
 
 
 def fifo(name: str) -> Callable[[Path], None]:

@@ -17,7 +17,7 @@ from coatsearch.runner import run_study
 from coatsearch.search import compile_space
 from coatsearch.search.jsonl_ledger import read_ledger
 from coatsearch.search.plan import InfeasibleCandidate
-from coatsearch.search.rows import TrialRow
+from coatsearch.search.rows import Epoch, TrialRow
 from coatsearch.search.table import TableError, load_table
 from coatsearch.space import space_from_dict
 from coatsearch.status import Status
@@ -66,13 +66,13 @@ def _rows(plan, seed: int, drop: tuple[int, ...]) -> list[TrialRow]:
         try:
             candidate = plan.candidate(params)
         except InfeasibleCandidate as exc:
-            rows.append(TrialRow(index, Status.INFEASIBLE, params=params, max_fidelity=EPOCHS, reason=str(exc)))
+            rows.append(TrialRow(index, Status.INFEASIBLE, sampled=params, max_fidelity=EPOCHS, reason=str(exc)))
             continue
         history = _curve(index, seed)
         rows.append(TrialRow(
-            index, Status.COMPLETE, params=params, max_fidelity=EPOCHS, fidelity=EPOCHS, **candidate.columns(), val_acc=history[-1]["val_acc"],
+            index, Status.COMPLETE, sampled=params, max_fidelity=EPOCHS, fidelity=EPOCHS, **candidate.net.columns(), val_acc=history[-1]["val_acc"],
             val_loss=history[-1]["val_loss"], train_eval_acc=history[-1]["train_eval_acc"], test_acc=0.5,
-            seed=seed, val_correct="packed", history=json.dumps(history), wall_time=99.0,
+            seed=seed, val_correct="packed", history=tuple(map(Epoch.model_validate, history)), wall_time=99.0,
         ))
     return rows
 
@@ -101,7 +101,7 @@ def test_a_grid_replays_every_network_from_the_table(table: Path, tmp_path: Path
         entry = by_point[row.point]
         # the table's curve, and its recorded CPU seconds as the trial's compute
         assert row.val_acc == entry.row.val_acc and row.history == entry.row.history
-        assert row.wall_time == pytest.approx(sum(e["epoch_cpu_s"] for e in entry.epochs))
+        assert row.wall_time == pytest.approx(sum(e.epoch_cpu_s for e in entry.epochs))
         # one worker: each trial starts when the one before it ends
         assert row.clock_start == pytest.approx(clock) and row.clock_end == pytest.approx(clock + row.wall_time)
         clock = row.clock_end
@@ -128,7 +128,7 @@ def test_asha_stops_trials_at_their_rung_with_that_epochs_metrics(table: Path, t
     stopped = [r for r in rows if r.status == Status.STOPPED]
     assert stopped, "the rungs stopped no trial"
     for row in stopped:
-        history = json.loads(row.history)
+        history = [epoch.record() for epoch in row.history or ()]
         assert row.fidelity in (1, 2) and len(history) == row.fidelity
         assert row.val_acc == history[-1]["val_acc"] and row.test_acc is None and row.val_correct is None
         assert row.wall_time == pytest.approx(sum(e["epoch_cpu_s"] for e in history))

@@ -156,7 +156,7 @@ def test_a_budget_of_flops_and_params_matches_both(tmp_path):
     plan = compile_space(space)
     for point in plan.grid_points or [{"split": 1}, {"split": 2}]:
         candidate = plan.candidate(point)
-        assert abs(candidate.flops / 1.2e6 - 1) <= 0.1 and abs(candidate.n_params / 8.5e4 - 1) <= 0.1
+        assert abs(candidate.net.flops / 1.2e6 - 1) <= 0.1 and abs(candidate.net.params / 8.5e4 - 1) <= 0.1
 
 
 def test_a_candidate_carries_its_trainer_and_data_settings_validated_together(tmp_path):

@@ -104,7 +104,7 @@ def test_every_input_error_is_a_coatsearch_error():
 
 def test_a_trial_row_round_trips_through_records_and_json():
     row = TrialRow.begin(4, {"split": 2, "layout": "C-C-T-T"}, max_fidelity=3).replace(
-        status="complete", fidelity=3, val_acc=0.91, flops=1200, n_params=77)
+        status="complete", fidelity=3, val_acc=0.91, flops=1200, params=77)
     assert row.status is Status.COMPLETE and row.finished
     record = row.to_record()
     assert record["params"] == 77 and record["param.split"] == 2 and record["status"] == "complete"

@@ -156,16 +156,17 @@ def preview_rich_table(candidates: Sequence[Any], title: str, seconds: Sequence[
     """A dry run's candidates (`coatsearch.search.preview.Preview`) as a terminal table,
     with each trial's estimated seconds when given."""
     table = Table(title=title)
-    names = list(dict.fromkeys(k for c in candidates for k in c.params))
+    names = list(dict.fromkeys(k for c in candidates for k in c.sampled))
     columns = [*names, "layout", "blocks", "channels", "image", "FLOPs", "params", "budget error", "status"]
     for column in columns + (["est. time"] if seconds is not None else []):
         table.add_column(column)
     for i, c in enumerate(candidates):
         error = "-" if c.budget_error is None else f"{c.budget_error:+.2%}"
         status = c.status if c.reason is None else f"{c.status}: {c.reason}"
-        cells = [*(format_cell(n, c.params.get(n)) for n in names), c.layout or "-", c.blocks or "-",
-                 c.channels or "-", format_cell("image_size", c.image_size), format_cell("flops", c.flops),
-                 format_cell("params", c.n_params), error, status]
+        net = c.net
+        cells = [*(format_cell(n, c.sampled.get(n)) for n in names), *(
+            [net.layout, net.blocks, net.channels, format_cell("image_size", net.image_size),
+             format_cell("flops", net.flops), format_cell("params", net.params)] if net else ["-"] * 6), error, status]
         if seconds is not None:
             cells.append(f"{seconds[i]:.0f} s" if c.status == "ok" else "-")
         table.add_row(*cells)

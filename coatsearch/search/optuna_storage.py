@@ -54,21 +54,12 @@ def quiet_optuna() -> Iterator[None]:
 class OneLineFailures(logging.Filter):
     """Optuna's warning for a failed trial (its parameters, the exception, a traceback, then
     a second warning "failed with value None": nine lines a trial, which `catch=` does not
-    silence) as one line, ``trial N failed: reason``; the reason is in the trial's row."""
+    silence) left out: the run prints one line for every trial that ends, failed ones with
+    their reason (`coatsearch.search.progress`), and the reason is in the trial's row."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if not message.startswith("Trial ") or " failed with " not in message:
-            return True
-        if " failed with value " in message:
-            return False
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, KeyboardInterrupt):  # the run is stopping, and says so in its own line
-            return False
-        number = message.split()[1]
-        reason = first_line(error) if error is not None else "failed"
-        record.msg, record.args, record.exc_info, record.exc_text = f"trial {number} failed: {reason}", (), None, None
-        return True
+        return not (message.startswith("Trial ") and " failed with " in message)
 
 
 def storage_url(plan: SearchPlan, run_dir: Path) -> str:
@@ -81,13 +72,14 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
     from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
     url = storage_url(plan, run_dir)
+    quiet_sqlalchemy()
     if url.startswith("sqlite"):
         wait_for_write_lock(url)
     for attempt in range(attempts):
         try:
             with quiet_optuna():
                 sqlite = url.startswith("sqlite")
-                storage = (SqliteStudyStorage if sqlite else RDBStorage)(
+                storage = (SqliteStudyStorage if sqlite else StudyStorage)(
                     url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                     heartbeat_stale_trial_callback=RetryStaleTrial(plan.space.retries),
                     engine_kwargs={"connect_args": {"timeout": BUSY_S}} if sqlite else None,
@@ -148,6 +140,40 @@ def _locked(url: str, seconds: float = LOCK_WAIT_S) -> str:
             "end that process, or wait for it, and run again")
 
 
+def quiet_sqlalchemy() -> None:
+    """SQLAlchemy's own error logs kept off the terminal unless the program configures logging.
+
+    A stop signal that lands while a query runs makes SQLAlchemy log "Error closing
+    cursor" with a traceback (through Python's last-resort handler, since nothing else
+    handles its logger); the stop is clean and says so in its own line. A handler that
+    drops the record keeps it from the last resort and still lets it propagate to any
+    handler the program sets up."""
+    logger = logging.getLogger("sqlalchemy")
+    if not any(isinstance(handler, logging.NullHandler) for handler in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
+class HeartbeatSkipsFailures:
+    """A heartbeat that cannot be written (a full disk, a database gone away) is skipped.
+
+    Optuna writes heartbeats from a background thread, where a failure prints a traceback
+    and ends the thread; the trial's own next write meets the same fault in the main thread
+    and stops the run with one line. A missed heartbeat only lets another worker see the
+    trial as stale after the grace period, which is what a worker that cannot write is."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            super().record_heartbeat(trial_id)  # type: ignore[misc]
+        except (optuna.exceptions.StorageInternalError, SQLAlchemyError, OSError) as exc:
+            logging.getLogger("coatsearch").info("trial %d: heartbeat not written: %s", trial_id, first_line(exc))
+
+
+class StudyStorage(HeartbeatSkipsFailures, RDBStorage):
+    """Optuna's RDB storage (PostgreSQL, MySQL), with heartbeats that fail quietly."""
+
+
 #: Set while this thread changes a trial's state (`SqliteStudyStorage`).
 _CHANGING_STATE = threading.local()
 
@@ -159,7 +185,7 @@ def _begin_immediate(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-class SqliteStudyStorage(RDBStorage):
+class SqliteStudyStorage(HeartbeatSkipsFailures, RDBStorage):
     """Optuna's RDB storage on SQLite, where a trial's state changes under the database's
     write lock, taken when the transaction begins (``BEGIN IMMEDIATE``).
 

@@ -54,7 +54,7 @@ def ledger(study: optuna.Study, retries: int) -> list[TrialRow]:
             dead = _retries_of(trial) >= retries and "interrupted" not in trial.user_attrs
             rows.append(TrialRow(
                 trial=trial.number, status=Status.FAILED if dead else Status.INTERRUPTED,
-                params=dict(trial.params), reason="the trial's worker died" if dead else "the run was stopped",
+                sampled=dict(trial.params), reason="the trial's worker died" if dead else "the run was stopped",
             ))
     return rows
 

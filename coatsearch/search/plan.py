@@ -23,7 +23,7 @@ from coatsearch.knobs import apply_params
 from coatsearch.objectives import Direction
 from coatsearch.presets import load_spec
 from coatsearch.search.registries import BACKENDS, SAMPLERS
-from coatsearch.search.rows import point_key
+from coatsearch.search.rows import NetSummary, point_key
 from coatsearch.search.stopping import check_early_stopping
 from coatsearch.search.storage_url import check_storage_server, check_storage_url
 from coatsearch.space import DataSettings, SearchSpace, SpaceError, iter_grid
@@ -43,22 +43,14 @@ class Candidate:
     the trial's trainer and data settings, validated: a trial trains it as it is, adjusting
     only what the machine decides (threads)."""
 
-    params: dict[str, Any]
+    #: the values sampled for the space's parameters
+    sampled: dict[str, Any]
     spec: NetSpec
-    flops: int
-    n_params: int
+    #: the network as a results row and a dry run describe it (with its counts)
+    net: NetSummary
     train: TrainConfig = TrainConfig()
     data: DataSettings = DataSettings()
     budget_note: str = ""
-
-    def columns(self) -> dict[str, Any]:
-        """The network as a results row (and a dry run) describes it."""
-        spec = self.spec
-        return {
-            "layout": spec.layout, "blocks": ",".join(str(s.blocks) for s in spec.stages),
-            "channels": ",".join(str(s.channels) for s in spec.stages), "image_size": spec.image_size,
-            "flops": self.flops, "n_params": self.n_params,
-        }
 
 
 @dataclass(frozen=True)
@@ -146,7 +138,7 @@ class SearchPlan:
                 got = getattr(counts, metric)
                 if bounds is not None and not bounds[0] <= got <= bounds[1]:
                     raise InfeasibleCandidate(f"{metric} {got:.3g} outside [{bounds[0]:.3g}, {bounds[1]:.3g}]")
-        return Candidate(params=dict(params), spec=spec, flops=counts.flops, n_params=counts.params,
+        return Candidate(sampled=dict(params), spec=spec, net=NetSummary.of(spec, counts.flops, counts.params),
                          train=train, data=data, budget_note=note)
 
 

@@ -7,31 +7,35 @@ networks, costs and budget errors here before spending a cluster on it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from coatsearch.search.plan import InfeasibleCandidate, SearchPlan
+from coatsearch.search.rows import NetSummary
 from coatsearch.spec import NetSpec
+
+NET_COLUMNS = tuple(f.name for f in fields(NetSummary))
 
 
 @dataclass(frozen=True)
 class Preview:
     """One candidate as a run would build it; ``status`` is ``ok`` or ``infeasible``."""
 
-    params: dict[str, Any]
+    #: the values sampled for the space's parameters
+    sampled: dict[str, Any]
     status: str
-    layout: str | None = None
-    blocks: str | None = None
-    channels: str | None = None
-    image_size: int | None = None
-    flops: int | None = None
-    n_params: int | None = None
+    net: NetSummary | None = None
     budget_error: float | None = None
     reason: str | None = None
     spec: NetSpec | None = field(default=None, repr=False)  # the network, for timing it
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "spec"}
+        """The candidate as a dry run's JSON shows it: ``params`` the sampled values,
+        ``n_params`` the parameter count, the network's other columns under their names."""
+        net = self.net.columns() if self.net is not None else dict.fromkeys(NET_COLUMNS)
+        count = net.pop("params")
+        return {"params": self.sampled, "status": self.status, **net, "n_params": count,
+                "budget_error": self.budget_error, "reason": self.reason}
 
 
 def _points(plan: SearchPlan) -> list[dict[str, Any]]:
@@ -59,11 +63,11 @@ def preview(plan: SearchPlan) -> list[Preview]:
         try:
             candidate = plan.candidate(params)
         except InfeasibleCandidate as exc:
-            out.append(Preview(params=params, status="infeasible", reason=str(exc)))
+            out.append(Preview(sampled=params, status="infeasible", reason=str(exc)))
             continue
         error = None
         if budget is not None and budget.target is not None:
             metric, target = budget.target
-            error = (candidate.flops if metric == "flops" else candidate.n_params) / target - 1
-        out.append(Preview(params=params, status="ok", **candidate.columns(), budget_error=error, spec=candidate.spec))
+            error = getattr(candidate.net, metric) / target - 1
+        out.append(Preview(sampled=params, status="ok", net=candidate.net, budget_error=error, spec=candidate.spec))
     return out

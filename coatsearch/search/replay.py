@@ -25,7 +25,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import heapq
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,9 +49,6 @@ from coatsearch.status import Status
 MAX_INFEASIBLE_STREAK = 200
 #: Seconds between results tables written while a replay runs (each costs more than a trial).
 TABLE_EVERY_S = 1.0
-#: Epoch metrics a stopped trial's row takes from the epoch it stopped at.
-EPOCH_COLUMNS = ("val_acc", "val_loss", "train_eval_acc", "gap", "train_acc_running", "train_loss_running",
-                 "images_per_s")
 
 
 @dataclass(order=True)
@@ -78,22 +74,22 @@ class _Flight:
     verdict: Verdict = CONTINUE  # the scheduler's last verdict with a prediction
 
 
-def replayed_row(entry: Entry, number: int, params: dict[str, Any], status: Status, epochs: int,
+def replayed_row(entry: Entry, number: int, sampled: dict[str, Any], status: Status, epochs: int,
                  start: float, end: float, worker: str | None, latency: float | None) -> TrialRow:
     """The row a trial replayed for ``epochs`` epochs reports: the table's row, cut to
     those epochs when it stopped early (its end-of-training records, the test accuracy and
     per-image correctness, belong to the last epoch only)."""
     kept = entry.epochs[:epochs]
     changes: dict[str, Any] = dict(
-        trial=number, params=params, status=status, fidelity=epochs, history=json.dumps(list(kept)),
+        trial=number, sampled=sampled, status=status, fidelity=epochs, history=kept,
         wall_time=round(sum(entry.seconds[:epochs]), 3), clock_start=round(start, 3), clock_end=round(end, 3),
         node="replay", worker=worker, phases=None, latency_ms=latency,
     )
+    row = entry.row.replace(**changes)
     if epochs < len(entry.epochs):
-        last = kept[-1] if kept else {}
-        changes.update({name: last.get(name) for name in EPOCH_COLUMNS})
-        changes.update(test_acc=None, val_correct=None, test_correct=None, reason=None)
-    return entry.row.replace(**changes)
+        row = row.at_epoch(kept[-1] if kept else None).replace(
+            test_acc=None, val_correct=None, test_correct=None, reason=None)
+    return row
 
 
 class ReplayBackend:
@@ -124,7 +120,8 @@ class ReplayBackend:
     def ledger(self) -> list[TrialRow]:
         return read_ledger(self.run_dir)
 
-    def run(self, on_rows: Callable[[list[TrialRow]], None]) -> None:
+    def run(self, on_rows: Callable[[list[TrialRow]], None], on_epoch: Any = None) -> None:
+        """Replay the space over the table; no epoch progress is sent (a replay takes seconds)."""
         if self.table is None:
             with self.session():
                 return self.run(on_rows)
@@ -208,7 +205,7 @@ class Replay:
             return False
         row = flight.entry.row
         course = self.courses.of(flight.number, flight.entry.epochs[:flight.epochs],
-                                 {"flops": row.flops, "params": row.n_params})
+                                 {"flops": row.flops, "params": row.params})
         verdict = judge(self.stopper, course, self.finished)
         if verdict.prediction is not None:
             flight.verdict = verdict

@@ -1,30 +1,52 @@
-"""`TrialRow`: what one trial reports, the same on every backend.
+"""`TrialRow`: what one trial reports, the same on every backend, and the results table's schema.
 
-A row is built once per trial (`TrialRow.begin`), grows through `replace` as the trial
-goes (candidate described, trained, measured) and is stored as a flat record: a results
-table row, an Optuna user attribute, a line of a Ray run's ledger. Sampled parameters
-become ``param.<name>`` columns; ``point`` is the parameters as canonical JSON, the key
-that says two trials ran the same configuration (a grid point).
+A row is built once per trial (`TrialRow.begin`), grows as the trial goes (the network
+described by a `NetSummary`, trained epoch by epoch into a history of `Epoch`s, measured)
+and is stored as a flat record: a results table row, an Optuna user attribute, a line of
+a ledger. Its fields are the table's columns, in order, and their types are the checks a
+table read from disk gets (`parse_record`, through pydantic's `TypeAdapter`): whole
+numbers where a field is an ``int``, fractions in [0, 1] where it is a `Fraction`, JSON
+of the field's structure in the ``spec``, ``phases`` and ``history`` cells, which are
+Python values in a row and JSON text only in a record. Sampled values (``sampled``) become
+``param.<name>`` columns; ``point`` is them as canonical JSON, the key that says two
+trials ran the same configuration (a grid point). ``params`` is the network's parameter
+count, as the objectives and budgets call it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import socket
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import pydantic
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 
 from coatsearch.status import Status
 
-#: Field metadata of a column that holds a fraction of a set of images (in [0, 1]).
-FRACTION = {"fraction": True}
+if TYPE_CHECKING:
+    from coatsearch.spec import NetSpec
+
+#: A fraction of a set of images: an accuracy, in [0, 1].
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
+def _whole(value: Any) -> Any:
+    """A finite number as a whole one, cut toward zero as ``int()`` does (a table's counts
+    may have been written as floats); anything else is left to the field's check."""
+    return int(value) if isinstance(value, float) and math.isfinite(value) else value
+
+
+#: A count read from a table: a whole number, floats cut to one.
+Whole = Annotated[int, BeforeValidator(_whole)]
+#: A measured number as it was recorded (an int stays an int, so records read back unchanged).
+Number = int | float
 
 #: Columns under their earlier names (tables and ledgers written before the rename).
 LEGACY_NAMES = {"train_acc_running": "train_acc", "train_loss_running": "train_loss"}
@@ -47,39 +69,98 @@ def current_names(record: Mapping[str, Any]) -> dict[str, Any]:
     return {renames.get(key, key): value for key, value in record.items()}
 
 
-def point_key(params: Mapping[str, Any]) -> str:
-    """The canonical JSON of a parameter set: equal for equal configurations (``2`` and
-    ``2.0`` are one value, as they are to the sampler)."""
-    return json.dumps({k: _plain(params[k]) for k in sorted(params)}, separators=(",", ":"), default=str)
+def point_key(sampled: Mapping[str, Any]) -> str:
+    """The canonical JSON of a set of sampled values: equal for equal configurations (``2``
+    and ``2.0`` are one value, as they are to the sampler)."""
+    return json.dumps({k: _plain(sampled[k]) for k in sorted(sampled)}, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class NetSummary:
+    """A network as a results row, a dry run and a candidate describe it: its layout, blocks
+    and channels per stage (comma-separated), input size, FLOPs and parameter count."""
+
+    layout: str
+    blocks: str
+    channels: str
+    image_size: int
+    flops: int
+    params: int
+
+    @classmethod
+    def of(cls, spec: NetSpec, flops: int, params: int) -> NetSummary:
+        return cls(layout=spec.layout, blocks=",".join(str(s.blocks) for s in spec.stages),
+                   channels=",".join(str(s.channels) for s in spec.stages), image_size=spec.image_size,
+                   flops=flops, params=params)
+
+    def columns(self) -> dict[str, Any]:
+        """The summary as `TrialRow` fields (the same names)."""
+        return dataclasses.asdict(self)
+
+
+class Epoch(BaseModel):
+    """One epoch of a trial's history (`coatsearch.train.metrics.EpochMetrics` as recorded):
+    numbers, or None where one was not finite. Keys it does not know are kept, and earlier
+    names are read under their current ones."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    epoch: int | None = None
+    train_loss_running: Number | None = None
+    train_acc_running: Number | None = None
+    train_eval_loss: Number | None = None
+    train_eval_acc: Number | None = None
+    val_loss: Number | None = None
+    val_acc: Number | None = None
+    gap: Number | None = None
+    images_per_s: Number | None = None
+    wall_time: Number | None = None
+    lr: Number | None = None
+    epoch_s: Number | None = None
+    epoch_cpu_s: Number | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _current_names(cls, data: Any) -> Any:
+        return current_names(data) if isinstance(data, Mapping) else data
+
+    def get(self, metric: str) -> Any:
+        """A metric by name (None where the epoch has none): what a scheduler compares."""
+        return getattr(self, metric, None)
+
+    def record(self) -> dict[str, Any]:
+        """The epoch as it was given (keys it was given, in order)."""
+        return self.model_dump(exclude_unset=True)
 
 
 @dataclass(frozen=True)
 class TrialRow:
     """One trial's outcome. ``fidelity`` counts the epochs trained of ``max_fidelity``;
-    ``history`` holds the per-epoch metrics; ``spec`` the trained network (JSON)."""
+    ``history`` holds the per-epoch metrics; ``spec`` the trained network (``to_dict``)."""
 
-    trial: int
+    trial: Annotated[int, Field(ge=0)]
     status: Status
     _: KW_ONLY
     #: the sampled values (``param.<name>`` columns), not a column of their own
-    params: Mapping[str, Any] = field(default_factory=dict)
-    fidelity: int = 0
-    max_fidelity: int = 0
+    sampled: Mapping[str, Any] = field(default_factory=dict)
+    fidelity: Whole = 0
+    max_fidelity: Whole = 0
     layout: str | None = None
     blocks: str | None = None
     channels: str | None = None
-    image_size: int | None = None
-    flops: int | None = None
-    n_params: int | None = None
-    val_acc: float | None = field(default=None, metadata=FRACTION)
+    image_size: Whole | None = None
+    flops: Whole | None = None
+    #: the parameter count
+    params: Whole | None = None
+    val_acc: Fraction | None = None
     val_loss: float | None = None
     #: Eval-mode accuracy of the final weights on a fixed training subset; gap = it - val_acc.
-    train_eval_acc: float | None = field(default=None, metadata=FRACTION)
+    train_eval_acc: Fraction | None = None
     gap: float | None = None
     #: Running means over the last epoch's training batches (train mode, weights moving).
-    train_acc_running: float | None = field(default=None, metadata=FRACTION)
+    train_acc_running: Fraction | None = None
     train_loss_running: float | None = None
-    test_acc: float | None = field(default=None, metadata=FRACTION)
+    test_acc: Fraction | None = None
     latency_ms: float | None = None
     images_per_s: float | None = None
     wall_time: float | None = None
@@ -91,30 +172,34 @@ class TrialRow:
     #: (`coatsearch.search.curves`), its standard deviation and the epoch it was made at.
     curve_prediction: float | None = None
     curve_sd: float | None = None
-    curve_epoch: int | None = None
-    seed: int | None = None
-    val_images: int | None = None  # the validation set's size: the binomial part of an interval
-    test_images: int | None = None
+    curve_epoch: Whole | None = None
+    seed: Whole | None = None
+    val_images: Whole | None = None  # the validation set's size: the binomial part of an interval
+    test_images: Whole | None = None
     node: str | None = None
     worker: str | None = None
     #: Data-parallel replicas the trial trained on (None: one process).
-    workers: int | None = None
+    workers: Whole | None = None
     reason: str | None = None
     budget_note: str | None = None
-    #: JSON: seconds spent building the candidate, reading data, training, evaluating
-    phases: str | None = field(default=None, metadata={"json": dict})
+    #: seconds spent building the candidate, reading data, training, evaluating
+    phases: Mapping[str, float] | None = field(default=None, metadata={"json": (", ", ": ")})
     #: Which validation / test images the final network got right (`coatsearch.perimage`),
     #: for comparisons image by image.
     val_correct: str | None = None
     test_correct: str | None = None
-    spec: str | None = field(default=None, metadata={"json": dict})
-    history: str | None = field(default=None, metadata={"json": list})
+    spec: Mapping[str, Any] | None = field(default=None, metadata={"json": (",", ":")})
+    history: tuple[Epoch, ...] | None = field(default=None, metadata={"json": (", ", ": ")})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.params, Mapping):
+            raise TypeError("TrialRow.params is the parameter count; the sampled values are `sampled`")
 
     @classmethod
-    def begin(cls, trial: int, params: Mapping[str, Any], max_fidelity: int, node: str | None = None) -> TrialRow:
+    def begin(cls, trial: int, sampled: Mapping[str, Any], max_fidelity: int, node: str | None = None) -> TrialRow:
         """A row for a trial that is starting (status `INTERRUPTED` until it ends)."""
         host = socket.gethostname()
-        return cls(trial=trial, status=Status.INTERRUPTED, params=dict(params), max_fidelity=max_fidelity,
+        return cls(trial=trial, status=Status.INTERRUPTED, sampled=dict(sampled), max_fidelity=max_fidelity,
                    node=node or host, worker=f"{host}:{os.getpid()}")
 
     def replace(self, **changes: Any) -> TrialRow:
@@ -122,17 +207,26 @@ class TrialRow:
             changes["status"] = Status(changes["status"])
         return dataclasses.replace(self, **changes)
 
+    def described(self, net: NetSummary) -> TrialRow:
+        """The row with the network's summary columns."""
+        return self.replace(**net.columns())
+
+    def at_epoch(self, epoch: Epoch | None) -> TrialRow:
+        """The row with the metrics it takes from an epoch (its last, or the one it stopped
+        at): the fields a row and an epoch share, but the epoch's own time."""
+        return self.replace(**{name: None if epoch is None else getattr(epoch, name) for name in EPOCH_FIELDS})
+
     @property
     def point(self) -> str:
-        return point_key(self.params)
+        return point_key(self.sampled)
 
     @property
     def finished(self) -> bool:
         return self.status.finished
 
     def objective(self, metric: str) -> float:
-        """A metric's value (``params`` is the parameter count)."""
-        value = self.n_params if metric == "params" else getattr(self, metric)
+        """A metric's value (a column's), NaN where the trial has none."""
+        value = getattr(self, metric)
         return float("nan") if value is None else float(value)
 
     # ------------------------------------------------------------------ records
@@ -140,37 +234,15 @@ class TrialRow:
         """The flat, JSON-able form: the table's columns, then ``param.<name>``."""
         record: dict[str, Any] = {}
         for name in COLUMNS:
-            if name == "point":
-                record[name] = self.point
-            elif name == "params":
-                record[name] = self.n_params
-            else:
-                value = getattr(self, name)
-                record[name] = str(value) if isinstance(value, Status) else value
-        record.update({f"param.{k}": v for k, v in self.params.items()})
+            record[name] = self.point if name == "point" else _cell(name, getattr(self, name))
+        record.update({f"param.{k}": v for k, v in self.sampled.items()})
         return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> TrialRow:
         """The row of a flat record (a table row or a stored attribute); missing or NaN
-        cells become None."""
-        record = current_names(record)
-
-        def value(name: str) -> Any:
-            v = record.get(name)
-            return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-
-        fields = {f.name for f in dataclasses.fields(cls)} - {"params", "n_params", "trial", "status", "_"}
-        data = {name: value(name) for name in fields}
-        for name in ("fidelity", "max_fidelity"):
-            data[name] = int(data[name] or 0)
-        for name in INTEGERS:
-            if name in data and data[name] is not None:
-                data[name] = int(data[name])
-        params = {k[6:]: _plain(v) for k, v in record.items() if k.startswith("param.") and value(k) is not None}
-        n_params = value("params")
-        return cls(trial=int(record["trial"]), status=Status(record["status"]), params=params,
-                   n_params=None if n_params is None else int(n_params), **data)
+        cells are empty. Raises `RowError` naming the first cell that is not as written."""
+        return parse_record(record)
 
     def to_json(self) -> str:
         return json.dumps(self.to_record(), default=str)
@@ -181,36 +253,103 @@ class TrialRow:
 
 
 # ----------------------------------------------------------------------------- the schema
-def _schema() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...], dict[str, type]]:
-    """The results table's columns and their kinds, read off `TrialRow`'s fields: a field
-    is a column (``n_params`` is called ``params``; the sampled ``params`` are the
-    ``param.<name>`` columns), ``point`` follows ``status``; ``int``/``float`` fields are
-    numeric, ``int`` ones whole, ``FRACTION`` ones in [0, 1], ``json`` ones hold that JSON type."""
-    hints = typing.get_type_hints(TrialRow)
-    columns, numeric, integers, fractions, json_columns = [], [], [], [], {}
-    for f in dataclasses.fields(TrialRow):
-        if f.name in ("params", "_"):
+class RowError(ValueError):
+    """A record's cell that is not what `TrialRow` holds there: ``column`` and why."""
+
+    def __init__(self, column: str, why: str) -> None:
+        super().__init__(why)
+        self.column = column
+
+
+#: Fields held as JSON text in a record, with the separators they are written with.
+JSON_FIELDS: dict[str, tuple[str, str]] = {f.name: f.metadata["json"] for f in dataclasses.fields(TrialRow)
+                                           if "json" in f.metadata}
+#: The table's columns, in order (``param.<name>`` columns follow): every field but the
+#: sampled values, with ``point`` after ``status``.
+COLUMNS: tuple[str, ...] = tuple(
+    name for f in dataclasses.fields(TrialRow) if f.name not in ("sampled", "_")
+    for name in ((f.name, "point") if f.name == "status" else (f.name,)))
+#: The metrics a row takes from an epoch (`TrialRow.at_epoch`).
+EPOCH_FIELDS = tuple(name for name in Epoch.model_fields if name in COLUMNS and name not in ("epoch", "wall_time"))
+
+
+@functools.cache
+def _adapter() -> TypeAdapter[TrialRow]:
+    return TypeAdapter(TrialRow)
+
+
+def parse_record(record: Mapping[str, Any]) -> TrialRow:
+    """A flat record (as `TrialRow.to_record` writes it, or a table's row) as its row, each
+    cell checked and coerced by the field's type: JSON cells parsed, numpy numbers made
+    Python ones, empty cells (None, NaN) left to the field's default, earlier names read
+    under their current ones. `RowError` names the first cell at fault."""
+    record = current_names(record)
+    data: dict[str, Any] = {}
+    for name in COLUMNS:
+        value = _item(record.get(name))
+        if value is None or name == "point":
             continue
-        name = "params" if f.name == "n_params" else f.name
-        columns.append(name)
-        if name == "status":
-            columns.append("point")
-        kinds = set(typing.get_args(hints[f.name])) - {type(None)} or {hints[f.name]}
-        if kinds <= {int, float}:
-            numeric.append(name)
-            if kinds == {int}:
-                integers.append(f.name)
-        if f.metadata.get("fraction"):
-            fractions.append(name)
-        if "json" in f.metadata:
-            json_columns[name] = f.metadata["json"]
-    return tuple(columns), tuple(numeric), tuple(integers), tuple(fractions), json_columns
+        if name in JSON_FIELDS:
+            value = _json_cell(name, value)
+        data[name] = value
+    for key in ("trial", "status"):
+        if key not in data:
+            raise RowError(key, _why(key, {"type": "missing"}, None) if key in record else f"no {key} field")
+    data["sampled"] = {k[6:]: _plain(v) for k, v in record.items()
+                       if k.startswith("param.") and _item(v) is not None}
+    try:
+        return _adapter().validate_python(data)
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        column = str(error["loc"][0]) if error["loc"] else "?"
+        raise RowError(column, _why(column, error, data.get(column))) from None
 
 
-#: The table's columns, in order (``param.<name>`` columns follow); those holding numbers;
-#: the fields read back as whole numbers; fractions of a set of images; JSON columns and
-#: the type each holds. All derived from `TrialRow`'s fields (`_schema`).
-COLUMNS, NUMERIC, INTEGERS, FRACTIONS, JSON_COLUMNS = _schema()
+def _json_cell(name: str, text: Any) -> Any:
+    kind = "dict" if name != "history" else "list"
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        value = None
+    if not isinstance(value, dict if kind == "dict" else list):
+        raise RowError(name, f"not the JSON {kind} coatsearch writes")
+    return value
+
+
+def _why(column: str, error: Any, value: Any) -> str:
+    """A one-line reason for a pydantic error on ``column``, as a table's reader words it."""
+    kind = error["type"]
+    shown = "an empty cell" if value is None else f"{value:g}" if isinstance(value, float | int) else repr(value)
+    if column == "trial":
+        return f"{shown} is not a trial number (a whole number from 0)"
+    if column == "status":
+        return f"{shown} is not a status; expected one of {', '.join(sorted(str(s) for s in Status))}"
+    if column in JSON_FIELDS:
+        where = ".".join(str(p) for p in error["loc"][1:3])
+        return f"not the JSON {'list' if column == 'history' else 'dict'} coatsearch writes ({where}: {error['msg']})"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        return f"{value:g} is not a fraction in [0, 1]"
+    if kind in ("int_from_float", "int_parsing") and isinstance(value, float | int):
+        return f"{value!r} is not a whole number"
+    if kind.startswith(("int_", "float_")):
+        return f"{value!r} is not a number"
+    return f"{value!r}: {error['msg']}"
+
+
+def _cell(name: str, value: Any) -> Any:
+    """A field's value as its record cell: JSON text for structured fields."""
+    if value is None or name not in JSON_FIELDS:
+        return str(value) if isinstance(value, Status) else value
+    if name == "history":
+        value = [epoch.record() for epoch in value]
+    return json.dumps(dict(value) if isinstance(value, Mapping) else value, separators=JSON_FIELDS[name])
+
+
+def _item(value: Any) -> Any:
+    """A cell as a Python value: numpy scalars as Python ones, NaN as None."""
+    if hasattr(value, "item"):
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _plain(value: Any) -> Any:

@@ -14,7 +14,6 @@ A new scheduler joins `coatsearch.search.registries.SCHEDULERS` by name with a f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -148,8 +147,9 @@ class Courses:
         self.sign = plan.space.early_stopping.direction.sign
         self.objectives = [(m, plan.direction_of(m).sign) for m in plan.metrics]
 
-    def of(self, number: int, history: Sequence[Mapping[str, Any]], counts: Mapping[str, Any]) -> Course:
-        """``counts``: ``flops`` and ``params`` of the candidate."""
+    def of(self, number: int, history: Sequence[Any], counts: Mapping[str, Any]) -> Course:
+        """``history``: the epochs so far (`coatsearch.search.rows.Epoch`s or mappings, each
+        read with ``get``); ``counts``: ``flops`` and ``params`` of the candidate."""
 
         def signed(value: Any, sign: float) -> float:
             return sign * float(value) if value is not None else float("-inf")
@@ -162,7 +162,7 @@ class Courses:
         return Course(number, values, vectors, statics)
 
     def of_row(self, row: TrialRow) -> Course:
-        return self.of(row.trial, json.loads(row.history or "[]"), {"flops": row.flops, "params": row.n_params})
+        return self.of(row.trial, row.history or (), {"flops": row.flops, "params": row.params})
 
 
 class RungStopper:

@@ -25,7 +25,7 @@ from typing import Any
 
 from coatsearch.errors import CoatsearchError, first_line
 from coatsearch.search.jsonl_ledger import LedgerError, read_rows
-from coatsearch.search.rows import TrialRow, point_key
+from coatsearch.search.rows import Epoch, TrialRow, point_key
 from coatsearch.space import SearchSpace, SpaceError, load_space
 from coatsearch.status import Status
 
@@ -47,7 +47,7 @@ class Entry:
     (``seconds``: the epoch's CPU time where recorded, else its wall time)."""
 
     row: TrialRow
-    epochs: tuple[dict[str, Any], ...]
+    epochs: tuple[Epoch, ...]
     seconds: tuple[float, ...]
 
 
@@ -84,7 +84,7 @@ class Table:
     def latency_of(self, row: TrialRow) -> float | None:
         """The network's measured latency (``latency.csv`` is keyed by the point without
         its seed: one network, whatever seed trained it)."""
-        return self.latency.get(point_key({k: v for k, v in row.params.items() if k != "seed"}))
+        return self.latency.get(point_key({k: v for k, v in row.sampled.items() if k != "seed"}))
 
     # ------------------------------------------------------------------ subspaces
     def check_space(self, space: SearchSpace) -> None:
@@ -188,8 +188,8 @@ def load_table(ref: str) -> Table:
                 continue
             entry = _entry(row, space, rows_path)
             # an infeasible row never trained, so has no seed: its space's says which it would have had
-            seed = row.seed if row.seed is not None else row.params.get("seed", space.seed)
-            key = point_key({**{k: v for k, v in row.params.items() if k != "seed"}, "seed": seed})
+            seed = row.seed if row.seed is not None else row.sampled.get("seed", space.seed)
+            key = point_key({**{k: v for k, v in row.sampled.items() if k != "seed"}, "seed": seed})
             if key in entries:
                 raise TableError(f"{rows_path}: trial {row.trial} repeats the network of trial "
                                  f"{entries[key].row.trial} ({row.point}); one row per network and seed")
@@ -203,27 +203,24 @@ def _entry(row: TrialRow, space: SearchSpace, path: Path) -> Entry:
     """A row checked as a table entry: a point of its space, a history of ``fidelity``
     epochs each with validation accuracy and a time."""
     where = f"{path}: trial {row.trial}"
-    for pname, value in row.params.items():
+    for pname, value in row.sampled.items():
         domain = space.params.get(pname)
         if domain is None or _plain(value) not in [_plain(v) for v in domain.grid_values()]:
             raise TableError(f"{where}: {pname}={value!r} is not a point of the table's space")
     if row.status != Status.INFEASIBLE and row.seed is None:
         raise TableError(f"{where}: no seed; a table keys its networks by training seed")
-    try:
-        epochs = tuple(json.loads(row.history or "[]"))
-    except ValueError as exc:
-        raise TableError(f"{where}: history is not JSON ({first_line(exc)})") from None
+    epochs = row.history or ()
     if len(epochs) != row.fidelity:
         raise TableError(f"{where}: history holds {len(epochs)} epochs, fidelity says {row.fidelity}")
     if row.status == Status.COMPLETE and row.fidelity != space.epochs:
         raise TableError(f"{where}: complete after {row.fidelity} of {space.epochs} epochs")
     seconds, before = [], 0.0
     for number, epoch in enumerate(epochs, 1):
-        if not isinstance(epoch, dict) or not isinstance(epoch.get("val_acc"), int | float):
+        if epoch.val_acc is None:
             raise TableError(f"{where}: epoch {number} has no val_acc")
-        took = epoch.get("epoch_cpu_s") or epoch.get("epoch_s")
-        if took is None and isinstance(epoch.get("wall_time"), int | float):
-            took, before = epoch["wall_time"] - before, epoch["wall_time"]
+        took = epoch.epoch_cpu_s or epoch.epoch_s
+        if took is None and epoch.wall_time is not None:
+            took, before = epoch.wall_time - before, epoch.wall_time
         if not isinstance(took, int | float) or took < 0:
             raise TableError(f"{where}: epoch {number} has no time (epoch_cpu_s, epoch_s or wall_time)")
         seconds.append(float(took))

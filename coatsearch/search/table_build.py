@@ -67,7 +67,7 @@ def trial_of(plan: SearchPlan, row: TrialRow, number: int) -> optuna.trial.Froze
     backend would have stored it: values for a trained trial, pruned for an infeasible one,
     failed for one that diverged or failed."""
     row = row.replace(trial=number)
-    params = {name: row.params[name] for name in plan.space.params if name in row.params}
+    params = {name: row.sampled[name] for name in plan.space.params if name in row.sampled}
     dists = {name: distribution(plan.space.params[name]) for name in params}
     attrs: dict[str, Any] = {"row": row.to_record()}
     if row.status in (Status.COMPLETE, Status.STOPPED):

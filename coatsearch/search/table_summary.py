@@ -29,15 +29,15 @@ def _cpu(entry: Entry) -> float:
 def status_markdown(table: Table, feasible: dict[str, int], todo_points: list[tuple[str, float, float]]) -> str:
     """Rows held against the grid, and the build's cost so far with a projection over
     ``todo_points``: (entry key, FLOPs, depth multiplier) of every network of the build."""
-    main = [e for e in table.entries.values() if "seed" not in e.row.params]
+    main = [e for e in table.entries.values() if "seed" not in e.row.sampled]
     trained = [e for e in main if e.row.status != Status.INFEASIBLE]
-    seeds = [e for e in table.entries.values() if "seed" in e.row.params and e.row.status != Status.INFEASIBLE]
+    seeds = [e for e in table.entries.values() if "seed" in e.row.sampled and e.row.status != Status.INFEASIBLE]
     everyone = trained + seeds
     cpu = sum(_cpu(e) for e in everyone)
     wall = sum(e.row.wall_time or 0 for e in everyone)
     by_budget: dict[str, list[float]] = defaultdict(list)
     for e in everyone:
-        by_budget[str(e.row.params.get("scale"))].append(_cpu(e))
+        by_budget[str(e.row.sampled.get("scale"))].append(_cpu(e))
     lines = [
         f"- networks trained: {len(trained)} of the {feasible.get('space', 0)} the main grid can train "
         f"({sum(e.row.status == Status.INFEASIBLE for e in main)} points found infeasible so far); "
@@ -65,7 +65,7 @@ def _cost_model(entries: list[Entry]) -> Callable[[float, float], float]:
     the width-matching's 2% spread in FLOPs is no span to extrapolate from), else their mean."""
     seconds = np.log([_cpu(e) for e in entries])
     flops = np.log([float(e.row.flops or 1) for e in entries])
-    depth = np.array([float(e.row.params.get("depth_multiplier", 1)) for e in entries])
+    depth = np.array([float(e.row.sampled.get("depth_multiplier", 1)) for e in entries])
     varies = [bool(np.ptp(flops) > 0.5), bool(np.ptp(depth) >= 0.5)]
     use = [f for f, on in zip((flops, depth), varies) if on]
     design = np.column_stack([np.ones(len(entries)), *use])
@@ -89,8 +89,8 @@ def fit_markdown(table: Table) -> str:
     """Per layout and budget: validation accuracy and eval-mode fit of the training images."""
     groups: dict[tuple[str, str], list[Entry]] = defaultdict(list)
     for e in table.entries.values():
-        if e.row.status == Status.COMPLETE and "seed" not in e.row.params:
-            groups[(str(e.row.layout), str(e.row.params.get("scale")))].append(e)
+        if e.row.status == Status.COMPLETE and "seed" not in e.row.sampled:
+            groups[(str(e.row.layout), str(e.row.sampled.get("scale")))].append(e)
     if not groups:
         return "No network trained yet."
     lines = ["| layout | scale | n | FLOPs (mean) | val acc (%) mean [min, max] | train acc, eval (%) mean [min] | "
@@ -109,8 +109,8 @@ def noise_markdown(table: Table) -> str:
     """The noise floor: the same networks trained at two seeds."""
     pairs = []
     for e in table.entries.values():
-        if "seed" in e.row.params and e.row.status == Status.COMPLETE:
-            base = {k: v for k, v in e.row.params.items() if k != "seed"}
+        if "seed" in e.row.sampled and e.row.status == Status.COMPLETE:
+            base = {k: v for k, v in e.row.sampled.items() if k != "seed"}
             first = table.entries.get(table.key(base))
             if first is not None and first.row.status == Status.COMPLETE:
                 pairs.append((first.row, e.row))

@@ -7,7 +7,6 @@ trial early) and store the row it returns.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import torch
 from coatsearch import perimage
 from coatsearch.search.inputs import load_trial_data
 from coatsearch.search.plan import Candidate, InfeasibleCandidate, SearchPlan
-from coatsearch.search.rows import TrialRow
+from coatsearch.search.rows import Epoch, TrialRow
 from coatsearch.status import Status
 
 #: (epoch, metrics) -> stop?
@@ -49,14 +48,13 @@ def _per_image(correct: Any, images: Any) -> str | None:
 
 
 def _described(row: TrialRow, candidate: Candidate) -> TrialRow:
-    return row.replace(**candidate.columns(), budget_note=candidate.budget_note,
-                       spec=json.dumps(candidate.spec.to_dict(), separators=(",", ":")))
+    return row.described(candidate.net).replace(budget_note=candidate.budget_note, spec=candidate.spec.to_dict())
 
 
 def run_trial(
     plan: SearchPlan,
     trial_number: int,
-    params: dict[str, Any],
+    sampled: dict[str, Any],
     report: Report | None = None,
     threads: int | None = None,
     node: str | None = None,
@@ -65,11 +63,11 @@ def run_trial(
     from coatsearch.train import fit
 
     space = plan.space
-    row = TrialRow.begin(trial_number, params, plan.epochs, node=node)
+    row = TrialRow.begin(trial_number, sampled, plan.epochs, node=node)
     start = time.perf_counter()
     phases: dict[str, float] = {}
     try:
-        candidate = plan.candidate(params)
+        candidate = plan.candidate(sampled)
     except InfeasibleCandidate as exc:
         return row.replace(status=Status.INFEASIBLE, reason=str(exc), wall_time=time.perf_counter() - start)
     row = _described(row, candidate)
@@ -77,13 +75,14 @@ def run_trial(
     # the machine decides the threads; everything else was validated with the candidate
     config = candidate.train if threads is None else candidate.train.model_copy(update={"threads": threads})
     row = row.replace(seed=config.seed)
-    history: list[dict[str, Any]] = []
+    history: list[Epoch] = []
 
     def on_epoch(metrics: Any) -> bool:
-        history.append(metrics.to_dict())
+        epoch = metrics.to_dict()
+        history.append(Epoch.model_validate(epoch))
         if report is None:
             return False
-        return bool(report(len(history), {**history[-1], "flops": candidate.flops, "params": candidate.n_params}))
+        return bool(report(len(history), {**epoch, "flops": candidate.net.flops, "params": candidate.net.params}))
 
     try:
         mark = time.perf_counter()
@@ -95,24 +94,20 @@ def run_trial(
         fitting = time.perf_counter() - mark
     except Exception as exc:  # a broken trial is recorded; the study goes on
         return row.replace(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}".splitlines()[0],
-                           history=json.dumps(history), fidelity=len(history),
+                           history=tuple(history), fidelity=len(history),
                            wall_time=time.perf_counter() - start)
-    last = history[-1] if history else {}
-    row = row.replace(
+    row = row.at_epoch(history[-1] if history else None).replace(
         status=result.status, reason=result.reason, fidelity=len(history),
-        val_acc=last.get("val_acc"), val_loss=last.get("val_loss"), train_eval_acc=last.get("train_eval_acc"),
-        gap=last.get("gap"), train_acc_running=last.get("train_acc_running"),
-        train_loss_running=last.get("train_loss_running"), images_per_s=last.get("images_per_s"),
-        test_acc=result.test_acc, history=json.dumps(history),
+        test_acc=result.test_acc, history=tuple(history),
         val_correct=_per_image(result.val_correct, data.val),
         test_correct=_per_image(result.test_correct, data.test),
     )
     # training time from each epoch's throughput; the rest of fit is evaluation and setup
-    phases["train"] = sum(len(data.train) / h["images_per_s"] for h in history if h.get("images_per_s"))
+    phases["train"] = sum(len(data.train) / h.images_per_s for h in history if h.images_per_s)
     phases["evaluate"] = max(0.0, fitting - phases["train"])
     if "latency_ms" in plan.metrics and result.status in (Status.COMPLETE, Status.STOPPED):
         from coatsearch.nn import build
 
         row = row.replace(latency_ms=measure_latency_ms(build(result.spec), result.spec.image_size, result.spec.in_channels))
     return row.replace(wall_time=time.perf_counter() - start,
-                       phases=json.dumps({k: round(v, 3) for k, v in phases.items()}))
+                       phases={k: round(v, 3) for k, v in phases.items()})
