@@ -117,13 +117,22 @@ class DataSettings(_Frozen):
 
 
 class EarlyStopping(_Frozen):
-    """ASHA-style early stopping by epoch on a per-epoch metric (accuracies up, losses down)."""
+    """Early stopping by epoch on a per-epoch metric (accuracies up, losses down): which
+    scheduler, the first epoch it may stop a trial at, and each scheduler's settings."""
 
-    #: ``none`` or a scheduler of `coatsearch.search.registries.SCHEDULERS` (checked when compiled)
+    #: ``none`` or a scheduler of `coatsearch.search.registries.SCHEDULERS` (checked when compiled):
+    #: ``asha``, ``hyperband``, ``moasha``, ``curve``
     kind: str = "none"
     metric: str = "val_acc"
     grace_period: int = Field(1, ge=1)
+    #: successive halving keeps the top 1/reduction_factor at each rung
     reduction_factor: int = Field(2, ge=2)
+    #: ``hyperband``: how many brackets (None: every one the epochs allow)
+    brackets: int | None = Field(None, ge=1)
+    #: ``curve``: stop when the probability of beating the threshold is below this
+    threshold: float = Field(0.05, gt=0, lt=1)
+    #: ``curve``: the threshold is the top-th best final value (of those no worse in FLOPs/params)
+    top: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _numeric_metric(self) -> EarlyStopping:

@@ -34,7 +34,7 @@ from coatsearch.search.optuna_trials import (
 )
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow
-from coatsearch.search.rungs import RungStopper, make_scheduler
+from coatsearch.search.rungs import CONTINUE, RungStopper, make_scheduler
 from coatsearch.search.trial import run_trial
 from coatsearch.space import SpaceError
 from coatsearch.status import Status
@@ -167,9 +167,8 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
     target, retries = plan.target_trials, space.retries
     fail_stale_trials(study)
     fail_dead_trials(study, retries)
-    early = space.early_stopping
     scheduler = make_scheduler(plan)
-    stopper = RungStopper(study, scheduler, early.metric) if scheduler is not None else None
+    stopper = RungStopper(study, scheduler, plan) if scheduler is not None else None
     grid = plan.grid is not None
     if grid:
         enqueue_grid(study, plan)
@@ -186,12 +185,20 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
         params = plan.sample(trial)
         on_epoch(trial.number, 0)
 
+        history: list[dict[str, Any]] = []
+
         def report(epoch: int, metrics: dict[str, Any]) -> bool:
             on_epoch(trial.number, epoch)
-            return bool(stopper and stopper.should_stop(epoch, metrics[early.metric]))
+            history.append(metrics)
+            return bool(stopper and stopper.should_stop(trial.number, history, metrics))
 
+        if stopper is not None:
+            stopper.last = CONTINUE
         try:
             row = run_trial(plan, trial.number, params, report=report, threads=threads)
+            if stopper is not None and stopper.last.prediction is not None:
+                row = row.replace(curve_prediction=stopper.last.prediction, curve_sd=stopper.last.sd,
+                                  curve_epoch=stopper.last.epoch)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             # the run is stopping: not Optuna's "Trial N failed" and a traceback (`quiet_optuna` restores it)
