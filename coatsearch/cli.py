@@ -19,6 +19,7 @@ from rich.markup import escape
 from coatsearch.commands import data as _data  # noqa: F401  (registers `coatsearch data`)
 from coatsearch.commands import export as _export  # noqa: F401  (registers `coatsearch export`)
 from coatsearch.commands import nets as _nets  # noqa: F401  (registers the network commands)
+from coatsearch.commands import rank as _rank  # noqa: F401  (registers `coatsearch rank`)
 from coatsearch.commands import training as _training  # noqa: F401  (registers `best` and `train`)
 from coatsearch.commands.common import app, console, err_console, fail, user_errors_exit_2
 from coatsearch.units import FLOPS_NOTE

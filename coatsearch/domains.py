@@ -77,9 +77,21 @@ class Domain(BaseModel):
         return FloatDistribution(float(self.low or 0), float(self.high or 0), step=self.step, log=self.log)
 
     def suggest(self, trial: Any, name: str) -> Any:
-        """Draw a value through an Optuna trial (either backend samples through Optuna)."""
-        if self.choices is not None:
-            return trial.suggest_categorical(name, self.choices)
-        if self.is_int and self.low is not None and self.high is not None:
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+        """Draw a value through an Optuna trial: the domain's `distribution`, drawn by
+        Optuna (`suggest`)."""
+        return suggest(trial, name, self.distribution())
+
+
+def suggest(trial: Any, name: str, distribution: Any) -> Any:
+    """Draw ``name`` from an Optuna distribution through a running trial (define-by-run,
+    as `optuna.Study.optimize` hands trials out): the trial method for the distribution's
+    kind, given the distribution's own bounds, step and scale."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step,
+                                 log=distribution.log)
+    return trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step,
+                               log=distribution.log)

@@ -137,4 +137,4 @@ def ranked(frame: pd.DataFrame) -> pd.DataFrame:
 def history_of(row: pd.Series) -> list[dict[str, Any]]:
     """The row's per-epoch metrics, under their current names."""
     text = row.get("history")
-    return [current_names(epoch) for epoch in json.loads(text)] if isinstance(text, str) and text else []
+    return [dict(current_names(epoch)) for epoch in json.loads(text)] if isinstance(text, str) and text else []

@@ -21,6 +21,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,6 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from coatsearch.analysis import Analysis, Design, analyse
 from coatsearch.analysis.overview import DEFAULT_OBJECTIVES
@@ -40,6 +40,7 @@ from coatsearch.results import write_table
 from coatsearch.rundir import check, claim, open_log
 from coatsearch.search import Backend, SearchPlan, TrialRow, make_backend
 from coatsearch.search.machine import check_machine
+from coatsearch.search.progress import RunProgress, TrialEstimates, estimate_line, run_estimate
 from coatsearch.space import SearchSpace, SpaceError, space_from_dict
 from coatsearch.status import Status
 from coatsearch.urls import has_password, without_password
@@ -170,8 +171,24 @@ class _RunLog(logging.FileHandler):
         pass
 
 
+class _Once(logging.Filter):
+    """Each message once per run: every trial's fit notes the same data and device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.name.startswith("coatsearch.train") and message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
 def _setup_log(run_dir: Path) -> logging.Handler:
     handler = _RunLog(run_dir / "run.log", delay=True)
+    handler.addFilter(_Once())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -293,34 +310,56 @@ def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: 
 
     handler = _setup_log(run_dir)
     log.info("study %s: %d/%d trials finished, backend %s", plan.study, done, target, backend.name)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[best]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console, transient=False,
-    )
-    task = progress.add_task(f"{plan.study} trials", total=target, completed=done, best="")
-    def on_rows(new_rows: list[TrialRow]) -> None:
-        write_table(new_rows, table_path)
-        finished = sum(row.finished for row in new_rows)
-        scores = [row.val_acc for row in new_rows if row.status == Status.COMPLETE and row.val_acc is not None]
-        progress.update(task, completed=min(finished, target), best=f"best val_acc {max(scores):.4f}" if scores else "")
-
+    started = time.monotonic()
     try:
-        with _stop_signals() as seen, progress:
+        with _stop_signals() as seen:
             try:
-                backend.run(on_rows)
+                progress = _progress(plan, backend, rows, console)
+
+                def on_rows(new_rows: list[TrialRow]) -> None:
+                    write_table(new_rows, table_path)
+                    progress.on_rows(new_rows)
+
+                with progress:
+                    backend.run(on_rows, progress.on_epoch)
             except KeyboardInterrupt:
                 rows = backend.ledger()
                 _write_outputs(plan, rows, table_path, pareto_path)
                 in_flight = sum(row.status == Status.INTERRUPTED for row in rows)
                 log.info("interrupted with %d trials in flight", in_flight)
                 raise RunInterrupted(run_dir, seen[0] if seen else signal.SIGINT) from None
+        log.info("study %s: run ended after %.0f s", plan.study, time.monotonic() - started)
     finally:
         log.removeHandler(handler)
         handler.close()
     rows = backend.ledger()
     table = _write_outputs(plan, rows, table_path, pareto_path)
     return _outcome(plan, run_dir, sum(row.finished for row in rows), False, note, table)
+
+
+def _progress(plan: SearchPlan, backend: Backend, rows: list[TrialRow], console: Console) -> RunProgress:
+    """The run's display, with its first estimate said (the replay needs none: it takes seconds)."""
+    estimates = TrialEstimates()
+    if backend.name != "replay":
+        _log_data(plan)
+        with console.status("timing the candidates for an estimate", spinner="dots"):
+            estimates = run_estimate(plan, rows)
+    progress = RunProgress(plan, console, rows, estimates, log)
+    line = estimate_line(estimates, plan.target_trials - sum(row.finished for row in rows), plan.space.concurrency)
+    if line:
+        progress.print(line, style="dim")
+    return progress
+
+
+def _log_data(plan: SearchPlan) -> None:
+    """The run's data in its log, once (the trials of every backend read the same)."""
+    from coatsearch.search.inputs import load_trial_data
+
+    try:
+        data = load_trial_data(plan.space.data, plan.base.image_size, plan.space.seed)
+    except CoatsearchError:  # not readable here (a cluster's path): the trials say
+        return
+    log.info("data: %s", data.summary())
 
 
 def _objectives(plan: SearchPlan) -> tuple[tuple[str, str], ...]:

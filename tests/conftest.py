@@ -42,6 +42,16 @@ def tiny_spec(layout: str = "C-C-T-T", image_size: int = 32, **fields) -> NetSpe
 
 
 #: A search space whose trials train in a second or two (16x16, a few hundred images).
+#: How the lines a run shows while it runs begin (`coatsearch.search.progress`): its bars, the
+#: first estimate and one line per trial that ended.
+PROGRESS_LINES = ("tiny trials", "  trial ", "estimated: ", "trial ")
+
+
+def messages(stderr: str) -> list[str]:
+    """A run's stderr without its progress display: what it says beyond that."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(PROGRESS_LINES)]
+
+
 TINY_SPACE = {
     "study": "tiny",
     "base": {

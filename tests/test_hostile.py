@@ -24,7 +24,7 @@ from coatsearch.files import load_yaml, write_atomic
 from coatsearch.results import read_table
 from coatsearch.rundir import MARKER, claim
 from coatsearch.urls import masked, password_problem, without_password
-from tests.conftest import TINY_SPACE
+from tests.conftest import TINY_SPACE, messages
 from tests.survivors import run_counting_survivors
 
 runner = CliRunner()
@@ -191,8 +191,8 @@ def test_ctrl_c_twice_is_one_clean_stop(tmp_path):
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
     assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
-    messages = [line for line in stderr.splitlines() if line.strip() and not line.startswith("tiny trials")]
-    assert messages == [f"error: stopped; resume with: coatsearch resume {out}"], stderr[-3000:]
+    said = messages(stderr)
+    assert said == [f"error: stopped; resume with: coatsearch resume {out}"], stderr[-3000:]
     assert _running_trials(out) == 0
 
 
@@ -237,7 +237,7 @@ def test_a_disk_that_fills_mid_run_ends_in_one_line_and_resumes(tmp_path, small_
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("tiny trials")]
+    lines = messages(stderr)
     assert proc.returncode == 2 and len(lines) == 1, stderr[-3000:]
     assert "no space left on the device" in lines[0] and f"coatsearch resume {out}" in lines[0]
     assert (out / "space.yaml").read_bytes() == saved
@@ -271,7 +271,7 @@ def test_a_failed_trial_is_one_line(tmp_path):
     result = subprocess.run(_command(space, tmp_path / "run"), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     failed = [line for line in result.stderr.splitlines() if "failed" in line]
-    assert len(failed) == 1 and "trial 0 failed: " in failed[0], result.stderr[-3000:]
+    assert len(failed) == 1 and failed[0].startswith("trial 0 [data.train_size=100000]: failed ("), result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert read_table(tmp_path / "run" / "results.csv")["reason"].iloc[0]
 

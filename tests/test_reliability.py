@@ -15,7 +15,7 @@ import yaml
 
 from coatsearch.results import read_table
 from coatsearch.search.reaper import processes_using, ray_folder
-from tests.conftest import TINY_SPACE
+from tests.conftest import TINY_SPACE, messages
 from tests.survivors import run_counting_survivors
 
 #: Ray runs in one test process at a time (see pyproject's addopts).
@@ -174,8 +174,8 @@ def test_sigterm_with_two_workers_is_one_line_and_resume_runs_every_point_once(t
     # the driver into its next trial, the worker still in its first
     proc, stderr = _stop_after_a_trial(command, out, signal.SIGTERM)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
-    messages = [line for line in stderr.splitlines() if line.strip() and not line.startswith("tiny trials")]
-    assert messages == [f"error: stopped; resume with: coatsearch resume {out}"], stderr[-2000:]
+    said = messages(stderr)
+    assert said == [f"error: stopped; resume with: coatsearch resume {out}"], stderr[-2000:]
     finished = _finished(out)
     _resume_keeps(out, finished)
 

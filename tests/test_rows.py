@@ -76,7 +76,7 @@ def test_history_is_typed_in_a_row_and_json_in_its_record():
 
 @pytest.mark.parametrize(("cell", "value", "why"), [
     ("trial", -1, "-1 is not a trial number"),
-    ("fidelity", 2.5, "2.5 is not a whole number"),
+    ("fidelity", "two", "'two' is not a number"),
     ("val_acc", "high", "'high' is not a number"),
     ("test_acc", 1.5, "1.5 is not a fraction in [0, 1]"),
     ("history", "[{\"val_acc\": \"x\"}]", "not the JSON list"),
@@ -87,3 +87,10 @@ def test_a_records_cells_are_checked_by_the_fields_types(cell, value, why):
     with pytest.raises(RowError, match=why.replace("[", r"\[").replace("]", r"\]")) as caught:
         TrialRow.from_record({"trial": 0, "status": "complete", cell: value})
     assert caught.value.column == cell
+
+
+def test_counts_written_as_floats_read_as_whole_numbers():
+    row = TrialRow.from_record({"trial": 0.0, "status": "complete", "flops": 1234.7, "fidelity": 2.0})
+    assert (row.trial, row.flops, row.fidelity) == (0, 1234, 2)
+    with pytest.raises(RowError, match="not a trial number"):
+        TrialRow.from_record({"trial": 0.5, "status": "complete"})

@@ -94,3 +94,21 @@ def test_the_ray_searcher_of_a_resumed_run_draws_its_next_trials_as_optuna_does(
                 TrialRow(trial=1, status=Status.FAILED, sampled=draws[1])]
         searcher = RayBackend(plan, tmp_path / "run")._searcher(rows)
         assert [searcher.suggest("a"), searcher.suggest("b")] == draws[2:]
+
+
+def test_a_domain_draws_through_its_own_optuna_distribution():
+    import optuna
+
+    from coatsearch.domains import Domain
+
+    domains = {"a": Domain(choices=[1, "x", 2.5]), "b": Domain(low=1, high=9, step=2),
+               "c": Domain(low=0.1, high=1.0, log=True), "d": Domain(low=0.0, high=0.9, step=0.3),
+               "e": Domain(low=2, high=64, log=True)}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        drawn = {name: d.suggest(trial, name) for name, d in domains.items()}
+        # the trial records each value against the very distribution a replayed trial is given
+        assert trial.distributions == {name: d.distribution() for name, d in domains.items()}
+        assert all(d.distribution()._contains(d.distribution().to_internal_repr(drawn[n])) for n, d in domains.items())
+        study.tell(trial, 0.0)

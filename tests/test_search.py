@@ -58,6 +58,12 @@ def test_optuna_backend_runs_every_trial_within_the_budget(tmp_path):
         assert perimage.decode(row["test_correct"]) is None
     assert perimage.matrix(finished["val_correct"]).shape == (2, finished["val_images"].iloc[0])
     assert (tmp_path / "run" / "space.yaml").exists() and outcome.pareto_path.exists()
+    # run.log: the data once (the trials' device note too), and every trial's result
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert log.count("data: fashion-mnist: 256 train") == 1 and log.count("augment none; device cpu") == 1
+    for _, row in finished.iterrows():
+        assert f"trial {row['trial']} [split={row['param.split']}] C-C-T-T" in log
+        assert f"-> val acc {row['val_acc']:.2%}" in log
     # a finished study is not run again
     again = run_study(space, tmp_path / "run")
     assert again.already_done and len(_finished(read_table(again.table_path))) == 2
@@ -111,11 +117,22 @@ def no_leaked_ray():
 
 
 @pytest.mark.slow
-def test_both_backends_run_the_same_trials(tmp_path, no_leaked_ray):
+def test_both_backends_run_the_same_trials(tmp_path, no_leaked_ray, capfd):
+    import io
     import os
 
-    optuna_run = run_study(load_space(_space_file(tmp_path)), tmp_path / "optuna")
-    ray_run = run_study(load_space(_space_file(tmp_path), ["backend=ray"]), tmp_path / "ray")
+    from rich.console import Console
+
+    shown = io.StringIO()
+    optuna_run = run_study(load_space(_space_file(tmp_path)), tmp_path / "optuna", console=Console(file=shown))
+    ray_run = run_study(load_space(_space_file(tmp_path), ["backend=ray"]), tmp_path / "ray", console=Console(file=shown))
+    # the run's own lines, and none of the libraries' chatter
+    printed = shown.getvalue() + "".join(capfd.readouterr())
+    assert printed.count("-> val acc") == 4 and printed.count("estimated: 2 trial(s)") == 2
+    for chatter in ("Configuration for experiment", "tensorboard --logdir", "Using an existing study",
+                    "View detailed results"):
+        assert chatter not in printed
+    assert "-> val acc" in (tmp_path / "ray" / "run.log").read_text()
     key = ["param.split", "status", "layout", "blocks", "channels", "flops", "params", "fidelity", "seed", "val_correct"]
     by_point = {}
     for name, outcome in (("optuna", optuna_run), ("ray", ray_run)):

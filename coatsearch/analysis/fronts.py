@@ -2,8 +2,8 @@
 
 `non_dominated` and `hypervolume_2d` work on plain arrays (tested on hand-made points);
 `pareto_front` applies them to a results table's rankable trials, for ``pareto.csv`` and the
-report's Pareto set; `front_mask` and `front_hypervolume` give the report's 2-D fronts of
-accuracy against one cost.
+report's Pareto set; `cost_fronts` gives the 2-D fronts of accuracy against each cost
+(`front_mask`, `front_hypervolume`), which the report draws.
 """
 
 from __future__ import annotations
@@ -116,3 +116,27 @@ def front_hypervolume(ranked: pd.DataFrame, metric: str) -> Hypervolume | None:
         return None
     area = hypervolume_2d(points[[metric, "val_acc"]].to_numpy(), [False, True], [reference, 0.0])
     return Hypervolume(area / reference, reference, metric)
+
+
+@dataclass(frozen=True)
+class CostFront:
+    """Validation accuracy against one cost over the ranked trials: the non-dominated ones
+    (``front``, in order of cost, then accuracy) and the hypervolume they cover."""
+
+    metric: str
+    front: pd.DataFrame
+    hypervolume: Hypervolume | None
+
+
+def cost_fronts(table: pd.DataFrame) -> dict[str, CostFront]:
+    """The 2-D front of accuracy against each cost (`COST_NAMES`) the ranked trials have."""
+    found = {}
+    for metric in COST_NAMES:
+        if metric not in table or "val_acc" not in table:
+            continue
+        points = ranked(table).dropna(subset=["val_acc", metric])
+        if points.empty:
+            continue
+        front = points[front_mask(points, metric)].sort_values([metric, "val_acc"])
+        found[metric] = CostFront(metric, front, front_hypervolume(points, metric))
+    return found

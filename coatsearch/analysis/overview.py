@@ -16,6 +16,7 @@ from coatsearch.analysis.comparisons import comparisons
 from coatsearch.analysis.design import Design
 from coatsearch.analysis.effects import Effect, effect, effects_frame, importances
 from coatsearch.analysis.fits import ScalingFits, scaling_fits
+from coatsearch.analysis.fronts import CostFront, cost_fronts
 from coatsearch.analysis.ranking import BestConfiguration, best_configuration, pareto_set
 from coatsearch.analysis.summaries import summarise
 from coatsearch.files import write_atomic
@@ -32,7 +33,8 @@ class Analysis:
     each factor's ``effects`` with intervals, the ``comparisons`` between values, the
     per-configuration ``summary``, fANOVA ``importances``, a scaling ladder's fits, and
     the ranking under the run's ``objectives``: the Pareto ``front`` and the ``best``
-    configuration (over seeds) with the trial of it to hand on."""
+    configuration (over seeds) with the trial of it to hand on; and accuracy's 2-D front
+    against each cost (``cost_fronts``, by cost column) with its hypervolume."""
 
     design: Design
     effects: tuple[Effect, ...]
@@ -43,6 +45,7 @@ class Analysis:
     objectives: tuple[tuple[str, str], ...] = DEFAULT_OBJECTIVES
     front: pd.DataFrame = field(default_factory=pd.DataFrame)
     best: BestConfiguration | None = None
+    cost_fronts: dict[str, CostFront] = field(default_factory=dict)
 
     def effect_of(self, factor: str) -> Effect | None:
         name = factor.removeprefix("param.")
@@ -57,7 +60,8 @@ def analyse(table: pd.DataFrame, design: Design,
     objectives = tuple((m, str(d)) for m, d in objectives)
     return Analysis(design, found, comparisons(table, design), summarise(table, design),
                     importances(table, list(design.factors)), scaling_fits(table), objectives,
-                    pareto_set(table, objectives), best_configuration(ranked(table), objectives))
+                    pareto_set(table, objectives), best_configuration(ranked(table), objectives),
+                    cost_fronts(table))
 
 
 #: The tables `write_tables` writes, by file name.

@@ -24,7 +24,7 @@ from plotly.subplots import make_subplots
 
 from coatsearch.analysis.effects import Effect
 from coatsearch.analysis.fits import ScalingFits
-from coatsearch.analysis.fronts import COST_NAMES, front_hypervolume, front_mask
+from coatsearch.analysis.fronts import COST_NAMES
 from coatsearch.analysis.ranking import final_gap, flop_band
 from coatsearch.report.data import Run, colors_for, group_labels, group_order, is_categorical
 from coatsearch.results import history_of
@@ -152,15 +152,14 @@ def pareto_figure(run: Run, metric: str, coloring: Coloring) -> go.Figure | None
     if matched:
         title += (f"<br><sup>every candidate was matched to {run.study.budget}: cost is equal by construction, "
                   "so no front is drawn</sup>")
-    elif not ranked.empty:
-        front = ranked[front_mask(ranked, metric)].sort_values([metric, "val_acc"])
+    elif (found := run.analysis.cost_fronts.get(metric)) is not None:
+        front = found.front
         fig.add_trace(go.Scatter(
             x=front[metric], y=front["val_acc"], mode="lines", line=dict(shape="hv", color="black", width=1.5),
             name=f"Pareto front ({len(front)})", hoverinfo="skip",
         ))
-        volume = front_hypervolume(ranked, metric)
-        if volume is not None:
-            title += f"<br><sup>{volume.describe()}</sup>"
+        if found.hypervolume is not None:
+            title += f"<br><sup>{found.hypervolume.describe()}</sup>"
     fig.update_layout(
         template=TEMPLATE, title=title, height=520, legend=dict(title=coloring.column),
         xaxis=dict(type="log", title=COSTS[metric]),

@@ -18,6 +18,8 @@ from coatsearch.search.registries import BACKENDS
 from coatsearch.search.rows import TrialRow
 
 OnRows = Callable[[list[TrialRow]], None]
+#: (trial number, epochs trained so far): 0 when a trial starts, then after each epoch
+OnEpoch = Callable[[int, int], None]
 
 
 class Backend(Protocol):
@@ -32,9 +34,10 @@ class Backend(Protocol):
         """Every row the run holds: finished, infeasible and interrupted trials."""
         ...
 
-    def run(self, on_rows: OnRows) -> None:
+    def run(self, on_rows: OnRows, on_epoch: OnEpoch | None = None) -> None:
         """Run trials until the plan's target holds; ``on_rows`` gets the whole ledger
-        whenever a trial ends. Ctrl-C raises `KeyboardInterrupt` after the ledger holds
+        whenever a trial ends, ``on_epoch`` the progress of the trials in flight that this
+        process sees (a backend may send none). Ctrl-C raises `KeyboardInterrupt` after the ledger holds
         what finished (in-flight trials are left for the next run)."""
         ...
 

@@ -32,8 +32,9 @@ class StepTime:
     forward_s: float  # one evaluation forward of a batch
 
 
-def time_steps(spec: NetSpec, batch_size: int, threads: int, in_channels: int, num_classes: int) -> StepTime:
-    """Median-free, plain mean of ``TIMED_STEPS`` steps: enough for a rough estimate."""
+def time_steps(spec: NetSpec, batch_size: int, threads: int, in_channels: int, num_classes: int,
+               steps: int = TIMED_STEPS) -> StepTime:
+    """Median-free, plain mean of ``steps`` steps: enough for a rough estimate."""
     spec = spec.replace(in_channels=in_channels, num_classes=num_classes)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -51,9 +52,9 @@ def time_steps(spec: NetSpec, batch_size: int, threads: int, in_channels: int, n
 
         step()
         start = time.perf_counter()
-        for _ in range(TIMED_STEPS):
+        for _ in range(steps):
             step()
-        train_s = (time.perf_counter() - start) / TIMED_STEPS
+        train_s = (time.perf_counter() - start) / steps
         model.eval()
         with torch.inference_mode():
             model(x)
@@ -73,12 +74,13 @@ class Estimate:
 
 
 def estimate(plan: SearchPlan, specs: list[NetSpec | None], train_images: int | Sequence[int], val_images: int,
-             in_channels: int, num_classes: int) -> Estimate:
+             in_channels: int, num_classes: int, steps: int = TIMED_STEPS) -> Estimate:
     """Seconds per candidate (0 for an infeasible one) and for the whole run.
 
     ``train_images``: one size for every candidate, or each candidate's own (a searched
     ``data.train_size``). With ``train.steps`` the steps are that, whatever the size. Every
-    epoch evaluates the validation set and the training subset of its size."""
+    epoch evaluates the validation set and the training subset of its size. ``steps``: training
+    steps timed per network (a run's own ETA times one, to start sooner)."""
     config = plan.train
     threads = plan.space.trial_threads
     sizes = [train_images] * len(specs) if isinstance(train_images, int) else list(train_images)
@@ -89,19 +91,20 @@ def estimate(plan: SearchPlan, specs: list[NetSpec | None], train_images: int | 
             per_trial.append(0.0)
             continue
         if spec not in cache:
-            cache[spec] = time_steps(spec, config.batch_size, threads, in_channels, num_classes)
+            cache[spec] = time_steps(spec, config.batch_size, threads, in_channels, num_classes, steps)
         step = cache[spec]
-        steps = config.steps or math.ceil(size / config.batch_size) * config.epochs
+        trained = config.steps or math.ceil(size / config.batch_size) * config.epochs
         evaluated = val_images + min(val_images, size)
         evals = math.ceil(evaluated / (2 * config.batch_size)) * config.epochs * 2  # eval batches are twice as big
-        per_trial.append(steps * step.train_s + evals * step.forward_s)
+        per_trial.append(trained * step.train_s + evals * step.forward_s)
     run = sum(per_trial) / max(1, min(plan.space.concurrency, len([s for s in specs if s is not None]) or 1))
-    basis = (f"rough (about ±30%): {TIMED_STEPS} timed training steps of each of {len(cache)} networks at batch "
+    plural = "s" if steps > 1 else ""
+    basis = (f"rough (about ±30%): {steps} timed training step{plural} of each of {len(cache)} networks at batch "
              f"{config.batch_size} on {threads} thread(s) of this machine; data reading and start-up not included")
     return Estimate(tuple(per_trial), run, basis)
 
 
-def estimate_candidates(plan: SearchPlan, candidates: Sequence[Any]) -> Estimate | None:
+def estimate_candidates(plan: SearchPlan, candidates: Sequence[Any], steps: int = TIMED_STEPS) -> Estimate | None:
     """A dry run's wall-time estimate, or None when the data cannot be sized here (a
     cluster's path): each candidate (`Preview`) timed at its own training-set size."""
     from coatsearch.errors import CoatsearchError
@@ -114,4 +117,4 @@ def estimate_candidates(plan: SearchPlan, candidates: Sequence[Any]) -> Estimate
     # a searched train_size sets each candidate's own; a larger one than the data has is
     # refused when the trial loads its data
     sizes = [min(int(c.sampled.get("data.train_size") or len(data.train)), len(data.train)) for c in candidates]
-    return estimate(plan, [c.spec for c in candidates], sizes, len(data.val), data.in_channels, data.num_classes)
+    return estimate(plan, [c.spec for c in candidates], sizes, len(data.val), data.in_channels, data.num_classes, steps)

@@ -39,6 +39,9 @@ from coatsearch.search.trial import run_trial
 from coatsearch.space import SpaceError
 from coatsearch.status import Status
 
+#: (trial number, epochs trained): `coatsearch.search.backend.OnEpoch`
+OnEpoch = Callable[[int, int], None]
+
 #: Stop sampling after this many infeasible draws in a row (the space is mostly empty).
 MAX_INFEASIBLE_STREAK = 200
 
@@ -62,14 +65,15 @@ class OptunaBackend:
     def ledger(self) -> list[TrialRow]:
         return ledger(open_study(self.plan, self.run_dir), self.plan.space.retries)
 
-    def run(self, on_rows: Callable[[list[TrialRow]], None]) -> None:
-        """Run trials until the study holds the plan's target of finished trials."""
+    def run(self, on_rows: Callable[[list[TrialRow]], None], on_epoch: OnEpoch | None = None) -> None:
+        """Run trials until the study holds the plan's target of finished trials; ``on_epoch``
+        sees this process's trials (the spawned workers' show when they end)."""
         open_study(self.plan, self.run_dir)  # create the schema once, before any worker
         sleep_while_waiting()  # the workers inherit it and load torch after
         payload = pickle.dumps((sys.path, pickle.dumps((self.plan, str(self.run_dir), self.threads))))
         workers = [start_worker(payload) for _ in range(self.plan.space.concurrency - 1)]
         try:
-            run_worker(self.plan, self.run_dir, on_rows, self.threads)
+            run_worker(self.plan, self.run_dir, on_rows, self.threads, on_epoch)
         finally:
             for proc in workers:
                 if proc.poll() is None:
@@ -149,13 +153,15 @@ def _exit_with_parent(driver: int, poll_s: float = 0.5) -> None:
     threading.Thread(target=watch, daemon=True, name="coatsearch-parent-watch").start()
 
 
-def run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRow]], None], threads: int | None) -> None:
+def run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRow]], None], threads: int | None,
+               on_epoch: OnEpoch | None = None) -> None:
     """One worker's loop: take trials until the study is done (other workers may share it)."""
     with quiet_optuna():
-        _run_worker(plan, run_dir, on_rows, threads)
+        _run_worker(plan, run_dir, on_rows, threads, on_epoch or (lambda trial, epoch: None))
 
 
-def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRow]], None], threads: int | None) -> None:
+def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRow]], None], threads: int | None,
+                on_epoch: OnEpoch) -> None:
     space = plan.space
     study = open_study(plan, run_dir)
     target, retries = plan.target_trials, space.retries
@@ -178,8 +184,10 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
                 raise optuna.TrialPruned("another trial holds this grid point")
         claim(trial)
         params = plan.sample(trial)
+        on_epoch(trial.number, 0)
 
         def report(epoch: int, metrics: dict[str, Any]) -> bool:
+            on_epoch(trial.number, epoch)
             return bool(stopper and stopper.should_stop(epoch, metrics[early.metric]))
 
         try:

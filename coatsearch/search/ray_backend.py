@@ -37,6 +37,7 @@ from ray.tune import Callback
 
 from coatsearch.search import ray_trainables
 from coatsearch.search.jsonl_ledger import append_ledger, read_ledger
+from coatsearch.search.optuna_storage import quiet_optuna
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.ray_session import ray_session
 from coatsearch.search.rows import TrialRow, point_key
@@ -52,13 +53,15 @@ class LedgerCallback(Callback):
     with the experiment; the live ``on_row`` is left out of that.)"""
 
     def __init__(self, plan: SearchPlan, run_dir: Path, first_number: int,
-                 on_row: Callable[[TrialRow], None] | None = None) -> None:
+                 on_row: Callable[[TrialRow], None] | None = None,
+                 on_epoch: Callable[[int, int], None] | None = None) -> None:
         self.plan, self.run_dir, self.first_number, self.on_row = plan, run_dir, first_number, on_row
+        self.on_epoch = on_epoch
         self.partial: dict[str, dict[str, Any]] = {}
         self.in_flight: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "on_row": None, "in_flight": {}}
+        return {**self.__dict__, "on_row": None, "on_epoch": None, "in_flight": {}}
 
     def number(self, trial: Any) -> int:
         # Tune's experiment tag starts with the trial's creation counter (1, 2, ...)
@@ -66,9 +69,13 @@ class LedgerCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.in_flight[trial.trial_id] = trial
+        if self.on_epoch is not None:
+            self.on_epoch(self.number(trial), 0)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.partial[trial.trial_id] = result
+        if self.on_epoch is not None and not result.get("row"):
+            self.on_epoch(self.number(trial), int(result.get("epoch", 0)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, None)
@@ -119,14 +126,14 @@ class RayBackend:
     def ledger(self) -> list[TrialRow]:
         return read_ledger(self.run_dir) + self.interrupted
 
-    def run(self, on_rows: Callable[[list[TrialRow]], None]) -> None:
-        """Run trials; inside `session`."""
+    def run(self, on_rows: Callable[[list[TrialRow]], None], on_epoch: Callable[[int, int], None] | None = None) -> None:
+        """Run trials; inside `session`. ``on_epoch`` hears each trial's per-epoch reports."""
         for _ in range(MAX_ROUNDS):
             rows = read_ledger(self.run_dir)
             todo = self._todo(rows)
             if todo == 0:
                 break
-            self._round(rows, todo, on_rows)
+            self._round(rows, todo, on_rows, on_epoch)
             if self.interrupted:
                 raise KeyboardInterrupt
             finished_before = sum(r.finished for r in rows)
@@ -150,7 +157,6 @@ class RayBackend:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        from coatsearch.search.optuna_storage import quiet_optuna
         from coatsearch.search.samplers import make_sampler
 
         plan = self.plan
@@ -168,15 +174,16 @@ class RayBackend:
             if plan.grid is not None:
                 for params in self._missing_points(rows):
                     study.enqueue_trial(params)
-        return OptunaSearch(
-            space=plan.sample, metric=plan.metrics if multi else plan.metrics[0],
-            mode=[d.value for d in plan.directions] if multi else plan.directions[0].value,
-            # trial k of this study is the run's trial first + (k - replayed): seeded as such
-            sampler=make_sampler(plan, offset=_first_number(rows) - replayed), seed=plan.space.seed,
-            storage=storage, study_name=plan.study,
-        )
+            return OptunaSearch(  # it loads the study just made: no "existing study" line
+                space=plan.sample, metric=plan.metrics if multi else plan.metrics[0],
+                mode=[d.value for d in plan.directions] if multi else plan.directions[0].value,
+                # trial k of this study is the run's trial first + (k - replayed): seeded as such
+                sampler=make_sampler(plan, offset=_first_number(rows) - replayed), seed=plan.space.seed,
+                storage=storage, study_name=plan.study,
+            )
 
-    def _round(self, rows: list[TrialRow], todo: int, on_rows: Callable[[list[TrialRow]], None]) -> None:
+    def _round(self, rows: list[TrialRow], todo: int, on_rows: Callable[[list[TrialRow]], None],
+               on_epoch: Callable[[int, int], None] | None) -> None:
         from ray import tune
         from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
         from ray.tune.search import ConcurrencyLimiter
@@ -198,7 +205,7 @@ class RayBackend:
             function, resources = ray_trainables.data_parallel_trainable, {"cpu": 0, "memory": 2**20}
         trainable = tune.with_resources(tune.with_parameters(function, plan=plan), resources)
         first = _first_number(rows)
-        callback = LedgerCallback(plan, self.run_dir, first, lambda row: on_rows(read_ledger(self.run_dir)))
+        callback = LedgerCallback(plan, self.run_dir, first, lambda row: on_rows(read_ledger(self.run_dir)), on_epoch)
         storage = (self.run_dir / "tune").resolve()
         name = f"round-{first}"
         shutil.rmtree(storage / name, ignore_errors=True)
@@ -213,12 +220,14 @@ class RayBackend:
                 failure_config=tune.FailureConfig(max_failures=space.retries),
             ),
         )
-        # Tune's own advice after Ctrl-C (Tuner.restore) does not apply: the ledger resumes
+        # Tune's own advice after Ctrl-C (Tuner.restore) does not apply: the ledger resumes;
+        # and the searcher's study, loaded again in Tune, is no "existing study" to the user
         tune_log = logging.getLogger("ray.tune")
         level = tune_log.level
         tune_log.setLevel(logging.ERROR)
         try:
-            tuner.fit()
+            with quiet_optuna():
+                tuner.fit()
         except KeyboardInterrupt:
             self.interrupted = callback.interrupted()
             raise

@@ -25,7 +25,9 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
     after; environment variables it needs are set only meanwhile."""
     import ray
 
-    env = {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0"}
+    # RAY_AIR_NEW_OUTPUT=0: Tune's own console output (its "Configuration for experiment"
+    # box, a TensorBoard hint) is left out; the run shows its own progress
+    env = {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0", "RAY_AIR_NEW_OUTPUT": "0"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({k: v for k, v in env.items() if saved[k] is None})
     folder = ray_folder(run_dir)

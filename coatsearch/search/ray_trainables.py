@@ -14,6 +14,10 @@ from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow
 from coatsearch.search.trial import run_trial
 
+#: A worker's row before the driver numbers it (`LedgerCallback.number`): a valid trial
+#: number, replaced when the row reaches the ledger.
+UNNUMBERED = 0
+
 
 def trainable(config: dict[str, Any], plan: SearchPlan) -> None:
     """Ray function trainable: one trial, reporting every epoch."""
@@ -22,7 +26,7 @@ def trainable(config: dict[str, Any], plan: SearchPlan) -> None:
 
     node = ray.get_runtime_context().get_node_id()[:12]
     report, final = _reports(plan, tune.report)
-    final(run_trial(plan, -1, config, report=report, threads=plan.space.trial_threads, node=node))
+    final(run_trial(plan, UNNUMBERED, config, report=report, threads=plan.space.trial_threads, node=node))
 
 
 def data_parallel_trainable(config: dict[str, Any], plan: SearchPlan) -> None:
@@ -69,7 +73,7 @@ def _replica_loop(loop_config: dict[str, Any]) -> None:
     report, final = _reports(plan, ray.train.report)
     token = CURRENT_REPLICAS.set(replicas)
     try:
-        row = run_trial(plan, -1, loop_config["params"], report=report, threads=plan.space.trial_threads,
+        row = run_trial(plan, UNNUMBERED, loop_config["params"], report=report, threads=plan.space.trial_threads,
                         node=context.get_node_id()[:12] if hasattr(context, "get_node_id") else None)
     finally:
         CURRENT_REPLICAS.reset(token)

@@ -119,7 +119,8 @@ class ReplayBackend:
     def ledger(self) -> list[TrialRow]:
         return read_ledger(self.run_dir)
 
-    def run(self, on_rows: Callable[[list[TrialRow]], None]) -> None:
+    def run(self, on_rows: Callable[[list[TrialRow]], None], on_epoch: Any = None) -> None:
+        """Replay the space over the table; no epoch progress is sent (a replay takes seconds)."""
         if self.table is None:
             with self.session():
                 return self.run(on_rows)

@@ -26,7 +26,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 
 from coatsearch.status import Status
 
@@ -35,6 +35,16 @@ if TYPE_CHECKING:
 
 #: A fraction of a set of images: an accuracy, in [0, 1].
 Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+def _whole(value: Any) -> Any:
+    """A finite number as a whole one, cut toward zero as ``int()`` does (a table's counts
+    may have been written as floats); anything else is left to the field's check."""
+    return int(value) if isinstance(value, float) and math.isfinite(value) else value
+
+
+#: A count read from a table: a whole number, floats cut to one.
+Whole = Annotated[int, BeforeValidator(_whole)]
 #: A measured number as it was recorded (an int stays an int, so records read back unchanged).
 Number = int | float
 
@@ -53,10 +63,16 @@ def legacy_renames(names: Iterable[str]) -> dict[str, str]:
     return renames
 
 
-def current_names(record: Mapping[str, Any]) -> dict[str, Any]:
-    """``record`` with its keys under their current names (`legacy_renames`)."""
+def current_names(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``record`` with its keys under their current names (`legacy_renames`); ``record``
+    itself when it has no earlier name (the common case, checked first)."""
+    if _OLD_NAMES.isdisjoint(record) and ("gap" not in record or "train_eval_acc" in record):
+        return record
     renames = legacy_renames(record)
     return {renames.get(key, key): value for key, value in record.items()}
+
+
+_OLD_NAMES = frozenset(LEGACY_NAMES.values())
 
 
 def point_key(sampled: Mapping[str, Any]) -> str:
@@ -133,15 +149,15 @@ class TrialRow:
     _: KW_ONLY
     #: the sampled values (``param.<name>`` columns), not a column of their own
     sampled: Mapping[str, Any] = field(default_factory=dict)
-    fidelity: int = 0
-    max_fidelity: int = 0
+    fidelity: Whole = 0
+    max_fidelity: Whole = 0
     layout: str | None = None
     blocks: str | None = None
     channels: str | None = None
-    image_size: int | None = None
-    flops: int | None = None
+    image_size: Whole | None = None
+    flops: Whole | None = None
     #: the parameter count
-    params: int | None = None
+    params: Whole | None = None
     val_acc: Fraction | None = None
     val_loss: float | None = None
     #: Eval-mode accuracy of the final weights on a fixed training subset; gap = it - val_acc.
@@ -158,13 +174,13 @@ class TrialRow:
     #: simulated clock (`coatsearch.search.replay`); empty for trials that really trained.
     clock_start: float | None = None
     clock_end: float | None = None
-    seed: int | None = None
-    val_images: int | None = None  # the validation set's size: the binomial part of an interval
-    test_images: int | None = None
+    seed: Whole | None = None
+    val_images: Whole | None = None  # the validation set's size: the binomial part of an interval
+    test_images: Whole | None = None
     node: str | None = None
     worker: str | None = None
     #: Data-parallel replicas the trial trained on (None: one process).
-    workers: int | None = None
+    workers: Whole | None = None
     reason: str | None = None
     budget_note: str | None = None
     #: seconds spent building the candidate, reading data, training, evaluating
@@ -175,6 +191,9 @@ class TrialRow:
     test_correct: str | None = None
     spec: Mapping[str, Any] | None = field(default=None, metadata={"json": (",", ":")})
     history: tuple[Epoch, ...] | None = field(default=None, metadata={"json": (", ", ": ")})
+    #: the JSON text of the structured fields, as read or once written (a record is written
+    #: again each time the table is; `replace` starts a row without it)
+    _text: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.params, Mapping):
@@ -219,7 +238,11 @@ class TrialRow:
         """The flat, JSON-able form: the table's columns, then ``param.<name>``."""
         record: dict[str, Any] = {}
         for name in COLUMNS:
-            record[name] = self.point if name == "point" else _cell(name, getattr(self, name))
+            value = self.point if name == "point" else getattr(self, name)
+            if value is not None and name in JSON_FIELDS:
+                value = self._text.get(name) or self._text.setdefault(name, _json_text(name, value))
+            record[name] = value
+        record["status"] = str(self.status)
         record.update({f"param.{k}": v for k, v in self.sampled.items()})
         return record
 
@@ -252,10 +275,14 @@ JSON_FIELDS: dict[str, tuple[str, str]] = {f.name: f.metadata["json"] for f in d
 #: The table's columns, in order (``param.<name>`` columns follow): every field but the
 #: sampled values, with ``point`` after ``status``.
 COLUMNS: tuple[str, ...] = tuple(
-    name for f in dataclasses.fields(TrialRow) if f.name not in ("sampled", "_")
+    name for f in dataclasses.fields(TrialRow) if f.name != "sampled" and not f.name.startswith("_")
     for name in ((f.name, "point") if f.name == "status" else (f.name,)))
 #: The metrics a row takes from an epoch (`TrialRow.at_epoch`).
 EPOCH_FIELDS = tuple(name for name in Epoch.model_fields if name in COLUMNS and name not in ("epoch", "wall_time"))
+
+
+#: The fields a record's cells fill (``point`` is derived, ``sampled`` gathered from ``param.*``).
+_FIELDS = frozenset(COLUMNS) - {"point"}
 
 
 @functools.cache
@@ -270,24 +297,27 @@ def parse_record(record: Mapping[str, Any]) -> TrialRow:
     under their current ones. `RowError` names the first cell at fault."""
     record = current_names(record)
     data: dict[str, Any] = {}
-    for name in COLUMNS:
-        value = _item(record.get(name))
-        if value is None or name == "point":
+    sampled: dict[str, Any] = {}
+    for name, cell in record.items():
+        value = _item(cell)
+        if value is None:
             continue
-        if name in JSON_FIELDS:
-            value = _json_cell(name, value)
-        data[name] = value
+        if name in _FIELDS:
+            data[name] = _json_cell(name, value) if name in JSON_FIELDS else value
+        elif name.startswith("param."):
+            sampled[name[6:]] = _plain(value)
     for key in ("trial", "status"):
         if key not in data:
             raise RowError(key, _why(key, {"type": "missing"}, None) if key in record else f"no {key} field")
-    data["sampled"] = {k[6:]: _plain(v) for k, v in record.items()
-                       if k.startswith("param.") and _item(v) is not None}
+    data["sampled"] = sampled
     try:
-        return _adapter().validate_python(data)
+        row = _adapter().validate_python(data)
     except pydantic.ValidationError as exc:
         error = exc.errors()[0]
         column = str(error["loc"][0]) if error["loc"] else "?"
         raise RowError(column, _why(column, error, data.get(column))) from None
+    row._text.update({name: record[name] for name in JSON_FIELDS if name in data})
+    return row
 
 
 def _json_cell(name: str, text: Any) -> Any:
@@ -321,10 +351,8 @@ def _why(column: str, error: Any, value: Any) -> str:
     return f"{value!r}: {error['msg']}"
 
 
-def _cell(name: str, value: Any) -> Any:
-    """A field's value as its record cell: JSON text for structured fields."""
-    if value is None or name not in JSON_FIELDS:
-        return str(value) if isinstance(value, Status) else value
+def _json_text(name: str, value: Any) -> str:
+    """A structured field's value as its record cell: JSON text, as it has always been written."""
     if name == "history":
         value = [epoch.record() for epoch in value]
     return json.dumps(dict(value) if isinstance(value, Mapping) else value, separators=JSON_FIELDS[name])
@@ -332,9 +360,15 @@ def _cell(name: str, value: Any) -> Any:
 
 def _item(value: Any) -> Any:
     """A cell as a Python value: numpy scalars as Python ones, NaN as None."""
+    if value is None or type(value) in _PLAIN_TYPES:
+        return value
     if hasattr(value, "item"):
         value = value.item()
     return None if isinstance(value, float) and math.isnan(value) else value
+
+
+#: Cell types that are already Python values (a float still needs its NaN check).
+_PLAIN_TYPES = frozenset({str, int, bool})
 
 
 def _plain(value: Any) -> Any:
