@@ -80,6 +80,11 @@ class TrialRow:
     #: simulated clock (`coatsearch.search.replay`); empty for trials that really trained.
     clock_start: float | None = None
     clock_end: float | None = None
+    #: The learning-curve scheduler's last prediction of the final early-stopping metric
+    #: (`coatsearch.search.curves`), its standard deviation and the epoch it was made at.
+    curve_prediction: float | None = None
+    curve_sd: float | None = None
+    curve_epoch: Whole | None = None
     seed: Whole | None = None
     val_images: Whole | None = None  # the validation set's size: the binomial part of an interval
     test_images: Whole | None = None
