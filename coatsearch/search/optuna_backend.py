@@ -22,6 +22,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
 from coatsearch.host import sleep_while_waiting
+from coatsearch.search.dashboard import name_metrics, report_epoch, set_row_attrs
 from coatsearch.search.optuna_storage import HEARTBEAT_S, open_study, quiet_optuna
 from coatsearch.search.optuna_trials import (
     claim,
@@ -34,7 +35,7 @@ from coatsearch.search.optuna_trials import (
 )
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow
-from coatsearch.search.rungs import RungStopper, make_scheduler
+from coatsearch.search.rungs import CONTINUE, RungStopper, make_scheduler
 from coatsearch.search.trial import run_trial
 from coatsearch.space import SpaceError
 from coatsearch.status import Status
@@ -167,9 +168,9 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
     target, retries = plan.target_trials, space.retries
     fail_stale_trials(study)
     fail_dead_trials(study, retries)
-    early = space.early_stopping
+    name_metrics(study, plan)
     scheduler = make_scheduler(plan)
-    stopper = RungStopper(study, scheduler, early.metric) if scheduler is not None else None
+    stopper = RungStopper(study, scheduler, plan) if scheduler is not None else None
     grid = plan.grid is not None
     if grid:
         enqueue_grid(study, plan)
@@ -186,18 +187,28 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
         params = plan.sample(trial)
         on_epoch(trial.number, 0)
 
+        history: list[dict[str, Any]] = []
+
         def report(epoch: int, metrics: dict[str, Any]) -> bool:
             on_epoch(trial.number, epoch)
-            return bool(stopper and stopper.should_stop(epoch, metrics[early.metric]))
+            report_epoch(trial, plan, epoch, metrics)
+            history.append(metrics)
+            return bool(stopper and stopper.should_stop(trial.number, history, metrics))
 
+        if stopper is not None:
+            stopper.last = CONTINUE
         try:
             row = run_trial(plan, trial.number, params, report=report, threads=threads)
+            if stopper is not None and stopper.last.prediction is not None:
+                row = row.replace(curve_prediction=stopper.last.prediction, curve_sd=stopper.last.sd,
+                                  curve_epoch=stopper.last.epoch)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             # the run is stopping: not Optuna's "Trial N failed" and a traceback (`quiet_optuna` restores it)
             optuna.logging.set_verbosity(optuna.logging.ERROR)
             raise
         trial.set_user_attr("row", row.to_record())
+        set_row_attrs(trial, row)
         if row.status == Status.INFEASIBLE:
             raise optuna.TrialPruned(row.reason)
         if row.status not in (Status.COMPLETE, Status.STOPPED):

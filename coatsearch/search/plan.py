@@ -22,8 +22,9 @@ from coatsearch.flops import count_analytic
 from coatsearch.knobs import apply_params
 from coatsearch.objectives import Direction
 from coatsearch.presets import load_spec
-from coatsearch.search.registries import BACKENDS, SAMPLERS, SCHEDULERS
+from coatsearch.search.registries import BACKENDS, SAMPLERS
 from coatsearch.search.rows import NetSummary, point_key
+from coatsearch.search.stopping import check_early_stopping
 from coatsearch.search.storage_url import check_storage_server, check_storage_url
 from coatsearch.space import DataSettings, SearchSpace, SpaceError, iter_grid
 from coatsearch.spec import NetSpec, SpecError
@@ -161,12 +162,7 @@ def _check_names(space: SearchSpace) -> None:
     for field, registry, name in (("backend", BACKENDS, space.backend), ("sampler", SAMPLERS, space.sampler)):
         if name not in registry:
             raise SpaceError(f"{field}: unknown {registry.kind} {name!r}; expected {registry.expected()}")
-    kind = space.early_stopping.kind
-    if kind != "none" and kind not in SCHEDULERS:
-        raise SpaceError(f"early_stopping.kind: unknown {SCHEDULERS.kind} {kind!r}; expected none or {SCHEDULERS.expected()}")
-    if space.backend == "ray" and kind not in ("none", "asha"):
-        raise SpaceError(f"early_stopping.kind: {kind} runs on the optuna and replay backends; the ray backend "
-                         "schedules with its own asha")
+    check_early_stopping(space, space.epochs)
 
 
 def _compile(space: SearchSpace, check_data: bool, check_storage: bool) -> SearchPlan:

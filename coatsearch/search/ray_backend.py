@@ -1,7 +1,9 @@
 """Search on Ray Tune: the same plan and trials, on one machine or a cluster.
 
 Sampling goes through `OptunaSearch` with the plan's define-by-run sampling and the same
-sampler as the optuna backend; early stopping through Ray's `ASHAScheduler`. Locally Ray
+sampler as the optuna backend; early stopping through Ray's `ASHAScheduler` (for
+``hyperband``, with several brackets: Tune's asynchronous Hyperband; its synchronous
+`HyperBandScheduler` pauses trials, which needs checkpoints a trial does not keep). Locally Ray
 starts embedded and is shut down at the end; ``address`` (``--address auto|ray://...``)
 joins an existing cluster of GPU/TPU nodes unchanged, with per-trial resources from the
 space.
@@ -185,17 +187,10 @@ class RayBackend:
     def _round(self, rows: list[TrialRow], todo: int, on_rows: Callable[[list[TrialRow]], None],
                on_epoch: Callable[[int, int], None] | None) -> None:
         from ray import tune
-        from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
         from ray.tune.search import ConcurrencyLimiter
 
         plan, space = self.plan, self.plan.space
-        early = space.early_stopping
-        scheduler: Any = FIFOScheduler()
-        if early.kind == "asha":
-            scheduler = ASHAScheduler(
-                time_attr="training_iteration", metric=early.metric, mode=early.direction.value, max_t=plan.epochs,
-                grace_period=early.grace_period, reduction_factor=early.reduction_factor,
-            )
+        scheduler = tune_scheduler(plan)
         resources: dict[str, float] = {"cpu": space.resources.cpu, "gpu": space.resources.gpu, **space.resources.custom}
         if space.resources.accelerator_type:
             resources[f"accelerator_type:{space.resources.accelerator_type}"] = 0.001
@@ -234,6 +229,25 @@ class RayBackend:
         finally:
             tune_log.setLevel(level)
         self.interrupted = callback.interrupted()
+
+
+def tune_scheduler(plan: SearchPlan) -> Any:
+    """Tune's scheduler for the plan's ``early_stopping``: ASHA, or for ``hyperband`` ASHA
+    with every bracket the epochs allow (Tune's asynchronous Hyperband, whose brackets
+    start their rungs later and later as Optuna's pruner's do)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from coatsearch.search.stopping import bracket_count
+
+    early = plan.space.early_stopping
+    if early.kind not in ("asha", "hyperband"):
+        return FIFOScheduler()
+    most = bracket_count(early.grace_period, early.reduction_factor, plan.epochs)
+    return ASHAScheduler(
+        time_attr="training_iteration", metric=early.metric, mode=early.direction.value, max_t=plan.epochs,
+        grace_period=early.grace_period, reduction_factor=early.reduction_factor,
+        brackets=(early.brackets or most) if early.kind == "hyperband" else 1,
+    )
 
 
 def _finished_trials(plan: SearchPlan, rows: list[TrialRow]) -> list[Any]:

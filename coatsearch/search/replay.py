@@ -38,7 +38,7 @@ from coatsearch.search.jsonl_ledger import append_ledger, read_ledger
 from coatsearch.search.optuna_storage import quiet_optuna
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow, point_key
-from coatsearch.search.rungs import make_scheduler
+from coatsearch.search.rungs import CONTINUE, Course, Courses, Verdict, judge, make_scheduler
 from coatsearch.search.samplers import make_sampler
 from coatsearch.search.table import Entry, Table, load_table
 from coatsearch.search.table_build import trial_of
@@ -71,6 +71,7 @@ class _Flight:
     worker: int
     start: float
     epochs: int = 0
+    verdict: Verdict = CONTINUE  # the scheduler's last verdict with a prediction
 
 
 def replayed_row(entry: Entry, number: int, sampled: dict[str, Any], status: Status, epochs: int,
@@ -140,10 +141,9 @@ class Replay:
         self.study = optuna.create_study(directions=plan.study_directions, sampler=make_sampler(plan, self.offset))
         self.study.add_trials([trial_of(plan, row, number) for number, row in enumerate(self.rows)])
         self.now = max((r.clock_end or 0.0 for r in self.rows), default=0.0)
-        early = plan.space.early_stopping
-        self.metric = early.metric
         self.stopper = make_scheduler(plan)
-        self.peers: dict[int, list[float]] = collections.defaultdict(list)
+        self.courses = Courses(plan)
+        self.finished: list[Course] = []
         for row in self.rows:
             self._record_peers(row)
         held = {r.point for r in self.rows}
@@ -188,11 +188,9 @@ class Replay:
             event = heapq.heappop(self.events)
             flight, self.now = event.flight, event.time
             flight.epochs += 1
-            value = flight.entry.epochs[flight.epochs - 1].get(self.metric)
             if flight.epochs >= len(flight.entry.epochs):
                 finished += self._finish(flight, flight.entry.row.status)
-            elif (self.stopper is not None and value is not None
-                  and self.stopper.stop_among(flight.epochs, value, self.peers[flight.epochs])):
+            elif self._judge(flight):
                 finished += self._finish(flight, Status.STOPPED)
             else:
                 self._push(flight)
@@ -200,6 +198,18 @@ class Replay:
             idle.append(flight.worker)
             idle.sort()
         self.on_rows(list(self.rows))
+
+    def _judge(self, flight: _Flight) -> bool:
+        """Whether the scheduler stops the flight after the epoch it just ended."""
+        if self.stopper is None:
+            return False
+        row = flight.entry.row
+        course = self.courses.of(flight.number, flight.entry.epochs[:flight.epochs],
+                                 {"flops": row.flops, "params": row.params})
+        verdict = judge(self.stopper, course, self.finished)
+        if verdict.prediction is not None:
+            flight.verdict = verdict
+        return verdict.stop
 
     def _push(self, flight: _Flight) -> None:
         """Schedule the end of the flight's next epoch."""
@@ -210,6 +220,9 @@ class Replay:
         """Record a trial that ended now; 1 when it counts as finished."""
         row = replayed_row(flight.entry, flight.number, flight.params, status, flight.epochs, flight.start,
                            self.now, f"replay:{flight.worker}", self.table.latency_of(flight.entry.row))
+        if flight.verdict.prediction is not None:
+            row = row.replace(curve_prediction=flight.verdict.prediction, curve_sd=flight.verdict.sd,
+                              curve_epoch=flight.verdict.epoch)
         self._record(row)
         self._record_peers(row)
         if status in (Status.COMPLETE, Status.STOPPED):
@@ -227,10 +240,6 @@ class Replay:
             self.written = time.monotonic()
 
     def _record_peers(self, row: TrialRow) -> None:
-        """A finished trial's values at each epoch: the rung peers later trials meet."""
-        if not row.finished:
-            return
-        for number, epoch in enumerate(row.history or (), 1):
-            value = epoch.get(self.metric)
-            if value is not None:
-                self.peers[number].append(value)
+        """A finished trial's course: what later trials meet at each rung."""
+        if row.finished and row.history:
+            self.finished.append(self.courses.of_row(row))

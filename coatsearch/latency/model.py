@@ -1,0 +1,123 @@
+"""Timing units on this device (`calibrate`) and predicting a network's latency from a
+profile (`predict`): the sum of its units' times, each the profile's own measurement where
+it timed that unit and its kind's fit elsewhere, plus the whole-network overhead.
+
+Times are inference latencies (eval mode, ``torch.inference_mode``, float32), as
+`scripts/table_latency.py` measures whole networks: every unit visited in interleaved
+rounds (a new order each round; one warm-up call, then the fastest of three), the median
+over rounds kept, so a burst of load on a shared machine spreads over all units instead of
+landing on one.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from coatsearch.latency.profile import LatencyError, Profile, conditions
+from coatsearch.latency.units import Unit, features, units
+from coatsearch.spec import NetSpec
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_calls(calls: dict[str, Callable[[], Any]], rounds: int, device: str = "cpu", seed: int = 0) -> dict[str, float]:
+    """Median milliseconds of each call over ``rounds`` interleaved rounds (each round: a
+    warm-up, then the fastest of three)."""
+    if rounds < 1:
+        raise LatencyError(f"rounds: expected at least 1, got {rounds}")
+    times: dict[str, list[float]] = {key: [] for key in calls}
+    rng = random.Random(seed)
+    with torch.inference_mode():
+        for _ in range(rounds):
+            order = list(calls)
+            rng.shuffle(order)
+            for key in order:
+                calls[key]()
+                best = float("inf")
+                for _ in range(3):
+                    _sync(device)
+                    start = time.perf_counter()
+                    calls[key]()
+                    _sync(device)
+                    best = min(best, time.perf_counter() - start)
+                times[key].append(1000 * best)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def _call(module: Any, x: torch.Tensor | None) -> Callable[[], Any]:
+    return lambda: module(x)
+
+
+def calibrate(specs: Iterable[NetSpec], batches: Iterable[int], *, rounds: int = 7, whole: int = 4,
+              device: str = "cpu", log: Callable[[str], None] | None = None) -> Profile:
+    """Time every distinct unit of ``specs`` at each batch size, and ``whole`` of the
+    networks end to end at each (for the overhead); fit each kind's latency on its units."""
+    specs = list(specs)
+    found: dict[str, Unit] = {}
+    nets: dict[str, tuple[NetSpec, int]] = {}
+    for batch in batches:
+        for k, spec in enumerate(specs):
+            for unit in units(spec, batch, device):
+                found.setdefault(unit.key, unit)
+            if k < whole:
+                nets[f"net{k}@{batch}"] = (spec, batch)
+    if log:
+        log(f"timing {len(found)} units and {len(nets)} whole networks, {rounds} rounds")
+    measured = time_calls({key: _call(u.module, u.x) for key, u in found.items()}, rounds, device)
+    from coatsearch.nn import build
+
+    models: dict[str, tuple[torch.nn.Module, torch.Tensor]] = {}
+    for name, (spec, batch) in nets.items():
+        model = build(spec, device=device).eval()
+        models[name] = (model, torch.randn(batch, spec.in_channels, spec.image_size, spec.image_size, device=device))
+    whole_ms = time_calls({name: _call(m, x) for name, (m, x) in models.items()}, rounds, device, seed=1)
+    profile = Profile(conditions(device), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                      units={key: round(ms, 5) for key, ms in measured.items()})
+    profile.fits = fit_kinds(list(found.values()), measured)
+    overheads: dict[str, list[float]] = {}
+    for name, (spec, batch) in nets.items():
+        parts = sum(measured[u.key] for u in units(spec, batch))
+        overheads.setdefault(str(batch), []).append(whole_ms[name] - parts)
+    profile.overhead_ms = {batch: round(statistics.median(v), 5) for batch, v in overheads.items()}
+    profile.notes = {"rounds": rounds, "units": len(found), "networks": len(nets), "specs": len(specs)}
+    return profile
+
+
+def fit_kinds(found: list[Unit], measured: dict[str, float]) -> dict[str, list[float]]:
+    """Per kind, non-negative coefficients of `features` that minimise the squared
+    *relative* error over the kind's timed units."""
+    from scipy.optimize import nnls
+
+    fits = {}
+    for kind in sorted({u.kind for u in found}):
+        mine = [u for u in found if u.kind == kind]
+        a = np.array([features(u) for u in mine])
+        ms = np.array([measured[u.key] for u in mine])
+        coef, _ = nnls(a / ms[:, None], np.ones(len(mine)))
+        fits[kind] = [float(c) for c in coef]
+    return fits
+
+
+def predict(spec: NetSpec, batch: int, profile: Profile) -> float:
+    """Predicted milliseconds of one call of ``spec`` at ``batch`` on the profile's device."""
+    total = profile.overhead_ms.get(str(batch), 0.0)
+    for unit in units(spec, batch):
+        if unit.key in profile.units:
+            total += profile.units[unit.key]
+            continue
+        coef = profile.fits.get(unit.kind)
+        if coef is None:
+            raise LatencyError(f"latency profile has no {unit.kind} unit to estimate from; calibrate with "
+                               f"networks that have one")
+        total += float(np.dot(coef, features(unit)))
+    return total

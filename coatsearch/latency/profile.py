@@ -1,0 +1,85 @@
+"""A device's latency profile: what each unit took there, and the per-kind fits that
+estimate units it never timed; written by `calibrate`, read by `predict`.
+
+A profile holds for the device, thread count and torch version it was made with:
+`check` refuses (or, asked to, warns about) one made under other conditions, in one line
+naming the difference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from coatsearch.errors import CoatsearchError
+
+
+class LatencyError(CoatsearchError):
+    """A profile that cannot be used here, or a bad calibration setting: one line."""
+
+
+def device_name(device: str = "cpu") -> str:
+    """The processor or GPU a time was measured on."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def conditions(device: str = "cpu") -> dict[str, Any]:
+    """What a latency depends on besides the network: the device, threads, torch."""
+    return {"device": device_name(device), "device_kind": device.split(":")[0], "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cpus": os.cpu_count()}
+
+
+@dataclass
+class Profile:
+    """``units``: key -> median milliseconds; ``fits``: kind -> coefficients of
+    `coatsearch.latency.units.features`; ``overhead_ms``: batch -> what a whole network
+    took beyond the sum of its units (median over the timed networks)."""
+
+    conditions: dict[str, Any]
+    date: str
+    units: dict[str, float] = field(default_factory=dict)
+    fits: dict[str, list[float]] = field(default_factory=dict)
+    overhead_ms: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        from coatsearch.files import write_atomic
+
+        write_atomic(Path(path), json.dumps(asdict(self), indent=1, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Profile:
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(**data)
+        except (OSError, ValueError, TypeError) as exc:
+            raise LatencyError(f"{path}: not a latency profile ({type(exc).__name__}: {str(exc)[:100]})") from None
+
+    def check(self, device: str | None = None, strict: bool = True) -> str | None:
+        """None when this process matches the profile's conditions; else the difference in
+        one line, raised as `LatencyError` when ``strict``, else warned about and returned."""
+        here = conditions(device or self.conditions.get("device_kind", "cpu"))
+        diffs = [f"{name} {self.conditions.get(name)!r} (here {here[name]!r})"
+                 for name in ("device", "threads", "torch") if self.conditions.get(name) != here[name]]
+        if not diffs:
+            return None
+        line = f"latency profile made with another {', '.join(diffs)}; calibrate again on this machine"
+        if strict:
+            raise LatencyError(line)
+        warnings.warn(line, stacklevel=2)
+        return line

@@ -1,0 +1,61 @@
+"""How well a proxy ranks networks as their trained accuracy does: Kendall's τ and
+Spearman's ρ with percentile-bootstrap 95% intervals (networks resampled in pairs), and the
+rank average that combines several proxies. Used by scripts/calibrate_proxies.py; numpy and
+scipy only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """τ and ρ of one proxy against accuracy over ``n`` networks, each with its interval
+    (NaN where fewer than 3 networks, or the scores do not vary)."""
+
+    n: int
+    tau: float
+    tau_lo: float
+    tau_hi: float
+    rho: float
+    rho_lo: float
+    rho_hi: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pair(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan")
+    return float(stats.kendalltau(x, y).statistic), float(stats.spearmanr(x, y).statistic)
+
+
+def correlation(scores: Sequence[float], accuracy: Sequence[float], *, resamples: int = 2000,
+                seed: int = 0) -> Correlation:
+    """τ and ρ of ``scores`` against ``accuracy``, with 95% intervals from ``resamples``
+    bootstrap resamples of the networks (the 2.5th and 97.5th percentiles)."""
+    x, y = np.asarray(scores, dtype=float), np.asarray(accuracy, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = len(x)
+    if n < 3:
+        nan = float("nan")
+        return Correlation(n, nan, nan, nan, nan, nan, nan)
+    tau, rho = _pair(x, y)
+    rng = np.random.default_rng(seed)
+    draws = np.array([_pair(x[i], y[i]) for i in rng.integers(0, n, size=(resamples, n))])
+    with np.errstate(all="ignore"):
+        lo, hi = np.nanpercentile(draws, 2.5, axis=0), np.nanpercentile(draws, 97.5, axis=0)
+    return Correlation(n, tau, float(lo[0]), float(hi[0]), rho, float(lo[1]), float(hi[1]))
+
+
+def rank_average(columns: Sequence[Sequence[float]]) -> np.ndarray:
+    """The mean of each network's ranks under several proxies (higher = better in each): a
+    combined score that no one proxy's scale dominates."""
+    return np.mean([stats.rankdata(np.asarray(c, dtype=float)) for c in columns], axis=0)

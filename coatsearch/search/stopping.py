@@ -1,0 +1,54 @@
+"""The checks an ``early_stopping`` section gets when a space is compiled, so that a
+scheduler that cannot run here is refused in one line before any trial: its rungs must
+fit the epochs, its backend must run it, and its objectives must be known at each rung."""
+
+from __future__ import annotations
+
+import math
+
+from coatsearch.search.registries import RAY_SCHEDULERS, SCHEDULERS
+from coatsearch.space import SearchSpace, SpaceError
+
+#: The built-in schedulers that decide at successive-halving rungs.
+RUNG_KINDS = ("asha", "hyperband", "moasha")
+#: Objectives a trial has from its first epoch on (the candidate's counts); every other
+#: objective is read per epoch from the history, except ``latency_ms``, measured after training.
+STATIC_OBJECTIVES = ("flops", "params")
+#: Metrics every epoch records.
+PER_EPOCH = ("val_acc", "val_loss", "train_eval_acc", "train_acc_running", "train_loss_running")
+
+
+def bracket_count(grace: int, factor: int, max_epochs: int) -> int:
+    """Brackets of a Hyperband from ``grace`` to ``max_epochs`` epochs: one more than the
+    rungs of the most aggressive bracket (the last one never stops a trial)."""
+    return max(1, math.floor(math.log(max_epochs / grace, factor) + 1e-9) + 1)
+
+
+def check_early_stopping(space: SearchSpace, epochs: int) -> None:
+    """Raise `coatsearch.space.SpaceError` (one line) for a scheduler this space cannot run."""
+    early = space.early_stopping
+    kind = early.kind
+    if kind == "none":
+        return
+    if kind not in SCHEDULERS:
+        raise SpaceError(f"early_stopping.kind: unknown {SCHEDULERS.kind} {kind!r}; expected none or {SCHEDULERS.expected()}")
+    if space.backend == "ray" and kind not in RAY_SCHEDULERS:
+        raise SpaceError(f"early_stopping.kind: {kind} runs on the optuna and replay backends; on ray use "
+                         f"{' or '.join(RAY_SCHEDULERS)}")
+    if kind in (*RUNG_KINDS, "curve") and early.grace_period >= epochs:
+        raise SpaceError(f"early_stopping.grace_period: {early.grace_period} leaves no epoch to stop at before "
+                         f"train.epochs {epochs}; lower it or train longer")
+    if kind == "hyperband" and early.brackets is not None:
+        most = bracket_count(early.grace_period, early.reduction_factor, epochs)
+        if early.brackets > most:
+            raise SpaceError(f"early_stopping.brackets: {early.brackets}, but {epochs} epochs from grace_period "
+                             f"{early.grace_period} at reduction_factor {early.reduction_factor} allow {most}")
+    metrics = [o.metric for o in space.objectives]
+    if kind == "moasha" and len(metrics) < 2:
+        raise SpaceError(f"early_stopping.kind: moasha ranks several objectives, this space has one ({metrics[0]}); "
+                         "use asha or hyperband")
+    unknown = [m for m in metrics if m not in STATIC_OBJECTIVES and m not in PER_EPOCH]
+    if kind in ("moasha", "curve") and len(metrics) > 1 and unknown:
+        raise SpaceError(f"early_stopping.kind: {kind} compares objectives while trials train, and {unknown[0]} is "
+                         "measured only after training; use flops or params, or asha/hyperband")
+

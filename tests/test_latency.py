@@ -1,0 +1,98 @@
+"""The latency model (`coatsearch.latency`): networks cut into units whose keys networks
+share, predictions that sum a profile's units (its fits for units it never timed), and
+profiles from elsewhere refused in one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_spec
+from typer.testing import CliRunner
+
+from coatsearch.flops import count_analytic
+from coatsearch.latency import LatencyError, Profile, calibrate, conditions, predict, random_specs
+from coatsearch.latency.units import features, units
+
+SPEC = tiny_spec("C-C-T-T", image_size=16)
+
+
+def test_a_network_is_its_stem_blocks_and_head():
+    found = units(SPEC, 1)
+    assert [u.kind for u in found] == ["stem", *(s.kind for s in SPEC.stages for _ in range(s.blocks)), "head"]
+    # the multiply-adds the units count are the network's (analytic count within 10%)
+    assert sum(u.flops for u in found) == pytest.approx(count_analytic(SPEC).flops, rel=0.1)
+
+
+def test_networks_share_the_units_they_have_in_common():
+    wider_head = SPEC.replace(num_classes=100)
+    a, b = units(SPEC, 1), units(wider_head, 1)
+    assert [u.key for u in a[:-1]] == [u.key for u in b[:-1]] and a[-1].key != b[-1].key
+    assert units(SPEC, 4)[0].key != a[0].key  # the batch is part of a unit
+
+
+def _profile(**fields) -> Profile:
+    return Profile(conditions(), "2026-01-01", **fields)
+
+
+def test_a_prediction_sums_timed_units_fits_and_the_overhead():
+    found = units(SPEC, 1)
+    timed = {u.key: float(k + 1) for k, u in enumerate(found)}
+    assert predict(SPEC, 1, _profile(units=timed, overhead_ms={"1": 0.5})) == pytest.approx(sum(timed.values()) + 0.5)
+    fits = {u.kind: [0.1, 0.2, 0.3] for u in found}
+    expected = sum(float(np.dot(fits[u.kind], features(u))) for u in found)
+    assert predict(SPEC, 1, _profile(fits=fits)) == pytest.approx(expected)
+    with pytest.raises(LatencyError, match="no T unit"):
+        predict(SPEC, 1, _profile(fits={"stem": [1, 0, 0], "C": [1, 0, 0], "head": [1, 0, 0]}))
+
+
+def test_a_profile_from_elsewhere_is_refused_or_warned_in_one_line(tmp_path):
+    profile = _profile()
+    assert profile.check() is None
+    profile.conditions = {**profile.conditions, "torch": "1.0", "threads": 99}
+    with pytest.raises(LatencyError, match=r"threads 99 \(here \d+\), torch '1.0'") as caught:
+        profile.check()
+    assert "\n" not in str(caught.value)
+    with pytest.warns(UserWarning, match="torch '1.0'"):
+        profile.check(strict=False)
+    profile.save(tmp_path / "p.json")
+    assert Profile.load(tmp_path / "p.json") == profile
+    (tmp_path / "bad.json").write_text("[1, 2")
+    with pytest.raises(LatencyError, match="bad.json: not a latency profile"):
+        Profile.load(tmp_path / "bad.json")
+
+
+@pytest.mark.slow
+def test_calibrate_times_every_distinct_unit_once():
+    specs = [SPEC, SPEC.replace(num_classes=100)]
+    profile = calibrate(specs, [1], rounds=1, whole=1)
+    assert len(profile.units) == len(units(SPEC, 1)) + 1  # one more head
+    assert set(profile.fits) == {"stem", "C", "T", "head"} and "1" in profile.overhead_ms
+    assert all(ms > 0 for ms in profile.units.values())
+    assert predict(SPEC, 1, profile) > 0
+
+
+def test_random_specs_span_sizes_and_layouts_and_repeat_for_a_seed():
+    specs = random_specs(30, seed=5)
+    assert specs == random_specs(30, seed=5)
+    assert len({s.layout for s in specs}) >= 3 and {32, 224} & {s.image_size for s in specs}
+
+
+def test_the_command_refuses_another_machines_profile(tmp_path):
+    from coatsearch.cli import app
+
+    path = tmp_path / "p.json"
+    profile = _profile(fits={k: [1.0, 0.0, 0.0] for k in ("stem", "C", "T", "head")})
+    profile.save(path)
+    (tmp_path / "spec.yaml").write_text(SPEC.to_yaml())
+    ok = CliRunner().invoke(app, ["latency", "predict", str(tmp_path / "spec.yaml"), "--profile", str(path)])
+    assert ok.exit_code == 0 and "ms predicted" in ok.output
+    data = json.loads(path.read_text())
+    data["conditions"]["device"] = "another CPU"
+    path.write_text(json.dumps(data))
+    refused = CliRunner().invoke(app, ["latency", "predict", str(tmp_path / "spec.yaml"), "--profile", str(path)])
+    assert refused.exit_code == 2 and "device 'another CPU'" in refused.output
+    warned = CliRunner().invoke(app, ["latency", "predict", str(tmp_path / "spec.yaml"), "--profile", str(path),
+                                      "--allow-other"])
+    assert warned.exit_code == 0 and "warning:" in warned.output

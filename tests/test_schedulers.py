@@ -1,0 +1,166 @@
+"""The early-stopping schedulers beyond ASHA: Hyperband's brackets, multi-objective
+successive halving, learning-curve extrapolation; the same rules on the replay backend,
+and settings a scheduler cannot run refused in one line before any trial."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from coatsearch.cli import app
+from coatsearch.search import compile_space
+from coatsearch.search.curves import CurveStopper, predict
+from coatsearch.search.hyperband import Hyperband
+from coatsearch.search.moasha import MoAsha, nondominated_ranks, promoted
+from coatsearch.search.rungs import Asha, Course, judge
+from coatsearch.space import SpaceError, space_from_dict
+from coatsearch.status import Status
+from tests.conftest import TINY_SPACE
+from tests.test_replay import TABLE_SPACE, make_table, replay
+
+
+def _course(number: int, values: list[float], flops: float = 1.0) -> Course:
+    return Course(number, tuple(values), tuple((v, -flops) for v in values), (-flops,))
+
+
+# ----------------------------------------------------------------------------- hyperband
+def test_hyperband_brackets_start_later_and_meet_only_their_own() -> None:
+    band = Hyperband(1, 2, 8)
+    assert band.count == 4 and [b.rungs for b in band.brackets] == [[1, 2, 4], [2, 4], [4], []]
+    numbers = range(400)
+    counts = np.bincount([band.bracket_of(n) for n in numbers], minlength=4)
+    assert (counts > 0).all() and counts[0] > counts[3]  # weighted as Optuna weighs them
+    first = next(n for n in numbers if band.bracket_of(n) == 0)
+    mates = [_course(n, [0.9]) for n in numbers if band.bracket_of(n) == 0 and n != first][:4]
+    strangers = [_course(n, [0.9]) for n in numbers if band.bracket_of(n) == 1][:4]
+    assert band.judge(_course(first, [0.1]), mates).stop
+    assert not band.judge(_course(first, [0.1]), strangers).stop  # another bracket's trials are not its peers
+
+
+def test_hyperband_one_bracket_is_asha() -> None:
+    band, asha = Hyperband(1, 2, 8, brackets=1), Asha(1, 2, 8)
+    peers = [_course(n, [0.2 * k for k in range(1, 4)]) for n in range(6)]
+    for value in (0.1, 0.5):
+        trial = _course(99, [value, value])
+        assert band.judge(trial, peers).stop == judge(asha, trial, peers).stop
+
+
+# ----------------------------------------------------------------------------- MO-ASHA
+def test_nondominated_sorting_ranks_fronts() -> None:
+    points = np.array([[0.9, -2.0], [0.8, -1.0], [0.7, -2.0], [0.6, -3.0]])
+    assert list(nondominated_ranks(points)) == [0, 0, 1, 2]
+    assert promoted(points, 2).tolist() == [True, True, False, False]
+
+
+def test_moasha_keeps_a_small_network_that_asha_stops() -> None:
+    peers = [_course(n, [0.8, 0.85], flops=10.0) for n in range(3)] + [_course(3, [0.5], flops=10.0)]
+    small = Course(9, (0.4,), ((0.4, -1.0),), (-1.0,))
+    assert judge(Asha(1, 2, 4), small, peers).stop
+    assert not MoAsha(1, 2, 4).judge(small, peers).stop
+    big_and_bad = Course(9, (0.4,), ((0.4, -20.0),), (-20.0,))
+    assert MoAsha(1, 2, 4).judge(big_and_bad, peers).stop
+
+
+# ----------------------------------------------------------------------------- curves
+def test_the_families_extrapolate_a_saturating_curve() -> None:
+    x = np.arange(1, 21)
+    curve = 0.9 - 0.5 * x ** -0.8
+    mean, sd = predict(curve[:8].tolist(), 20)  # type: ignore[misc]
+    assert abs(mean - curve[-1]) < 0.02 and sd > 0
+    assert predict([0.5], 20) is None  # no family fits one epoch, and no reference was given
+
+
+def test_references_carry_the_shape_of_finished_curves() -> None:
+    shape = np.array([0.3, 0.5, 0.6, 0.65, 0.7, 0.8, 0.85, 0.86])  # a schedule's late rise
+    refs = [(shape + d).tolist() for d in (-0.1, 0.0, 0.1, 0.2)]
+    mean, _ = predict((shape[:2] + 0.05).tolist(), 8, refs, families=())  # type: ignore[misc]
+    assert mean == pytest.approx(0.91, abs=0.03)
+
+
+def test_the_curve_stopper_stops_a_hopeless_trial_and_records_its_prediction() -> None:
+    shape = [0.3, 0.5, 0.6, 0.65, 0.7, 0.8, 0.85, 0.86]
+    stopper = CurveStopper(grace=2, max_epochs=8, threshold=0.05, top=1, sign=1.0)
+    finished = [_course(n, [v + 0.02 * n for v in shape]) for n in range(4)]
+    verdict = stopper.judge(_course(9, [0.1, 0.2]), finished)
+    assert verdict.stop and verdict.epoch == 2 and verdict.prediction is not None and verdict.prediction < 0.7
+    assert not stopper.judge(_course(9, [0.1]), finished).stop  # before grace_period
+    assert not stopper.judge(_course(9, [0.1, 0.2]), []).stop  # nothing to beat yet
+    assert not stopper.judge(_course(9, [0.4, 0.6]), finished).stop  # may still win
+    # with FLOPs an objective, the smallest network has nothing to beat: it joins the front
+    small = Course(9, (0.1, 0.2), ((0.1, -0.5), (0.2, -0.5)), (-0.5,))
+    assert not stopper.judge(small, finished).stop
+
+
+# ----------------------------------------------------------------------------- on the replay
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    return make_table(tmp_path_factory.mktemp("tables") / "fixture")
+
+
+@pytest.mark.parametrize("early, objectives", [
+    ({"kind": "hyperband", "reduction_factor": 2}, ["val_acc"]),
+    ({"kind": "moasha", "reduction_factor": 2}, ["val_acc", "flops"]),
+    ({"kind": "curve", "grace_period": 2, "threshold": 0.2}, ["val_acc", "flops"]),
+])
+def test_each_scheduler_stops_trials_on_the_replay(table: Path, tmp_path: Path, early: dict,
+                                                   objectives: list[str]) -> None:
+    rows = replay(table, tmp_path / early["kind"], sampler="random", trials=24, early_stopping=early,
+                  objectives=objectives)
+    stopped = [r for r in rows if r.status == Status.STOPPED]
+    assert stopped and all(0 < r.fidelity < r.max_fidelity for r in stopped)
+    assert any(r.status == Status.COMPLETE and r.fidelity == r.max_fidelity for r in rows)
+    if early["kind"] == "curve":
+        predicted = [r for r in rows if r.curve_prediction is not None]
+        assert predicted and all(r.curve_sd and r.curve_sd > 0 and 2 <= (r.curve_epoch or 0) < 4 for r in predicted)
+        assert all(r.curve_epoch == r.fidelity for r in stopped)
+    else:
+        assert all(r.curve_prediction is None for r in rows)
+
+
+# ----------------------------------------------------------------------------- refused
+@pytest.mark.parametrize("change, expect", [
+    ({"early_stopping": {"kind": "asha", "grace_period": 4}},
+     "early_stopping.grace_period: 4 leaves no epoch to stop at before train.epochs 4"),
+    ({"early_stopping": {"kind": "curve", "grace_period": 5}}, "early_stopping.grace_period: 5 leaves no epoch"),
+    ({"early_stopping": {"kind": "hyperband", "brackets": 4}},
+     "early_stopping.brackets: 4, but 4 epochs from grace_period 1 at reduction_factor 2 allow 3"),
+    ({"early_stopping": {"kind": "moasha"}, "objectives": ["val_acc"]},
+     "early_stopping.kind: moasha ranks several objectives, this space has one (val_acc)"),
+    ({"early_stopping": {"kind": "curve"}, "objectives": ["val_acc", "latency_ms"]},
+     "early_stopping.kind: curve compares objectives while trials train, and latency_ms"),
+    ({"early_stopping": {"kind": "moasha"}, "objectives": ["val_acc", "flops"], "backend": "ray"},
+     "early_stopping.kind: moasha runs on the optuna and replay backends; on ray use asha or hyperband"),
+])
+def test_a_scheduler_the_space_cannot_run_is_refused(change: dict, expect: str) -> None:
+    space = {**TABLE_SPACE, **change}
+    with pytest.raises(SpaceError) as error:
+        compile_space(space_from_dict(space), check_data=False)
+    assert str(error.value).startswith(expect) and "\n" not in str(error.value)
+
+
+def test_a_reduction_factor_below_two_is_one_line_before_any_trial(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({**TINY_SPACE, "early_stopping": {"kind": "hyperband", "reduction_factor": 1}}))
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "early_stopping.reduction_factor" in lines[0], result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_rung_ladders_are_geometric() -> None:
+    assert Asha(1, 3, 27).rungs == [1, 3, 9] and math.isclose(Hyperband(1, 3, 27).count, 4)
+
+
+@pytest.mark.parametrize("early, brackets", [({"kind": "asha"}, 1), ({"kind": "hyperband"}, 3),
+                                             ({"kind": "hyperband", "brackets": 2}, 2)])
+def test_ray_runs_hyperband_as_tunes_asynchronous_brackets(early: dict, brackets: int) -> None:
+    from coatsearch.search.ray_backend import tune_scheduler
+
+    plan = compile_space(space_from_dict({**TABLE_SPACE, "backend": "ray", "early_stopping": early}), check_data=False)
+    scheduler = tune_scheduler(plan)
+    assert len(scheduler._brackets) == brackets and scheduler._max_t == 4
