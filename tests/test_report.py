@@ -21,7 +21,8 @@ from coatsearch.report import ReportError, build_report, load_run
 from coatsearch.report.data import parse_band
 from coatsearch.results import ranked, read_table
 
-FIGURE_IDS = ("fig-effect-layout", "fig-pareto-flops", "fig-pareto-params", "fig-curves", "fig-gap", "fig-edf")
+FIGURE_IDS = ("fig-effect-layout", "fig-pareto-flops", "fig-pareto-params", "fig-curves", "fig-gap", "fig-schedule",
+              "fig-edf")
 
 
 class _Refs(html.parser.HTMLParser):
