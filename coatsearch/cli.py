@@ -60,22 +60,37 @@ def run(
 
 
 def _dry_run(space: Any, source: str, as_json: bool) -> None:
+    """The candidates and their estimated time, after the checks a run makes before training
+    (the data read too; a storage server is not reached). Data that cannot be read here
+    still lets the candidates be listed, then stops as the run would: one line, exit 2."""
     from coatsearch.report.terminal import preview_json, preview_rich_table
     from coatsearch.search import compile_space
     from coatsearch.search.estimate import estimate_candidates
+    from coatsearch.search.plan import check_data_source
     from coatsearch.search.preview import preview
+    from coatsearch.space import SpaceError
 
     plan = compile_space(space, source=source, check_data=False, check_storage=False)
     candidates = preview(plan)
-    timing = estimate_candidates(plan, candidates)
+    unreadable = None
+    try:
+        check_data_source(plan.space.data, plan.base.image_size, plan.space.seed)
+    except SpaceError as exc:
+        unreadable = exc
+    timing = estimate_candidates(plan, candidates) if unreadable is None else None
     if as_json:
         print(json.dumps(preview_json(candidates, timing), default=str))
-        return
-    console.print(preview_rich_table(candidates, f"{plan.study}: {len(candidates)} candidates (dry run, nothing trained)",
-                                     timing.per_trial_s if timing else None))
-    console.print(FLOPS_NOTE, style="dim")
-    if timing is not None:
-        console.print(f"estimated run time: {timing.run_s / 60:.1f} min ({timing.basis})", highlight=False)
+    else:
+        console.print(preview_rich_table(candidates, f"{plan.study}: {len(candidates)} candidates (dry run, nothing trained)",
+                                         timing.per_trial_s if timing else None))
+        console.print(FLOPS_NOTE, style="dim")
+        if timing is not None:
+            console.print(f"estimated run time: {timing.run_s / 60:.1f} min ({timing.basis})", highlight=False)
+            if timing.scheduled_s is not None:
+                console.print(f"with {plan.space.early_stopping.kind}: about {timing.scheduled_s / 60:.1f} min "
+                              f"({timing.scheduled_basis})", highlight=False)
+    if unreadable is not None:
+        raise SpaceError(f"{source}: {unreadable}; a run would stop here (no time estimated)")
 
 
 @app.command()
@@ -90,7 +105,7 @@ def resume(
     saved = Path(run_dir) / "space.yaml"
     if not saved.exists():
         raise SpaceError(f"{run_dir}: not a run directory (no space.yaml)")
-    _run_and_report(load_space(saved), Path(run_dir), address, source=str(saved))
+    _run_and_report(load_space(saved, relative_data=False), Path(run_dir), address, source=str(saved))
 
 
 def _run_and_report(space: Any, out: Path | None, address: str | None, source: str | None = None) -> Any:

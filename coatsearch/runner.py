@@ -35,15 +35,14 @@ from coatsearch.analysis import Analysis, Design, analyse
 from coatsearch.analysis.overview import DEFAULT_OBJECTIVES
 from coatsearch.analysis.ranking import pareto_set
 from coatsearch.errors import CoatsearchError, os_reason
-from coatsearch.files import load_yaml_file, write_atomic
+from coatsearch.files import write_atomic
 from coatsearch.results import write_table
 from coatsearch.rundir import check, claim, open_log
 from coatsearch.search import Backend, SearchPlan, TrialRow, make_backend
 from coatsearch.search.machine import check_machine
 from coatsearch.search.progress import RunProgress, TrialEstimates, estimate_line, run_estimate
-from coatsearch.space import SearchSpace, SpaceError, space_from_dict
+from coatsearch.search.saved_space import check_backend, saved_space, saved_space_note
 from coatsearch.status import Status
-from coatsearch.urls import has_password, without_password
 
 log = logging.getLogger("coatsearch")
 
@@ -93,71 +92,6 @@ def prepare_run_dir(run_dir: Path) -> None:
             pass
     except OSError as exc:
         raise CoatsearchError(f"--out {run_dir}: the run directory is not writable ({os_reason(exc)})") from None
-
-
-def saved_space(plan: SearchPlan) -> SearchSpace:
-    """The space as the run directory keeps it: a storage URL's password left out (it comes
-    from the environment, see `coatsearch.urls`)."""
-    storage = plan.space.storage
-    if storage is None or not has_password(storage):
-        return plan.space
-    return plan.space.model_copy(update={"storage": without_password(storage)})
-
-
-def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
-    """Whether to write ``space.yaml``, and a note for the user.
-
-    A different space in the same directory is refused: its results would mean something
-    else. ``trials`` may change: more trials extend the study; fewer change nothing (the
-    saved space is kept, and the note says so). So may where trials run, which does not
-    change what they measure (`PLACEMENT`): a study resumed on another machine, with more
-    threads per trial or more at once, goes on.
-    """
-    saved = run_dir / "space.yaml"
-    if not saved.exists():
-        return True, ""
-    try:
-        before = space_from_dict(load_yaml_file(saved, SpaceError, "saved space"), source=str(saved)).to_dict()
-    except SpaceError:
-        raise SpaceError(f"{saved}: the saved space is not a valid space; use another --out") from None
-    now = saved_space(plan).to_dict()
-    before["base"] = _normalised_base(before.get("base"))  # fields added since take their defaults
-    trials_before, trials_now = before.pop("trials", None), now.pop("trials", None)
-    placement_changed = _pop_placement(before) != _pop_placement(now)
-    if before != now:
-        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-        raise SpaceError(
-            f"{saved}: this run directory holds a different space (changed: {', '.join(changed)}); "
-            "use another --out or study name"
-        )
-    if trials_now is not None and trials_before is not None and trials_now < trials_before:
-        return False, f"the run directory's study has trials: {trials_before}; trials: {trials_now} changes nothing there"
-    return trials_now != trials_before or placement_changed, ""
-
-
-#: Space fields that say where and how many trials run, not what a trial measures.
-#: (``resources.workers`` is not among them: it sets the global batch.)
-PLACEMENT = ("concurrency", "address", "resources.cpu", "resources.gpu", "resources.accelerator_type",
-             "resources.custom")
-
-
-def _pop_placement(space: dict[str, Any]) -> dict[str, Any]:
-    """Remove the `PLACEMENT` fields from a space's dict and return them."""
-    resources = space.get("resources") or {}
-    return {name: resources.pop(name[10:], None) if name.startswith("resources.") else space.pop(name, None)
-            for name in PLACEMENT}
-
-
-def _normalised_base(base: object) -> object:
-    """A saved base spec as this version writes it (a field added later gets its default)."""
-    from coatsearch.spec import NetSpec, SpecError
-
-    if not isinstance(base, dict):
-        return base
-    try:
-        return NetSpec.from_dict(base).to_dict()
-    except SpecError:
-        return base
 
 
 class _RunLog(logging.FileHandler):
@@ -259,6 +193,7 @@ def run_study(
     for warning in check_machine(plan, address):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     check(run_dir)  # before the backend reads anything there
+    check_backend(plan, run_dir)
     backend = make_backend(plan, run_dir, address)
     try:
         with backend.session():

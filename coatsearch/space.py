@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from coatsearch.data.listing import source_from
 from coatsearch.domains import Domain
 from coatsearch.errors import CoatsearchError, cut
 from coatsearch.files import load_yaml, load_yaml_file
@@ -337,13 +338,20 @@ def space_from_dict(data: Any, source: str | None = None) -> SearchSpace:
     return validate_mapping(SearchSpace, data, SpaceError, source=source, what="space")
 
 
-def load_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:
-    """Read, override and validate a space file; `SpaceError` names the file and field."""
+def load_space(path: str | Path, overrides: list[str] | None = None, *, relative_data: bool = True) -> SearchSpace:
+    """Read, override and validate a space file; `SpaceError` names the file and field.
+
+    A relative path in the file's ``data.source`` is taken from the file's folder
+    (`source_from`; ``relative_data=False`` keeps it as written, for a run folder's saved
+    space); one given in ``overrides`` (``--set``) from the working directory."""
     path = Path(path)
     if path.is_dir():
         raise SpaceError(f"{path}: is a directory, expected a YAML space file")
     data = load_yaml_file(path, SpaceError, "space file")
     if isinstance(data, dict):
+        settings = data.get("data")
+        if relative_data and isinstance(settings, dict) and isinstance(settings.get("source"), str):
+            data = {**data, "data": {**settings, "source": source_from(settings["source"], path.parent)}}
         data = apply_overrides(data, overrides or [])
     return space_from_dict(data, source=str(path))
 

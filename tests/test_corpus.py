@@ -227,6 +227,8 @@ MALFORMED: list[Case] = [
     Case("storage-folder", ["run", "{space}"], "storage: the folder of /nonexistent/dir/study.db does not exist", space_with(storage="sqlite:////nonexistent/dir/study.db")),
     # ------------------------------------------------------------------ data folders
     Case("data-missing", ["run", "{space}"], "data.source: {dir}/nowhere: no such directory", data_space("nowhere")),
+    Case("dry-run-data-missing", ["run", "{space}", "--dry-run"], "data.source: {dir}/nowhere: no such directory; a run would stop here",
+         data_space("nowhere")),
     Case("data-empty", ["run", "{space}"], "data.source: {dir}/empty: no class sub-folders", data_space("empty"),
          setup=lambda d: (d / "empty").mkdir()),
     Case("data-empty-class", ["run", "{space}"], "empty class folder", data_space("hollow"),
@@ -262,6 +264,9 @@ MALFORMED: list[Case] = [
     # ------------------------------------------------------------------ tampered run folders
     Case("run-other-space", ["run", "{space}", "--out", "{out}", "--set", "seed=5"], "this run directory holds a different space (changed: seed)",
          space_with(), prior_run=True),
+    Case("run-other-backend", ["run", "{space}", "--out", "{out}", "--backend", "ray"],
+         "this run directory's study runs on the optuna backend, not ray; resume it with --backend optuna", space_with(),
+         prior_run=True),
     Case("run-space-garbage", ["run", "{space}", "--out", "{out}"], "space.yaml: the saved space is not a valid space", space_with(),
          prior_run=True, files={"space.yaml": b"study: [\n"}),
     Case("run-study-db-garbage", ["run", "{space}", "--out", "{out}"],

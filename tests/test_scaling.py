@@ -144,10 +144,13 @@ def test_scale_as_a_knob_gives_every_layout_the_same_budget():
 
 def test_table7_dry_run_lists_the_three_networks():
     result = runner.invoke(app, ["run", "spaces/table7.yaml", "--dry-run", "--json"])
-    assert result.exit_code == 0, result.output
+    # no ImageNet here: the candidates, no estimate, and the run's own stop in one line
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        "error: spaces/table7.yaml: data.source: /data/imagenet: no such directory; a run would stop here (no time estimated)"]
     out = json.loads(result.stdout)
     rows = out["candidates"]
-    assert out["estimated_run_s"] is None  # no ImageNet here: candidates, no estimate
+    assert out["estimated_run_s"] is None
     blocks = {r["params"]["split"]: r["blocks"] for r in rows}
     assert blocks == {6: "2,6,14,2", 2: "2,2,18,2", 8: "2,8,12,2"}
     assert all(r["channels"] == "128,256,512,1024" and r["image_size"] == 224 for r in rows)

@@ -69,6 +69,23 @@ def test_optuna_backend_runs_every_trial_within_the_budget(tmp_path):
     assert again.already_done and len(_finished(read_table(again.table_path))) == 2
 
 
+def test_optuna_dashboard_sees_metric_names_learning_curves_and_filterable_fields(tmp_path):
+    import json
+
+    import optuna
+
+    space = load_space(_space_file(tmp_path, trials=1, objectives=["val_acc"]))
+    outcome = run_study(space, tmp_path / "run")
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    assert study.metric_names == ["val_acc"]
+    (trial,) = study.trials
+    history = json.loads(read_table(outcome.table_path)["history"].iloc[0])
+    assert trial.intermediate_values == {i + 1: pytest.approx(h["val_acc"]) for i, h in enumerate(history)}
+    row = trial.user_attrs["row"]
+    for name in ("status", "layout", "blocks", "channels", "flops", "params", "val_acc", "fidelity"):
+        assert trial.user_attrs[name] == row[name], name
+
+
 def test_a_different_space_in_the_same_run_dir_is_refused(tmp_path):
     from coatsearch.space import SpaceError
 

@@ -186,3 +186,27 @@ def test_a_domain_is_optunas_distribution_of_its_values():
     assert Domain(choices=[1, 2]).distribution() == CategoricalDistribution([1, 2])
     assert Domain(low=1, high=5, step=2).distribution() == IntDistribution(1, 5, step=2)
     assert Domain(low=1e-4, high=1e-2, log=True).distribution() == FloatDistribution(1e-4, 1e-2, log=True)
+
+
+@pytest.mark.parametrize("written, meant", [
+    ("photos", "{here}/photos"),                       # a folder beside the space file
+    ("../data/photos", "{here}/../data/photos"),
+    ("imagefolder:photos", "imagefolder:{here}/photos"),
+    ("idx:sets/fm", "idx:{here}/sets/fm"),
+    ("fashion-mnist-full:sets/fm", "fashion-mnist-full:{here}/sets/fm"),
+    ("torchvision:CIFAR10:cache", "torchvision:CIFAR10:{here}/cache"),
+    ("torchvision:CIFAR10", "torchvision:CIFAR10"),
+    ("fashion-mnist", "fashion-mnist"),
+    ("/abs/photos", "/abs/photos"),
+    ("~/photos", "~/photos"),
+])
+def test_a_relative_data_path_in_a_space_file_is_taken_from_its_folder(tmp_path, monkeypatch, written, meant):
+    here = tmp_path / "spaces"
+    (here / "photos").mkdir(parents=True)
+    (here / "space.yaml").write_text(yaml.safe_dump({**TINY_SPACE, "data": {"source": written}}))
+    monkeypatch.chdir(tmp_path)  # elsewhere: the file's folder decides, not the working directory
+    assert load_space(here / "space.yaml").data.source == meant.format(here=here)
+    # a --set value is the user's, typed where they are: kept as written
+    assert load_space(here / "space.yaml", [f"data.source={written}"]).data.source == written
+    # a run folder's saved space keeps what it holds
+    assert load_space(here / "space.yaml", relative_data=False).data.source == written

@@ -77,6 +77,30 @@ def find_idx_files(folder: Path) -> dict[str, Path]:
     return found
 
 
+#: Sources whose argument is a path (``KIND:PATH``); ``torchvision:NAME:ROOT`` has one after its name.
+PATH_KINDS = ("fashion-mnist-full", "idx", "imagefolder")
+
+
+def source_from(source: str, folder: Path) -> str:
+    """``source`` as written in a file in ``folder``: a relative path in it (a bare folder,
+    ``idx:``/``imagefolder:``/``fashion-mnist-full:PATH``, ``torchvision:NAME:ROOT``) taken
+    from ``folder``, so a space file means the same data from any working directory. Named
+    sources, absolute and ``~`` paths and sources of kinds registered elsewhere are kept."""
+    kind, sep, arg = source.partition(":")
+
+    def rooted(path: str) -> str:
+        return path if not path or Path(path).is_absolute() or path.startswith("~") else str(folder / path)
+
+    if not sep:  # a path has a slash or names a folder there; anything else is a source's name
+        return rooted(source) if "/" in source or (folder / source).is_dir() else source
+    if kind in PATH_KINDS:
+        return f"{kind}:{rooted(arg)}"
+    if kind == "torchvision":
+        name, colon, root = arg.partition(":")
+        return f"{kind}:{name}{colon}{rooted(root)}"
+    return source
+
+
 def folder_of(source: str) -> Path | None:
     """The image folder a source names (``imagefolder:PATH`` or a folder without IDX
     files), or None for every other kind of source."""

@@ -22,6 +22,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
 from coatsearch.host import sleep_while_waiting
+from coatsearch.search.dashboard import name_metrics, report_epoch, set_row_attrs
 from coatsearch.search.optuna_storage import HEARTBEAT_S, open_study, quiet_optuna
 from coatsearch.search.optuna_trials import (
     claim,
@@ -167,6 +168,7 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
     target, retries = plan.target_trials, space.retries
     fail_stale_trials(study)
     fail_dead_trials(study, retries)
+    name_metrics(study, plan)
     scheduler = make_scheduler(plan)
     stopper = RungStopper(study, scheduler, plan) if scheduler is not None else None
     grid = plan.grid is not None
@@ -189,6 +191,7 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
 
         def report(epoch: int, metrics: dict[str, Any]) -> bool:
             on_epoch(trial.number, epoch)
+            report_epoch(trial, plan, epoch, metrics)
             history.append(metrics)
             return bool(stopper and stopper.should_stop(trial.number, history, metrics))
 
@@ -205,6 +208,7 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
             optuna.logging.set_verbosity(optuna.logging.ERROR)
             raise
         trial.set_user_attr("row", row.to_record())
+        set_row_attrs(trial, row)
         if row.status == Status.INFEASIBLE:
             raise optuna.TrialPruned(row.reason)
         if row.status not in (Status.COMPLETE, Status.STOPPED):
