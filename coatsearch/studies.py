@@ -72,44 +72,58 @@ def replace_results(readme: str, table: str) -> str:
 
 
 def comparisons_markdown(frame: pd.DataFrame, design: Design) -> str:
-    """The README's comparisons: the test each used, differences in percentage points with
-    95% CIs, the smallest difference each could resolve, t (df), p and Holm's p, and the
-    verdict each implies; then how they were made, with the count of each test."""
+    """The README's comparisons, one question's family after another: the test each used,
+    differences in percentage points with their own 95% CIs and the family's simultaneous
+    ones, the smallest difference each could resolve, t (df), p and Holm's p within the
+    family, and the verdict each implies; then how they were made, with the count of each
+    test."""
     if frame.empty:
         return "No pair of values has the trials a test needs: nothing to compare."
-    header = ["factor", "within", "metric", "comparison", "test", "difference (pp)", "95% CI (pp)",
-              "detectable (pp)", "t (df)", "p", "p, Holm", "verdict"]
+    header = ["family (role)", "within", "comparison", "test", "difference (pp)", "95% CI (pp)",
+              "simultaneous 95% CI (pp)", "detectable (pp)", "t (df)", "p", "p, Holm", "verdict"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in frame.iterrows():
-        trend = row["kind"] == "trend"
-        per = "/step" if trend else ""
+        per = {"trend": "/step", "curvature": "/step²"}.get(row["kind"], "")
+        label = {"trend": "trend", "curvature": "curvature"}.get(row["kind"])
         lines.append("| " + " | ".join([
-            row["factor"], row["within"], METRICS[row["metric"]].split(" (")[0],
-            f"trend {row['first']} → {row['second']}" if trend else f"{row['first']} vs {row['second']}",
+            f"{row['factor']}: {METRICS[row['metric']].split(' (')[0]} ({row['role']})", row["within"],
+            f"{label} {row['first']} → {row['second']}" if label else f"{row['first']} vs {row['second']}",
             row["test"], f"{row['difference'] * 100:+.2f}{per}",
-            f"[{row['ci95_low'] * 100:+.2f}, {row['ci95_high'] * 100:+.2f}]", f"{row['detectable'] * 100:.2f}",
+            _interval(row["ci95_low"], row["ci95_high"]),
+            _interval(row["ci_simultaneous_low"], row["ci_simultaneous_high"]), f"{row['detectable'] * 100:.2f}",
             f"{row['t']:.2f} ({_df(row['df'])})", _p(row["p"]), _p(row["p_holm"]), row["verdict"],
         ]) + " |")
     tested = len(frame)
+    families = frame.groupby("family", sort=False).size()
     where = "within each combination of the other factors" if design.crossed else "over all trials"
-    trends = int((frame["kind"] == "trend").sum())
+    kinds = frame["kind"].value_counts()
     used = ", ".join(f"{name} ({count})" for name, count in frame["test"].value_counts(sort=False).items())
-    resolved = int((frame["p_holm"] < ALPHA).sum())
+    resolved = frame.groupby("family", sort=False)["p_holm"].apply(lambda p: int((p < ALPHA).sum()))
     lines.append("")
     lines.append(
-        f"{tested} comparisons ({tested - trends} pairs, {trends} trends), {where}: neighbouring values of a "
-        "numeric factor and a trend over all of its values (the least-squares slope on the value's place in the "
-        "order, per step), every pair of a categorical one. "
-        f"A verdict names a direction where Holm's p across all {tested} is below {ALPHA:g} "
-        f"({resolved} {'does' if resolved == 1 else 'do'}); "
-        "\"not resolved\" states the smallest true difference the test would resolve with 80% power at "
-        f"{ALPHA:g}/{tested}, the strictest step of Holm's correction. Tests used: {used}. "
+        f"{tested} comparisons ({int(kinds.get('pair', 0))} pairs, {int(kinds.get('trend', 0))} trends, "
+        f"{int(kinds.get('curvature', 0))} curvatures), {where}: neighbouring values of a numeric factor, a "
+        "trend over all of its values (the least-squares slope on the value's place in the order, per step) and "
+        "its curvature (the quadratic term, per step²: negative where the middle beats the ends), every pair of a "
+        "categorical one. Pairs of values that build identical networks are not compared. "
+        "Each factor is one question; its validation accuracy is the primary endpoint, the test accuracy "
+        "confirms it and the gap describes. Holm's correction runs within each family only ("
+        + "; ".join(f"{name}: {count} rows, {resolved[name]} resolved" for name, count in families.items())
+        + f"), and a verdict names a direction where Holm's p is below {ALPHA:g}; \"not resolved\" states the "
+        "smallest true difference the test would resolve with 80% power (noncentral t) at the strictest step of "
+        "its family's correction. The simultaneous intervals (Bonferroni within the family) hold for all of a "
+        "family's rows at once; the plain ones for one row alone. A row whose interval is wider than any "
+        f"possible difference says so and gives none. Tests used: {used}. "
         "Accuracies are tested with the seeds' spread and the evaluation images' error as separate variance "
         "parts, with Welch-Satterthwaite degrees of freedom: paired image by image where every trial stored "
         "which images it got right, else with each configuration's binomial bound p(1-p)/n (unpaired: cautious, "
         "since configurations scored on the same images err together); the gap with the seeds' spread only. "
         "`coatsearch.analysis.stats` says why each is built as it is.")
     return "\n".join(lines)
+
+
+def _interval(low: float, high: float) -> str:
+    return "–" if pd.isna(low) else f"[{low * 100:+.2f}, {high * 100:+.2f}]"
 
 
 def _p(p: float) -> str:

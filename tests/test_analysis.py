@@ -45,9 +45,13 @@ def test_a_grid_compares_within_strata_every_pair_of_a_category_and_neighbours_o
     # no per-image records here: the unpaired test with each configuration's binomial bound
     assert (found["test"] == "Welch, seeds + binomial bound").all() and (found["kind"] == "pair").all()
     assert (found[["n_first", "n_second"]] == 3).all().all()
-    # Holm: never below the raw p, and the family is the whole table
+    # Holm: never below the raw p, and each factor's validation accuracy is a family of its own
     assert (found["p_holm"] >= found["p"]).all()
-    assert found["p_holm"].tolist() == pytest.approx(holm(found["p"].tolist()))
+    assert set(found["family"]) == {"layout: val_acc", "size: val_acc"} and set(found["role"]) == {"primary"}
+    for _, family in found.groupby("family"):
+        assert family["p_holm"].tolist() == pytest.approx(holm(family["p"].tolist()))
+        assert (family["ci_simultaneous_high"] - family["ci_simultaneous_low"]
+                > family["ci95_high"] - family["ci95_low"]).all()
     # the binomial part widens the interval beyond the seeds' spread alone
     a = table[(table["param.layout"] == "A") & (table["param.size"] == 100)]["val_acc"]
     b = table[(table["param.layout"] == "B") & (table["param.size"] == 100)]["val_acc"]
@@ -99,8 +103,8 @@ def test_an_unresolved_verdict_states_the_difference_it_would_have_resolved():
     table = _grid()
     design = Design.of(table, {}, "grid")
     found = comparisons(table, design)
-    level = ALPHA / len(found)
-    expected = [detectable(se, df, level) for se, df in zip(found["se"], found["df"])]
+    sizes = found.groupby("family")["family"].transform("size")  # the strictest Holm step of each family
+    expected = [detectable(se, df, ALPHA / m) for se, df, m in zip(found["se"], found["df"], sizes)]
     assert found["detectable"].tolist() == pytest.approx(expected)
     quiet = found[found["p_holm"] >= ALPHA]
     assert len(quiet) and all(v == f"not resolved (detectable: {d * 100:.1f} pp)"
@@ -124,6 +128,52 @@ def test_an_ordered_factor_gets_a_trend_over_all_its_values():
     assert (trend_row.first, trend_row.second, trend_row.trials) == ("1", "5", 15)
     assert trend_row.difference == pytest.approx(0.005) and trend_row.verdict == "rises from 1 to 5"
     assert trend_row.test == "trend, least squares + binomial bound" and trend_row.df > 10
+
+
+def test_a_sweet_spot_shows_as_a_curvature_the_trend_misses():
+    """Accuracy peaking at the middle split: no trend over the order, but its quadratic
+    term (half the second difference of the means, for equal steps and counts) is found."""
+    rows = []
+    for split, level in ((1, 0.80), (2, 0.84), (3, 0.80)):
+        for seed, offset in enumerate((-0.003, 0.0, 0.003)):
+            rows.append({"trial": len(rows), "status": "complete", "fidelity": 1, "max_fidelity": 1,
+                         "param.split": split, "param.seed": seed, "val_acc": level + offset,
+                         "val_images": 100_000, "flops": 1, "params": 1})
+    table = pd.DataFrame(rows)
+    found = comparisons(table, Design.of(table, {"split": {"choices": [1, 2, 3]}}, "grid"))
+    (trend_row,), (bend,) = found[found["kind"] == "trend"].itertuples(), found[found["kind"] == "curvature"].itertuples()
+    assert trend_row.difference == pytest.approx(0.0, abs=1e-12) and trend_row.verdict.startswith("not resolved")
+    assert bend.difference == pytest.approx((0.80 - 2 * 0.84 + 0.80) / 2)
+    assert bend.verdict == "curves down from 1 to 3" and bend.test == "curvature, least squares + binomial bound"
+
+
+def test_values_that_build_the_same_networks_are_not_compared():
+    """Two scaling rules that build the same network at x1 are the same configuration;
+    at x2 they differ and are compared."""
+    rows = []
+    for rule in ("width", "depth"):
+        for scale in (1, 2):
+            for seed in range(3):
+                spec = "base" if scale == 1 else f"{rule}-x2"
+                rows.append({"trial": len(rows), "status": "complete", "fidelity": 1, "max_fidelity": 1,
+                             "param.rule": rule, "param.scale": scale, "param.seed": seed, "spec": spec,
+                             "val_acc": 0.8 + 0.01 * seed, "val_images": 1000, "flops": 1, "params": 1})
+    table = pd.DataFrame(rows)
+    found = comparisons(table, Design.of(table, {"rule": {"choices": ["width", "depth"]},
+                                                 "scale": {"choices": [1, 2]}}, "grid"))
+    rules = found[found["factor"] == "rule"]
+    assert rules["within"].tolist() == ["scale 2"]
+
+
+def test_a_comparison_too_small_to_say_anything_prints_no_interval():
+    """Two seeds a side on 50 images, far apart: the 95% interval would run past +-100 pp."""
+    rows = [{"trial": i, "status": "complete", "fidelity": 1, "max_fidelity": 1, "param.layout": layout,
+             "param.seed": i % 2, "val_acc": acc, "val_images": 50, "flops": 1, "params": 1}
+            for i, (layout, acc) in enumerate((("A", 0.2), ("A", 0.9), ("B", 0.3), ("B", 0.95)))]
+    table = pd.DataFrame(rows)
+    (row,) = comparisons(table, Design.of(table, {"layout": {"choices": ["A", "B"]}}, "grid")).itertuples()
+    assert np.isnan(row.ci95_low) and np.isnan(row.ci_simultaneous_high)
+    assert row.verdict.startswith("too few trials to say")
 
 
 def test_a_sampled_search_compares_over_all_trials_in_the_spaces_order():

@@ -71,21 +71,42 @@ def test_welch_with_evaluation_sets_adds_a_binomial_bound_with_its_own_degrees_o
     assert same.test == "Welch, seeds + binomial bound" and plain.test == "Welch, seeds"
 
 
+def _wilson_by_hand(p: float, variance: float, df: float) -> tuple[float, float]:
+    z, n = sps.t.ppf(0.975, df), p * (1 - p) / variance
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    return centre - half, centre + half
+
+
 def test_mean_ci_adds_the_evaluation_sets_error_on_its_own_degrees_of_freedom():
-    mean, low, high = mean_ci([0.9], n_eval=1000)  # one seed: binomial only, sqrt(.09/1000) on 999 df
-    assert mean == 0.9 and high - mean == pytest.approx(sps.t.ppf(0.975, 999) * math.sqrt(0.09 / 1000))
+    mean, low, high = mean_ci([0.9], n_eval=1000)  # one seed: binomial only, .09/1000 on 999 df
+    assert mean == 0.9 and (low, high) == pytest.approx(_wilson_by_hand(0.9, 0.09 / 1000, 999))
+    # far from 0 and 1 Wilson's interval is the t interval, nearly
+    assert high - low == pytest.approx(2 * sps.t.ppf(0.975, 999) * math.sqrt(0.09 / 1000), rel=0.01)
     seeds_only = mean_ci([0.85, 0.86, 0.84])
-    assert seeds_only[2] - seeds_only[0] == pytest.approx(4.302653 * 0.01 / math.sqrt(3))
+    assert seeds_only[1:] == pytest.approx(_wilson_by_hand(0.85, 0.0001 / 3, 2))
     both = mean_ci([0.85, 0.86, 0.84], n_eval=1000)
     seeds, binomial = 0.0001 / 3, binomial_bound(0.85, 1000).variance
     df = (seeds + binomial) ** 2 / (seeds**2 / 2 + binomial**2 / 999)
-    assert both[2] - both[0] == pytest.approx(sps.t.ppf(0.975, df) * math.sqrt(seeds + binomial))
+    assert both[1:] == pytest.approx(_wilson_by_hand(0.85, seeds + binomial, df))
     # the seeds' 2 df held the whole interval to t(2) = 4.30 before; now about 2.1
-    assert both[2] - both[0] < 4.302653 * math.sqrt(seeds + binomial)
+    assert both[2] - both[1] < 2 * 4.302653 * math.sqrt(seeds + binomial) / 2
     # per-image records replace the bound: seeds that agree on every image leave the images' own spread
     records = np.array([[1, 1, 0, 1], [1, 1, 0, 1]], float)
     m, lo, hi = mean_ci([0.75, 0.75], correct=records)
-    assert hi - m == pytest.approx(sps.t.ppf(0.975, 3) * math.sqrt(0.25 / 4))
+    assert (lo, hi) == pytest.approx(_wilson_by_hand(0.75, 0.25 / 4, 3))
+
+
+def test_an_accuracy_interval_stays_within_0_and_100_percent():
+    """Three seeds on 108 images that disagree widely, and a trial that got every image
+    right: the t interval gave 22-112% and [100%, 100%]."""
+    mean, low, high = mean_ci([0.45, 0.95, 0.627], n_eval=108)
+    assert 0 <= low < mean < high <= 1 and high - low > 0.5
+    perfect = mean_ci([1.0], n_eval=108)
+    z = sps.norm.ppf(0.975)
+    assert perfect[2] == 1.0 and perfect[1] == pytest.approx(108 / (108 + z**2))
+    records = np.ones((2, 108))
+    assert mean_ci([1.0, 1.0], correct=records)[1] == pytest.approx(108 / (108 + sps.norm.ppf(0.975) ** 2), rel=1e-3)
 
 
 def test_paired_by_hand():
@@ -175,9 +196,26 @@ def test_trend_by_hand():
 def test_detectable_difference_by_hand():
     # a normal test at 5% with 80% power: 1.959964 + 0.841621 standard errors
     assert detectable(1.0, math.inf, 0.05) == pytest.approx(2.801585, abs=1e-5)
-    assert detectable(0.01, 4, 0.05) == pytest.approx((2.776445 + 0.940965) * 0.01, abs=1e-6)
     # a stricter level needs a larger difference
     assert detectable(0.01, 30, 0.05 / 75) > detectable(0.01, 30, 0.05)
+
+
+@pytest.mark.parametrize("df", [2, 4, 6])
+def test_detectable_difference_has_its_power_at_small_df(df):
+    """Simulated t tests of a true difference of `detectable` reject 80% of the time; the
+    shortcut (t(1 - a/2) + t(0.8)) x se, used before, falls short at small df."""
+    rng = np.random.default_rng(0)
+    se, alpha = 0.01, 0.05 / 75  # the strictest Holm step of a 75-row family
+    critical = float(sps.t.ppf(1 - alpha / 2, df))
+
+    def power(difference: float) -> float:
+        estimate = difference + se * rng.standard_normal(400_000)
+        estimated_se = se * np.sqrt(rng.chisquare(df, 400_000) / df)
+        return float((np.abs(estimate / estimated_se) > critical).mean())
+
+    assert power(detectable(se, df, alpha)) == pytest.approx(0.8, abs=0.004)
+    shortcut = (critical + float(sps.t.ppf(0.8, df))) * se
+    assert power(shortcut) < 0.77
 
 
 def test_holm_by_hand():

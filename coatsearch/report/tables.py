@@ -180,9 +180,10 @@ def render_text(run: Run, fmt: str, which: str = "all", top: int = 10) -> str:
 def comparisons_view(frame: pd.DataFrame) -> pd.DataFrame:
     """Comparisons for people: differences in points, p to three figures."""
     shown = frame.copy()
-    for column in ("difference", "se", "ci95_low", "ci95_high", "detectable"):
+    for column in ("difference", "se", "ci95_low", "ci95_high", "ci_simultaneous_low", "ci_simultaneous_high",
+                   "detectable"):
         if column in frame:
-            shown[column] = [f"{v * 100:+.2f} pp" for v in frame[column]]
+            shown[column] = ["–" if pd.isna(v) else f"{v * 100:+.2f} pp" for v in frame[column]]
     for column in ("p", "p_holm"):
         shown[column] = [f"{v:.3g}" for v in frame[column]]
     for column, digits in (("t", 2), ("df", 1)):
