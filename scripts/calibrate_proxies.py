@@ -39,6 +39,7 @@ from coatsearch.status import Status
 
 COMBINED = "rank-average"
 BASELINE = "fidelity"  # trains: never one of the combined proxies
+KEEP = 0.5  # the share of a budget's candidates a prefilter keeps, for `best_kept_half`
 
 
 def networks(table: Any) -> list[dict[str, Any]]:
@@ -121,10 +122,19 @@ def calibrate(rows: list[dict[str, Any]], resamples: int) -> tuple[list[dict[str
             walls = [float(r[f"{name}_wall_s"]) for r, m in zip(rows, mask) if m] if name in PROXIES else []
             out.append({"group": group, "proxy": name, **{k: round(v, 4) if isinstance(v, float) else v
                                                             for k, v in c.to_dict().items()},
+                        "best_kept_half": best_kept(values, acc[mask], KEEP),
                         "median_cpu_s": round(statistics.median(times), 3) if times else "",
                         "max_cpu_s": round(max(times), 3) if times else "",
                         "median_wall_s": round(statistics.median(walls), 3) if walls else ""})
     return out, best
+
+
+def best_kept(scores: np.ndarray, accuracy: np.ndarray, keep: float) -> int:
+    """1 when the most accurate network is among the ``keep`` best by the proxy (what a
+    prefilter keeping that share would search), else 0."""
+    finite = np.where(np.isfinite(scores), scores, -np.inf)
+    kept = np.argsort(-finite, kind="stable")[: math.ceil(keep * len(scores))]
+    return int(int(np.argmax(accuracy)) in set(kept.tolist()))
 
 
 def figure(records: list[dict[str, Any]], path: Path, title: str) -> str:
@@ -152,15 +162,18 @@ def section(records: list[dict[str, Any]], best: list[str], n: int, of: int, not
              f"τ and ρ against final validation accuracy, 95% bootstrap intervals (networks resampled); "
              f"`{COMBINED}` is the mean rank of {', '.join(best)} (the three training-free proxies with the highest "
              f"τ over all networks, chosen on these same networks). CPU seconds per network: median [max]. {note}", "",
-             "| proxy | " + " | ".join(dict.fromkeys(f"τ {r['group']}" for r in records)) + " | ρ all | CPU s |",
-             "|---|" + "---|" * (len({r['group'] for r in records}) + 2)]
+             "| proxy | " + " | ".join(dict.fromkeys(f"τ {r['group']}" for r in records))
+             + " | ρ all | budgets whose best network is in the proxy's top half | CPU s |",
+             "|---|" + "---|" * (len({r['group'] for r in records}) + 3)]
     for name in dict.fromkeys(r["proxy"] for r in records):
         part = [r for r in records if r["proxy"] == name]
         cells = [f"{r['tau']:+.2f} [{r['tau_lo']:+.2f}, {r['tau_hi']:+.2f}] (n={r['n']})" for r in part]
         overall = part[0]
         timing = f"{overall['median_cpu_s']:.2f} [{overall['max_cpu_s']:.2f}]" if overall["median_cpu_s"] != "" else "-"
+        budgets = [r for r in part if r["group"] != "all"]
+        kept = f"{sum(r['best_kept_half'] for r in budgets)} of {len(budgets)}"
         lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | {overall['rho']:+.2f} [{overall['rho_lo']:+.2f}, {overall['rho_hi']:+.2f}] | {timing} |")
+                     + f" | {overall['rho']:+.2f} [{overall['rho_lo']:+.2f}, {overall['rho_hi']:+.2f}] | {kept} | {timing} |")
     return "\n".join(lines)
 
 
