@@ -55,7 +55,7 @@ def networks(table: Any) -> list[dict[str, Any]]:
 
 
 def score_all(table: Any, nets: list[dict[str, Any]], path: Path, seed: int,
-              max_new: int | None = None) -> list[dict[str, Any]]:
+              max_new: int | None = None) -> tuple[list[dict[str, Any]], int]:
     """Every network's score and seconds per proxy; those already in ``path`` are read, not
     scored, and at most ``max_new`` networks are scored (the rest are left out this time)."""
     done: dict[str, dict[str, str]] = {}
@@ -89,7 +89,7 @@ def score_all(table: Any, nets: list[dict[str, Any]], path: Path, seed: int,
         print(f"{k}/{len(nets)} {net['point']}", file=sys.stderr, flush=True)
         scored = {r["point"] for r in rows}  # what an interrupted run has not reached stays in the file
         _write(path, rows + [dict(r) for p, r in done.items() if p not in scored])
-    return rows
+    return rows, new
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -192,14 +192,14 @@ def main() -> int:
     table = load_table(str(args.table))
     load_before = os.getloadavg()[0]
     nets = networks(table)
-    rows = score_all(table, nets, args.table / "proxy_scores.csv", args.seed, args.max_new)
+    rows, new = score_all(table, nets, args.table / "proxy_scores.csv", args.seed, args.max_new)
     load_after = os.getloadavg()[0]
     records, best = calibrate(rows, args.resamples)
     _write(args.table / "proxy_calibration.csv", records)
     conditions = (f"seed {args.seed}, {args.threads} thread(s), torch {torch.__version__}, "
-                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {load_before:.1f} before "
-                  f"and {load_after:.1f} after scoring on {os.cpu_count()} CPUs; networks scored in an earlier "
-                  "run keep that run's times")
+                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {new} networks scored in this run, load average "
+                  f"{load_before:.1f} before and {load_after:.1f} after on {os.cpu_count()} CPUs; networks scored in "
+                  "an earlier run keep that run's times")
     note = figure(records, args.table / "proxy_calibration.svg", f"proxies vs trained accuracy: {table.name}, "
                   f"{len(rows)} networks")
     readme = args.table / "README.md"
