@@ -86,6 +86,9 @@ def _dry_run(space: Any, source: str, as_json: bool) -> None:
         console.print(FLOPS_NOTE, style="dim")
         if timing is not None:
             console.print(f"estimated run time: {timing.run_s / 60:.1f} min ({timing.basis})", highlight=False)
+            if timing.scheduled_s is not None:
+                console.print(f"with {plan.space.early_stopping.kind}: about {timing.scheduled_s / 60:.1f} min "
+                              f"({timing.scheduled_basis})", highlight=False)
     if unreadable is not None:
         raise SpaceError(f"{source}: {unreadable}; a run would stop here (no time estimated)")
 

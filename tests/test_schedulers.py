@@ -164,3 +164,29 @@ def test_ray_runs_hyperband_as_tunes_asynchronous_brackets(early: dict, brackets
     plan = compile_space(space_from_dict({**TABLE_SPACE, "backend": "ray", "early_stopping": early}), check_data=False)
     scheduler = tune_scheduler(plan)
     assert len(scheduler._brackets) == brackets and scheduler._max_t == 4
+
+
+# ----------------------------------------------------------------------------- dry run
+def test_the_expected_share_of_training_follows_the_ladder() -> None:
+    from coatsearch.search.stopping import expected_fraction
+    from coatsearch.space import EarlyStopping
+
+    asha = expected_fraction(EarlyStopping(kind="asha"), 8)
+    band = expected_fraction(EarlyStopping(kind="hyperband"), 8)
+    assert asha is not None and asha[0] == pytest.approx(2.5 / 8)  # 1 + 1/2 + 2/4 + 4/8 epochs of 8
+    # brackets of 8, 6, 4 and 4 shares train 31%, 50%, 75% and 100%
+    assert band is not None and band[0] == pytest.approx((8 * 2.5 / 8 + 6 * 0.5 + 4 * 0.75 + 4) / 22)
+    assert expected_fraction(EarlyStopping(kind="none"), 8) is None
+
+
+def test_a_dry_run_estimates_the_run_under_its_scheduler(tmp_path: Path) -> None:
+    import json
+
+    space = dict(TINY_SPACE, early_stopping={"kind": "hyperband"}, train={**TINY_SPACE["train"], "epochs": 4})
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert 0 < out["estimated_scheduled_run_s"] < out["estimated_run_s"]
+    assert "hyperband's 3 brackets" in out["scheduled_basis"]

@@ -180,7 +180,9 @@ def preview_json(candidates: Sequence[Any], timing: Any | None) -> dict[str, Any
         for record, seconds in zip(records, timing.per_trial_s):
             record["estimated_s"] = seconds
     return {"candidates": records, "estimated_run_s": timing and timing.run_s,
-            "estimate_basis": timing and timing.basis}
+            "estimate_basis": timing and timing.basis,
+            "estimated_scheduled_run_s": timing and timing.scheduled_s,
+            "scheduled_basis": timing and timing.scheduled_basis}
 
 
 def pareto_rich_table(front: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> Table | None:

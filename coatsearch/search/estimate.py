@@ -20,6 +20,7 @@ import torch
 
 from coatsearch.nn import build
 from coatsearch.search.plan import SearchPlan
+from coatsearch.search.stopping import expected_fraction
 from coatsearch.spec import NetSpec
 
 #: Training steps timed per network (after one warm-up step).
@@ -68,9 +69,15 @@ def time_steps(spec: NetSpec, batch_size: int, threads: int, in_channels: int, n
 
 @dataclass(frozen=True)
 class Estimate:
+    """Seconds per trial and for the run at full fidelity, how they were reckoned, and the
+    run's seconds under its early-stopping scheduler with how that was reckoned (None
+    without one; `coatsearch.search.stopping.expected_fraction`)."""
+
     per_trial_s: tuple[float, ...]
     run_s: float
     basis: str
+    scheduled_s: float | None = None
+    scheduled_basis: str | None = None
 
 
 def estimate(plan: SearchPlan, specs: list[NetSpec | None], train_images: int | Sequence[int], val_images: int,
@@ -101,7 +108,11 @@ def estimate(plan: SearchPlan, specs: list[NetSpec | None], train_images: int | 
     plural = "s" if steps > 1 else ""
     basis = (f"rough (about ±30%): {steps} timed training step{plural} of each of {len(cache)} networks at batch "
              f"{config.batch_size} on {threads} thread(s) of this machine; data reading and start-up not included")
-    return Estimate(tuple(per_trial), run, basis)
+    scheduled = expected_fraction(plan.space.early_stopping, config.epochs)
+    if scheduled is None:
+        return Estimate(tuple(per_trial), run, basis)
+    fraction, reckoned = scheduled
+    return Estimate(tuple(per_trial), run, basis, run * fraction, f"{fraction:.0%} of the epochs: {reckoned}")
 
 
 def estimate_candidates(plan: SearchPlan, candidates: Sequence[Any], steps: int = TIMED_STEPS) -> Estimate | None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from coatsearch.objectives import Direction
 from coatsearch.search.registries import SCHEDULERS
-from coatsearch.search.stopping import STATIC_OBJECTIVES
+from coatsearch.search.stopping import STATIC_OBJECTIVES, rung_ladder
 
 if TYPE_CHECKING:
     import optuna
@@ -94,15 +94,6 @@ def judge(scheduler: Scheduler, trial: Course, finished: Sequence[Course]) -> Ve
         return CONTINUE
     peers = [v for c in finished if c.epochs >= epoch and (v := c.values[epoch - 1]) is not None]
     return Verdict(scheduler.stop_among(epoch, value, peers))
-
-
-def rung_ladder(grace: int, factor: int, max_epochs: int) -> list[int]:
-    """The epochs ``grace * factor**k`` below ``max_epochs``: where successive halving decides."""
-    rungs, rung = [], grace
-    while rung < max_epochs:
-        rungs.append(rung)
-        rung *= factor
-    return rungs
 
 
 class Asha:

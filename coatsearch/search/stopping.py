@@ -5,6 +5,7 @@ fit the epochs, its backend must run it, and its objectives must be known at eac
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from coatsearch.search.registries import RAY_SCHEDULERS, SCHEDULERS
 from coatsearch.space import SearchSpace, SpaceError
@@ -52,3 +53,46 @@ def check_early_stopping(space: SearchSpace, epochs: int) -> None:
         raise SpaceError(f"early_stopping.kind: {kind} compares objectives while trials train, and {unknown[0]} is "
                          "measured only after training; use flops or params, or asha/hyperband")
 
+
+
+def rung_ladder(grace: int, factor: int, max_epochs: int) -> list[int]:
+    """The epochs ``grace * factor**k`` below ``max_epochs``: where successive halving decides."""
+    rungs, rung = [], grace
+    while rung < max_epochs:
+        rungs.append(rung)
+        rung *= factor
+    return rungs
+
+
+def _halving_fraction(rungs: list[int], factor: int, epochs: int) -> float:
+    """Epochs trained per trial, as a fraction of ``epochs``, when each rung keeps ``1/factor``."""
+    if not rungs:
+        return 1.0
+    trained, kept = float(rungs[0]), 1.0
+    for start, end in zip(rungs, [*rungs[1:], epochs]):
+        kept /= factor
+        trained += (end - start) * kept
+    return trained / epochs
+
+
+def expected_fraction(early: Any, epochs: int) -> tuple[float, str] | None:
+    """The share of a full run's training a scheduler is expected to spend, and how that
+    was reckoned; None without early stopping. Successive halving keeps ``1/rf`` at each
+    rung once enough trials have reached it (the first trials pass unjudged, so a short
+    run spends more); Hyperband averages its brackets by the trials each gets; the curve
+    scheduler depends on the curves, so only its bounds are known."""
+    kind = early.kind
+    factor, grace = early.reduction_factor, early.grace_period
+    if kind in ("asha", "moasha"):
+        fraction = _halving_fraction(rung_ladder(grace, factor, epochs), factor, epochs)
+        return fraction, f"{kind} keeps 1/{factor} at each rung once enough trials have reached it"
+    if kind == "hyperband":
+        count = min(early.brackets or bracket_count(grace, factor, epochs), bracket_count(grace, factor, epochs))
+        shares = [math.ceil(count * factor ** (count - 1 - b) / (count - b)) for b in range(count)]
+        parts = [_halving_fraction(rung_ladder(grace * factor**b, factor, epochs), factor, epochs) for b in range(count)]
+        fraction = sum(s * p for s, p in zip(shares, parts)) / sum(shares)
+        return fraction, f"hyperband's {count} brackets, each keeping 1/{factor} at its rungs, weighted by their trials"
+    if kind == "curve":
+        return 1.0, (f"curve stops a trial from epoch {grace} on only when its prediction says so: between "
+                     f"{grace / epochs:.0%} and all of the full run, depending on the curves")
+    return None
