@@ -8,7 +8,7 @@ every proxy of `coatsearch.proxies.PROXIES`, on the table's own training images,
 each (wall and CPU seconds). Scores are kept in ``proxy_scores.csv`` beside the table, so a
 rerun after more rows are committed scores only the new networks. Then writes
 ``proxy_calibration.csv`` (Kendall τ and Spearman ρ with bootstrap 95% intervals, per
-proxy and group: ``all`` and each ``scale`` value, the FLOP budgets), a figure
+proxy and group: ``all``, each ``scale`` value (the FLOP budgets) and each layout), a figure
 (``proxy_calibration.svg`` through kaleido, when it imports) and the README's section
 between ``<!-- proxies:start -->`` and ``<!-- proxies:end -->``, every number generated.
 ``rank-average`` is the mean rank of the three training-free proxies with the highest τ
@@ -112,6 +112,8 @@ def calibrate(rows: list[dict[str, Any]], resamples: int) -> tuple[list[dict[str
     groups = [("all", np.ones(len(rows), bool))]
     groups += [(f"scale={s:g}", np.array([r["scale"] == s for r in rows]))
                for s in sorted({r["scale"] for r in rows})]
+    # within one layout (across budgets and shapes): does a proxy see more than the layout?
+    groups += [(f"layout={lay}", np.array([r["layout"] == lay for r in rows])) for lay in sorted({r["layout"] for r in rows})]
     out = []
     for group, mask in groups:
         for name in [*PROXIES, COMBINED]:
@@ -170,7 +172,7 @@ def section(records: list[dict[str, Any]], best: list[str], n: int, of: int, not
         cells = [f"{r['tau']:+.2f} [{r['tau_lo']:+.2f}, {r['tau_hi']:+.2f}] (n={r['n']})" for r in part]
         overall = part[0]
         timing = f"{overall['median_cpu_s']:.2f} [{overall['max_cpu_s']:.2f}]" if overall["median_cpu_s"] != "" else "-"
-        budgets = [r for r in part if r["group"] != "all"]
+        budgets = [r for r in part if r["group"].startswith("scale=")]
         kept = f"{sum(r['best_kept_half'] for r in budgets)} of {len(budgets)}"
         lines.append(f"| {name} | " + " | ".join(cells)
                      + f" | {overall['rho']:+.2f} [{overall['rho_lo']:+.2f}, {overall['rho_hi']:+.2f}] | {kept} | {timing} |")
