@@ -104,6 +104,7 @@ def _stem(ledger: Ledger, spec: NetSpec, side: int) -> None:
     stem = spec.stem
     if stem.kind == "patch":
         ledger.conv(spec.in_channels, stem.channels, stem.stride, side)
+        ledger.norm(stem.norm, stem.channels, stem.channels * side * side)
         return
     ledger.conv(spec.in_channels, stem.channels, 3, side, bias=False)
     ledger.norm(stem.norm, stem.channels, stem.channels * side * side)
@@ -179,8 +180,13 @@ def tally(spec: NetSpec, image_size: int | None = None) -> Ledger:
     _stem(ledger, spec, size // spec.stem.stride)
     width = spec.stem.channels
     grids = spec.resolutions()
-    for name, stage, side, grid in zip(spec.stage_names, spec.stages, spec.resolutions(size), grids):
+    first_attention = next((i for i, stage in enumerate(spec.stages) if stage.kind == "T"), -1)
+    for index, (name, stage, side, grid) in enumerate(zip(spec.stage_names, spec.stages, spec.resolutions(size),
+                                                          grids)):
         ledger.row = name
+        if index == first_attention and spec.position_embedding == "absolute":
+            embedded = spec.image_size // spec.stem.stride if index == 0 else grids[index - 1]
+            ledger.params(width * embedded * embedded)  # an addition: no multiply-adds
         block = BLOCK_KINDS[stage.kind].resolved("cost")  # the kind's cost, registered beside its module
         block(ledger, stage, width, stage.stride, side, grid)
         if stage.blocks > 1:

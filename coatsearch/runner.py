@@ -34,7 +34,7 @@ from rich.markup import escape
 from coatsearch.analysis import Analysis, Design, analyse
 from coatsearch.analysis.overview import DEFAULT_OBJECTIVES
 from coatsearch.analysis.ranking import pareto_set
-from coatsearch.errors import CoatsearchError, os_reason
+from coatsearch.errors import CoatsearchError, first_line, os_reason
 from coatsearch.files import write_atomic
 from coatsearch.results import write_table
 from coatsearch.rundir import check, claim, open_log
@@ -250,10 +250,12 @@ def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: 
         with _stop_signals() as seen:
             try:
                 progress = _progress(plan, backend, rows, console)
+                events = _Events(plan, run_dir, rows, backend.name != "replay")
 
                 def on_rows(new_rows: list[TrialRow]) -> None:
                     write_table(new_rows, table_path)
                     progress.on_rows(new_rows)
+                    events.on_rows(new_rows)
 
                 with progress:
                     backend.run(on_rows, progress.on_epoch)
@@ -284,6 +286,29 @@ def _progress(plan: SearchPlan, backend: Backend, rows: list[TrialRow], console:
     if line:
         progress.print(line, style="dim")
     return progress
+
+
+class _Events:
+    """Each trial's TensorBoard events, written once as it ends (`coatsearch.search.tracking`);
+    none for a replay (its trials trained earlier). A write that fails is said once in the
+    log and the run goes on: the results table is the record."""
+
+    def __init__(self, plan: SearchPlan, run_dir: Path, rows: list[TrialRow], on: bool) -> None:
+        self.plan, self.run_dir, self.on = plan, run_dir, on
+        self.done = {row.trial for row in rows if row.finished}
+
+    def on_rows(self, rows: list[TrialRow]) -> None:
+        from coatsearch.search.tracking import write_trial_events
+
+        for row in rows:
+            if not self.on or row.trial in self.done or not row.finished:
+                continue
+            self.done.add(row.trial)
+            try:
+                write_trial_events(self.run_dir, row, self.plan.metrics)
+            except (ImportError, OSError) as exc:
+                log.warning("TensorBoard events not written (%s)", first_line(exc))
+                self.on = False
 
 
 def _log_data(plan: SearchPlan) -> None:

@@ -56,6 +56,9 @@ class Budget(_Frozen):
     tolerance: float = Field(0.02, gt=0, lt=1)
     flops_range: tuple[float, float] | None = None
     params_range: tuple[float, float] | None = None
+    #: a latency target (ms per call at ``batch``), predicted from the space's ``latency_profile``
+    latency_ms: float | None = Field(None, gt=0)
+    batch: int = Field(1, ge=1)
 
     @field_validator("flops", "params", mode="before")
     @classmethod
@@ -73,6 +76,8 @@ class Budget(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> Budget:
+        if self.latency_ms is not None and (self.flops is not None or self.params is not None):
+            raise ValueError("latency_ms: a latency target is matched alone, not with flops or params")
         for name in ("flops", "params"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -207,6 +212,9 @@ class SearchSpace(_Frozen):
     storage: str | None = Field(None, description="an Optuna storage URL (optuna backend)")
     address: str | None = Field(None, description="a Ray cluster address (ray backend)")
     table: str | None = Field(None, description="a table of trained networks to replay (replay backend): a folder or a name")
+    latency_profile: str | None = Field(None, description="a profile from `coatsearch latency calibrate`: "
+                                        "budget.latency_ms and the latency_ms objective are predicted from it")
+    latency_measure: bool = Field(False, description="measure the latency_ms objective in the trial even with a profile")
 
     @field_validator("study")
     @classmethod

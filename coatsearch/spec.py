@@ -168,6 +168,10 @@ class NetSpec(_Frozen):
     )
     #: epsilon of every LayerNorm (torch's default; timm's CoAtNets use 1e-6)
     layer_norm_eps: float = Field(1e-5, gt=0, lt=0.1)
+    #: ``absolute``: a learned position embedding added to the tokens entering the first
+    #: attention stage, as the paper's ViT baseline has; plain attention (``attention:
+    #: plain``) has no other position signal. ``none``: the relative bias is the only one.
+    position_embedding: Literal["none", "absolute"] = "none"
 
     @field_validator("stages", mode="before")
     @classmethod

@@ -107,3 +107,47 @@ def test_counts_per_stage_cover_the_whole_network():
     counts = count(tiny_spec())
     assert set(counts.per_stage) == {"stem", "S1", "S2", "S3", "S4", "head"}
     assert sum(counts.per_stage_params.values()) == counts.params
+
+
+def _tiny(**extra):
+    from coatsearch.spec import NetSpec
+
+    stages = [{"kind": "C", "blocks": 1, "channels": 16, "stride": 1}, {"kind": "C", "blocks": 1, "channels": 32},
+              {"kind": "T", "blocks": 1, "channels": 64, "head_dim": 16, "attention": "plain"}]
+    return NetSpec.from_dict({"stem": {"kind": "conv", "channels": 16, "stride": 1}, "stages": stages,
+                              "image_size": 32, "num_classes": 10, **extra})
+
+
+def test_a_patch_stem_has_the_norm_its_spec_names():
+    """ViT-REL's stem is a patch embedding then a LayerNorm; the analytic count agrees."""
+    from coatsearch.analytic import tally
+    from coatsearch.nn.layers import LayerNorm2d
+    from coatsearch.nn.model import build
+    from coatsearch.spec import NetSpec
+
+    spec = NetSpec.from_dict({"stem": {"kind": "patch", "channels": 32, "stride": 4, "norm": "layer"},
+                              "stages": [{"kind": "T", "blocks": 1, "channels": 32, "head_dim": 16, "stride": 1}],
+                              "image_size": 32, "num_classes": 10})
+    model = build(spec)
+    assert isinstance(model.stem.norm, LayerNorm2d)
+    assert sum(p.numel() for p in model.parameters()) == sum(tally(spec).per_stage_params.values())
+
+
+def test_an_absolute_position_embedding_reaches_plain_attention():
+    """With ``position_embedding: absolute`` the first attention stage's input carries a
+    learned grid (counted in params); the network still runs at another image size."""
+    from coatsearch.analytic import tally
+    from coatsearch.nn.model import build
+
+    plain, placed = build(_tiny()), build(_tiny(position_embedding="absolute"))
+    added = sum(p.numel() for p in placed.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert added == 32 * 16 * 16 and placed.position_stage == 2
+    assert sum(tally(_tiny(position_embedding="absolute")).per_stage_params.values()) == \
+        sum(p.numel() for p in placed.parameters())
+    placed.eval()
+    x = torch.randn(2, 3, 32, 32)
+    before = placed(x)
+    with torch.no_grad():
+        placed.position.add_(1.0)
+    assert not torch.allclose(before, placed(x))
+    assert placed(torch.randn(1, 3, 64, 64)).shape == (1, 10)

@@ -40,6 +40,20 @@ def _finished(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["status"].isin(FINISHED)]
 
 
+def _assert_events(run: Path, finished: pd.DataFrame) -> None:
+    """Every finished trial has its TensorBoard events: each epoch's val_acc and its split."""
+    import json
+
+    from coatsearch.search.tracking import trial_folder
+    from tests.test_tracking import read_events
+
+    for _, row in finished.iterrows():
+        scalars, hparams = read_events(trial_folder(run, int(row["trial"])))
+        history = [epoch["val_acc"] for epoch in json.loads(row["history"])]
+        assert [v for _, v in scalars["val_acc"]] == pytest.approx(history)
+        assert hparams["param.split"] == row["param.split"] and hparams["layout"] == row["layout"]
+
+
 def test_optuna_backend_runs_every_trial_within_the_budget(tmp_path):
     space = load_space(_space_file(tmp_path))
     outcome = run_study(space, tmp_path / "run")
@@ -64,6 +78,7 @@ def test_optuna_backend_runs_every_trial_within_the_budget(tmp_path):
     for _, row in finished.iterrows():
         assert f"trial {row['trial']} [split={row['param.split']}] C-C-T-T" in log
         assert f"-> val acc {row['val_acc']:.2%}" in log
+    _assert_events(tmp_path / "run", finished)
     # a finished study is not run again
     again = run_study(space, tmp_path / "run")
     assert again.already_done and len(_finished(read_table(again.table_path))) == 2
@@ -150,6 +165,7 @@ def test_both_backends_run_the_same_trials(tmp_path, no_leaked_ray, capfd):
                     "View detailed results"):
         assert chatter not in printed
     assert "-> val acc" in (tmp_path / "ray" / "run.log").read_text()
+    _assert_events(tmp_path / "ray", _finished(read_table(ray_run.table_path)))
     key = ["param.split", "status", "layout", "blocks", "channels", "flops", "params", "fidelity", "seed", "val_correct"]
     by_point = {}
     for name, outcome in (("optuna", optuna_run), ("ray", ray_run)):

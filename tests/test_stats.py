@@ -289,3 +289,21 @@ def test_paired_holds_its_level_when_seeds_differ_as_whole_networks():
         images_only += 2 * sps.t.sf(abs(d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))), len(d) - 1) < 0.05
     assert rejected / sims <= 0.08
     assert images_only / sims > 0.2
+
+
+def test_a_scaling_slope_counts_the_evaluation_images_like_every_other_slope():
+    """Without per-image records, the interval of b adds each trial's binomial error on the
+    log-error scale (bounded as `trend` bounds it) to the residual spread: one slope
+    analysis for the fits and the comparisons."""
+    flops, error, n = [1e6, 2e6, 4e6, 8e6, 8e6], [0.30, 0.27, 0.25, 0.22, 0.23], 500
+    alone, with_images = fit_log_linear(flops, error), fit_log_linear(flops, error, n_eval=n)
+    x = np.log(np.asarray(flops) / np.exp(np.log(flops).mean()))
+    y, e = np.log(error), np.asarray(error)
+    w = (x - x.mean()) / ((x - x.mean()) ** 2).sum()
+    residual = ((y - y.mean() - (w @ y) * (x - x.mean())) ** 2).sum() / 3 / ((x - x.mean()) ** 2).sum()
+    spread = np.sqrt((1 - e) * e / n) / e
+    bound = (w[w > 0] @ spread[w > 0]) ** 2 + (w[w < 0] @ spread[w < 0]) ** 2
+    assert alone.se_b**2 == pytest.approx(residual) and alone.df == 3
+    assert with_images.b == pytest.approx(alone.b)
+    assert with_images.se_b**2 == pytest.approx(residual + bound)
+    assert with_images.b_ci[1] - with_images.b_ci[0] > alone.b_ci[1] - alone.b_ci[0]

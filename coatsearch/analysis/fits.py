@@ -15,9 +15,13 @@ bounds, not the data). A straight line in log-log space is identified by any two
 and has an exact interval; over the 8x a study spans it is the local exponent, and the
 lack-of-fit test says when the points bend away from it.
 
-The same validation images score every budget, so their sampling error mostly moves a
-ladder up or down as a whole and leaves its slope; the residual spread over seeds and
-budgets is what the interval uses.
+The interval of ``b`` adds the evaluation images' error to the residual spread over seeds
+and budgets, as every slope in `coatsearch.analysis.stats` does (`stats.contrast`, carried
+to log error by the delta method). The same images score every budget, but each budget is
+a different network that errs on its own images: that budget-by-image part does not cancel
+in a slope and does not show in the spread over seeds. Per-image records measure it;
+without them it is bounded by each trial's binomial error (cautious: the shared part, which
+does cancel, is counted too).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from coatsearch.analysis.stats import Part, Test, holm, t_test
+from coatsearch import perimage
+from coatsearch.analysis.stats import Part, Test, contrast, holm, t_test
 from coatsearch.errors import first_line
 from coatsearch.results import ranked
 from coatsearch.units import value_label
@@ -39,14 +44,15 @@ from coatsearch.units import value_label
 @dataclass(frozen=True)
 class LogLinear:
     """``error = a * (flops / f0) ** -b``, fitted in log space; ``b_ci`` is the 95% t
-    interval (``df = n - 2``). ``lack_of_fit_p``: the F test of the line against the
-    budget means (None without three budgets and repeats at some budget)."""
+    interval (``df``: Welch-Satterthwaite's over its parts; ``n - 2`` for the residual
+    alone). ``lack_of_fit_p``: the F test of the line against the budget means (None
+    without three budgets and repeats at some budget)."""
 
     a: float
     b: float
     f0: float
     se_b: float
-    df: int
+    df: float
     b_ci: tuple[float, float]
     n: int
     budgets: int
@@ -61,9 +67,12 @@ class LogLinear:
         return 2.0 ** -self.b - 1
 
 
-def fit_log_linear(flops: Sequence[float], error: Sequence[float]) -> LogLinear:
+def fit_log_linear(flops: Sequence[float], error: Sequence[float], n_eval: int | None = None,
+                   correct: np.ndarray | None = None) -> LogLinear:
     """Fit one ladder; `ValueError` (one line, saying why) when it cannot be: fewer than
-    two budgets, fewer than three trials, or an error of zero (no logarithm)."""
+    two budgets, fewer than three trials, or an error of zero (no logarithm).
+    ``correct`` (trials x images) or ``n_eval`` (the validation set's size) add the
+    images' part to the interval of ``b`` (see the module)."""
     f, e = np.asarray(flops, float), np.asarray(error, float)
     budgets = np.unique(f)
     if len(budgets) < 2:
@@ -75,11 +84,10 @@ def fit_log_linear(flops: Sequence[float], error: Sequence[float]) -> LogLinear:
     f0 = float(np.exp(np.log(f).mean()))
     x, y = np.log(f / f0), np.log(e)
     fitted = sps.linregress(x, y)
-    df = len(f) - 2
-    half = float(sps.t.ppf(0.975, df)) * float(fitted.stderr)
-    b = -float(fitted.slope)
-    return LogLinear(a=float(math.exp(fitted.intercept)), b=b, f0=f0, se_b=float(fitted.stderr), df=df,
-                     b_ci=(b - half, b + half), n=len(f), budgets=len(budgets),
+    slope = contrast(x, y, x - x.mean(), 1, correct, n_eval, transform=(1 - e, -1 / e))
+    b = -slope.difference
+    return LogLinear(a=float(math.exp(fitted.intercept)), b=b, f0=f0, se_b=slope.se, df=slope.df,
+                     b_ci=(-slope.ci95[1], -slope.ci95[0]), n=len(f), budgets=len(budgets),
                      lack_of_fit_p=_lack_of_fit(x, y, fitted.slope, fitted.intercept))
 
 
@@ -184,8 +192,11 @@ def scaling_fits(table: pd.DataFrame) -> ScalingFits | None:
     for group, part in rows.groupby(rows[column].map(value_label), sort=False):
         flops = tuple(part["flops"].astype(float))
         error = tuple(1 - part["val_acc"].astype(float))
+        correct = perimage.matrix(part["val_correct"]) if "val_correct" in part else None
+        sizes = part["val_images"].dropna() if "val_images" in part else pd.Series(dtype=float)
+        n_eval = int(sizes.iloc[0]) if len(sizes) == len(part) else None
         try:
-            ladders.append(GroupLadder(str(group), flops, error, fit_log_linear(flops, error)))
+            ladders.append(GroupLadder(str(group), flops, error, fit_log_linear(flops, error, n_eval, correct)))
         except ValueError as exc:
             ladders.append(GroupLadder(str(group), flops, error, None, first_line(exc)))
     return ScalingFits(column, tuple(ladders))

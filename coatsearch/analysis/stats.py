@@ -228,8 +228,13 @@ def trend(positions: Sequence[float], values: Sequence[float], correct: np.ndarr
     ``(sum_{w>0} w s)^2 + (sum_{w<0} |w| s)^2``, with ``s = sqrt(p (1 - p) / n_eval)``).
     """
     x = np.asarray(positions, float)
-    centred = x - x.mean()
-    return _contrast(x, values, centred, 1, correct, n_eval)
+    _enough(x, values, "trend")
+    return contrast(x, values, x - x.mean(), 1, correct, n_eval)
+
+
+def _enough(x: np.ndarray, values: Sequence[float], name: str) -> None:
+    if len(x) != len(values) or len(np.unique(x)) < 3 or len(x) < 4:
+        raise ValueError(f"{name}: needs at least three distinct values and four trials")
 
 
 def curvature(positions: Sequence[float], values: Sequence[float], correct: np.ndarray | None = None,
@@ -240,20 +245,25 @@ def curvature(positions: Sequence[float], values: Sequence[float], correct: np.n
     spaced, equally filled values it is half the second difference of their means. Its
     variance has the parts `trend` describes, the residual's df ``N - 3``."""
     x = np.asarray(positions, float)
+    _enough(x, values, "curvature")
     centred = x - x.mean()
     square = centred**2 - (centred**2).mean()
     sxx = float((centred**2).sum())
     quadratic = square - (float(square @ centred) / sxx) * centred if sxx > 0 else square
-    return _contrast(x, values, quadratic, 2, correct, n_eval)
+    return contrast(x, values, quadratic, 2, correct, n_eval)
 
 
-def _contrast(x: np.ndarray, values: Sequence[float], direction: np.ndarray, degree: int,
-              correct: np.ndarray | None, n_eval: int | None) -> Test:
+def contrast(x: np.ndarray, values: Sequence[float], direction: np.ndarray, degree: int,
+             correct: np.ndarray | None, n_eval: int | None,
+             transform: tuple[np.ndarray, np.ndarray] | None = None) -> Test:
     """The least-squares coefficient of the orthogonal polynomial ``direction`` (of
-    ``degree`` in ``x``) and its test, with the images' part as `trend` describes."""
+    ``degree`` in ``x``) and its test, with the images' part as `trend` describes.
+
+    ``transform``: where ``values`` are a function of the trials' accuracies (log error,
+    `coatsearch.analysis.fits`), those accuracies and the function's derivative at each:
+    the images' part is carried onto the values' scale by the delta method."""
     y = np.asarray(values, float)
-    if len(x) != len(y) or len(np.unique(x)) < 3 or len(x) < 4:
-        raise ValueError(f"{'trend' if degree == 1 else 'curvature'}: needs at least three distinct values and four trials")
+    accuracy, scale = (y, np.ones(len(y))) if transform is None else (np.asarray(t, float) for t in transform)
     sxx = float((direction**2).sum())
     weights = direction / sxx
     estimate = float(weights @ y)
@@ -264,10 +274,10 @@ def _contrast(x: np.ndarray, values: Sequence[float], direction: np.ndarray, deg
     name = TREND if degree == 1 else CURVATURE
     if correct is not None:
         records = np.asarray(correct, float)
-        per_image = weights @ records
+        per_image = (weights * scale) @ records
         pooled = [interaction(records[x == value]) for value in np.unique(x) if (x == value).sum() > 1]
         squares, df = sum(p[0] for p in pooled), sum(p[1] for p in pooled)
-        within = squares / df / (records.shape[1] * sxx) if df > 0 else 0.0
+        within = squares / df / (records.shape[1] * sxx) * float((scale**2).mean()) if df > 0 else 0.0
         if parts and parts[0].variance > within:
             parts.append(Part(-within, df))
         else:
@@ -275,7 +285,7 @@ def _contrast(x: np.ndarray, values: Sequence[float], direction: np.ndarray, deg
         parts.append(Part(float(per_image.var(ddof=1)) / len(per_image), len(per_image) - 1))
         name = TREND_PAIRED if degree == 1 else CURVATURE_PAIRED
     elif n_eval is not None:
-        spread = np.sqrt(np.clip(y * (1 - y), 0, None) / n_eval)
+        spread = np.abs(scale) * np.sqrt(np.clip(accuracy * (1 - accuracy), 0, None) / n_eval)
         bound = float((weights[weights > 0] @ spread[weights > 0]) ** 2 + (weights[weights < 0] @ spread[weights < 0]) ** 2)
         parts.append(Part(bound, max(n_eval - 1, 1)))
         name = TREND_BINOMIAL if degree == 1 else CURVATURE_BINOMIAL

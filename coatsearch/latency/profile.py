@@ -8,6 +8,7 @@ naming the difference.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -83,3 +84,14 @@ class Profile:
             raise LatencyError(line)
         warnings.warn(line, stacklevel=2)
         return line
+
+
+@functools.lru_cache(maxsize=4)
+def load_checked(path: str) -> Profile:
+    """A profile read once per process and checked against this machine (`LatencyError`
+    naming the difference): what a search's budget and latency objective use."""
+    if not path:
+        raise LatencyError("latency_profile: not set; expected a profile from `coatsearch latency calibrate`")
+    profile = Profile.load(Path(path))
+    profile.check()
+    return profile

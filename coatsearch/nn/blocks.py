@@ -59,14 +59,16 @@ class ConvStem(nn.Module):
 
 
 class PatchStem(nn.Module):
-    """ViT stem: non-overlapping ``stride x stride`` patches, linearly embedded."""
+    """ViT stem: non-overlapping ``stride x stride`` patches, linearly embedded, then the
+    stem's norm (ViT-REL's is a LayerNorm over channels)."""
 
-    def __init__(self, in_channels: int, channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, channels: int, stride: int, norm: str = "layer", eps: float = 1e-5) -> None:
         super().__init__()
         self.proj = nn.Conv2d(in_channels, channels, stride, stride=stride)
+        self.norm = norm2d(norm, channels, eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
+        return self.norm(self.proj(x))
 
 
 class Shortcut(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from coatsearch.block_kinds import BLOCK_KINDS
@@ -30,7 +31,7 @@ class CoAtNet(nn.Module):
             self.stem: nn.Module = ConvStem(spec.in_channels, stem.channels, stem.stride, stem.norm, stem.bias,
                                             spec.layer_norm_eps)
         else:
-            self.stem = PatchStem(spec.in_channels, stem.channels, stem.stride)
+            self.stem = PatchStem(spec.in_channels, stem.channels, stem.stride, stem.norm, spec.layer_norm_eps)
 
         total_blocks = sum(s.blocks for s in spec.stages)
         rates = [spec.drop_path * i / max(1, total_blocks - 1) for i in range(total_blocks)]
@@ -54,6 +55,7 @@ class CoAtNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
             width = stage.channels
         self.stages = nn.ModuleList(stages)
+        self.position_stage, self.position = position_embedding(spec)
 
         self.head_norm = nn.LayerNorm(width, eps=spec.layer_norm_eps)
         if spec.head_hidden:
@@ -66,7 +68,12 @@ class CoAtNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        for stage in self.stages:
+        for index, stage in enumerate(self.stages):
+            if index == self.position_stage and self.position is not None:
+                position: torch.Tensor = self.position
+                if position.shape[-2:] != x.shape[-2:]:  # another image size: resampled, as ViT does
+                    position = F.interpolate(position, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                x = x + position
             x = stage(x)
         return x
 
@@ -74,6 +81,19 @@ class CoAtNet(nn.Module):
         x = self.forward_features(x).mean((2, 3))
         x = self.pre_logits(self.head_norm(x))
         return self.classifier(self.dropout(x))
+
+
+def position_embedding(spec: NetSpec) -> tuple[int, nn.Parameter | None]:
+    """The first attention stage's index and the learned embedding added to its input grid
+    (``position_embedding: absolute``), or ``(-1, None)``."""
+    first = next((i for i, stage in enumerate(spec.stages) if stage.kind == "T"), -1)
+    if spec.position_embedding != "absolute" or first < 0:
+        return -1, None
+    width = spec.stem.channels if first == 0 else spec.stages[first - 1].channels
+    side = spec.image_size // spec.stem.stride if first == 0 else spec.resolutions()[first - 1]
+    embedding = nn.Parameter(torch.zeros(1, width, side, side))
+    nn.init.trunc_normal_(embedding, std=0.02)
+    return first, embedding
 
 
 def _make_block(

@@ -47,6 +47,8 @@ class Study:
     budget: str | None = None  # "flops 32M within 3%" when every candidate was matched to a target
     params: dict[str, Any] = field(default_factory=dict)  # the space's params mapping, as written
     sampler: str | None = None
+    #: the space's fields a reader checks first (data, train, backend, trials, ...), as written
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,12 @@ def study_of(data: dict[str, Any], run_dir: Path, path: Path | None = None) -> S
     params = params if isinstance(params, dict) else {}
     return Study(str(data.get("study") or run_dir.name), str(description) if description else None, tuple(objectives),
                  tuple(str(p) for p in params), _budget_text(data.get("budget")), params,
-                 str(data["sampler"]) if data.get("sampler") else None)
+                 str(data["sampler"]) if data.get("sampler") else None,
+                 {k: data[k] for k in SETTINGS if data.get(k) is not None})
+
+
+#: The space's fields the report's settings card shows.
+SETTINGS = ("data", "train", "backend", "trials", "concurrency", "seed", "split_total")
 
 
 def _budget_text(budget: object) -> str | None:

@@ -21,7 +21,7 @@ from coatsearch.analysis import Design, write_tables
 from coatsearch.analysis.ranking import top_trials
 from coatsearch.errors import first_line, os_reason
 from coatsearch.files import write_atomic
-from coatsearch.report import figures, tables
+from coatsearch.report import cards, figures, tables
 from coatsearch.report.data import ReportError, Run, load_run, resolve_column
 from coatsearch.report.schedule import schedule_figure
 from coatsearch.units import FLOPS_NOTE
@@ -145,6 +145,7 @@ def render(
     coloring = figures.Coloring.of(run.table, color_column)
     page = Page()
     analysis = run.analysis
+    page.add(f'<section id="overview">{cards.cards(run)}</section>')
     if analysis.effects:
         page.add('<section id="effects"><h2>Effects</h2><p class="note">Validation accuracy per value of each '
                  "searched parameter: the mean of its complete, full-fidelity trials with a 95% interval that "
@@ -167,13 +168,16 @@ def render(
                     f"No trial has both a validation accuracy and {figures.COST_NAMES[metric]} yet.")
     page.add('</section><section id="training"><h2>Training</h2>')
     page.figure("curves", figures.curves_figure(run, coloring.groups), "No per-epoch history recorded yet.")
-    page.figure("gap", figures.gap_figure(run, coloring.groups), "No complete trial at full fidelity yet.")
+    page.figure("gap", figures.gap_figure(run, coloring.groups),
+                "No gap figure: no group has two complete trials at full fidelity yet.")
+    page.figure("by-trial", cards.accuracy_by_trial_figure(run), "Fewer than two complete trials at full fidelity.")
     page.figure("schedule", schedule_figure(run.table), "No trial has ended yet.")  # early stopping's effect
     if analysis.scaling is not None:
         page.add('</section><section id="scaling"><h2>Scaling</h2>')
         page.figure("scaling", figures.scaling_figure(analysis.scaling), "No complete trial at full fidelity yet.")
     page.add('</section><section id="design-space"><h2>Design space</h2>')
-    page.figure("edf", figures.edf_figure(run, coloring.groups, flop_band), "No complete trial at full fidelity yet.")
+    page.figure("edf", figures.edf_figure(run, coloring.groups, flop_band),
+                "No design-space EDF: no group has two complete trials at full fidelity in the FLOP band yet.")
     objectives = ", ".join(f"{m} ({d})" for m, d in run.study.objectives)
     page.add(f'</section><section id="tables"><h2>Tables</h2><h3>Pareto set: {html.escape(objectives)}</h3>'
              '<p class="note">Click a header to sort. Also in <code>pareto.csv</code>.</p>')
@@ -188,7 +192,7 @@ def render(
     document = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>coatsearch report: {html.escape(run.study.name)}</title><style>{CSS}</style></head>"
+        f"<title>coatsearch report: {html.escape(run.study.name)}</title><style>{CSS}{cards.CSS}</style></head>"
         f"<body>{_header(run, color_column)}{body}"
         f"<footer class=\"note\">coatsearch report of {html.escape(str(run.run_dir))}</footer>"
         f"<script>{SORT_JS}</script></body></html>"

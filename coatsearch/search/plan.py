@@ -132,6 +132,16 @@ class SearchPlan:
             except (BudgetError, SpecError) as exc:
                 raise InfeasibleCandidate(str(exc)) from None
             spec, note = match.spec, match.message
+        if budget is not None and budget.latency_ms is not None:
+            from coatsearch.latency.budget import match_latency
+            from coatsearch.latency.profile import load_checked
+
+            try:
+                spec, predicted = match_latency(spec, budget.latency_ms, budget.batch,
+                                                load_checked(space.latency_profile or ""), budget.tolerance)
+            except (BudgetError, SpecError) as exc:
+                raise InfeasibleCandidate(str(exc)) from None
+            note = f"predicted {predicted:.4g} ms at batch {budget.batch}"
         counts = count_analytic(spec)
         if budget is not None:
             for metric, bounds in (("flops", budget.flops_range), ("params", budget.params_range)):
@@ -258,6 +268,16 @@ def _check_value(space: SearchSpace, base: NetSpec, train: TrainConfig, name: st
 
 def _check_budget(space: SearchSpace, base: NetSpec) -> None:
     """An impossible target (below the smallest spec, above the sanity bound) fails now."""
+    uses_profile = "latency_ms" in [o.metric for o in space.objectives] and not space.latency_measure
+    if (space.budget is not None and space.budget.latency_ms is not None) or (uses_profile and space.latency_profile):
+        from coatsearch.latency.profile import LatencyError, load_checked
+
+        if not space.latency_profile:
+            raise SpaceError("budget.latency_ms: needs latency_profile, a profile from `coatsearch latency calibrate`")
+        try:
+            load_checked(space.latency_profile)
+        except LatencyError as exc:
+            raise SpaceError(f"latency_profile: {exc}") from None
     if space.budget is None or not space.budget.targets:
         return
     try:

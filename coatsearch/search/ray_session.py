@@ -26,8 +26,11 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
     import ray
 
     # RAY_AIR_NEW_OUTPUT=0: Tune's own console output (its "Configuration for experiment"
-    # box, a TensorBoard hint) is left out; the run shows its own progress
-    env = {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0", "RAY_AIR_NEW_OUTPUT": "0"}
+    # box, a TensorBoard hint) is left out; the run shows its own progress.
+    # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS: no CSV, JSON and event files of Tune's per trial;
+    # the ledger and RUN_DIR/tensorboard (`coatsearch.search.tracking`) hold the trials
+    env = {"RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0", "RAY_AIR_NEW_OUTPUT": "0",
+           "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({k: v for k, v in env.items() if saved[k] is None})
     folder = ray_folder(run_dir)

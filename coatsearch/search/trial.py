@@ -108,6 +108,14 @@ def run_trial(
     if "latency_ms" in plan.metrics and result.status in (Status.COMPLETE, Status.STOPPED):
         from coatsearch.nn import build
 
-        row = row.replace(latency_ms=measure_latency_ms(build(result.spec), result.spec.image_size, result.spec.in_channels))
+        if plan.space.latency_profile and not plan.space.latency_measure:  # predicted: no timing beside other trials
+            from coatsearch.latency import predict
+            from coatsearch.latency.profile import load_checked
+
+            batch = plan.space.budget.batch if plan.space.budget is not None else 1
+            row = row.replace(latency_ms=predict(result.spec, batch, load_checked(plan.space.latency_profile)))
+        else:
+            row = row.replace(latency_ms=measure_latency_ms(build(result.spec), result.spec.image_size,
+                                                            result.spec.in_channels))
     return row.replace(wall_time=time.perf_counter() - start,
                        phases={k: round(v, 3) for k, v in phases.items()})

@@ -1,0 +1,68 @@
+"""Every trial in TensorBoard: ``RUN_DIR/tensorboard/trial-NNNN/`` holds one event file per
+trial with its per-epoch metrics (``val_acc``, ``train_loss_running``, ``lr``, ... at step =
+epoch) and its hyperparameters (the sampled values and the network: layout, blocks,
+channels, FLOPs, parameters) with its final metrics, for TensorBoard's HParams tab.
+
+The runner writes them from each trial's row as the trial ends, in the driver, so the
+optuna and ray backends write the same files whatever process trained the trial
+(``tensorboard --logdir RUN_DIR/tensorboard``). The writer is tensorboardX (installed
+with Ray Tune); reading the files needs nothing of coatsearch.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from coatsearch.search.rows import TrialRow
+from coatsearch.status import Status
+
+#: The run directory's folder of event files, one sub-folder per trial.
+FOLDER = "tensorboard"
+
+#: Rows that trained something to show.
+TRAINED = (Status.COMPLETE, Status.STOPPED, Status.DIVERGED, Status.FAILED)
+
+
+def trial_folder(run_dir: Path, trial: int) -> Path:
+    return run_dir / FOLDER / f"trial-{trial:04d}"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _hparam(value: Any) -> Any:
+    """A value TensorBoard's HParams take: a number, a string or a bool."""
+    return value if isinstance(value, bool | int | float | str) else str(value)
+
+
+def write_trial_events(run_dir: Path, row: TrialRow, metrics: Sequence[str]) -> Path | None:
+    """The trial's event file, written afresh (None for a row with nothing trained)."""
+    if row.status not in TRAINED:
+        return None
+    from tensorboardX import SummaryWriter
+    from tensorboardX.summary import hparams
+
+    folder = trial_folder(run_dir, row.trial)
+    shutil.rmtree(folder, ignore_errors=True)  # a row written again replaces its file
+    hp = {**{f"param.{k}": _hparam(v) for k, v in row.sampled.items()},
+          **{k: _hparam(getattr(row, k)) for k in ("layout", "blocks", "channels", "flops", "params", "seed")
+             if getattr(row, k) is not None}, "status": str(row.status)}
+    final = {f"final/{m}": v for m in metrics if (v := _number(row.objective(m))) is not None}
+    with SummaryWriter(logdir=str(folder)) as writer:
+        for step, epoch in enumerate(row.history or (), start=1):
+            for name, value in epoch.model_dump().items():
+                number = _number(value)
+                if name != "epoch" and number is not None:
+                    writer.add_scalar(name, number, step)
+        for part in hparams(hp, final):
+            writer.file_writer.add_summary(part)
+        for name, value in final.items():
+            writer.add_scalar(name, value, row.fidelity)
+    return folder

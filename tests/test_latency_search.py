@@ -1,0 +1,88 @@
+"""Latency in searches: ``budget: {latency_ms, batch}`` matches each candidate's widths to a
+predicted latency (infeasible when no width reaches it), and the ``latency_ms`` objective
+is predicted from the space's ``latency_profile`` instead of timed beside other trials."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import TINY_SPACE, tiny_spec
+
+from coatsearch.budget import BudgetError
+from coatsearch.latency import Profile, conditions, predict
+from coatsearch.latency.budget import match_latency
+from coatsearch.search import compile_space
+from coatsearch.search.plan import InfeasibleCandidate
+from coatsearch.space import SearchSpace, SpaceError
+
+SPEC = tiny_spec("C-C-T-T", image_size=16)
+#: every unit's predicted time proportional to its multiply-adds: 1 ms per million
+LINEAR = {kind: [0.0, 1.0, 0.0] for kind in ("stem", "C", "T", "head")}
+
+
+@pytest.fixture
+def profile_path(tmp_path):
+    path = tmp_path / "profile.json"
+    Profile(conditions(), "2026-01-01", fits=LINEAR).save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_widths_are_matched_to_a_predicted_latency():
+    profile = Profile(conditions(), "2026-01-01", fits=LINEAR)
+    wider = SPEC.scaled(width=1.5)  # a latency one width factor reaches exactly
+    matched, got = match_latency(SPEC, predict(wider, 1, profile), 1, profile, tolerance=0.05)
+    assert got == pytest.approx(predict(wider, 1, profile), rel=0.05) and predict(matched, 1, profile) == got
+    assert matched.stages[-1].channels > SPEC.stages[-1].channels
+    with pytest.raises(BudgetError, match=r"latency_ms: no width .* within 5% of 1e-06 ms"):
+        match_latency(SPEC, 1e-6, 1, profile)
+
+
+def _space(**changes) -> SearchSpace:
+    base = {k: v for k, v in TINY_SPACE.items() if k != "budget"}
+    return SearchSpace.model_validate({**base, **changes})
+
+
+def test_a_latency_budget_needs_a_profile_made_here(profile_path, tmp_path):
+    with pytest.raises(SpaceError, match="budget.latency_ms: needs latency_profile"):
+        compile_space(_space(budget={"latency_ms": 5}), check_data=False)
+    other = tmp_path / "other.json"
+    Profile({**conditions(), "torch": "0.1"}, "2026-01-01", fits=LINEAR).save(other)
+    with pytest.raises(SpaceError, match=r"latency_profile: .*torch '0.1'"):
+        compile_space(_space(budget={"latency_ms": 5}, latency_profile=str(other)), check_data=False)
+    with pytest.raises(ValueError, match="latency_ms: a latency target is matched alone"):
+        _space(budget={"latency_ms": 5, "flops": "1M"})
+
+
+@pytest.mark.slow
+def test_candidates_meet_the_latency_budget_or_are_infeasible(profile_path):
+    profile = Profile.load(profile_path)
+    plan = compile_space(_space(budget={"latency_ms": 3, "tolerance": 0.1}, latency_profile=str(profile_path)),
+                         check_data=False)
+    candidate = plan.candidate({"split": 1})
+    assert predict(candidate.spec, 1, profile) == pytest.approx(3, rel=0.1)
+    assert "predicted" in candidate.budget_note
+    with pytest.raises(InfeasibleCandidate, match="latency_ms: no width"):
+        _unreachable(plan)
+    # a grid none of whose points reaches the target trains nothing: refused when compiled
+    with pytest.raises(SpaceError, match="latency_ms: no width"):
+        compile_space(_space(budget={"latency_ms": 1e-4}, latency_profile=str(profile_path)), check_data=False)
+
+
+def _unreachable(plan):
+    from dataclasses import replace
+
+    budget = plan.space.budget.model_copy(update={"latency_ms": 1e-4})
+    return replace(plan, space=plan.space.model_copy(update={"budget": budget})).candidate({"split": 1})
+
+
+@pytest.mark.slow
+def test_the_latency_objective_is_predicted_from_the_profile(profile_path):
+    from coatsearch.search.trial import run_trial
+
+    space = _space(objectives=["val_acc", "latency_ms"], latency_profile=str(profile_path),
+                   train={"epochs": 1, "steps": 2, "batch_size": 32})
+    plan = compile_space(space, check_data=False)
+    row = run_trial(plan, 0, {"split": 1})
+    assert row.status == "complete", row.reason
+    trained = plan.candidate({"split": 1}).spec.replace(in_channels=1)  # as the data adapted it (grey images)
+    assert row.latency_ms == pytest.approx(predict(trained, 1, Profile.load(profile_path)))

@@ -1,0 +1,78 @@
+"""The report's first screen (settings, best configuration, its stages) and the figure
+fixes a reader notices: integer ticks, no line between categories, no one-trial spreads."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+from conftest import layout_study_rows, synthetic_row, tiny_spec
+
+from coatsearch.report import build_report
+
+
+def _section(page: str, name: str) -> str:
+    return page.split(f'<section id="{name}">', 1)[1].split("</section>", 1)[0]
+
+
+def _payload(page: str, div_id: str) -> str:
+    start = page.index(f'Plotly.newPlot(                        "{div_id}"')
+    return page[start:page.index("</script>", start)].replace(" ", "")
+
+
+def _split_run(write_study, per_split: int = 2):
+    rng = np.random.default_rng(0)
+    spec = json.dumps(tiny_spec().to_dict())
+    rows = [synthetic_row(10 * s + k, "C-C-T-T", rng, spec=spec, **{"param.split": s, "param.seed": k})
+            for s in (1, 2, 3) for k in range(per_split)]
+    for i, row in enumerate(rows):
+        row["trial"] = i
+    run_dir = write_study(rows)
+    space = run_dir / "space.yaml"
+    space.write_text(space.read_text() + "params: {split: {choices: [1, 2, 3]}, seed: {choices: [0, 1]}}\n"
+                     "sampler: grid\nbackend: ray\nseed: 4\ndata: {source: fashion-mnist, train_size: 800}\n"
+                     "train: {epochs: 3, batch_size: 32}\nbudget: {flops: 32M, tolerance: 0.03}\n")
+    return run_dir
+
+
+def test_the_first_screen_holds_the_settings_and_the_best_configuration_with_its_hand_off(write_study):
+    run_dir = _split_run(write_study)
+    page = build_report(run_dir).read_text()
+    top = _section(page, "overview")
+    assert page.index('id="overview"') < page.index('id="effects"')
+    for text in ("fashion-mnist (augment none)", "train 800", "epochs 3, batch_size 32", "flops 32.00M within 3%",
+                 "grid, 6 of 6 trials finished, seed 4", "ray, 1 at a time", "min of trial time"):
+        assert text in top, text
+    assert f"coatsearch best {run_dir} -o best.yaml" in top and "coatsearch train best.yaml --epochs 20" in top
+    # the best network's stages: kind, blocks, width and the grid each sees
+    spec = tiny_spec()
+    for i, (stage, size) in enumerate(zip(spec.stages, spec.resolutions()), start=1):
+        assert f"S{i} {'MBConv' if stage.kind == 'C' else 'Transformer'}<br>×{stage.blocks}, {stage.channels} ch" in top
+        assert f"{size}×{size}" in top
+    assert 'id="fig-by-trial"' in page
+
+
+def test_an_integer_parameter_has_ticks_at_its_values_and_categories_no_line(write_study):
+    page = build_report(_split_run(write_study)).read_text()
+    split = _payload(page, "fig-effect-split")
+    assert '"tickvals":[1.0,2.0,3.0]' in split and '"ticktext":["1","2","3"]' in split
+    layouts = build_report(write_study(layout_study_rows(per_layout=2), name="layouts2")).read_text()
+    effect = _payload(layouts, "fig-effect-layout")
+    assert '"mode":"markers+lines"' not in effect and '"name":"mean,95%interval"' in effect
+
+
+def test_spreads_of_one_trial_per_group_are_not_drawn(write_study):
+    one_each = build_report(_split_run(write_study, per_split=1)).read_text()
+    assert 'id="fig-gap"' not in one_each and 'id="fig-edf"' not in one_each
+    assert "no group has two complete trials" in one_each
+    two_each = build_report(write_study(layout_study_rows(per_layout=2), name="two")).read_text()
+    assert 'id="fig-gap"' in two_each and 'id="fig-edf"' in two_each
+
+
+def test_the_comparisons_show_the_difference_and_verdict_first(write_study):
+    page = build_report(_split_run(write_study)).read_text()
+    table = page.split('id="comparisons"', 1)[1].split("</tr>", 1)[0]
+    heads = re.findall(r"<th[ >][^>]*>?([^<]*)<", table)
+    assert heads[:10] == ["factor", "metric", "first", "second", "trials", "difference", "ci95_low", "ci95_high",
+                          "p_holm", "verdict"]
