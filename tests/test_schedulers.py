@@ -261,3 +261,14 @@ def test_both_backends_train_under_our_schedulers(tmp_path: Path) -> None:
         assert len(table) == 2 and set(table["status"]) <= {"complete", "stopped"}, table[["status", "reason"]]
         if backend == "ray":
             assert len(read_ledger(out)) == 2
+
+
+def test_a_node_id_that_looks_like_a_number_reads_back_as_text(tmp_path: Path) -> None:
+    """A stopped ray trial's table was refused when its node id read as a float (4e8... -> inf)."""
+    from coatsearch.results import read_table, write_table
+    from coatsearch.search.rows import TrialRow
+
+    rows = [TrialRow(0, Status.COMPLETE, node="4e8123456789", channels="16"), TrialRow(1, Status.STOPPED)]
+    written = write_table(rows, tmp_path / "results.csv")
+    assert written["node"].tolist()[0] == "4e8123456789"
+    assert read_table(tmp_path / "results.csv")["channels"].tolist()[0] == "16"
