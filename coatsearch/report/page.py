@@ -176,9 +176,16 @@ def render(
     page.add('</section><section id="design-space"><h2>Design space</h2>')
     page.figure("edf", figures.edf_figure(run, coloring.groups, flop_band),
                 "No design-space EDF: no group has two complete trials at full fidelity in the FLOP band yet.")
-    objectives = ", ".join(f"{m} ({d})" for m, d in run.study.objectives)
-    page.add(f'</section><section id="tables"><h2>Tables</h2><h3>Pareto set: {html.escape(objectives)}</h3>'
-             '<p class="note">Click a header to sort. Also in <code>pareto.csv</code>.</p>')
+    ranked_by = ", ".join(f"{m} ({d})" for m, d in run.analysis.objectives)
+    if len(run.analysis.objectives) > 1 or len(run.study.objectives) == 1:
+        heading = f"Pareto set: {ranked_by}" if len(run.analysis.objectives) > 1 else f"Best by {ranked_by}"
+        why = ""
+    else:  # a matched cost left out (`front_objectives`): the terminal and pareto.csv say the same
+        heading = f"Best by {ranked_by}: no Pareto front"
+        why = (f" Every candidate was matched to {run.study.budget or ', '.join(run.study.matched)}: cost is equal by "
+               "construction, so trials are ranked by the other objective alone.")
+    page.add(f'</section><section id="tables"><h2>Tables</h2><h3>{html.escape(heading)}</h3>'
+             f'<p class="note">{html.escape(why)} Click a header to sort. Also in <code>pareto.csv</code>.</p>')
     page.table(tables.html_table(tables.view(run.analysis.front), "pareto-set"))
     page.add(f'<h3>Top {top} trials by validation accuracy</h3><p class="note">Also in <code>top.csv</code>.</p>')
     page.table(tables.html_table(tables.view(top_trials(run.ranked, top)), "top-trials"))
