@@ -21,7 +21,7 @@ from coatsearch.analysis import Design, write_tables
 from coatsearch.analysis.ranking import top_trials
 from coatsearch.errors import first_line, os_reason
 from coatsearch.files import write_atomic
-from coatsearch.report import cards, figures, tables
+from coatsearch.report import cards, confounds, figures, tables
 from coatsearch.report.data import ReportError, Run, load_run, resolve_column
 from coatsearch.units import FLOPS_NOTE
 
@@ -149,8 +149,12 @@ def render(
         page.add('<section id="effects"><h2>Effects</h2><p class="note">Validation accuracy per value of each '
                  "searched parameter: the mean of its complete, full-fidelity trials with a 95% interval that "
                  "combines the spread over seeds with the validation set's binomial error; trials as points.</p>")
+        notes = confounds.shape_notes(run)
         for found in analysis.effects:
             page.figure(f"effect-{found.parameter}", figures.effect_figure(found), "No complete trial at full fidelity yet.")
+            if found.parameter in notes:
+                page.add(f'<p class="note" id="confound-{html.escape(found.parameter)}">'
+                         f"{html.escape(notes[found.parameter])}</p>")
         if analysis.importances:
             page.figure("importances", figures.importance_figure(analysis.importances), "")
         if len(analysis.comparisons):
