@@ -76,3 +76,47 @@ def test_the_comparisons_show_the_difference_and_verdict_first(write_study):
     heads = re.findall(r"<th[ >][^>]*>?([^<]*)<", table)
     assert heads[:10] == ["factor", "metric", "first", "second", "trials", "difference", "ci95_low", "ci95_high",
                           "p_holm", "verdict"]
+
+
+def test_at_a_matched_cost_every_output_ranks_by_accuracy_alone(write_study):
+    """One rule for pareto.csv, the terminal and the report: a cost every candidate was
+    matched to differs by rounding only, so no front is taken over it."""
+    import pandas as pd
+    from rich.console import Console
+
+    from coatsearch.report import load_run
+    from coatsearch.report.terminal import outcome_tables
+
+    run_dir = _split_run(write_study)
+    page = build_report(run_dir).read_text()
+    best = pd.read_csv(run_dir / "results.csv").sort_values("val_acc").iloc[-1]
+    pareto = pd.read_csv(run_dir / "pareto.csv")
+    assert pareto["trial"].tolist() == [best["trial"]]  # not the cheapest by rounding noise beside it
+    assert "Best by val_acc (max): no Pareto front" in page and "cost is equal by construction" in _section(page, "tables")
+    shown = Console(record=True, width=200)
+    for part in outcome_tables(load_run(run_dir).analysis):
+        shown.print(part)
+    assert "Best by val_acc (max) (one objective: no Pareto front)" in shown.export_text()
+    assert "Pareto front:" not in shown.export_text()
+
+
+def test_an_effect_that_width_matching_confounds_with_shapes_says_so(write_study):
+    from coatsearch.report import load_run
+    from coatsearch.report.confounds import shape_notes
+
+    run_dir = _split_run(write_study)
+    results = run_dir / "results.csv"
+    import pandas as pd
+
+    table = pd.read_csv(results)
+    table["channels"] = table["param.split"].map({1: "16,40,64,192", 2: "16,40,96,160", 3: "16,48,96,160"})
+    table.to_csv(results, index=False)
+    note = shape_notes(load_run(run_dir))["split"]
+    assert "channels 16,40,64,192 at 1, 16,40,96,160 at 2, 16,48,96,160 at 3" in note
+    assert "the effect of split includes that of the shapes it induces" in note
+    page = build_report(run_dir).read_text()
+    assert 'id="confound-split"' in _section(page, "effects")
+    # one shape for every value (widths fixed): nothing to say
+    table["channels"] = "16,40,96,160"
+    table.to_csv(results, index=False)
+    assert shape_notes(load_run(run_dir)) == {}
