@@ -38,3 +38,26 @@ def test_a_prefilter_needs_a_known_proxy_and_discrete_parameters():
                       check_data=False)
     with pytest.raises(ValueError, match="keep"):
         _space(prefilter={"proxy": "params", "keep": 0})
+
+
+@pytest.mark.slow
+def test_a_replayed_search_trains_only_what_the_prefilter_keeps(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from coatsearch.runner import run_study
+    from coatsearch.search.jsonl_ledger import read_ledger
+    from coatsearch.space import load_space
+
+    space = load_space("tables/fmnist32/space.yaml", [
+        "params.depth_multiplier.choices=[1]", "params.scale.choices=[1]", "params.split.choices=[1,2,3,4]",
+        "params.layout.choices=[C-C-C-C,C-C-T-T]", "sampler=random", "trials=6", "backend=replay",
+        "table=tables/fmnist32", "prefilter={proxy: params, keep: 0.5}"])
+    plan = compile_space(space, check_data=False)
+    assert len(plan.kept) == 4
+    run_study(plan, tmp_path / "run", console=Console(file=io.StringIO()))
+    rows = read_ledger(tmp_path / "run")
+    trained = {r.point for r in rows if r.status == "complete"}
+    assert trained and trained <= plan.kept
+    assert all(r.reason.startswith("prefiltered") for r in rows if r.status == "infeasible")
