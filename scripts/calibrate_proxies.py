@@ -8,7 +8,7 @@ every proxy of `coatsearch.proxies.PROXIES`, on the table's own training images,
 each (wall and CPU seconds). Scores are kept in ``proxy_scores.csv`` beside the table, so a
 rerun after more rows are committed scores only the new networks. Then writes
 ``proxy_calibration.csv`` (Kendall τ and Spearman ρ with bootstrap 95% intervals, per
-proxy and group: ``all`` and each ``scale`` value, the FLOP budgets), a figure
+proxy and group: ``all``, each ``scale`` value (the FLOP budgets) and each layout), a figure
 (``proxy_calibration.svg`` through kaleido, when it imports) and the README's section
 between ``<!-- proxies:start -->`` and ``<!-- proxies:end -->``, every number generated.
 ``rank-average`` is the mean rank of the three training-free proxies with the highest τ
@@ -39,6 +39,7 @@ from coatsearch.status import Status
 
 COMBINED = "rank-average"
 BASELINE = "fidelity"  # trains: never one of the combined proxies
+KEEP = 0.5  # the share of a budget's candidates a prefilter keeps, for `best_kept_half`
 
 
 def networks(table: Any) -> list[dict[str, Any]]:
@@ -54,7 +55,7 @@ def networks(table: Any) -> list[dict[str, Any]]:
 
 
 def score_all(table: Any, nets: list[dict[str, Any]], path: Path, seed: int,
-              max_new: int | None = None) -> list[dict[str, Any]]:
+              max_new: int | None = None) -> tuple[list[dict[str, Any]], int]:
     """Every network's score and seconds per proxy; those already in ``path`` are read, not
     scored, and at most ``max_new`` networks are scored (the rest are left out this time)."""
     done: dict[str, dict[str, str]] = {}
@@ -88,7 +89,7 @@ def score_all(table: Any, nets: list[dict[str, Any]], path: Path, seed: int,
         print(f"{k}/{len(nets)} {net['point']}", file=sys.stderr, flush=True)
         scored = {r["point"] for r in rows}  # what an interrupted run has not reached stays in the file
         _write(path, rows + [dict(r) for p, r in done.items() if p not in scored])
-    return rows
+    return rows, new
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -111,6 +112,8 @@ def calibrate(rows: list[dict[str, Any]], resamples: int) -> tuple[list[dict[str
     groups = [("all", np.ones(len(rows), bool))]
     groups += [(f"scale={s:g}", np.array([r["scale"] == s for r in rows]))
                for s in sorted({r["scale"] for r in rows})]
+    # within one layout (across budgets and shapes): does a proxy see more than the layout?
+    groups += [(f"layout={lay}", np.array([r["layout"] == lay for r in rows])) for lay in sorted({r["layout"] for r in rows})]
     out = []
     for group, mask in groups:
         for name in [*PROXIES, COMBINED]:
@@ -121,10 +124,19 @@ def calibrate(rows: list[dict[str, Any]], resamples: int) -> tuple[list[dict[str
             walls = [float(r[f"{name}_wall_s"]) for r, m in zip(rows, mask) if m] if name in PROXIES else []
             out.append({"group": group, "proxy": name, **{k: round(v, 4) if isinstance(v, float) else v
                                                             for k, v in c.to_dict().items()},
+                        "best_kept_half": best_kept(values, acc[mask], KEEP),
                         "median_cpu_s": round(statistics.median(times), 3) if times else "",
                         "max_cpu_s": round(max(times), 3) if times else "",
                         "median_wall_s": round(statistics.median(walls), 3) if walls else ""})
     return out, best
+
+
+def best_kept(scores: np.ndarray, accuracy: np.ndarray, keep: float) -> int:
+    """1 when the most accurate network is among the ``keep`` best by the proxy (what a
+    prefilter keeping that share would search), else 0."""
+    finite = np.where(np.isfinite(scores), scores, -np.inf)
+    kept = np.argsort(-finite, kind="stable")[: math.ceil(keep * len(scores))]
+    return int(int(np.argmax(accuracy)) in set(kept.tolist()))
 
 
 def figure(records: list[dict[str, Any]], path: Path, title: str) -> str:
@@ -152,15 +164,18 @@ def section(records: list[dict[str, Any]], best: list[str], n: int, of: int, not
              f"τ and ρ against final validation accuracy, 95% bootstrap intervals (networks resampled); "
              f"`{COMBINED}` is the mean rank of {', '.join(best)} (the three training-free proxies with the highest "
              f"τ over all networks, chosen on these same networks). CPU seconds per network: median [max]. {note}", "",
-             "| proxy | " + " | ".join(dict.fromkeys(f"τ {r['group']}" for r in records)) + " | ρ all | CPU s |",
-             "|---|" + "---|" * (len({r['group'] for r in records}) + 2)]
+             "| proxy | " + " | ".join(dict.fromkeys(f"τ {r['group']}" for r in records))
+             + " | ρ all | budgets whose best network is in the proxy's top half | CPU s |",
+             "|---|" + "---|" * (len({r['group'] for r in records}) + 3)]
     for name in dict.fromkeys(r["proxy"] for r in records):
         part = [r for r in records if r["proxy"] == name]
         cells = [f"{r['tau']:+.2f} [{r['tau_lo']:+.2f}, {r['tau_hi']:+.2f}] (n={r['n']})" for r in part]
         overall = part[0]
         timing = f"{overall['median_cpu_s']:.2f} [{overall['max_cpu_s']:.2f}]" if overall["median_cpu_s"] != "" else "-"
+        budgets = [r for r in part if r["group"].startswith("scale=")]
+        kept = f"{sum(r['best_kept_half'] for r in budgets)} of {len(budgets)}"
         lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | {overall['rho']:+.2f} [{overall['rho_lo']:+.2f}, {overall['rho_hi']:+.2f}] | {timing} |")
+                     + f" | {overall['rho']:+.2f} [{overall['rho_lo']:+.2f}, {overall['rho_hi']:+.2f}] | {kept} | {timing} |")
     return "\n".join(lines)
 
 
@@ -179,14 +194,14 @@ def main() -> int:
     table = load_table(str(args.table))
     load_before = os.getloadavg()[0]
     nets = networks(table)
-    rows = score_all(table, nets, args.table / "proxy_scores.csv", args.seed, args.max_new)
+    rows, new = score_all(table, nets, args.table / "proxy_scores.csv", args.seed, args.max_new)
     load_after = os.getloadavg()[0]
     records, best = calibrate(rows, args.resamples)
     _write(args.table / "proxy_calibration.csv", records)
     conditions = (f"seed {args.seed}, {args.threads} thread(s), torch {torch.__version__}, "
-                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {load_before:.1f} before "
-                  f"and {load_after:.1f} after scoring on {os.cpu_count()} CPUs; networks scored in an earlier "
-                  "run keep that run's times")
+                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {new} networks scored in this run, load average "
+                  f"{load_before:.1f} before and {load_after:.1f} after on {os.cpu_count()} CPUs; networks scored in "
+                  "an earlier run keep that run's times")
     note = figure(records, args.table / "proxy_calibration.svg", f"proxies vs trained accuracy: {table.name}, "
                   f"{len(rows)} networks")
     readme = args.table / "README.md"

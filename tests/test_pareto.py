@@ -137,3 +137,20 @@ def test_report_hypervolume_is_normalised_by_its_stated_reference():
     assert volume.reference_cost == pytest.approx(22e6)
     assert volume.value == pytest.approx((12e6 * 0.8 + 2e6 * 0.1) / 22e6)
     assert "22.00M" in volume.describe() and "1.1 × the largest" in volume.describe()
+
+
+def test_the_analysis_carries_each_costs_front_for_the_report_to_draw():
+    import pandas as pd
+
+    from coatsearch.analysis import Design, analyse
+
+    table = pd.DataFrame({
+        "trial": [0, 1, 2, 3], "status": ["complete"] * 3 + ["failed"], "fidelity": [2, 2, 2, 0],
+        "max_fidelity": [2] * 4, "val_acc": [0.8, 0.9, 0.85, None], "flops": [10e6, 20e6, 30e6, 5e6],
+        "params": [3e5, 1e5, 2e5, None], "param.x": [1, 2, 3, 4],
+    })
+    fronts = analyse(table, Design.of(table, {}, None)).cost_fronts
+    assert set(fronts) == {"flops", "params"}  # no latency recorded: no front against it
+    assert fronts["flops"].front["trial"].tolist() == [0, 1]  # trial 2 costs more for less; 3 failed
+    assert fronts["params"].front["trial"].tolist() == [1]
+    assert fronts["flops"].hypervolume == front_hypervolume(table.iloc[:3], "flops")

@@ -38,3 +38,13 @@ def test_non_finite_scores_are_left_out_and_too_few_give_nan():
 def test_the_rank_average_ignores_each_proxys_scale():
     combined = rank_average([[1.0, 2.0, 3.0], [1e9, 1e6, 1e3]])
     assert list(combined) == [2.0, 2.0, 2.0]
+
+
+def test_the_point_estimates_are_scipys_ties_included():
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 5, 30).astype(float), rng.normal(size=30)  # many ties in x
+    c = correlation(x, y, resamples=50)
+    assert c.tau == pytest.approx(stats.kendalltau(x, y).statistic)
+    assert c.rho == pytest.approx(stats.spearmanr(x, y).statistic)

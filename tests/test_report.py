@@ -21,7 +21,8 @@ from coatsearch.report import ReportError, build_report, load_run
 from coatsearch.report.data import parse_band
 from coatsearch.results import ranked, read_table
 
-FIGURE_IDS = ("fig-effect-layout", "fig-pareto-flops", "fig-pareto-params", "fig-curves", "fig-gap", "fig-edf")
+FIGURE_IDS = ("fig-effect-layout", "fig-pareto-flops", "fig-pareto-params", "fig-curves", "fig-gap", "fig-by-trial",
+              "fig-edf")
 
 
 class _Refs(html.parser.HTMLParser):
@@ -116,7 +117,7 @@ def test_report_is_the_same_every_time(study, tmp_path):
 def test_edf_band_and_legend(study):
     table = read_table(study / "results.csv")
     complete = ranked(table)
-    low, high = complete["flops"].min(), complete["flops"].median()
+    low, high = complete["flops"].min(), complete["flops"].quantile(0.75)  # some trials out, groups of two in
     build_report(study, flop_band=(low, high))
     edf = figure_payload((study / "report.html").read_text(), "fig-edf")
     inside = complete[(complete["flops"] >= low) & (complete["flops"] <= high)]
@@ -141,9 +142,11 @@ def test_single_trial(write_study):
     rng = np.random.default_rng(1)
     run_dir = write_study([synthetic_row(0, "C-C-T-T", rng)])
     page = build_report(run_dir).read_text()
-    for div_id in FIGURE_IDS[1:]:  # one trial: no parameter varies, so no effect figure
+    for div_id in ("fig-pareto-flops", "fig-pareto-params", "fig-curves"):
         assert f'id="{div_id}"' in page
-    assert 'id="fig-effect-layout"' not in page
+    # one trial: no parameter varies (no effect figure), no spread, no order of trials
+    for div_id in ("fig-effect-layout", "fig-gap", "fig-edf", "fig-by-trial"):
+        assert f'id="{div_id}"' not in page
     assert "Pareto front (1)" in page
     assert section(page, "tables").count('<td data-v="0">0</td>') == 2  # Pareto set and top trials
     assert '<p class="empty">none</p>' in section(page, "failures")
@@ -152,7 +155,7 @@ def test_single_trial(write_study):
 def test_one_objective(write_study):
     run_dir = write_study(layout_study_rows(per_layout=1), objectives=("val_acc",))
     page = build_report(run_dir).read_text()
-    assert "Pareto set: val_acc (max)" in page
+    assert "Best by val_acc (max)" in page and "Pareto set" not in page  # one objective: no front
     front = pd.read_csv(run_dir / "pareto.csv")
     best = ranked(read_table(run_dir / "results.csv"))["val_acc"].max()
     assert front["val_acc"].tolist() == [best]
@@ -164,7 +167,7 @@ def test_only_failures(write_study):
     page = build_report(write_study(rows)).read_text()
     assert "0 complete at full fidelity are ranked" in page
     assert 'id="fig-curves"' in page  # the failed trials' epochs are still drawn
-    assert 'id="fig-edf"' not in page and "No complete trial at full fidelity yet." in page
+    assert 'id="fig-edf"' not in page and "no group has two complete trials at full fidelity in the FLOP band" in page
 
 
 @pytest.mark.parametrize("content", ["", "trial,status\n"])

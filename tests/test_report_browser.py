@@ -75,3 +75,23 @@ def test_the_check_sees_errors_and_requests(tmp_path):
     assert "http://127.0.0.1:9/x.js" in seen.network_requests
     assert any("broken figure" in e for e in seen.console_errors)
     assert any("undefinedFunction" in e for e in seen.console_errors)
+
+
+#: At the page's width: is the comparisons' verdict column on screen without scrolling the
+#: table, and are the settings and best-configuration cards in the first screenful?
+FIRST_LOOK = """
+(function () {
+  var table = document.getElementById("comparisons");
+  var verdict = Array.prototype.find.call(table.tHead.rows[0].cells, function (h) { return h.textContent === "verdict"; });
+  var box = table.parentElement.getBoundingClientRect();
+  return [verdict.getBoundingClientRect().right <= box.right,
+          document.getElementById("card-settings").getBoundingClientRect().bottom < 900,
+          document.getElementById("card-best").getBoundingClientRect().bottom < 900];
+})()
+"""
+
+
+def test_at_1400_px_the_cards_open_the_page_and_the_verdicts_are_on_screen(default_run):
+    seen = visit(build_report(default_run), width=1400, scripts=[FIRST_LOOK])
+    assert seen.console_errors == []
+    assert seen.results == [[True, True, True]]

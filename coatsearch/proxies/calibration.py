@@ -30,10 +30,24 @@ class Correlation:
         return asdict(self)
 
 
-def _pair(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan"), float("nan")
-    return float(stats.kendalltau(x, y).statistic), float(stats.spearmanr(x, y).statistic)
+def _kendall(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's τ-b of each row pair of ``x`` and ``y`` (resamples x networks); NaN where
+    a row does not vary."""
+    sx = np.sign(x[:, :, None] - x[:, None, :])
+    sy = np.sign(y[:, :, None] - y[:, None, :])
+    n0 = x.shape[1] * (x.shape[1] - 1) / 2
+    tied_x = ((sx == 0).sum((1, 2)) - x.shape[1]) / 2
+    tied_y = ((sy == 0).sum((1, 2)) - x.shape[1]) / 2
+    with np.errstate(all="ignore"):
+        return (sx * sy).sum((1, 2)) / 2 / np.sqrt((n0 - tied_x) * (n0 - tied_y))
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's ρ of each row pair: Pearson's r of the (tie-averaged) ranks."""
+    rx, ry = stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    with np.errstate(all="ignore"):
+        return (rx * ry).sum(1) / np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
 
 
 def correlation(scores: Sequence[float], accuracy: Sequence[float], *, resamples: int = 2000,
@@ -47,9 +61,13 @@ def correlation(scores: Sequence[float], accuracy: Sequence[float], *, resamples
     if n < 3:
         nan = float("nan")
         return Correlation(n, nan, nan, nan, nan, nan, nan)
-    tau, rho = _pair(x, y)
-    rng = np.random.default_rng(seed)
-    draws = np.array([_pair(x[i], y[i]) for i in rng.integers(0, n, size=(resamples, n))])
+    tau, rho = float(_kendall(x[None], y[None])[0]), float(_spearman(x[None], y[None])[0])
+    index = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    taus, rhos = [], []
+    for chunk in np.array_split(index, max(1, resamples // 200)):
+        taus.append(_kendall(x[chunk], y[chunk]))
+        rhos.append(_spearman(x[chunk], y[chunk]))
+    draws = np.stack([np.concatenate(taus), np.concatenate(rhos)], axis=1)
     with np.errstate(all="ignore"):
         lo, hi = np.nanpercentile(draws, 2.5, axis=0), np.nanpercentile(draws, 97.5, axis=0)
     return Correlation(n, tau, float(lo[0]), float(hi[0]), rho, float(lo[1]), float(hi[1]))

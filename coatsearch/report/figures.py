@@ -204,9 +204,9 @@ def curves_figure(run: Run, grouping: Grouping) -> go.Figure | None:
 def gap_figure(run: Run, grouping: Grouping) -> go.Figure | None:
     """Generalization gap at the final epoch per group, as boxes with every trial shown."""
     ranked = run.ranked.assign(_gap=lambda f: final_gap(f)).dropna(subset=["_gap"])
-    if ranked.empty:
-        return None
     labels = grouping.labels(ranked)
+    if ranked.empty or labels.value_counts().max() < 2:  # a box of one trial says nothing of a spread
+        return None
     fig = go.Figure()
     for group in grouping.order:
         part = ranked[labels == group]
@@ -233,6 +233,8 @@ def edf_figure(run: Run, grouping: Grouping, band: float | tuple[float, float] |
     low, high, how = flop_band(ranked["flops"], band)
     inside = ranked[(ranked["flops"] >= low) & (ranked["flops"] <= high)]
     labels = grouping.labels(inside)
+    if inside.empty or labels.value_counts().max() < 2:  # an EDF of one trial is a single step
+        return None
     errors = 1.0 - inside["val_acc"]
     right = float(errors.max()) if len(errors) else 1.0
     fig = go.Figure()
@@ -308,8 +310,9 @@ def effect_figure(found: Effect | None) -> go.Figure | None:
             marker=dict(color="#9ecae1", size=7),
             hovertemplate=f"{found.parameter} {level.value}<br>val acc %{{y:.2%}}<extra>trial</extra>",
         ))
-    fig.add_trace(go.Scatter(
-        x=positions, y=[lv.mean for lv in found.levels], mode="markers+lines", name="mean, 95% interval",
+    fig.add_trace(go.Scatter(  # a line only between values that have an order
+        x=positions, y=[lv.mean for lv in found.levels], mode="markers+lines" if found.numeric else "markers",
+        name="mean, 95% interval",
         line=dict(color="#1f77b4", width=1.5), marker=dict(size=10, color="#1f77b4"),
         error_y=dict(type="data", symmetric=False, array=[lv.high - lv.mean for lv in found.levels],
                      arrayminus=[lv.mean - lv.low for lv in found.levels], thickness=1.5, width=6),
@@ -318,8 +321,8 @@ def effect_figure(found: Effect | None) -> go.Figure | None:
                       "<br>%{customdata[0]} trials<extra></extra>",
     ))
     axis: dict[str, object] = dict(title=found.parameter)
-    if not found.numeric:
-        axis.update(tickmode="array", tickvals=positions, ticktext=[lv.value for lv in found.levels])
+    if not found.numeric or all(float(p).is_integer() for p in positions):  # no tick at 1.5 for a count
+        axis.update(tickmode="array", tickvals=positions, ticktext=[str(lv.value) for lv in found.levels])
     best = found.best()
     fig.update_layout(template=TEMPLATE, height=440, xaxis=axis, yaxis=dict(title="validation accuracy", tickformat=".1%"),
                       title=f"Validation accuracy by {found.parameter} (best: {best.value}, {best.mean:.2%} "

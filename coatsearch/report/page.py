@@ -21,7 +21,7 @@ from coatsearch.analysis import Design, write_tables
 from coatsearch.analysis.ranking import top_trials
 from coatsearch.errors import first_line, os_reason
 from coatsearch.files import write_atomic
-from coatsearch.report import figures, tables
+from coatsearch.report import cards, confounds, figures, tables
 from coatsearch.report.data import ReportError, Run, load_run, resolve_column
 from coatsearch.units import FLOPS_NOTE
 
@@ -144,12 +144,17 @@ def render(
     coloring = figures.Coloring.of(run.table, color_column)
     page = Page()
     analysis = run.analysis
+    page.add(f'<section id="overview">{cards.cards(run)}</section>')
     if analysis.effects:
         page.add('<section id="effects"><h2>Effects</h2><p class="note">Validation accuracy per value of each '
                  "searched parameter: the mean of its complete, full-fidelity trials with a 95% interval that "
                  "combines the spread over seeds with the validation set's binomial error; trials as points.</p>")
+        notes = confounds.shape_notes(run)
         for found in analysis.effects:
             page.figure(f"effect-{found.parameter}", figures.effect_figure(found), "No complete trial at full fidelity yet.")
+            if found.parameter in notes:
+                page.add(f'<p class="note" id="confound-{html.escape(found.parameter)}">'
+                         f"{html.escape(notes[found.parameter])}</p>")
         if analysis.importances:
             page.figure("importances", figures.importance_figure(analysis.importances), "")
         if len(analysis.comparisons):
@@ -166,15 +171,25 @@ def render(
                     f"No trial has both a validation accuracy and {figures.COST_NAMES[metric]} yet.")
     page.add('</section><section id="training"><h2>Training</h2>')
     page.figure("curves", figures.curves_figure(run, coloring.groups), "No per-epoch history recorded yet.")
-    page.figure("gap", figures.gap_figure(run, coloring.groups), "No complete trial at full fidelity yet.")
+    page.figure("gap", figures.gap_figure(run, coloring.groups),
+                "No gap figure: no group has two complete trials at full fidelity yet.")
+    page.figure("by-trial", cards.accuracy_by_trial_figure(run), "Fewer than two complete trials at full fidelity.")
     if analysis.scaling is not None:
         page.add('</section><section id="scaling"><h2>Scaling</h2>')
         page.figure("scaling", figures.scaling_figure(analysis.scaling), "No complete trial at full fidelity yet.")
     page.add('</section><section id="design-space"><h2>Design space</h2>')
-    page.figure("edf", figures.edf_figure(run, coloring.groups, flop_band), "No complete trial at full fidelity yet.")
-    objectives = ", ".join(f"{m} ({d})" for m, d in run.study.objectives)
-    page.add(f'</section><section id="tables"><h2>Tables</h2><h3>Pareto set: {html.escape(objectives)}</h3>'
-             '<p class="note">Click a header to sort. Also in <code>pareto.csv</code>.</p>')
+    page.figure("edf", figures.edf_figure(run, coloring.groups, flop_band),
+                "No design-space EDF: no group has two complete trials at full fidelity in the FLOP band yet.")
+    ranked_by = ", ".join(f"{m} ({d})" for m, d in run.analysis.objectives)
+    if len(run.analysis.objectives) > 1 or len(run.study.objectives) == 1:
+        heading = f"Pareto set: {ranked_by}" if len(run.analysis.objectives) > 1 else f"Best by {ranked_by}"
+        why = ""
+    else:  # a matched cost left out (`front_objectives`): the terminal and pareto.csv say the same
+        heading = f"Best by {ranked_by}: no Pareto front"
+        why = (f" Every candidate was matched to {run.study.budget or ', '.join(run.study.matched)}: cost is equal by "
+               "construction, so trials are ranked by the other objective alone.")
+    page.add(f'</section><section id="tables"><h2>Tables</h2><h3>{html.escape(heading)}</h3>'
+             f'<p class="note">{html.escape(why)} Click a header to sort. Also in <code>pareto.csv</code>.</p>')
     page.table(tables.html_table(tables.view(run.analysis.front), "pareto-set"))
     page.add(f'<h3>Top {top} trials by validation accuracy</h3><p class="note">Also in <code>top.csv</code>.</p>')
     page.table(tables.html_table(tables.view(top_trials(run.ranked, top)), "top-trials"))
@@ -186,7 +201,7 @@ def render(
     document = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>coatsearch report: {html.escape(run.study.name)}</title><style>{CSS}</style></head>"
+        f"<title>coatsearch report: {html.escape(run.study.name)}</title><style>{CSS}{cards.CSS}</style></head>"
         f"<body>{_header(run, color_column)}{body}"
         f"<footer class=\"note\">coatsearch report of {html.escape(str(run.run_dir))}</footer>"
         f"<script>{SORT_JS}</script></body></html>"

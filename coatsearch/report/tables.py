@@ -189,4 +189,11 @@ def comparisons_view(frame: pd.DataFrame) -> pd.DataFrame:
     for column, digits in (("t", 2), ("df", 1)):
         if column in frame:
             shown[column] = [f"{v:.{digits}f}" for v in frame[column]]
-    return shown
+    # what a reader looks for first, in the first screenful at 1,400 px; the rest after
+    lead = [c for c in COMPARISON_LEAD if c in shown]
+    return shown[lead + [c for c in shown.columns if c not in lead]]
+
+
+#: The comparisons' columns shown first: which values, the difference and the verdict.
+COMPARISON_LEAD = ("factor", "metric", "first", "second", "trials", "difference", "ci95_low", "ci95_high", "p_holm",
+                   "verdict", "test")

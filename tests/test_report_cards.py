@@ -1,0 +1,122 @@
+"""The report's first screen (settings, best configuration, its stages) and the figure
+fixes a reader notices: integer ticks, no line between categories, no one-trial spreads."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+from conftest import layout_study_rows, synthetic_row, tiny_spec
+
+from coatsearch.report import build_report
+
+
+def _section(page: str, name: str) -> str:
+    return page.split(f'<section id="{name}">', 1)[1].split("</section>", 1)[0]
+
+
+def _payload(page: str, div_id: str) -> str:
+    start = page.index(f'Plotly.newPlot(                        "{div_id}"')
+    return page[start:page.index("</script>", start)].replace(" ", "")
+
+
+def _split_run(write_study, per_split: int = 2):
+    rng = np.random.default_rng(0)
+    spec = json.dumps(tiny_spec().to_dict())
+    rows = [synthetic_row(10 * s + k, "C-C-T-T", rng, spec=spec, **{"param.split": s, "param.seed": k})
+            for s in (1, 2, 3) for k in range(per_split)]
+    for i, row in enumerate(rows):
+        row["trial"] = i
+    run_dir = write_study(rows)
+    space = run_dir / "space.yaml"
+    space.write_text(space.read_text() + "params: {split: {choices: [1, 2, 3]}, seed: {choices: [0, 1]}}\n"
+                     "sampler: grid\nbackend: ray\nseed: 4\ndata: {source: fashion-mnist, train_size: 800}\n"
+                     "train: {epochs: 3, batch_size: 32}\nbudget: {flops: 32M, tolerance: 0.03}\n")
+    return run_dir
+
+
+def test_the_first_screen_holds_the_settings_and_the_best_configuration_with_its_hand_off(write_study):
+    run_dir = _split_run(write_study)
+    page = build_report(run_dir).read_text()
+    top = _section(page, "overview")
+    assert page.index('id="overview"') < page.index('id="effects"')
+    for text in ("fashion-mnist (augment none)", "train 800", "epochs 3, batch_size 32", "flops 32.00M within 3%",
+                 "grid, 6 of 6 trials finished, seed 4", "ray, 1 at a time", "min of trial time"):
+        assert text in top, text
+    assert f"coatsearch best {run_dir} -o best.yaml" in top and "coatsearch train best.yaml --epochs 20" in top
+    # the best network's stages: kind, blocks, width and the grid each sees
+    spec = tiny_spec()
+    for i, (stage, size) in enumerate(zip(spec.stages, spec.resolutions()), start=1):
+        assert f"S{i} {'MBConv' if stage.kind == 'C' else 'Transformer'}<br>×{stage.blocks}, {stage.channels} ch" in top
+        assert f"{size}×{size}" in top
+    assert 'id="fig-by-trial"' in page
+
+
+def test_an_integer_parameter_has_ticks_at_its_values_and_categories_no_line(write_study):
+    page = build_report(_split_run(write_study)).read_text()
+    split = _payload(page, "fig-effect-split")
+    assert '"tickvals":[1.0,2.0,3.0]' in split and '"ticktext":["1","2","3"]' in split
+    layouts = build_report(write_study(layout_study_rows(per_layout=2), name="layouts2")).read_text()
+    effect = _payload(layouts, "fig-effect-layout")
+    assert '"mode":"markers+lines"' not in effect and '"name":"mean,95%interval"' in effect
+
+
+def test_spreads_of_one_trial_per_group_are_not_drawn(write_study):
+    one_each = build_report(_split_run(write_study, per_split=1)).read_text()
+    assert 'id="fig-gap"' not in one_each and 'id="fig-edf"' not in one_each
+    assert "no group has two complete trials" in one_each
+    two_each = build_report(write_study(layout_study_rows(per_layout=2), name="two")).read_text()
+    assert 'id="fig-gap"' in two_each and 'id="fig-edf"' in two_each
+
+
+def test_the_comparisons_show_the_difference_and_verdict_first(write_study):
+    page = build_report(_split_run(write_study)).read_text()
+    table = page.split('id="comparisons"', 1)[1].split("</tr>", 1)[0]
+    heads = re.findall(r"<th[ >][^>]*>?([^<]*)<", table)
+    assert heads[:10] == ["factor", "metric", "first", "second", "trials", "difference", "ci95_low", "ci95_high",
+                          "p_holm", "verdict"]
+
+
+def test_at_a_matched_cost_every_output_ranks_by_accuracy_alone(write_study):
+    """One rule for pareto.csv, the terminal and the report: a cost every candidate was
+    matched to differs by rounding only, so no front is taken over it."""
+    import pandas as pd
+    from rich.console import Console
+
+    from coatsearch.report import load_run
+    from coatsearch.report.terminal import outcome_tables
+
+    run_dir = _split_run(write_study)
+    page = build_report(run_dir).read_text()
+    best = pd.read_csv(run_dir / "results.csv").sort_values("val_acc").iloc[-1]
+    pareto = pd.read_csv(run_dir / "pareto.csv")
+    assert pareto["trial"].tolist() == [best["trial"]]  # not the cheapest by rounding noise beside it
+    assert "Best by val_acc (max): no Pareto front" in page and "cost is equal by construction" in _section(page, "tables")
+    shown = Console(record=True, width=200)
+    for part in outcome_tables(load_run(run_dir).analysis):
+        shown.print(part)
+    assert "Best by val_acc (max) (one objective: no Pareto front)" in shown.export_text()
+    assert "Pareto front:" not in shown.export_text()
+
+
+def test_an_effect_that_width_matching_confounds_with_shapes_says_so(write_study):
+    from coatsearch.report import load_run
+    from coatsearch.report.confounds import shape_notes
+
+    run_dir = _split_run(write_study)
+    results = run_dir / "results.csv"
+    import pandas as pd
+
+    table = pd.read_csv(results)
+    table["channels"] = table["param.split"].map({1: "16,40,64,192", 2: "16,40,96,160", 3: "16,48,96,160"})
+    table.to_csv(results, index=False)
+    note = shape_notes(load_run(run_dir))["split"]
+    assert "channels 16,40,64,192 at 1, 16,40,96,160 at 2, 16,48,96,160 at 3" in note
+    assert "the effect of split includes that of the shapes it induces" in note
+    page = build_report(run_dir).read_text()
+    assert 'id="confound-split"' in _section(page, "effects")
+    # one shape for every value (widths fixed): nothing to say
+    table["channels"] = "16,40,96,160"
+    table.to_csv(results, index=False)
+    assert shape_notes(load_run(run_dir)) == {}
