@@ -387,9 +387,10 @@ def test_the_report_answers_the_searched_question(write_study):
     assert effects_csv["value"].tolist() == [1, 2, 3] and (effects_csv["val_acc_ci95_low"] < effects_csv["val_acc_mean"]).all()
     tested = pd.read_csv(run_dir / "comparisons.csv")
     val = tested[tested["metric"] == "val_acc"]
-    # a number: neighbours, in order, then a trend over all three values
-    assert list(zip(val["kind"], val["first"], val["second"])) == [("pair", 1, 2), ("pair", 2, 3), ("trend", 1, 3)]
-    assert val["trials"].tolist() == [4, 4, 6]
+    # a number: neighbours, in order, then a trend and a curvature over all three values
+    assert list(zip(val["kind"], val["first"], val["second"])) == [
+        ("pair", 1, 2), ("pair", 2, 3), ("trend", 1, 3), ("curvature", 1, 3)]
+    assert val["trials"].tolist() == [4, 4, 6, 6]
     assert "colored by <code>param.split</code>" in page or "coloured by <code>param.split</code>" in page
 
 
