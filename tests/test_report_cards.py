@@ -7,6 +7,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 from conftest import layout_study_rows, synthetic_row, tiny_spec
 
 from coatsearch.report import build_report
@@ -120,3 +121,30 @@ def test_an_effect_that_width_matching_confounds_with_shapes_says_so(write_study
     table["channels"] = "16,40,96,160"
     table.to_csv(results, index=False)
     assert shape_notes(load_run(run_dir)) == {}
+
+
+def test_the_best_networks_per_class_accuracy_is_read_on_the_images_it_was_scored_on(write_study):
+    import yaml
+
+    from coatsearch import perimage
+    from coatsearch.report import load_run
+    from coatsearch.report.per_class import per_class_figure
+    from coatsearch.search.inputs import load_trial_data
+    from coatsearch.space import DataSettings
+
+    data = {"source": "fashion-mnist", "train_size": 256, "val_fraction": 0.04}
+    labels = load_trial_data(DataSettings.model_validate(data), 16, 3).val.labels.numpy()
+    bits = np.random.default_rng(0).random(len(labels)) < 0.7
+    rng = np.random.default_rng(1)
+    rows = [synthetic_row(0, "C-C-T-T", rng, image_size=16, val_correct=perimage.encode(bits, labels), val_acc=float(bits.mean())),
+            synthetic_row(1, "C-C-C-T", rng, image_size=16, val_acc=0.3)]
+    run_dir = write_study(rows)
+    space = run_dir / "space.yaml"
+    space.write_text(space.read_text() + yaml.safe_dump({"data": data, "seed": 3}))
+    fig = per_class_figure(load_run(run_dir))
+    expected = [bits[labels == k].mean() for k in range(10)]
+    assert list(fig.data[0].x) == [pytest.approx(a) for a in expected]
+    assert fig.data[0].y[0] == "T-shirt/top" and "trial 0" in fig.layout.title.text
+    # other images (another seed's split): the fingerprint differs, no figure
+    space.write_text(space.read_text().replace("seed: 3", "seed: 4"))
+    assert per_class_figure(load_run(run_dir)) is None

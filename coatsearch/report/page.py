@@ -21,7 +21,7 @@ from coatsearch.analysis import Design, write_tables
 from coatsearch.analysis.ranking import top_trials
 from coatsearch.errors import first_line, os_reason
 from coatsearch.files import write_atomic
-from coatsearch.report import cards, confounds, figures, tables
+from coatsearch.report import cards, confounds, figures, per_class, tables
 from coatsearch.report.data import ReportError, Run, load_run, resolve_column
 from coatsearch.units import FLOPS_NOTE
 
@@ -144,7 +144,10 @@ def render(
     coloring = figures.Coloring.of(run.table, color_column)
     page = Page()
     analysis = run.analysis
-    page.add(f'<section id="overview">{cards.cards(run)}</section>')
+    page.add(f'<section id="overview">{cards.cards(run)}')
+    page.figure("per-class", per_class.per_class_figure(run),
+                "No per-class accuracy: the best trial's per-image record, or its data, is not at hand here.")
+    page.add("</section>")
     if analysis.effects:
         page.add('<section id="effects"><h2>Effects</h2><p class="note">Validation accuracy per value of each '
                  "searched parameter: the mean of its complete, full-fidelity trials with a 95% interval that "
