@@ -111,6 +111,7 @@ def resume(
 def _run_and_report(space: Any, out: Path | None, address: str | None, source: str | None = None) -> Any:
     """Compile the space (every check before any trial), run it, print and report."""
     from coatsearch.report import Run, build_report, load_run
+    from coatsearch.report.confounds import shape_notes
     from coatsearch.report.data import study_of
     from coatsearch.report.terminal import best_line, outcome_tables
     from coatsearch.runner import RunInterrupted, run_study
@@ -132,6 +133,8 @@ def _run_and_report(space: Any, out: Path | None, address: str | None, source: s
            else Run.of(outcome.run_dir, study_of(plan.space.to_dict(), outcome.run_dir), outcome.table, outcome.analysis))
     for part in outcome_tables(run.analysis):
         console.print(part)
+    for note in shape_notes(run).values():  # an effect that is not its parameter's alone
+        console.print(note, style="yellow", highlight=False, soft_wrap=True)
     console.print(f"results: {outcome.table_path}\nreport: {build_report(run)}")
     if space.backend == "replay":
         console.print(_replay_line(run.table, space.concurrency), highlight=False)

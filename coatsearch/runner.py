@@ -33,7 +33,7 @@ from rich.markup import escape
 
 from coatsearch.analysis import Analysis, Design, analyse
 from coatsearch.analysis.overview import DEFAULT_OBJECTIVES
-from coatsearch.analysis.ranking import pareto_set
+from coatsearch.analysis.ranking import front_objectives, pareto_set
 from coatsearch.errors import CoatsearchError, first_line, os_reason
 from coatsearch.files import write_atomic
 from coatsearch.results import write_table
@@ -323,7 +323,10 @@ def _log_data(plan: SearchPlan) -> None:
 
 
 def _objectives(plan: SearchPlan) -> tuple[tuple[str, str], ...]:
-    return tuple((o.metric, str(o.direction)) for o in plan.space.objectives)
+    """The objectives the run is ranked by (`front_objectives`: a matched cost left out)."""
+    budget = plan.space.budget
+    return front_objectives(tuple((o.metric, str(o.direction)) for o in plan.space.objectives),
+                            tuple(budget.targets) if budget is not None else ())
 
 
 def _outcome(plan: SearchPlan, run_dir: Path, finished: int, already_done: bool, note: str,

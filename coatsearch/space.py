@@ -121,6 +121,16 @@ class DataSettings(_Frozen):
     on_bad_file: Literal["fail", "skip"] = "fail"
 
 
+class Prefilter(_Frozen):
+    """Search only the best ``keep`` share of the space's candidates as ``proxy`` ranks
+    them (`coatsearch.proxies`); the rest are infeasible. Every parameter must be discrete."""
+
+    proxy: str
+    keep: float = Field(gt=0, le=1)
+    #: the proxies' initial weights and images: fixed, so every seed of a study searches one kept set
+    seed: int = Field(0, ge=0)
+
+
 class EarlyStopping(_Frozen):
     """Early stopping by epoch on a per-epoch metric (accuracies up, losses down): which
     scheduler, the first epoch it may stop a trial at, and each scheduler's settings."""
@@ -214,6 +224,7 @@ class SearchSpace(_Frozen):
     table: str | None = Field(None, description="a table of trained networks to replay (replay backend): a folder or a name")
     latency_profile: str | None = Field(None, description="a profile from `coatsearch latency calibrate`: "
                                         "budget.latency_ms and the latency_ms objective are predicted from it")
+    prefilter: Prefilter | None = None
     latency_measure: bool = Field(False, description="measure the latency_ms objective in the trial even with a profile")
 
     @field_validator("study")

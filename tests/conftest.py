@@ -114,6 +114,9 @@ def synthetic_row(trial: int, layout: str, rng, epochs: int = 3, status: str = "
         "spec": json.dumps({"layout": layout}), "history": json.dumps(history), "param.layout": layout,
     }
     row.update(fields)
+    if "spec" not in fields:  # a network follows from its sampled values (all but the seed), as a real spec does
+        shape = {k: v for k, v in fields.items() if k.startswith("param.") and k != "param.seed"}
+        row["spec"] = json.dumps({"layout": layout, **shape})
     return row
 
 

@@ -155,7 +155,7 @@ def test_single_trial(write_study):
 def test_one_objective(write_study):
     run_dir = write_study(layout_study_rows(per_layout=1), objectives=("val_acc",))
     page = build_report(run_dir).read_text()
-    assert "Pareto set: val_acc (max)" in page
+    assert "Best by val_acc (max)" in page and "Pareto set" not in page  # one objective: no front
     front = pd.read_csv(run_dir / "pareto.csv")
     best = ranked(read_table(run_dir / "results.csv"))["val_acc"].max()
     assert front["val_acc"].tolist() == [best]
@@ -387,9 +387,10 @@ def test_the_report_answers_the_searched_question(write_study):
     assert effects_csv["value"].tolist() == [1, 2, 3] and (effects_csv["val_acc_ci95_low"] < effects_csv["val_acc_mean"]).all()
     tested = pd.read_csv(run_dir / "comparisons.csv")
     val = tested[tested["metric"] == "val_acc"]
-    # a number: neighbours, in order, then a trend over all three values
-    assert list(zip(val["kind"], val["first"], val["second"])) == [("pair", 1, 2), ("pair", 2, 3), ("trend", 1, 3)]
-    assert val["trials"].tolist() == [4, 4, 6]
+    # a number: neighbours, in order, then a trend and a curvature over all three values
+    assert list(zip(val["kind"], val["first"], val["second"])) == [
+        ("pair", 1, 2), ("pair", 2, 3), ("trend", 1, 3), ("curvature", 1, 3)]
+    assert val["trials"].tolist() == [4, 4, 6, 6]
     assert "colored by <code>param.split</code>" in page or "coloured by <code>param.split</code>" in page
 
 

@@ -7,6 +7,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 from conftest import layout_study_rows, synthetic_row, tiny_spec
 
 from coatsearch.report import build_report
@@ -76,3 +77,74 @@ def test_the_comparisons_show_the_difference_and_verdict_first(write_study):
     heads = re.findall(r"<th[ >][^>]*>?([^<]*)<", table)
     assert heads[:10] == ["factor", "metric", "first", "second", "trials", "difference", "ci95_low", "ci95_high",
                           "p_holm", "verdict"]
+
+
+def test_at_a_matched_cost_every_output_ranks_by_accuracy_alone(write_study):
+    """One rule for pareto.csv, the terminal and the report: a cost every candidate was
+    matched to differs by rounding only, so no front is taken over it."""
+    import pandas as pd
+    from rich.console import Console
+
+    from coatsearch.report import load_run
+    from coatsearch.report.terminal import outcome_tables
+
+    run_dir = _split_run(write_study)
+    page = build_report(run_dir).read_text()
+    best = pd.read_csv(run_dir / "results.csv").sort_values("val_acc").iloc[-1]
+    pareto = pd.read_csv(run_dir / "pareto.csv")
+    assert pareto["trial"].tolist() == [best["trial"]]  # not the cheapest by rounding noise beside it
+    assert "Best by val_acc (max): no Pareto front" in page and "cost is equal by construction" in _section(page, "tables")
+    shown = Console(record=True, width=200)
+    for part in outcome_tables(load_run(run_dir).analysis):
+        shown.print(part)
+    assert "Best by val_acc (max) (one objective: no Pareto front)" in shown.export_text()
+    assert "Pareto front:" not in shown.export_text()
+
+
+def test_an_effect_that_width_matching_confounds_with_shapes_says_so(write_study):
+    from coatsearch.report import load_run
+    from coatsearch.report.confounds import shape_notes
+
+    run_dir = _split_run(write_study)
+    results = run_dir / "results.csv"
+    import pandas as pd
+
+    table = pd.read_csv(results)
+    table["channels"] = table["param.split"].map({1: "16,40,64,192", 2: "16,40,96,160", 3: "16,48,96,160"})
+    table.to_csv(results, index=False)
+    note = shape_notes(load_run(run_dir))["split"]
+    assert "channels 16,40,64,192 at 1, 16,40,96,160 at 2, 16,48,96,160 at 3" in note
+    assert "the effect of split includes that of the shapes it induces" in note
+    page = build_report(run_dir).read_text()
+    assert 'id="confound-split"' in _section(page, "effects")
+    # one shape for every value (widths fixed): nothing to say
+    table["channels"] = "16,40,96,160"
+    table.to_csv(results, index=False)
+    assert shape_notes(load_run(run_dir)) == {}
+
+
+def test_the_best_networks_per_class_accuracy_is_read_on_the_images_it_was_scored_on(write_study):
+    import yaml
+
+    from coatsearch import perimage
+    from coatsearch.report import load_run
+    from coatsearch.report.per_class import per_class_figure
+    from coatsearch.search.inputs import load_trial_data
+    from coatsearch.space import DataSettings
+
+    data = {"source": "fashion-mnist", "train_size": 256, "val_fraction": 0.04}
+    labels = load_trial_data(DataSettings.model_validate(data), 16, 3).val.labels.numpy()
+    bits = np.random.default_rng(0).random(len(labels)) < 0.7
+    rng = np.random.default_rng(1)
+    rows = [synthetic_row(0, "C-C-T-T", rng, image_size=16, val_correct=perimage.encode(bits, labels), val_acc=float(bits.mean())),
+            synthetic_row(1, "C-C-C-T", rng, image_size=16, val_acc=0.3)]
+    run_dir = write_study(rows)
+    space = run_dir / "space.yaml"
+    space.write_text(space.read_text() + yaml.safe_dump({"data": data, "seed": 3}))
+    fig = per_class_figure(load_run(run_dir))
+    expected = [bits[labels == k].mean() for k in range(10)]
+    assert list(fig.data[0].x) == [pytest.approx(a) for a in expected]
+    assert fig.data[0].y[0] == "T-shirt/top" and "trial 0" in fig.layout.title.text
+    # other images (another seed's split): the fingerprint differs, no figure
+    space.write_text(space.read_text().replace("seed: 3", "seed: 4"))
+    assert per_class_figure(load_run(run_dir)) is None

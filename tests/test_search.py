@@ -79,6 +79,8 @@ def test_optuna_backend_runs_every_trial_within_the_budget(tmp_path):
         assert f"trial {row['trial']} [split={row['param.split']}] C-C-T-T" in log
         assert f"-> val acc {row['val_acc']:.2%}" in log
     _assert_events(tmp_path / "run", finished)
+    # the FLOPs were matched to a budget: pareto.csv ranks by accuracy alone
+    assert pd.read_csv(outcome.pareto_path)["trial"].tolist() == [finished.sort_values("val_acc")["trial"].iloc[-1]]
     # a finished study is not run again
     again = run_study(space, tmp_path / "run")
     assert again.already_done and len(_finished(read_table(again.table_path))) == 2

@@ -24,6 +24,15 @@ from coatsearch.units import format_count
 DEFAULT_BAND = 0.10
 
 
+def front_objectives(objectives: Sequence[tuple[str, str]], matched: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The objectives a run is ranked by: its own, less a cost every candidate was matched to
+    (``matched``: the budget's targets). Such a cost differs between trials by rounding
+    only, and a front over it is noise; with one objective left there is no front, only
+    the best trials by it. The one rule for ``pareto.csv``, the terminal and the report."""
+    kept = tuple((m, d) for m, d in objectives if m not in matched)
+    return kept or tuple(objectives)
+
+
 def pareto_set(table: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
     """The non-dominated full-fidelity trials under the run's objectives (``pareto.csv``);
     empty when the table has no column for one of them."""

@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from coatsearch.analysis import Analysis, Design, analyse
+from coatsearch.analysis.ranking import front_objectives
 from coatsearch.errors import CoatsearchError
 from coatsearch.files import load_yaml_file
 from coatsearch.objectives import Direction, Objective
@@ -49,6 +50,13 @@ class Study:
     sampler: str | None = None
     #: the space's fields a reader checks first (data, train, backend, trials, ...), as written
     settings: dict[str, Any] = field(default_factory=dict)
+    #: the costs every candidate was matched to (the budget's targets): not ranked on
+    matched: tuple[str, ...] = ()
+
+    @property
+    def ranked_by(self) -> tuple[tuple[str, str], ...]:
+        """The objectives trials are ranked by (`front_objectives`)."""
+        return front_objectives(self.objectives, self.matched)
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class Run:
     @functools.cached_property
     def analysis(self) -> Analysis:
         """The table's analysis, computed on first use and shared by every view of it."""
-        return analyse(self.table, self.design, self.study.objectives)
+        return analyse(self.table, self.design, self.study.ranked_by)
 
 
 def read_study(run_dir: Path) -> Study:
@@ -113,11 +121,18 @@ def study_of(data: dict[str, Any], run_dir: Path, path: Path | None = None) -> S
     return Study(str(data.get("study") or run_dir.name), str(description) if description else None, tuple(objectives),
                  tuple(str(p) for p in params), _budget_text(data.get("budget")), params,
                  str(data["sampler"]) if data.get("sampler") else None,
-                 {k: data[k] for k in SETTINGS if data.get(k) is not None})
+                 {k: data[k] for k in SETTINGS if data.get(k) is not None}, _matched(data.get("budget")))
 
 
 #: The space's fields the report's settings card shows.
 SETTINGS = ("data", "train", "backend", "trials", "concurrency", "seed", "split_total")
+
+
+def _matched(budget: object) -> tuple[str, ...]:
+    """The costs a space's budget matched every candidate to."""
+    if not isinstance(budget, dict):
+        return ()
+    return tuple(m for m in ("flops", "params") if budget.get(m) is not None)
 
 
 def _budget_text(budget: object) -> str | None:

@@ -21,7 +21,7 @@ from coatsearch.analysis import Design, write_tables
 from coatsearch.analysis.ranking import top_trials
 from coatsearch.errors import first_line, os_reason
 from coatsearch.files import write_atomic
-from coatsearch.report import cards, figures, tables
+from coatsearch.report import cards, confounds, figures, per_class, tables
 from coatsearch.report.data import ReportError, Run, load_run, resolve_column
 from coatsearch.report.schedule import schedule_figure
 from coatsearch.units import FLOPS_NOTE
@@ -145,13 +145,20 @@ def render(
     coloring = figures.Coloring.of(run.table, color_column)
     page = Page()
     analysis = run.analysis
-    page.add(f'<section id="overview">{cards.cards(run)}</section>')
+    page.add(f'<section id="overview">{cards.cards(run)}')
+    page.figure("per-class", per_class.per_class_figure(run),
+                "No per-class accuracy: the best trial's per-image record, or its data, is not at hand here.")
+    page.add("</section>")
     if analysis.effects:
         page.add('<section id="effects"><h2>Effects</h2><p class="note">Validation accuracy per value of each '
                  "searched parameter: the mean of its complete, full-fidelity trials with a 95% interval that "
                  "combines the spread over seeds with the validation set's binomial error; trials as points.</p>")
+        notes = confounds.shape_notes(run)
         for found in analysis.effects:
             page.figure(f"effect-{found.parameter}", figures.effect_figure(found), "No complete trial at full fidelity yet.")
+            if found.parameter in notes:
+                page.add(f'<p class="note" id="confound-{html.escape(found.parameter)}">'
+                         f"{html.escape(notes[found.parameter])}</p>")
         if analysis.importances:
             page.figure("importances", figures.importance_figure(analysis.importances), "")
         if len(analysis.comparisons):
@@ -178,9 +185,16 @@ def render(
     page.add('</section><section id="design-space"><h2>Design space</h2>')
     page.figure("edf", figures.edf_figure(run, coloring.groups, flop_band),
                 "No design-space EDF: no group has two complete trials at full fidelity in the FLOP band yet.")
-    objectives = ", ".join(f"{m} ({d})" for m, d in run.study.objectives)
-    page.add(f'</section><section id="tables"><h2>Tables</h2><h3>Pareto set: {html.escape(objectives)}</h3>'
-             '<p class="note">Click a header to sort. Also in <code>pareto.csv</code>.</p>')
+    ranked_by = ", ".join(f"{m} ({d})" for m, d in run.analysis.objectives)
+    if len(run.analysis.objectives) > 1 or len(run.study.objectives) == 1:
+        heading = f"Pareto set: {ranked_by}" if len(run.analysis.objectives) > 1 else f"Best by {ranked_by}"
+        why = ""
+    else:  # a matched cost left out (`front_objectives`): the terminal and pareto.csv say the same
+        heading = f"Best by {ranked_by}: no Pareto front"
+        why = (f" Every candidate was matched to {run.study.budget or ', '.join(run.study.matched)}: cost is equal by "
+               "construction, so trials are ranked by the other objective alone.")
+    page.add(f'</section><section id="tables"><h2>Tables</h2><h3>{html.escape(heading)}</h3>'
+             f'<p class="note">{html.escape(why)} Click a header to sort. Also in <code>pareto.csv</code>.</p>')
     page.table(tables.html_table(tables.view(run.analysis.front), "pareto-set"))
     page.add(f'<h3>Top {top} trials by validation accuracy</h3><p class="note">Also in <code>top.csv</code>.</p>')
     page.table(tables.html_table(tables.view(top_trials(run.ranked, top)), "top-trials"))

@@ -190,7 +190,10 @@ def pareto_rich_table(front: pd.DataFrame, objectives: Sequence[tuple[str, str]]
     if front.empty:
         return None
     columns = shown_columns(front, ["trial", "layout", "blocks", "channels", "flops", "params", "val_acc", "gap", "fidelity"])
-    table = Table(title=f"Pareto front: {', '.join(f'{m} ({d})' for m, d in objectives)}")
+    ranked_by = ", ".join(f"{m} ({d})" for m, d in objectives)
+    # one objective ranked (a matched cost left out, `front_objectives`): the best, no front
+    title = f"Pareto front: {ranked_by}" if len(objectives) > 1 else f"Best by {ranked_by} (one objective: no Pareto front)"
+    table = Table(title=title)
     for column in columns:
         table.add_column(HEADERS.get(column, column))
     for _, row in front.iterrows():

@@ -67,6 +67,8 @@ class SearchPlan:
     #: of them feasible (`walk_grid`)
     grid_walk: int = 0
     grid_trains: int = 0
+    #: the point keys a ``prefilter`` keeps (None: no prefilter), `coatsearch.search.prefilter`
+    kept: frozenset[str] | None = None
 
     @property
     def study(self) -> str:
@@ -112,6 +114,10 @@ class SearchPlan:
     def candidate(self, params: dict[str, Any]) -> Candidate:
         """Apply parameters, match the budget, count. Raises `InfeasibleCandidate`."""
         space = self.space
+        if self.kept is not None and point_key(params) not in self.kept:
+            prefilter = space.prefilter
+            raise InfeasibleCandidate(f"prefiltered: not in the best {prefilter.keep:.0%} of the candidates by "  # type: ignore[union-attr]
+                                      f"{prefilter.proxy}")  # type: ignore[union-attr]
         try:
             draft = apply_params(self.base, params, space.knob_context)
         except (SpecError, TypeError, ValueError) as exc:
@@ -195,6 +201,10 @@ def _compile(space: SearchSpace, check_data: bool, check_storage: bool) -> Searc
     if check_data:
         check_data_source(space.data, base.image_size, space.seed)
     plan = SearchPlan(space=resolved, base=base, train=train)
+    if space.prefilter is not None:
+        from coatsearch.search.prefilter import kept_points
+
+        plan = replace(plan, kept=kept_points(resolved, plan.candidate, InfeasibleCandidate))
     return walk_grid(plan, tuple(iter_grid(space))) if space.sampler == "grid" else plan
 
 

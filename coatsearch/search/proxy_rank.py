@@ -15,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from coatsearch.proxies import PROXIES, ProxyData, from_bundle, score
-from coatsearch.search.inputs import load_trial_data
+from coatsearch.proxies import PROXIES, ProxyData
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.preview import Preview, preview
-from coatsearch.train.loop import adapt_spec
+from coatsearch.search.proxy_scores import score_candidate
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ def rank_candidates(plan: SearchPlan, proxy: str, seed: int | None = None,
     """Every candidate of ``plan`` scored by ``proxy``, best first (infeasible ones, and
     scores that are not finite, last). ``seed`` fixes the initial weights and the images
     (default: the trainer's seed); ``on_each(done, total)`` follows progress."""
-    entry = PROXIES[proxy]  # an unknown name fails here, before any work
+    _ = PROXIES[proxy]  # an unknown name fails here, before any work
     candidates = preview(plan)
     data: dict[Any, ProxyData] = {}
     scored: list[Ranked] = []
@@ -46,20 +45,8 @@ def rank_candidates(plan: SearchPlan, proxy: str, seed: int | None = None,
         if shown.status != "ok" or shown.spec is None:
             scored.append(Ranked(shown, None, 0.0))
             continue
-        candidate = plan.candidate(shown.sampled)
-        use_seed = candidate.train.seed if seed is None else seed
-        inputs, spec = None, candidate.spec
-        if entry.needs_data:
-            key = (candidate.data, candidate.spec.image_size, candidate.train.lr, candidate.train.batch_size, use_seed)
-            if key not in data:
-                bundle = load_trial_data(candidate.data, candidate.spec.image_size, plan.space.seed)
-                data[key] = from_bundle(bundle, lr=candidate.train.lr, batch_size=candidate.train.batch_size,
-                                        seed=use_seed)
-            inputs = data[key]
-            # the network as a trial trains it: input channels and classes from the data
-            spec, _ = adapt_spec(spec, load_trial_data(candidate.data, spec.image_size, plan.space.seed))
         start = time.perf_counter()
-        value = score(proxy, spec, inputs, use_seed)
+        value = score_candidate(plan.space.seed, plan.candidate(shown.sampled), proxy, seed, data)
         scored.append(Ranked(shown, value, time.perf_counter() - start))
         if on_each is not None:
             on_each(done, len(candidates))

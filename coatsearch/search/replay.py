@@ -166,9 +166,16 @@ class Replay:
                 trial = self.study.ask()
                 params = self.plan.sample(trial)
                 entry = self.table.lookup(params)
-                if entry.row.status == Status.INFEASIBLE:
-                    self._record(replayed_row(entry, trial.number + self.offset, params, Status.INFEASIBLE, 0,
-                                              self.now, self.now, None, None).replace(wall_time=0.0))
+                # a space's prefilter leaves some of the table's networks out (`coatsearch.search.prefilter`)
+                cut = self.plan.kept is not None and point_key(params) not in self.plan.kept
+                if cut or entry.row.status == Status.INFEASIBLE:
+                    row = replayed_row(entry, trial.number + self.offset, params, Status.INFEASIBLE, 0,
+                                       self.now, self.now, None, None).replace(wall_time=0.0)
+                    if cut:
+                        prefilter = self.plan.space.prefilter
+                        row = row.replace(reason=f"prefiltered: not in the best {prefilter.keep:.0%} of the "  # type: ignore[union-attr]
+                                                 f"candidates by {prefilter.proxy}")  # type: ignore[union-attr]
+                    self._record(row)
                     self.study.tell(trial, state=TrialState.PRUNED)
                     streak += 1
                     if streak >= MAX_INFEASIBLE_STREAK:
