@@ -15,9 +15,11 @@ A run directory (``runs/<study>/``) holds:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,18 @@ def write_table(rows: Iterable[TrialRow], path: Path) -> pd.DataFrame:
     return _parse(io.StringIO(text), path)
 
 
+def _text_columns() -> dict[str, type]:
+    """The columns `TrialRow` holds text in, and ``point``: read as text, so that a value
+    that looks like a number stays what was written (a Ray node id such as ``4e81234...``
+    is no float, let alone infinity)."""
+    hints = typing.get_type_hints(TrialRow)
+    text = [f.name for f in dataclasses.fields(TrialRow)
+            if f.name in COLUMNS and set(typing.get_args(hints[f.name]) or [hints[f.name]]) <= {str, type(None)}]
+    return {name: str for name in (*text, "point")}
+
+
+TEXT_COLUMNS = _text_columns()
+
 #: The largest results table read (a million trials with their histories fit well within it).
 MAX_TABLE_BYTES = 4 * 1024**3
 
@@ -88,7 +102,7 @@ def read_table(path: Path) -> pd.DataFrame:
 def _parse(source: io.BytesIO | io.StringIO, path: Path) -> pd.DataFrame:
     """A results table's text (a file's bytes, or text just written) as the checked frame."""
     try:
-        frame = pd.read_csv(source)
+        frame = pd.read_csv(source, dtype=TEXT_COLUMNS)
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=COLUMNS)
     except OSError as exc:

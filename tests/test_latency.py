@@ -43,6 +43,8 @@ def test_a_prediction_sums_timed_units_fits_and_the_overhead():
     fits = {u.kind: [0.1, 0.2, 0.3] for u in found}
     expected = sum(float(np.dot(fits[u.kind], features(u))) for u in found)
     assert predict(SPEC, 1, _profile(fits=fits)) == pytest.approx(expected)
+    scaled = _profile(units=timed, overhead_ms={"1": 0.5}, scale={"1": 1.5})
+    assert predict(SPEC, 1, scaled) == pytest.approx(1.5 * sum(timed.values()) + 0.5)
     with pytest.raises(LatencyError, match="no T unit"):
         predict(SPEC, 1, _profile(fits={"stem": [1, 0, 0], "C": [1, 0, 0], "head": [1, 0, 0]}))
 
@@ -96,3 +98,10 @@ def test_the_command_refuses_another_machines_profile(tmp_path):
     warned = CliRunner().invoke(app, ["latency", "predict", str(tmp_path / "spec.yaml"), "--profile", str(path),
                                       "--allow-other"])
     assert warned.exit_code == 0 and "warning:" in warned.output
+
+
+def test_the_whole_network_fit_recovers_scale_and_overhead():
+    from coatsearch.latency.model import whole_network_fit
+
+    assert whole_network_fit([(10.0, 17.0), (20.0, 32.0), (40.0, 62.0)]) == pytest.approx((1.5, 2.0), rel=1e-3)
+    assert whole_network_fit([(10.0, 12.5)]) == (1.0, 2.5)

@@ -22,7 +22,7 @@ from coatsearch.report.data import parse_band
 from coatsearch.results import ranked, read_table
 
 FIGURE_IDS = ("fig-effect-layout", "fig-pareto-flops", "fig-pareto-params", "fig-curves", "fig-gap", "fig-by-trial",
-              "fig-edf")
+              "fig-schedule", "fig-edf")
 
 
 class _Refs(html.parser.HTMLParser):

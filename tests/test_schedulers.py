@@ -22,6 +22,7 @@ from coatsearch.space import SpaceError, space_from_dict
 from coatsearch.status import Status
 from tests.conftest import TINY_SPACE
 from tests.test_replay import TABLE_SPACE, make_table, replay
+from tests.test_search import no_leaked_ray  # noqa: F401  (a fixture: Ray is shut down after the test)
 
 
 def _course(number: int, values: list[float], flops: float = 1.0) -> Course:
@@ -133,8 +134,6 @@ def test_each_scheduler_stops_trials_on_the_replay(table: Path, tmp_path: Path, 
      "early_stopping.kind: moasha ranks several objectives, this space has one (val_acc)"),
     ({"early_stopping": {"kind": "curve"}, "objectives": ["val_acc", "latency_ms"]},
      "early_stopping.kind: curve compares objectives while trials train, and latency_ms"),
-    ({"early_stopping": {"kind": "moasha"}, "objectives": ["val_acc", "flops"], "backend": "ray"},
-     "early_stopping.kind: moasha runs on the optuna and replay backends; on ray use asha or hyperband"),
 ])
 def test_a_scheduler_the_space_cannot_run_is_refused(change: dict, expect: str) -> None:
     space = {**TABLE_SPACE, **change}
@@ -190,3 +189,86 @@ def test_a_dry_run_estimates_the_run_under_its_scheduler(tmp_path: Path) -> None
     out = json.loads(result.stdout)
     assert 0 < out["estimated_scheduled_run_s"] < out["estimated_run_s"]
     assert "hyperband's 3 brackets" in out["scheduled_basis"]
+
+
+# ----------------------------------------------------------------------------- the report's view
+def test_the_schedule_figure_shows_hypervolume_against_compute_and_stops() -> None:
+    import pandas as pd
+
+    from coatsearch.report.schedule import hypervolume_curve, schedule_figure
+
+    table = pd.DataFrame({
+        "trial": [0, 1, 2, 3, 4], "status": ["complete", "stopped", "complete", "infeasible", "complete"],
+        "fidelity": [4, 1, 4, 0, 4], "max_fidelity": [4, 4, 4, 4, 4],
+        "val_acc": [0.7, 0.5, 0.8, None, 0.6], "flops": [2e6, 3e6, 3e6, None, 1e6],
+        "wall_time": [10.0, 2.0, 10.0, 0.0, 5.0], "clock_end": [None] * 5,
+    })
+    curve = hypervolume_curve(table)
+    assert list(curve["trial"]) == [0, 1, 2, 4]  # the infeasible one trained nothing and is left out
+    assert list(curve["compute"]) == [10.0, 12.0, 22.0, 27.0]
+    assert curve["hypervolume"].is_monotonic_increasing and curve["hypervolume"].iloc[-1] == 1.0
+    assert curve["hypervolume"].iloc[1] == curve["hypervolume"].iloc[0]  # a stopped trial adds nothing
+    figure = schedule_figure(table)
+    assert figure is not None and {t.name for t in figure.data} == {"hypervolume", "complete", "stopped"}
+    assert schedule_figure(table.iloc[3:4]) is None
+
+
+def test_on_ray_our_schedulers_stop_trials_through_a_tune_scheduler() -> None:
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from coatsearch.search.ray_backend import LedgerCallback, tune_scheduler
+    from coatsearch.search.ray_schedulers import CourseTrialScheduler
+
+    space = {**TABLE_SPACE, "backend": "ray", "early_stopping": {"kind": "curve", "grace_period": 2}}
+    plan = compile_space(space_from_dict(space), check_data=False)
+    callback = LedgerCallback(plan, Path("."), 0)
+    scheduler = tune_scheduler(plan, callback)
+    assert isinstance(scheduler, CourseTrialScheduler)
+
+    def trial(k: int) -> SimpleNamespace:
+        return SimpleNamespace(trial_id=f"t{k}", experiment_tag=f"{k + 1}_x")
+
+    shape = [0.5, 0.7, 0.8, 0.85]
+    for k in range(3):  # three trials run to the end
+        for epoch, value in enumerate(shape, 1):
+            result = {"val_acc": value + 0.01 * k, "flops": 1e6, "epoch": epoch, "row": ""}
+            assert scheduler.on_trial_result(None, trial(k), result) == TrialScheduler.CONTINUE
+        scheduler.on_trial_remove(None, trial(k))
+    assert scheduler.on_trial_result(None, trial(3), {"val_acc": 0.3, "flops": 1e6, "epoch": 1, "row": ""}) \
+        == TrialScheduler.CONTINUE  # before grace_period
+    assert scheduler.on_trial_result(None, trial(3), {"val_acc": 0.5, "flops": 1e6, "epoch": 2, "row": ""}) \
+        == TrialScheduler.STOP  # the same shape 0.2 lower: it ends near 0.77, below the best's 0.87
+    assert callback.verdicts["t3"].epoch == 2 and callback.verdicts["t3"].prediction < 0.82
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
+@pytest.mark.usefixtures("no_leaked_ray")
+def test_both_backends_train_under_our_schedulers(tmp_path: Path) -> None:
+    """A real tiny search on each backend under MO-ASHA and the curve stopper: Tune takes our
+    scheduler (pickled with the experiment, fed every epoch) and the rows come back whole."""
+    from coatsearch.runner import run_study
+    from coatsearch.search.jsonl_ledger import read_ledger
+
+    for backend, kind in (("optuna", "curve"), ("ray", "moasha"), ("ray", "curve")):
+        space = {**TINY_SPACE, "backend": backend, "objectives": ["val_acc", "flops"],
+                 "early_stopping": {"kind": kind, "grace_period": 1}}
+        out = tmp_path / f"{backend}-{kind}"
+        outcome = run_study(compile_space(space_from_dict(space)), out)
+        table = outcome.table
+        assert len(table) == 2 and set(table["status"]) <= {"complete", "stopped"}, table[["status", "reason"]]
+        if backend == "ray":
+            assert len(read_ledger(out)) == 2
+
+
+def test_a_node_id_that_looks_like_a_number_reads_back_as_text(tmp_path: Path) -> None:
+    """A stopped ray trial's table was refused when its node id read as a float (4e8... -> inf)."""
+    from coatsearch.results import read_table, write_table
+    from coatsearch.search.rows import TrialRow
+
+    rows = [TrialRow(0, Status.COMPLETE, node="4e8123456789", channels="16"), TrialRow(1, Status.STOPPED)]
+    written = write_table(rows, tmp_path / "results.csv")
+    assert written["node"].tolist()[0] == "4e8123456789"
+    assert read_table(tmp_path / "results.csv")["channels"].tolist()[0] == "16"

@@ -60,9 +60,15 @@ def latency_predict(
     batch: int = typer.Option(1, "--batch", help="batch size"),
     image_size: int | None = typer.Option(None, "--image-size", help="predict at this size"),
     allow_other: bool = typer.Option(False, "--allow-other", help="warn, not refuse, when the profile was made elsewhere"),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads the latency is for (as calibrated)"),
 ) -> None:
     """Predict a network's latency on this device from its profile."""
     import warnings
+
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     from coatsearch.latency import Profile, predict
     from coatsearch.presets import load_spec

@@ -1,6 +1,7 @@
 """Timing units on this device (`calibrate`) and predicting a network's latency from a
 profile (`predict`): the sum of its units' times, each the profile's own measurement where
-it timed that unit and its kind's fit elsewhere, plus the whole-network overhead.
+it timed that unit and its kind's fit elsewhere, corrected to a whole network's time by
+the profile's scale and overhead for the batch.
 
 Times are inference latencies (eval mode, ``torch.inference_mode``, float32), as
 `scripts/table_latency.py` measures whole networks: every unit visited in interleaved
@@ -84,13 +85,29 @@ def calibrate(specs: Iterable[NetSpec], batches: Iterable[int], *, rounds: int =
     profile = Profile(conditions(device), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                       units={key: round(ms, 5) for key, ms in measured.items()})
     profile.fits = fit_kinds(list(found.values()), measured)
-    overheads: dict[str, list[float]] = {}
+    pairs: dict[str, list[tuple[float, float]]] = {}
     for name, (spec, batch) in nets.items():
         parts = sum(measured[u.key] for u in units(spec, batch))
-        overheads.setdefault(str(batch), []).append(whole_ms[name] - parts)
-    profile.overhead_ms = {batch: round(statistics.median(v), 5) for batch, v in overheads.items()}
+        pairs.setdefault(str(batch), []).append((parts, whole_ms[name]))
+    for size, seen in pairs.items():
+        profile.scale[size], profile.overhead_ms[size] = whole_network_fit(seen)
     profile.notes = {"rounds": rounds, "units": len(found), "networks": len(nets), "specs": len(specs)}
     return profile
+
+
+def whole_network_fit(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    """``(scale, overhead)`` with whole ≈ scale x (sum of units) + overhead over the timed
+    networks (non-negative, least relative error): units timed alone run with their weights
+    and input in cache, a whole network does not. One network: scale 1 and the difference."""
+    from scipy.optimize import nnls
+
+    if len(pairs) < 2:
+        parts, whole = pairs[0]
+        return 1.0, round(max(0.0, whole - parts), 5)
+    a = np.array([[parts, 1.0] for parts, _ in pairs])
+    times = np.array([w for _, w in pairs])
+    (scale, overhead), _ = nnls(a / times[:, None], np.ones(len(pairs)))
+    return round(float(scale), 5), round(float(overhead), 5)
 
 
 def fit_kinds(found: list[Unit], measured: dict[str, float]) -> dict[str, list[float]]:
@@ -110,7 +127,7 @@ def fit_kinds(found: list[Unit], measured: dict[str, float]) -> dict[str, list[f
 
 def predict(spec: NetSpec, batch: int, profile: Profile) -> float:
     """Predicted milliseconds of one call of ``spec`` at ``batch`` on the profile's device."""
-    total = profile.overhead_ms.get(str(batch), 0.0)
+    total = 0.0
     for unit in units(spec, batch):
         if unit.key in profile.units:
             total += profile.units[unit.key]
@@ -120,4 +137,4 @@ def predict(spec: NetSpec, batch: int, profile: Profile) -> float:
             raise LatencyError(f"latency profile has no {unit.kind} unit to estimate from; calibrate with "
                                f"networks that have one")
         total += float(np.dot(coef, features(unit)))
-    return total
+    return profile.scale.get(str(batch), 1.0) * total + profile.overhead_ms.get(str(batch), 0.0)

@@ -48,14 +48,16 @@ def conditions(device: str = "cpu") -> dict[str, Any]:
 @dataclass
 class Profile:
     """``units``: key -> median milliseconds; ``fits``: kind -> coefficients of
-    `coatsearch.latency.units.features`; ``overhead_ms``: batch -> what a whole network
-    took beyond the sum of its units (median over the timed networks)."""
+    `coatsearch.latency.units.features`; ``scale`` and ``overhead_ms``: batch -> a whole
+    network's time as ``scale x (sum of its units) + overhead``, fitted on the timed networks."""
 
     conditions: dict[str, Any]
     date: str
     units: dict[str, float] = field(default_factory=dict)
     fits: dict[str, list[float]] = field(default_factory=dict)
     overhead_ms: dict[str, float] = field(default_factory=dict)
+    #: batch -> what the sum of a network's units is multiplied by (before the overhead)
+    scale: dict[str, float] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
@@ -79,7 +81,7 @@ class Profile:
                  for name in ("device", "threads", "torch") if self.conditions.get(name) != here[name]]
         if not diffs:
             return None
-        line = f"latency profile made with another {', '.join(diffs)}; calibrate again on this machine"
+        line = f"latency profile made under other conditions: {', '.join(diffs)}; calibrate again here"
         if strict:
             raise LatencyError(line)
         warnings.warn(line, stacklevel=2)

@@ -22,6 +22,7 @@ least as good in every static objective (FLOPs, params): with one objective the
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -90,6 +91,23 @@ def _fit_family(name: str, x: np.ndarray, y: np.ndarray, at: float) -> tuple[flo
     return prediction, residual
 
 
+@functools.lru_cache(maxsize=4096)
+def _family_members(values: tuple[float, ...], max_epochs: int, families: tuple[str, ...]
+                    ) -> tuple[tuple[float, float], ...]:
+    """Each family's prediction and error for a curve's first epochs (a search meets the
+    same curve again when it draws a network again, so the fits are kept). A family's error
+    is its own miss of the last epoch from the ones before, grown with the distance it
+    extrapolates, or its residual if larger."""
+    y = np.asarray(values, dtype=float)
+    x = np.arange(1, len(y) + 1, dtype=float)
+    members = []
+    for name in families:
+        fit, back = _fit_family(name, x, y, max_epochs), _fit_family(name, x[:-1], y[:-1], x[-1])
+        if fit is not None and back is not None:
+            members.append((fit[0], max(fit[1], abs(back[0] - y[-1]) * (max_epochs - len(y)))))
+    return tuple(members)
+
+
 def _group(members: list[tuple[float, float]]) -> tuple[float, float] | None:
     """A group of members' mean prediction and the variance of that mean: their spread, as
     if from sqrt(n) independent members (they are correlated: the same epochs, near curves),
@@ -134,12 +152,7 @@ def predict(values: Sequence[float], max_epochs: int, references: Sequence[Seque
     member that applies. The two groups are combined weighted by the inverse of each
     one's variance (the spread of its members and their residuals)."""
     y = np.asarray(values, dtype=float)
-    x = np.arange(1, len(y) + 1, dtype=float)
-    fitted = []
-    for name in families:  # each family's error: its own miss of the last epoch, from the ones before,
-        fit, back = _fit_family(name, x, y, max_epochs), _fit_family(name, x[:-1], y[:-1], x[-1])
-        if fit is not None and back is not None:  # grown with the distance it extrapolates
-            fitted.append((fit[0], max(fit[1], abs(back[0] - y[-1]) * (max_epochs - len(y)))))
+    fitted = list(_family_members(tuple(float(v) for v in values), max_epochs, tuple(families)))
     groups = [g for g in (_group(fitted), _group(_from_references(y, references, max_epochs, ceiling)))
               if g is not None]
     if not groups:

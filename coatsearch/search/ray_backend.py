@@ -61,6 +61,8 @@ class LedgerCallback(Callback):
         self.on_epoch = on_epoch
         self.partial: dict[str, dict[str, Any]] = {}
         self.in_flight: dict[str, Any] = {}
+        #: our scheduler's last verdict with a prediction, per trial (`ray_schedulers`)
+        self.verdicts: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "on_row": None, "on_epoch": None, "in_flight": {}}
@@ -96,6 +98,9 @@ class LedgerCallback(Callback):
                 sampled=dict(trial.config), max_fidelity=self.plan.epochs, fidelity=int(result.get("epoch", 0)),
                 val_acc=result.get("val_acc"), reason=error, flops=result.get("flops"), params=result.get("params"),
             )
+        verdict = self.verdicts.get(trial.trial_id)
+        if verdict is not None:
+            row = row.replace(curve_prediction=verdict.prediction, curve_sd=verdict.sd, curve_epoch=verdict.epoch)
         append_ledger(self.run_dir, row)
         if self.on_row is not None:
             self.on_row(row)
@@ -190,7 +195,6 @@ class RayBackend:
         from ray.tune.search import ConcurrencyLimiter
 
         plan, space = self.plan, self.plan.space
-        scheduler = tune_scheduler(plan)
         resources: dict[str, float] = {"cpu": space.resources.cpu, "gpu": space.resources.gpu, **space.resources.custom}
         if space.resources.accelerator_type:
             resources[f"accelerator_type:{space.resources.accelerator_type}"] = 0.001
@@ -201,6 +205,7 @@ class RayBackend:
         trainable = tune.with_resources(tune.with_parameters(function, plan=plan), resources)
         first = _first_number(rows)
         callback = LedgerCallback(plan, self.run_dir, first, lambda row: on_rows(read_ledger(self.run_dir)), on_epoch)
+        scheduler = tune_scheduler(plan, callback)
         storage = (self.run_dir / "tune").resolve()
         name = f"round-{first}"
         shutil.rmtree(storage / name, ignore_errors=True)
@@ -231,17 +236,29 @@ class RayBackend:
         self.interrupted = callback.interrupted()
 
 
-def tune_scheduler(plan: SearchPlan) -> Any:
+def tune_scheduler(plan: SearchPlan, callback: LedgerCallback | None = None) -> Any:
     """Tune's scheduler for the plan's ``early_stopping``: ASHA, or for ``hyperband`` ASHA
     with every bracket the epochs allow (Tune's asynchronous Hyperband, whose brackets
-    start their rungs later and later as Optuna's pruner's do)."""
+    start their rungs later and later as Optuna's pruner's do); any other scheduler is
+    ours, run by `CourseTrialScheduler` with the trials numbered as ``callback`` numbers
+    them and its verdicts handed to it for the rows."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from coatsearch.search.stopping import bracket_count
 
     early = plan.space.early_stopping
-    if early.kind not in ("asha", "hyperband"):
+    if early.kind == "none":
         return FIFOScheduler()
+    if early.kind not in ("asha", "hyperband"):
+        from coatsearch.search.ray_schedulers import CourseTrialScheduler
+        from coatsearch.search.rungs import make_scheduler
+
+        ours = make_scheduler(plan)
+        assert ours is not None
+        callback = callback or LedgerCallback(plan, Path("."), 0)
+        scheduler = CourseTrialScheduler(plan, ours, callback.number)
+        callback.verdicts = scheduler.verdicts
+        return scheduler
     most = bracket_count(early.grace_period, early.reduction_factor, plan.epochs)
     return ASHAScheduler(
         time_attr="training_iteration", metric=early.metric, mode=early.direction.value, max_t=plan.epochs,

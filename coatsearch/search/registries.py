@@ -30,13 +30,10 @@ SAMPLERS.register("random", "coatsearch.search.samplers:random")
 SAMPLERS.register("grid", "coatsearch.search.samplers:random")
 
 #: ``(early_stopping, max_epochs) -> Scheduler`` (`coatsearch.search.rungs.Scheduler`);
-#: ``early_stopping.kind: none`` names none. Ray runs its own for ``asha`` and ``hyperband``.
+#: ``early_stopping.kind: none`` names none. Ray runs its own for ``asha`` and ``hyperband``,
+#: and the others through `coatsearch.search.ray_schedulers`.
 SCHEDULERS: Registry[Callable[[Any, int], Any]] = Registry("early-stopping scheduler")
 SCHEDULERS.register("asha", "coatsearch.search.rungs:asha")
 SCHEDULERS.register("hyperband", "coatsearch.search.hyperband:hyperband")
 SCHEDULERS.register("moasha", "coatsearch.search.moasha:moasha")
 SCHEDULERS.register("curve", "coatsearch.search.curves:curve")
-
-#: The schedulers the ray backend runs (asha and hyperband as Ray Tune's own schedulers,
-#: the others through `coatsearch.search.ray_schedulers`).
-RAY_SCHEDULERS = ("asha", "hyperband")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from coatsearch.search.registries import RAY_SCHEDULERS, SCHEDULERS
+from coatsearch.search.registries import SCHEDULERS
 from coatsearch.space import SearchSpace, SpaceError
 
 #: The built-in schedulers that decide at successive-halving rungs.
@@ -33,9 +33,6 @@ def check_early_stopping(space: SearchSpace, epochs: int) -> None:
         return
     if kind not in SCHEDULERS:
         raise SpaceError(f"early_stopping.kind: unknown {SCHEDULERS.kind} {kind!r}; expected none or {SCHEDULERS.expected()}")
-    if space.backend == "ray" and kind not in RAY_SCHEDULERS:
-        raise SpaceError(f"early_stopping.kind: {kind} runs on the optuna and replay backends; on ray use "
-                         f"{' or '.join(RAY_SCHEDULERS)}")
     if kind in (*RUNG_KINDS, "curve") and early.grace_period >= epochs:
         raise SpaceError(f"early_stopping.grace_period: {early.grace_period} leaves no epoch to stop at before "
                          f"train.epochs {epochs}; lower it or train longer")
