@@ -1,7 +1,7 @@
 """Does a prefilter pay? Compute to reach 95% of a table's hypervolume with and without
 ``prefilter: {proxy, keep}``, measured on the replay over many sampler seeds.
 
-    python benchmarks/prefilter_replay.py [--table fmnist32] [--seeds 30] [--keep 0.5] [--proxies synflow,params]
+    python benchmarks/prefilter_replay.py [--table fmnist32] [--seeds 30] [--keep 0.5] [--proxies synflow,params] [--write]
 
 For each sampler (random, TPE) and each prefilter (none, then each proxy at ``--keep``),
 replays the same search (`benchmarks/search_efficiency.py`'s plan: twice as many trials as
@@ -12,15 +12,17 @@ table's calibration) at which 95% of the table's hypervolume (validation accurac
 FLOPs) was reached, median and interquartile range, how many seeds reached it, and how
 often each FLOP budget's best network was trained. A prefiltered candidate outside the kept
 share is infeasible and costs nothing, so a prefilter pays when the kept share still holds
-the front.
+the front. ``--write`` also puts the table into benchmarks/RESULTS.md (between its markers).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +50,22 @@ def main() -> None:
     parser.add_argument("--keep", type=float, default=0.5)
     parser.add_argument("--proxies", default="synflow,params")
     parser.add_argument("--samplers", default="random,tpe")
+    parser.add_argument("--write", action="store_true", help="also write the table into benchmarks/RESULTS.md")
     args = parser.parse_args()
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
     table = load_table(args.table)
     params = whole_subspace(table)
     ref = reference(table, params, "scale")
     at = np.linspace(0, 1.5, 121)
-    print(f"table {table.name}: {table_size(table)}; {len(ref.points)} networks replayed, {args.seeds} seeds, "
-          f"keep {args.keep:g}\n")
-    print("| sampler | prefilter | compute to 95% HV: median [IQR] | seeds reaching it | budgets' best trained |")
-    print("|---|---|---|---|---|")
+    say(f"table {table.name}: {table_size(table)}; {len(ref.points)} networks replayed, {args.seeds} seeds, "
+        f"keep {args.keep:g}, {time.strftime('%Y-%m-%d', time.gmtime())}\n")
+    say("| sampler | prefilter | compute to 95% HV: median [IQR] | seeds reaching it | budgets' best trained |")
+    say("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for sampler in args.samplers.split(","):
             base = plan_for(table, params, sampler, "none", 2 * len(ref.points))
@@ -71,8 +80,23 @@ def main() -> None:
                 q1, med, q3 = quartiles(reach)
                 shown = "not reached" if not np.isfinite(med) else f"{med:.2f} [{q1:.2f}, {q3:.2f}]"
                 label = "none" if proxy == "none" else f"{proxy}, keep {args.keep:g}"
-                print(f"| {sampler} | {label} | {shown} | {sum(np.isfinite(reach))}/{args.seeds} | "
-                      f"{100 * np.mean(found):.0f}% |", flush=True)
+                say(f"| {sampler} | {label} | {shown} | {sum(np.isfinite(reach))}/{args.seeds} | "
+                    f"{100 * np.mean(found):.0f}% |")
+    if args.write:
+        write_results("\n".join(lines))
+
+
+def write_results(text: str, path: Path = Path(__file__).resolve().parent / "RESULTS.md") -> None:
+    """Replace the section between the prefilter markers of RESULTS.md (added at the end
+    the first time)."""
+    start, end = "<!-- prefilter:start -->", "<!-- prefilter:end -->"
+    made = f"{start}\n{text}\n{end}"
+    old = path.read_text()
+    if start in old:
+        new = re.sub(re.escape(start) + ".*?" + re.escape(end), made.replace("\\", "\\\\"), old, flags=re.S)
+    else:
+        new = old.rstrip("\n") + "\n\n## Prefilter on the replay (prefilter_replay.py)\n\n" + made + "\n"
+    path.write_text(new)
 
 
 if __name__ == "__main__":

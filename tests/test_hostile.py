@@ -271,7 +271,8 @@ def test_a_failed_trial_is_one_line(tmp_path):
     result = subprocess.run(_command(space, tmp_path / "run"), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     failed = [line for line in result.stderr.splitlines() if "failed" in line]
-    assert len(failed) == 1 and failed[0].startswith("trial 0 [data.train_size=100000]: failed ("), result.stderr[-3000:]
+    assert len(failed) == 1 and failed[0].startswith("trial 0 [data.train_size=100000] "), result.stderr[-3000:]
+    assert ": failed (DataError: train_size: 100000 is more than" in failed[0]
     assert "Traceback" not in result.stderr
     assert read_table(tmp_path / "run" / "results.csv")["reason"].iloc[0]
 
