@@ -281,12 +281,12 @@ def speed(table: Table, params: dict[str, list], rounds: int = 5) -> dict[str, t
 
 # --------------------------------------------------------------------------- output
 def markdown(table: Table, ref: Reference, results: dict, params: dict[str, list], networks: int, seeds: int,
-             speeds: dict[str, tuple[float, float, float]], mae: dict[str, tuple[float, float, int]]) -> str:
+             speeds: dict[str, tuple[float, float, float]], mae: dict[str, tuple[float, float, int]], size: str) -> str:
     cut = {n: v for n, v in params.items() if len(v) < len(table.space.params[n].grid_values())}
     scope = ("the whole table" if not cut else "the part of the table trained so far, "
              + ", ".join(f"{n} in {v}" for n, v in cut.items()) + " (the build is not finished)")
     lines = [
-        f"Table `{table.name}` at {table_size(table)}, replayed over {scope}: {networks} trained networks, "
+        f"Table `{table.name}` at {size}, replayed over {scope}: {networks} trained networks, "
         f"{len(ref.front)} on its front, "
         f"{ref.compute / 3600:.2f} CPU-hours to train each once (the unit of compute below), {seeds} seeds per "
         "strategy, one simulated worker. Hypervolume of validation accuracy against FLOPs, bounded by the table's "
@@ -416,9 +416,10 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write RESULTS.md's section and the figure")
     args = parser.parse_args()
     table = load_table(args.table)
+    size = table_size(table)  # as read now: the table may grow while the replays run
     ref, results, params, networks = measure(table, args.seeds, [o for o in args.only.split(",") if o] or None)
     speeds = speed(table, params)
-    text = markdown(table, ref, results, params, networks, args.seeds, speeds, curve_mae(ref))
+    text = markdown(table, ref, results, params, networks, args.seeds, speeds, curve_mae(ref), size)
     print(text)
     if args.write:
         write(text, svg(results))
