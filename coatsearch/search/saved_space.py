@@ -5,6 +5,7 @@ the backend whose ledger holds the study).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def check_backend(plan: SearchPlan, run_dir: Path) -> None:
     table would hold two studies. The trials themselves are the same on either backend;
     resume with the one it started on, or start another run directory."""
     saved = run_dir / "space.yaml"
-    if not saved.is_file():
+    if not os.path.isfile(saved):  # False for a path the system cannot look up (too long): claiming it says why
         return
     try:
         before = load_yaml_file(saved, SpaceError, "saved space")
