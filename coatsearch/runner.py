@@ -121,6 +121,11 @@ class _Once(logging.Filter):
 
 
 def _setup_log(run_dir: Path) -> logging.Handler:
+    # a library's logging.config (Ray's, when it configures its own loggers) disables every
+    # logger that exists at that moment, ours included; the run's record must not depend on it
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if (name == "coatsearch" or name.startswith("coatsearch.")) and isinstance(logger, logging.Logger):
+            logger.disabled = False
     handler = _RunLog(run_dir / "run.log", delay=True)
     handler.addFilter(_Once())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

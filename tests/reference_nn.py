@@ -168,14 +168,16 @@ class ConvStem(nn.Module):
 
 
 class PatchStem(nn.Module):
-    """ViT stem: non-overlapping ``stride x stride`` patches, linearly embedded."""
+    """ViT stem: non-overlapping ``stride x stride`` patches, linearly embedded, then the
+    stem's norm (added to the architecture after the freeze, so both sides have it)."""
 
-    def __init__(self, in_channels: int, channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, channels: int, stride: int, norm: str = "layer") -> None:
         super().__init__()
         self.proj = nn.Conv2d(in_channels, channels, stride, stride=stride)
+        self.norm = norm2d(norm, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
+        return self.norm(self.proj(x))
 
 
 class Shortcut(nn.Module):
@@ -320,7 +322,7 @@ class CoAtNet(nn.Module):
         if stem.kind == "conv":
             self.stem: nn.Module = ConvStem(spec.in_channels, stem.channels, stem.stride, stem.norm)
         else:
-            self.stem = PatchStem(spec.in_channels, stem.channels, stem.stride)
+            self.stem = PatchStem(spec.in_channels, stem.channels, stem.stride, stem.norm)
 
         total_blocks = sum(s.blocks for s in spec.stages)
         rates = [spec.drop_path * i / max(1, total_blocks - 1) for i in range(total_blocks)]

@@ -161,15 +161,17 @@ def test_a_closed_terminal_stops_a_run_like_sigterm(tmp_path):
     """SIGHUP to the driver of a two-worker run: one line, exit 129, the trials in flight
     marked interrupted (none left RUNNING to go stale and use a retry), nothing alive."""
     out = tmp_path / "run"
-    command = _command(_space(tmp_path, retries=0, train={"epochs": 3, "batch_size": 32}), out,
+    command = _command(_space(tmp_path, retries=0, train={"epochs": 8, "batch_size": 32}), out,
                        "--set", "concurrency=2")
-    result = run_counting_survivors(command, wait=10, stop=signal.SIGHUP, when=(out / "results.csv", 2), timeout=400)
+    # a second after the first row, the driver is inside its next trial (8 epochs take several seconds)
+    result = run_counting_survivors(command, wait=10, stop=signal.SIGHUP, when=(out / "results.csv", 2), timeout=400,
+                                    delay=1.0)
     assert result["returncode"] == 128 + signal.SIGHUP, result["stderr"][-3000:]
     assert result["stderr"].strip().splitlines()[-1] == f"error: stopped; resume with: coatsearch resume {out}"
     assert "Traceback" not in result["stderr"]
     assert result["alive"] == []
     assert _running_trials(out) == 0
-    assert "interrupted" in set(read_table(out / "results.csv")["status"])
+    assert "interrupted" in set(read_table(out / "results.csv")["status"]), result["stderr"][-2000:]
 
 
 @pytest.mark.slow
@@ -230,7 +232,7 @@ def test_a_disk_that_fills_mid_run_ends_in_one_line_and_resumes(tmp_path, small_
         while time.time() < deadline and _rows(out) < 1 and proc.poll() is None:
             time.sleep(0.1)
         saved = (out / "space.yaml").read_bytes()
-        with open(small_disk / "filler", "wb") as filler, contextlib.suppress(OSError):
+        with open(small_disk / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):  # nothing left to flush
             while True:
                 filler.write(b"\0" * 65536)
         _, stderr = proc.communicate(timeout=300)

@@ -389,3 +389,23 @@ def test_a_local_ray_that_misses_its_start_deadline_is_started_again_then_refuse
     assert "\n" not in message and message.startswith("backend ray: a local Ray did not start (The current node timed out")
     assert len(reaped) == 1 + ray_session.RAY_STARTS  # nothing a failed start left keeps running
 
+
+
+def test_the_run_log_is_written_even_after_a_library_disabled_existing_loggers(tmp_path):
+    """Ray and others configure logging with ``disable_existing_loggers``, which silences
+    every logger that exists by then, the run's own included; the run re-enables it."""
+    import logging
+    import logging.config
+
+    from coatsearch import runner as run_module
+
+    logging.getLogger("coatsearch.train.loop")
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": True})
+    handler = run_module._setup_log(tmp_path)
+    try:
+        logging.getLogger("coatsearch.train.loop").info("data: 1,000 images")
+        handler.flush()
+    finally:
+        logging.getLogger("coatsearch").removeHandler(handler)
+        handler.close()
+    assert "data: 1,000 images" in (tmp_path / "run.log").read_text()

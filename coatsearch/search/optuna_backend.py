@@ -185,7 +185,6 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
                 raise optuna.TrialPruned("another trial holds this grid point")
         claim(trial)
         params = plan.sample(trial)
-        on_epoch(trial.number, 0)
 
         history: list[dict[str, Any]] = []
 
@@ -197,18 +196,22 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
 
         if stopper is not None:
             stopper.last = CONTINUE
+        # a stop signal anywhere from here to the stored row (the progress display, the
+        # dashboard's attributes: storage writes that take a while under load) interrupts
+        # the trial, to run again on resume, rather than failing it
         try:
+            on_epoch(trial.number, 0)
             row = run_trial(plan, trial.number, params, report=report, threads=threads)
             if stopper is not None and stopper.last.prediction is not None:
                 row = row.replace(curve_prediction=stopper.last.prediction, curve_sd=stopper.last.sd,
                                   curve_epoch=stopper.last.epoch)
+            set_row_attrs(trial, row)
+            trial.set_user_attr("row", row.to_record())
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             # the run is stopping: not Optuna's "Trial N failed" and a traceback (`quiet_optuna` restores it)
             optuna.logging.set_verbosity(optuna.logging.ERROR)
             raise
-        trial.set_user_attr("row", row.to_record())
-        set_row_attrs(trial, row)
         if row.status == Status.INFEASIBLE:
             raise optuna.TrialPruned(row.reason)
         if row.status not in (Status.COMPLETE, Status.STOPPED):

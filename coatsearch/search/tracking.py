@@ -5,14 +5,20 @@ channels, FLOPs, parameters) with its final metrics, for TensorBoard's HParams t
 
 The runner writes them from each trial's row as the trial ends, in the driver, so the
 optuna and ray backends write the same files whatever process trained the trial
-(``tensorboard --logdir RUN_DIR/tensorboard``). The writer is tensorboardX (installed
-with Ray Tune); reading the files needs nothing of coatsearch.
+(``tensorboard --logdir RUN_DIR/tensorboard``). The summaries are tensorboardX's (installed
+with Ray Tune); the file is written here, at once and synchronously, rather than by its
+`SummaryWriter`, whose background thread and exit hook print tracebacks when a write
+fails (a full disk) after the run has already said so in one line. Reading the files
+needs nothing of coatsearch.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
+import socket
+import struct
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,12 +48,20 @@ def _hparam(value: Any) -> Any:
     return value if isinstance(value, bool | int | float | str) else str(value)
 
 
+def _record(data: bytes) -> bytes:
+    """One record of an event file (TFRecord framing: length, its CRC, data, its CRC)."""
+    from tensorboardX.record_writer import masked_crc32c
+
+    header = struct.pack("Q", len(data))
+    return header + struct.pack("I", masked_crc32c(header)) + data + struct.pack("I", masked_crc32c(data))
+
+
 def write_trial_events(run_dir: Path, row: TrialRow, metrics: Sequence[str]) -> Path | None:
     """The trial's event file, written afresh (None for a row with nothing trained)."""
     if row.status not in TRAINED:
         return None
-    from tensorboardX import SummaryWriter
-    from tensorboardX.summary import hparams
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.summary import hparams, scalar
 
     folder = trial_folder(run_dir, row.trial)
     shutil.rmtree(folder, ignore_errors=True)  # a row written again replaces its file
@@ -55,14 +69,16 @@ def write_trial_events(run_dir: Path, row: TrialRow, metrics: Sequence[str]) -> 
           **{k: _hparam(getattr(row, k)) for k in ("layout", "blocks", "channels", "flops", "params", "seed")
              if getattr(row, k) is not None}, "status": str(row.status)}
     final = {f"final/{m}": v for m in metrics if (v := _number(row.objective(m))) is not None}
-    with SummaryWriter(logdir=str(folder)) as writer:
-        for step, epoch in enumerate(row.history or (), start=1):
-            for name, value in epoch.model_dump().items():
-                number = _number(value)
-                if name != "epoch" and number is not None:
-                    writer.add_scalar(name, number, step)
-        for part in hparams(hp, final):
-            writer.file_writer.add_summary(part)
-        for name, value in final.items():
-            writer.add_scalar(name, value, row.fidelity)
+    events = [Event(wall_time=time.time(), file_version="brain.Event:2")]
+    for step, epoch in enumerate(row.history or (), start=1):
+        for name, value in epoch.model_dump().items():
+            number = _number(value)
+            if name != "epoch" and number is not None:
+                events.append(Event(wall_time=time.time(), step=step, summary=scalar(name, number)))
+    events += [Event(wall_time=time.time(), summary=part) for part in hparams(hp, final)]
+    events += [Event(wall_time=time.time(), step=row.fidelity, summary=scalar(name, value))
+               for name, value in final.items()]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}"
+    path.write_bytes(b"".join(_record(event.SerializeToString()) for event in events))
     return folder
