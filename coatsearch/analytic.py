@@ -180,13 +180,12 @@ def tally(spec: NetSpec, image_size: int | None = None) -> Ledger:
     _stem(ledger, spec, size // spec.stem.stride)
     width = spec.stem.channels
     grids = spec.resolutions()
-    first_attention = next((i for i, stage in enumerate(spec.stages) if stage.kind == "T"), -1)
+    site = spec.position_site()
     for index, (name, stage, side, grid) in enumerate(zip(spec.stage_names, spec.stages, spec.resolutions(size),
                                                           grids)):
         ledger.row = name
-        if index == first_attention and spec.position_embedding == "absolute":
-            embedded = spec.image_size // spec.stem.stride if index == 0 else grids[index - 1]
-            ledger.params(width * embedded * embedded)  # an addition: no multiply-adds
+        if site is not None and index == site[0]:
+            ledger.params(site[1] * site[2] ** 2)  # an addition: no multiply-adds
         block = BLOCK_KINDS[stage.kind].resolved("cost")  # the kind's cost, registered beside its module
         block(ledger, stage, width, stage.stride, side, grid)
         if stage.blocks > 1:

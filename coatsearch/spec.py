@@ -218,6 +218,16 @@ class NetSpec(_Frozen):
                 parts.append(stage.kind)
         return "-".join(parts)
 
+    def position_site(self) -> tuple[int, int, int] | None:
+        """Where ``position_embedding: absolute`` adds its grid: (the first attention stage's
+        index, the width and side of its input), or None (the build and the count share it)."""
+        first = next((i for i, stage in enumerate(self.stages) if stage.kind == "T"), -1)
+        if self.position_embedding != "absolute" or first < 0:
+            return None
+        if first == 0:
+            return first, self.stem.channels, self.image_size // self.stem.stride
+        return first, self.stages[first - 1].channels, self.resolutions()[first - 1]
+
     def resolutions(self, image_size: int | None = None) -> list[int]:
         """Feature-map side length at the output of each stage."""
         size = (image_size or self.image_size) // self.stem.stride

@@ -41,7 +41,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from coatsearch import perimage
@@ -189,14 +188,8 @@ def _widest(kind: str, places: list[int], span: float) -> float:
     times the positive weights' sum."""
     if kind == "pair":
         return span
-    x = np.asarray(places, float)
-    centred = x - x.mean()
-    if kind == "trend":
-        weights = centred / (centred**2).sum()
-    else:
-        square = centred**2 - (centred**2).mean()
-        quadratic = square - (square @ centred) / (centred**2).sum() * centred
-        weights = quadratic / (quadratic**2).sum()
+    shape = stats.direction(places, 1 if kind == "trend" else 2)
+    weights = shape / (shape**2).sum()
     return span * float(weights[weights > 0].sum())
 
 

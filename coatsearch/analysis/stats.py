@@ -37,8 +37,7 @@ variance's: the spread of the seeds' accuracies less the seeds-by-images interac
 mean square over ``n`` (`seed_parts`), kept only where it is positive; nothing is counted
 twice, and the Welch-Satterthwaite degrees of freedom take the difference into account.
 
-Every test a study README or a report states comes from these functions (the scaling
-fits are in `coatsearch.analysis.fits`).
+Every test a study README or a report states comes from these functions (`fits` too).
 """
 
 from __future__ import annotations
@@ -229,10 +228,21 @@ def trend(positions: Sequence[float], values: Sequence[float], correct: np.ndarr
     """
     x = np.asarray(positions, float)
     _enough(x, values, "trend")
-    return contrast(x, values, x - x.mean(), 1, correct, n_eval)
+    return contrast(x, values, direction(x, 1), 1, correct, n_eval)
 
 
-def _enough(x: np.ndarray, values: Sequence[float], name: str) -> None:
+def direction(positions: Sequence[float] | np.ndarray, degree: int) -> np.ndarray:
+    """The orthogonal polynomial of ``degree`` (1 or 2) over ``positions``: centred, the
+    quadratic also free of the linear part, so each coefficient stands on its own."""
+    centred = np.asarray(positions, float) - np.mean(positions)
+    if degree == 1:
+        return centred
+    square = centred**2 - (centred**2).mean()
+    sxx = float((centred**2).sum())
+    return square - (float(square @ centred) / sxx) * centred if sxx > 0 else square
+
+
+def _enough(x: np.ndarray, values: Sequence[float], name: str) -> None:  # trend, curvature
     if len(x) != len(values) or len(np.unique(x)) < 3 or len(x) < 4:
         raise ValueError(f"{name}: needs at least three distinct values and four trials")
 
@@ -246,11 +256,7 @@ def curvature(positions: Sequence[float], values: Sequence[float], correct: np.n
     variance has the parts `trend` describes, the residual's df ``N - 3``."""
     x = np.asarray(positions, float)
     _enough(x, values, "curvature")
-    centred = x - x.mean()
-    square = centred**2 - (centred**2).mean()
-    sxx = float((centred**2).sum())
-    quadratic = square - (float(square @ centred) / sxx) * centred if sxx > 0 else square
-    return contrast(x, values, quadratic, 2, correct, n_eval)
+    return contrast(x, values, direction(x, 2), 2, correct, n_eval)
 
 
 def contrast(x: np.ndarray, values: Sequence[float], direction: np.ndarray, degree: int,
@@ -321,10 +327,9 @@ def detectable(se: float, df: float, alpha: float, power: float = POWER) -> floa
 
 
 def simultaneous_ci(test: Test, family: int, alpha: float = 0.05) -> tuple[float, float]:
-    """The interval of ``test`` at level ``1 - alpha / family``: Bonferroni's, which holds
-    for all of a family's ``family`` rows at once with probability ``1 - alpha``. Printed
-    beside Holm's verdicts, whose first step it matches: a row Holm resolves at a later
-    step can still have an interval that touches zero, never the reverse at the first."""
+    """The interval of ``test`` at level ``1 - alpha / family`` (Bonferroni's: it holds for
+    all ``family`` rows at once with probability ``1 - alpha``), printed beside Holm's
+    verdicts: a row Holm resolves at a later step can still touch zero."""
     if test.se == 0 or not math.isfinite(test.se):
         return test.ci95
     level = 1 - alpha / (2 * max(family, 1))

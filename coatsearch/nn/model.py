@@ -86,11 +86,10 @@ class CoAtNet(nn.Module):
 def position_embedding(spec: NetSpec) -> tuple[int, nn.Parameter | None]:
     """The first attention stage's index and the learned embedding added to its input grid
     (``position_embedding: absolute``), or ``(-1, None)``."""
-    first = next((i for i, stage in enumerate(spec.stages) if stage.kind == "T"), -1)
-    if spec.position_embedding != "absolute" or first < 0:
+    site = spec.position_site()
+    if site is None:
         return -1, None
-    width = spec.stem.channels if first == 0 else spec.stages[first - 1].channels
-    side = spec.image_size // spec.stem.stride if first == 0 else spec.resolutions()[first - 1]
+    first, width, side = site
     embedding = nn.Parameter(torch.zeros(1, width, side, side))
     nn.init.trunc_normal_(embedding, std=0.02)
     return first, embedding
