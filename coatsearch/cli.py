@@ -16,6 +16,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from coatsearch.commands import compare as _compare  # noqa: F401  (registers `coatsearch compare`)
 from coatsearch.commands import data as _data  # noqa: F401  (registers `coatsearch data`)
 from coatsearch.commands import export as _export  # noqa: F401  (registers `coatsearch export`)
 from coatsearch.commands import latency as _latency  # noqa: F401  (registers `coatsearch latency`)
@@ -192,7 +193,7 @@ def study(
 @app.command()
 @user_errors_exit_2
 def report(
-    run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="a run directory (runs/<study>/)"),
+    run_dirs: list[str] = typer.Argument(..., metavar="RUN_DIR", help="a run directory (runs/<study>/)"),
     out: str | None = typer.Option(None, "-o", "--out", help="HTML file (default RUN_DIR/report.html)"),
     color_by: str | None = typer.Option(
         None, "--color-by", help="colour and group by this column or parameter (default: the first searched one)"),
@@ -207,6 +208,10 @@ def report(
     from coatsearch.report.data import parse_band
     from coatsearch.report.tables import render_text
 
+    if len(run_dirs) != 1:  # several runs are compared, not reported one over another
+        raise fail(f"report: one run directory at a time, got {len(run_dirs)}; to compare runs: "
+                   f"coatsearch compare {' '.join(run_dirs)}")
+    run_dir = run_dirs[0]
     if fmt != "html":
         typer.echo(render_text(load_run(run_dir), fmt, which, top), nl=False)
         return
