@@ -106,9 +106,10 @@ class Budget(_Frozen):
 class DataSettings(_Frozen):
     """Which images a trial trains on and how they are read: the ``source`` (a name of
     `coatsearch.data.sources.SOURCES`, ``KIND:ARG`` or a folder), a stratified training
-    subset, the validation share, augmentation, how an image folder is read and what an
-    unreadable image does. Frozen: a candidate carries it validated, and equal settings
-    share one read of the data in a process (`coatsearch.search.inputs`)."""
+    subset and whether each training seed draws its own, the validation share,
+    augmentation, how an image folder is read and what an unreadable image does. Frozen:
+    a candidate carries it validated, and equal settings share one read of the data in a
+    process (`coatsearch.search.inputs`)."""
 
     source: str = "fashion-mnist"
     #: two images at least: one training batch needs two (BatchNorm), so one makes every trial fail
@@ -120,6 +121,10 @@ class DataSettings(_Frozen):
     mode: Literal["prepared", "memory", "stream"] = "prepared"
     #: An unreadable image file: ``fail`` (an error naming it) or ``skip`` (left out).
     on_bad_file: Literal["fail", "skip"] = "fail"
+    #: The ``train_size`` subset: ``fixed`` (drawn by the space's ``seed``, the same images
+    #: for every training seed) or ``per_seed`` (drawn by the space's and the trial's seeds
+    #: together); validation and test are the same images either way.
+    subset: Literal["fixed", "per_seed"] = "fixed"
 
 
 class Prefilter(_Frozen):

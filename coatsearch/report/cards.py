@@ -55,6 +55,7 @@ def settings_card(run: Run) -> str:
     items = [
         ("data", f"{data.get('source', 'fashion-mnist')} (augment {data.get('augment', 'none')})"),
         ("sizes", ", ".join(s for s in sizes if s) + (f"; {int(image.iloc[0])} px" if len(image) else "")),
+        ("training subset", _subset_text(data, "data.train_size" in run.study.params)),
         ("training", training),
         ("budget", run.study.budget or "none (each candidate at its own cost)"),
         ("search", f"{run.study.sampler or 'tpe'}, {finished} of {settings.get('trials', '?')} trials finished, "
@@ -65,6 +66,16 @@ def settings_card(run: Run) -> str:
                        "(the warm_start column; not counted above)" if warm else ""),
     ]
     return f'<div class="card" id="card-settings"><h3>Run settings</h3>{_rows(items)}</div>'
+
+
+def _subset_text(data: dict[str, Any], searched: bool) -> str:
+    """How the ``train_size`` subset was drawn (`coatsearch.space.DataSettings.subset`);
+    empty where every training image was used and the subset fixed."""
+    sized = bool(data.get("train_size")) or searched
+    if data.get("subset") == "per_seed":
+        return ("drawn per training seed; validation and test the same images for every seed" if sized
+                else "per seed, but no train_size: every training image is used")
+    return "the same images for every seed (drawn by the space's seed)" if sized else ""
 
 
 def _stages(spec: dict[str, Any]) -> str:
