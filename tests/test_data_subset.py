@@ -152,3 +152,24 @@ def test_the_run_folders_space_keeps_the_setting() -> None:
     space = space_from_dict({**TINY_SPACE, "data": {**TINY_SPACE["data"], "subset": "per_seed"}})
     assert yaml.safe_load(space.to_yaml())["data"]["subset"] == "per_seed"
     assert space_from_dict(TINY_SPACE).data.subset == "fixed"  # a space written before the setting
+
+
+def test_streamed_folders_draw_the_same_per_seed_subsets_as_memory(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for c in range(3):
+        (tmp_path / f"c{c}").mkdir()
+        for i in range(12):
+            Image.new("L", (8, 8), color=20 * c + i).save(tmp_path / f"c{c}" / f"{i:02d}.png")
+
+    def read(mode: str, subset_seed: int):
+        return load_data(str(tmp_path), image_size=8, val_fraction=0.25, train_size=12, mode=mode,
+                         subset_seed=subset_seed)
+
+    one, two = read("stream", 0), read("stream", 1)
+    assert one.train.paths != two.train.paths and one.val.paths == two.val.paths and one.test.paths == two.test.paths
+    assert torch.equal(torch.bincount(one.train.labels), torch.bincount(two.train.labels))
+    memory = read("memory", 1)  # the same images, whichever way the folder is read
+    values = sorted(int(v) for v in _all(memory.train)[:, 0, 0, 0])
+    named = sorted(20 * int(Path(p).parent.name[1:]) + int(Path(p).stem) for p in two.train.paths)
+    assert values == named
