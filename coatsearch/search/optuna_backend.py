@@ -66,6 +66,21 @@ class OptunaBackend:
     def ledger(self) -> list[TrialRow]:
         return ledger(open_study(self.plan, self.run_dir), self.plan.space.retries)
 
+    def warm(self, rows: list[TrialRow]) -> None:
+        """The earlier trials as finished trials of the study (`optuna.trial.create_trial`
+        against this space's distributions), so TPE and NSGA-II draw from them; once."""
+        from coatsearch.search.table_build import trial_of
+
+        with quiet_optuna():
+            study = open_study(self.plan, self.run_dir)
+            trials = study.get_trials(deepcopy=False)
+            if not rows or any("warm_start" in t.user_attrs for t in trials):
+                return
+            frozen = [trial_of(self.plan, row, len(trials) + i) for i, row in enumerate(rows)]
+            for trial, row in zip(frozen, rows):
+                trial.user_attrs["warm_start"] = row.warm_start
+            study.add_trials(frozen)
+
     def run(self, on_rows: Callable[[list[TrialRow]], None], on_epoch: OnEpoch | None = None) -> None:
         """Run trials until the study holds the plan's target of finished trials; ``on_epoch``
         sees this process's trials (the spawned workers' show when they end)."""
