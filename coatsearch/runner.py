@@ -200,7 +200,9 @@ def run_study(
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     check(run_dir)  # before the backend reads anything there
     check_backend(plan, run_dir)
-    warm = warm_rows(plan, run_dir)  # an earlier run's trials that cannot be shared: refused here
+    # an earlier run's trials that cannot be shared are refused here; a run directory that
+    # holds its space already took them when it started (the earlier folder may be gone since)
+    warm = [] if os.path.isfile(run_dir / "space.yaml") else warm_rows(plan, run_dir)
     backend = make_backend(plan, run_dir, address)
     if warm and not hasattr(backend, "warm"):
         raise CoatsearchError(f"warm_start: the {plan.space.backend} backend cannot take an earlier run's trials")
@@ -250,11 +252,11 @@ def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: 
     if done >= target or (note and not write_space):  # finished, or asked for fewer trials
         table = _write_outputs(plan, rows, table_path, pareto_path)
         return _outcome(plan, run_dir, done, True, note, table)
-    if write_space:
-        write_atomic(run_dir / "space.yaml", saved_space(plan).to_yaml())
-    if warm:  # once: a ledger that holds them already is left as it is
+    if warm:  # before the space is saved, which says they were taken; once (a ledger that holds them is left)
         backend.warm(warm)
         rows = backend.ledger()
+    if write_space:
+        write_atomic(run_dir / "space.yaml", saved_space(plan).to_yaml())
 
     handler = _setup_log(run_dir)
     log.info("study %s: %d/%d trials finished, backend %s", plan.study, done, target, backend.name)

@@ -5,6 +5,7 @@ that cannot share them refused in one line with nothing written."""
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import optuna
@@ -63,6 +64,7 @@ def test_a_replay_hands_the_earlier_trials_to_the_sampler_once_and_does_not_coun
     assert [r.point for r in own] != [r.point for r in cold]
     # run again (finished) and extended: the earlier trials are never added twice
     _replay(later, "sampler=tpe", "trials=3", "seed=1", f"warm_start={earlier}")
+    shutil.rmtree(earlier)  # a run that started needs the earlier folder no more
     _replay(later, "sampler=tpe", "trials=5", "seed=1", f"warm_start={earlier}")
     rows = read_ledger(later)
     assert sum(bool(r.warm_start) for r in rows) == 6 and sum(r.finished for r in rows) == 5
@@ -116,6 +118,10 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
                                           "--out", str(tmp_path / "b")])
         assert result.exit_code == 2 and "not a run directory" in result.output, result.output
     assert not (tmp_path / "b").exists()
+    # the dry run makes the run's checks: the same line, before any candidate is timed
+    result = CliRunner().invoke(app, ["run", f"{TABLE}/space.yaml", *sets, "--warm-start", str(tmp_path / "empty"),
+                                      "--dry-run"])
+    assert result.exit_code == 2 and "not a run directory" in result.output, result.output
 
 
 def test_a_relative_warm_start_in_a_space_file_is_taken_from_its_folder(tmp_path):
