@@ -167,6 +167,7 @@ def test_the_optuna_backend_adds_them_to_its_study_as_finished_trials_once(tmp_p
     warm = [t for t in study.trials if "warm_start" in t.user_attrs]
     assert [t.number for t in warm] == [0, 1, 2] and all(t.state.name == "COMPLETE" for t in warm)
     assert [t.values for t in warm] == [[0.5, 1_000_000], [0.6, 1_000_001], [0.7, 1_000_002]]
+    assert [t.user_attrs["val_acc"] for t in warm] == [0.5, 0.6, 0.7]  # optuna-dashboard filters them too
     assert seen == [3, 4]  # the first new trial already saw the three earlier ones
     table = pd.read_csv(tmp_path / "b" / "results.csv")
     assert len(table) == 5 and table["warm_start"].notna().sum() == 3
