@@ -74,7 +74,7 @@ def test_a_replay_hands_the_earlier_trials_to_the_sampler_once_and_does_not_coun
     from coatsearch.report import build_report
 
     page = build_report(later).read_text()
-    assert "warm start" in page and "from an earlier run" in page
+    assert "warm start" in page and "from an earlier run" in page and "11 trials (6 of them an earlier run's" in page
 
 
 @pytest.mark.slow

@@ -102,8 +102,10 @@ def _summary(run: Run) -> str:
     counts = table["status"].value_counts() if len(table) else {}
     by_status = ", ".join(f"{int(n)} {html.escape(str(s))}" for s, n in dict(counts).items()) or "none yet"
     objectives = ", ".join(f"{m} ({d})" for m, d in run.study.objectives)
+    warm = len(table) - len(own_trials(table))
+    earlier = f" ({warm} of them an earlier run's, given to the sampler first: warm start)" if warm else ""
     return (
-        f"<p>{len(table)} trials: {by_status}; {len(run.ranked)} complete at full fidelity are ranked. "
+        f"<p>{len(table)} trials{earlier}: {by_status}; {len(run.ranked)} complete at full fidelity are ranked. "
         f"Objectives: {html.escape(objectives)}.</p>"
     )
 
