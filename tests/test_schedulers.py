@@ -4,6 +4,7 @@ and settings a scheduler cannot run refused in one line before any trial."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -108,6 +109,22 @@ def test_the_learned_prior_reads_how_fast_a_network_fits() -> None:
     # too few finished curves for its features: no prior, and no prediction without other groups
     assert predict(trial.values[:2], 8, references[:4], ceiling=1.0, signals=trial.signals[:2],
                    statics=trial.statics, groups=("regression",)) is None
+
+
+def test_the_learned_prior_is_not_extrapolated_to_a_network_unlike_the_finished_ones() -> None:
+    """Finished trials all of one size: a far larger network is predicted within their
+    finals' range, with a wide interval, so the stopper does not act on it."""
+    references = [dataclasses.replace(_fits_as_fast(loss), statics=(-1e6 * (1 + 0.01 * k),))
+                  for k, loss in enumerate(np.linspace(0.2, 1.5, 16))]
+    near, far = (dataclasses.replace(_fits_as_fast(0.45), statics=(size,)) for size in (-1.05e6, -1e9))
+    finals = [r.values[-1] for r in references]
+    sds = []
+    for trial in (near, far):
+        mean, sd = predict(trial.values[:2], 8, references, ceiling=1.0, signals=trial.signals[:2],  # type: ignore[misc]
+                           statics=trial.statics, groups=("regression",))
+        assert min(finals) - 0.01 <= mean <= max(finals) + 0.01
+        sds.append(sd)
+    assert sds[1] > 5 * sds[0]
 
 
 def test_the_curve_stopper_reads_the_courses_signals() -> None:

@@ -7,8 +7,9 @@ as fast ended, says much more. It is fitted afresh for each prediction from the 
 trials only, so a trial never informs its own prediction.
 
 The ridge penalty is chosen among `PENALTIES` by the finished trials' own leave-one-out
-error (computed exactly from the hat matrix, no refitting), and that error is the
-prediction's variance.
+error (computed exactly from the hat matrix, no refitting); that error, grown with the
+trial's distance from the finished trials' features (its leverage), is the prediction's
+variance.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ PENALTIES = (0.3, 1.0, 3.0, 10.0, 30.0)
 SPARE = 3
 
 
-def ridge_loo(x: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarray, float, np.ndarray]:
+def ridge_loo(x: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     """Weights and intercept of a ridge fit of ``y`` on standardized ``x`` (the intercept
-    unpenalized), and each sample's leave-one-out residual (``e_i / (1 - h_ii)``)."""
+    unpenalized), each sample's leave-one-out residual (``e_i / (1 - h_ii)``), and the
+    matrix that gives a new row's leverage (`leverage`)."""
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
     z = (x - mean) / scale
@@ -33,21 +35,29 @@ def ridge_loo(x: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarray,
     hat = np.einsum("ij,jk,ik->i", z, inverse, z) + 1.0 / len(y)
     residuals = (y - centre - z @ beta) / np.maximum(1.0 - hat, 1e-6)
     weights = beta / scale
-    return weights, centre - float(mean @ weights), residuals
+    scaled_inverse = inverse / np.outer(scale, scale)
+    return weights, centre - float(mean @ weights), residuals, scaled_inverse
 
 
 def regress(features: np.ndarray, reference_features: np.ndarray, finals: np.ndarray
-            ) -> tuple[float, np.ndarray] | None:
-    """The regression's prediction for ``features`` (one row) and the references'
-    leave-one-out residuals at the penalty chosen, or None with too few references."""
+            ) -> tuple[float, np.ndarray, float] | None:
+    """The regression's prediction for ``features`` (one row), the references'
+    leave-one-out residuals at the penalty chosen, and the row's leverage (``1/n`` at the
+    references' mean, growing with its distance from them: a prediction's variance is the
+    residuals' times one plus it, so a network unlike every finished one, say larger than
+    any, gets a wide interval); None with too few references. The row is predicted from
+    its features clipped into the references' range, so the fit is never extrapolated."""
     if len(finals) < reference_features.shape[1] + SPARE:
         return None
-    best: tuple[float, np.ndarray, float, np.ndarray] | None = None
+    best: tuple[float, np.ndarray, float, np.ndarray, np.ndarray] | None = None
     for penalty in PENALTIES:
-        weights, intercept, residuals = ridge_loo(reference_features, finals, penalty)
+        weights, intercept, residuals, inverse = ridge_loo(reference_features, finals, penalty)
         error = float(np.mean(residuals**2))
         if best is None or error < best[0]:
-            best = (error, weights, intercept, residuals)
+            best = (error, weights, intercept, residuals, inverse)
     assert best is not None
-    _, weights, intercept, residuals = best
-    return float(features @ weights + intercept), residuals
+    _, weights, intercept, residuals, inverse = best
+    centred = features - reference_features.mean(axis=0)
+    leverage = float(centred @ inverse @ centred) + 1.0 / len(finals)
+    inside = np.clip(features, reference_features.min(axis=0), reference_features.max(axis=0))
+    return float(inside @ weights + intercept), residuals, leverage

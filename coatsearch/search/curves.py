@@ -188,9 +188,10 @@ def _from_regression(trial: Curve, references: Sequence[Curve], max_epochs: int,
     """The learned prior (`coatsearch.search.curve_regression`): the final metric regressed
     on the `_features` of the finished curves' first epochs, as many as the trial has run,
     reading the number of latest epochs of `LAST` whose leave-one-out error is least; its
-    mean and variance (that mean squared error, on the metric's scale)."""
+    mean and variance (that mean squared error, on the metric's scale, grown with the
+    trial's leverage)."""
     seen = len(trial.values)
-    best: tuple[float, float] | None = None
+    best: tuple[float, float, float] | None = None
     for last in sorted({min(n, seen) for n in LAST}):
         own = _features(trial.values, trial.signals, trial.statics, seen, last, ceiling)
         if own is None:
@@ -210,12 +211,12 @@ def _from_regression(trial: Curve, references: Sequence[Curve], max_epochs: int,
         fitted = regress(own, np.array(rows), targets)
         if fitted is None:
             continue
-        prediction, residuals = fitted
+        prediction, residuals, leverage = fitted
         back = (lambda t: ceiling - np.exp(t)) if ceiling is not None else (lambda t: t)
         error = float(np.mean((final - back(targets - residuals)) ** 2))
-        if best is None or error < best[1]:
-            best = (float(back(np.array(prediction))), error)
-    return best
+        if best is None or error < best[2]:
+            best = (float(back(np.array(prediction))), error * (1 + leverage), error)
+    return None if best is None else best[:2]
 
 
 def predict(values: Sequence[float], max_epochs: int, references: Sequence[Sequence[float] | Curve] = (),
