@@ -173,6 +173,14 @@ def markdown(arms: dict[str, Arm], prediction: dict[str, tuple[float, float]], t
         lines.append(f"| TPE{' + curve' if kind == 'curve' else ''} | {len(arm.rows)} ({stopped}) | {arm.epochs} | "
                      f"{arm.cpu:.0f} | {arm.wall:.0f} | {front} | {volumes[kind]:.4f} |")
     same = {network(r) for r in members["curve"]} == {network(r) for r in members["none"]}
+    reached = {network(r): float(r.val_acc or 0) for r in none.full()}
+    for row in curve.rows:
+        if row.status == Status.STOPPED:
+            after = reached.get(network(row))
+            lines.append(f"\nStopped: trial {row.trial}, {network(row)}, after epoch {row.fidelity} of {row.max_fidelity}, "
+                         f"predicted {100 * float(row.curve_prediction or 0):.1f}% ± {100 * float(row.curve_sd or 0):.1f}; "
+                         + (f"trained to the end in the other arm (same seed), it reached {100 * after:.1f}%."
+                            if after is not None else "the other arm did not train it."))
     lines += [
         "",
         f"Compute of the curve arm over the arm without early stopping: **{ratio:.2f}** (CPU seconds of the epochs "
