@@ -15,7 +15,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from coatsearch.cli import app
-from coatsearch.report.compare import load_runs, side_by_side
+from coatsearch.report.compare import build_compare, load_runs, side_by_side
 from coatsearch.runner import run_study
 from coatsearch.search import compile_space
 from coatsearch.space import load_space
@@ -90,3 +90,20 @@ def test_compare_refuses_bad_input_in_one_line(tmp_path, runs, case):
     assert result.exit_code == 2, result.output
     assert says in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_the_comparison_opens_offline_in_a_browser_without_errors(tmp_path, runs):
+    pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e '.[test]')")
+    from tests.browser import find_chromium, visit
+
+    if find_chromium() is None:
+        pytest.skip("no Chrome/Chromium found: apt-get install chromium (or set COATSEARCH_CHROMIUM)")
+    page = build_compare(list(runs), tmp_path / "cmp.html")
+    # the figures drew (one plotly div per cost), and the common table sorts by its raw values
+    seen = visit(page, width=1400, scripts=[
+        "document.querySelectorAll('.js-plotly-plot').length",
+        "document.getElementById('common-configurations').tBodies[0].rows.length",
+    ])
+    assert not seen.console_errors and not seen.network_requests
+    assert seen.results[0] >= 2 and seen.results[1] >= 1

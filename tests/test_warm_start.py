@@ -26,6 +26,7 @@ from coatsearch.space import load_space, space_from_dict
 from coatsearch.status import Status
 from coatsearch.warm_start import warm_rows
 from tests.conftest import TINY_SPACE
+from tests.test_search import no_leaked_ray  # noqa: F401  (a fixture: Ray shut down, no process left)
 
 TABLE = "tables/fmnist32"
 #: A corner of the shipped table every point of which is trained: 8 networks.
@@ -167,6 +168,7 @@ def test_the_optuna_backend_adds_them_to_its_study_as_finished_trials_once(tmp_p
     warm = [t for t in study.trials if "warm_start" in t.user_attrs]
     assert [t.number for t in warm] == [0, 1, 2] and all(t.state.name == "COMPLETE" for t in warm)
     assert [t.values for t in warm] == [[0.5, 1_000_000], [0.6, 1_000_001], [0.7, 1_000_002]]
+    assert [t.user_attrs["val_acc"] for t in warm] == [0.5, 0.6, 0.7]  # optuna-dashboard filters them too
     assert seen == [3, 4]  # the first new trial already saw the three earlier ones
     table = pd.read_csv(tmp_path / "b" / "results.csv")
     assert len(table) == 5 and table["warm_start"].notna().sum() == 3
@@ -189,3 +191,17 @@ def test_the_ray_searcher_is_given_them_as_finished_trials(tmp_path):
     assert len(rows) == 3 and ray._todo(rows) == 2
     searcher = ray._searcher(rows)
     assert [t.values for t in searcher._ot_study.trials] == [[0.5, 1_000_000], [0.6, 1_000_001], [0.7, 1_000_002]]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
+@pytest.mark.usefixtures("no_leaked_ray")
+def test_a_ray_run_trains_only_its_own_trials_after_the_earlier_ones(tmp_path, monkeypatch):
+    earlier = tmp_path / "a"
+    _earlier_tiny_run(earlier)
+    monkeypatch.setattr("coatsearch.runner.run_estimate", lambda plan, rows: TrialEstimates())  # times no network
+    space = space_from_dict({**TINY_SPACE, "sampler": "tpe", "trials": 1, "backend": "ray", "warm_start": str(earlier)})
+    outcome = run_study(compile_space(space, check_data=False), tmp_path / "b", console=Console(file=io.StringIO()))
+    rows = read_ledger(tmp_path / "b")
+    assert [(r.trial, bool(r.warm_start)) for r in rows] == [(0, True), (1, True), (2, True), (3, False)]
+    assert rows[-1].finished and outcome.finished == 1

@@ -191,7 +191,7 @@ def render_compare(runs: Sequence[tuple[str, Run]]) -> str:
              "Accuracies are on each run's validation split.</p>"
              '<nav><a href="#runs">Runs</a><a href="#fronts">Fronts</a><a href="#common">Common configurations</a>'
              '<a href="#settings">Settings</a></nav></header>', '<section id="runs"><h2>Runs</h2>',
-             _html_table(_runs_table(runs), "runs"), '</section><section id="fronts"><h2>Fronts</h2>'
+             _html_table(_runs_table(runs), "runs-table"), '</section><section id="fronts"><h2>Fronts</h2>'
              '<p class="note">Each run\'s trials in its colour, and its 2-D front as a staircase.</p>']
     first = True
     for metric in COSTS:
@@ -207,7 +207,7 @@ def render_compare(runs: Sequence[tuple[str, Run]]) -> str:
     parts.append('</section><section id="common"><h2>Common configurations</h2><p class="note">Configurations '
                  "(the sampled values, seed aside) that two or more runs trained, each run's mean over its trials "
                  "of it (n: how many); a dash where a run has none.</p>")
-    parts.append(_html_table(common, "common") if len(common) else
+    parts.append(_html_table(common, "common-configurations") if len(common) else
                  '<p class="empty">No configuration is in two runs: their spaces search other values.</p>')
     parts.append('</section><section id="settings"><h2>Settings</h2><div class="cards">')
     for i, (name, run) in enumerate(runs):

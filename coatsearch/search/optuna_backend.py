@@ -22,7 +22,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
 from coatsearch.host import sleep_while_waiting
-from coatsearch.search.dashboard import name_metrics, report_epoch, set_row_attrs
+from coatsearch.search.dashboard import name_metrics, report_epoch, row_attrs, set_row_attrs
 from coatsearch.search.optuna_storage import HEARTBEAT_S, open_study, quiet_optuna
 from coatsearch.search.optuna_trials import (
     claim,
@@ -77,8 +77,8 @@ class OptunaBackend:
             if not rows or any("warm_start" in t.user_attrs for t in trials):
                 return
             frozen = [trial_of(self.plan, row, len(trials) + i) for i, row in enumerate(rows)]
-            for trial, row in zip(frozen, rows):
-                trial.user_attrs["warm_start"] = row.warm_start
+            for trial, row in zip(frozen, rows):  # filterable in optuna-dashboard as the run's own are
+                trial.user_attrs.update({**row_attrs(row), "warm_start": row.warm_start})
             study.add_trials(frozen)
 
     def run(self, on_rows: Callable[[list[TrialRow]], None], on_epoch: OnEpoch | None = None) -> None:
