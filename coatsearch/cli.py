@@ -16,6 +16,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from coatsearch.commands import compare as _compare  # noqa: F401  (registers `coatsearch compare`)
 from coatsearch.commands import data as _data  # noqa: F401  (registers `coatsearch data`)
 from coatsearch.commands import export as _export  # noqa: F401  (registers `coatsearch export`)
 from coatsearch.commands import latency as _latency  # noqa: F401  (registers `coatsearch latency`)
@@ -37,12 +38,16 @@ def run(
     address: str | None = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
     table: str | None = typer.Option(None, "--table", help="replay over this table of trained networks (a folder or name)"),
     overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
+    warm_start: str | None = typer.Option(None, "--warm-start", metavar="RUN_DIR",
+                                          help="hand an earlier run's finished trials to the sampler first"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list every candidate (network, FLOPs, params) without training"),
     as_json: bool = typer.Option(False, "--json", help="with --dry-run: print the candidates as JSON"),
 ) -> None:
     """Run (or resume) a search; write runs/<study>/ with the results table and Pareto front."""
     from coatsearch.space import SpaceError, load_space
 
+    if warm_start is not None:
+        overrides = [*overrides, f"warm_start={json.dumps(str(Path(warm_start).absolute()))}"]
     if dry_run:
         _dry_run(load_space(space_file, overrides), space_file, as_json)
         return
@@ -69,8 +74,10 @@ def _dry_run(space: Any, source: str, as_json: bool) -> None:
     from coatsearch.search.plan import check_data_source
     from coatsearch.search.preview import preview
     from coatsearch.space import SpaceError
+    from coatsearch.warm_start import warm_rows
 
     plan = compile_space(space, source=source, check_data=False, check_storage=False)
+    warm_rows(plan)  # an earlier run whose trials cannot be shared stops a run: here too
     candidates = preview(plan)
     unreadable = None
     try:
@@ -146,6 +153,9 @@ def _run_and_report(space: Any, out: Path | None, address: str | None, source: s
 def _replay_line(table: Any, workers: int) -> str:
     """What a replayed run would have cost: its trials' simulated compute and its span on
     the simulated clock."""
+    from coatsearch.results import own_trials
+
+    table = own_trials(table)  # an earlier run's trials (warm_start) cost this run nothing
     compute, span = float(table["wall_time"].fillna(0).sum()), float(table["clock_end"].max() or 0)
     return (f"replayed: {len(table)} trials would have taken {compute / 3600:.2f} CPU-hours of compute, "
             f"{span / 3600:.2f} hours on {workers} worker(s) (recorded CPU seconds of every epoch; nothing trained)")
@@ -183,7 +193,7 @@ def study(
 @app.command()
 @user_errors_exit_2
 def report(
-    run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="a run directory (runs/<study>/)"),
+    run_dirs: list[str] = typer.Argument(..., metavar="RUN_DIR", help="a run directory (runs/<study>/)"),
     out: str | None = typer.Option(None, "-o", "--out", help="HTML file (default RUN_DIR/report.html)"),
     color_by: str | None = typer.Option(
         None, "--color-by", help="colour and group by this column or parameter (default: the first searched one)"),
@@ -198,6 +208,10 @@ def report(
     from coatsearch.report.data import parse_band
     from coatsearch.report.tables import render_text
 
+    if len(run_dirs) != 1:  # several runs are compared, not reported one over another
+        raise fail(f"report: one run directory at a time, got {len(run_dirs)}; to compare runs: "
+                   f"coatsearch compare {' '.join(run_dirs)}")
+    run_dir = run_dirs[0]
     if fmt != "html":
         typer.echo(render_text(load_run(run_dir), fmt, which, top), nl=False)
         return

@@ -32,7 +32,7 @@ from coatsearch.files import read_bytes
 from coatsearch.search.rows import COLUMNS, RowError, TrialRow, current_names, legacy_renames, parse_record
 from coatsearch.status import FINISHED, Status
 
-__all__ = ["COLUMNS", "FINISHED", "TableError", "count_finished", "history_of", "ranked", "read_table",
+__all__ = ["COLUMNS", "FINISHED", "TableError", "count_finished", "history_of", "own_trials", "ranked", "read_table",
            "table_rows", "to_frame", "write_table"]
 
 class TableError(CoatsearchError):
@@ -41,8 +41,17 @@ class TableError(CoatsearchError):
 
 
 def count_finished(frame: pd.DataFrame) -> int:
-    """Trials that ran to their end (see `coatsearch.status.FINISHED`)."""
+    """The run's own trials that ran to their end (see `coatsearch.status.FINISHED`)."""
+    frame = own_trials(frame)
     return int(frame["status"].isin(list(FINISHED)).sum()) if len(frame) else 0
+
+
+def own_trials(frame: pd.DataFrame) -> pd.DataFrame:
+    """The run's own trials: those an earlier run handed over (``warm_start``) left out,
+    for what the run itself spent and finished."""
+    if "warm_start" not in frame or frame.empty:
+        return frame
+    return frame[frame["warm_start"].isna()]
 
 
 def table_rows(rows: Iterable[TrialRow]) -> list[TrialRow]:

@@ -43,6 +43,7 @@ from coatsearch.search.machine import check_machine
 from coatsearch.search.progress import RunProgress, TrialEstimates, estimate_line, run_estimate
 from coatsearch.search.saved_space import check_backend, saved_space, saved_space_note
 from coatsearch.status import Status
+from coatsearch.warm_start import warm_rows
 
 log = logging.getLogger("coatsearch")
 
@@ -199,10 +200,15 @@ def run_study(
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     check(run_dir)  # before the backend reads anything there
     check_backend(plan, run_dir)
+    # an earlier run's trials that cannot be shared are refused here; a run directory that
+    # holds its space already took them when it started (the earlier folder may be gone since)
+    warm = [] if os.path.isfile(run_dir / "space.yaml") else warm_rows(plan, run_dir)
     backend = make_backend(plan, run_dir, address)
+    if warm and not hasattr(backend, "warm"):
+        raise CoatsearchError(f"warm_start: the {plan.space.backend} backend cannot take an earlier run's trials")
     try:
         with backend.session():
-            return _run_in_session(plan, run_dir, backend, console)
+            return _run_in_session(plan, run_dir, backend, console, warm)
     except (CoatsearchError, RunInterrupted):
         raise
     except Exception as exc:
@@ -234,7 +240,8 @@ def _disk_full(exc: BaseException) -> bool:
     return False
 
 
-def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: Console) -> StudyOutcome:
+def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: Console,
+                    warm: list[TrialRow]) -> StudyOutcome:
     prepare_run_dir(run_dir)
     write_space, note = saved_space_note(plan, run_dir)
     table_path, pareto_path = run_dir / "results.csv", run_dir / "pareto.csv"
@@ -245,11 +252,16 @@ def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: 
     if done >= target or (note and not write_space):  # finished, or asked for fewer trials
         table = _write_outputs(plan, rows, table_path, pareto_path)
         return _outcome(plan, run_dir, done, True, note, table)
+    if warm:  # before the space is saved, which says they were taken; once (a ledger that holds them is left)
+        backend.warm(warm)
+        rows = backend.ledger()
     if write_space:
         write_atomic(run_dir / "space.yaml", saved_space(plan).to_yaml())
 
     handler = _setup_log(run_dir)
     log.info("study %s: %d/%d trials finished, backend %s", plan.study, done, target, backend.name)
+    if warm:
+        log.info("warm start: %d trials of %s", sum(r.warm_start is not None for r in rows), plan.space.warm_start)
     started = time.monotonic()
     try:
         with _stop_signals() as seen:

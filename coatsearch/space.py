@@ -15,6 +15,7 @@ or ``low``/``high`` (with optional ``step``, ``log``). The names are those of
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,9 +106,10 @@ class Budget(_Frozen):
 class DataSettings(_Frozen):
     """Which images a trial trains on and how they are read: the ``source`` (a name of
     `coatsearch.data.sources.SOURCES`, ``KIND:ARG`` or a folder), a stratified training
-    subset, the validation share, augmentation, how an image folder is read and what an
-    unreadable image does. Frozen: a candidate carries it validated, and equal settings
-    share one read of the data in a process (`coatsearch.search.inputs`)."""
+    subset and whether each training seed draws its own, the validation share,
+    augmentation, how an image folder is read and what an unreadable image does. Frozen:
+    a candidate carries it validated, and equal settings share one read of the data in a
+    process (`coatsearch.search.inputs`)."""
 
     source: str = "fashion-mnist"
     #: two images at least: one training batch needs two (BatchNorm), so one makes every trial fail
@@ -119,6 +121,10 @@ class DataSettings(_Frozen):
     mode: Literal["prepared", "memory", "stream"] = "prepared"
     #: An unreadable image file: ``fail`` (an error naming it) or ``skip`` (left out).
     on_bad_file: Literal["fail", "skip"] = "fail"
+    #: The ``train_size`` subset: ``fixed`` (drawn by the space's ``seed``, the same images
+    #: for every training seed) or ``per_seed`` (drawn by the space's and the trial's seeds
+    #: together); validation and test are the same images either way.
+    subset: Literal["fixed", "per_seed"] = "fixed"
 
 
 class Prefilter(_Frozen):
@@ -226,6 +232,8 @@ class SearchSpace(_Frozen):
                                         "budget.latency_ms and the latency_ms objective are predicted from it")
     prefilter: Prefilter | None = None
     latency_measure: bool = Field(False, description="measure the latency_ms objective in the trial even with a profile")
+    warm_start: str | None = Field(None, description="an earlier run directory whose finished trials the sampler "
+                                   "is given before the first new trial (`coatsearch.warm_start`)")
 
     @field_validator("study")
     @classmethod
@@ -352,9 +360,9 @@ def space_from_dict(data: Any, source: str | None = None) -> SearchSpace:
 def load_space(path: str | Path, overrides: list[str] | None = None, *, relative_data: bool = True) -> SearchSpace:
     """Read, override and validate a space file; `SpaceError` names the file and field.
 
-    A relative path in the file's ``data.source`` is taken from the file's folder
-    (`source_from`; ``relative_data=False`` keeps it as written, for a run folder's saved
-    space); one given in ``overrides`` (``--set``) from the working directory."""
+    A relative path in the file's ``data.source`` or ``warm_start`` is taken from the file's
+    folder (`source_from`; ``relative_data=False`` keeps it as written, for a run folder's
+    saved space); one given in ``overrides`` (``--set``) from the working directory."""
     path = Path(path)
     if path.is_dir():
         raise SpaceError(f"{path}: is a directory, expected a YAML space file")
@@ -363,7 +371,11 @@ def load_space(path: str | Path, overrides: list[str] | None = None, *, relative
         settings = data.get("data")
         if relative_data and isinstance(settings, dict) and isinstance(settings.get("source"), str):
             data = {**data, "data": {**settings, "source": source_from(settings["source"], path.parent)}}
+        if relative_data and isinstance(data.get("warm_start"), str):
+            data = {**data, "warm_start": str(path.parent / data["warm_start"])}
         data = apply_overrides(data, overrides or [])
+        if isinstance(data.get("warm_start"), str):  # kept absolute: a resumed run reads it from anywhere
+            data = {**data, "warm_start": os.path.abspath(data["warm_start"])}
     return space_from_dict(data, source=str(path))
 
 

@@ -5,7 +5,7 @@ A training file is YAML::
 
     spec: {...}          # the network the trial trained (matched to the budget)
     data: {...}          # the search's data settings: source, train_size, val_fraction, ...
-    data_seed: 0         # the seed of the validation split (the space's seed)
+    data_seed: 0         # the seed of the validation split and training subset (the space's seed)
     train: {...}         # every trainer setting of the trial: epochs, batch, lr, seed, threads...
     origin: {...}        # where it came from: run, trial, configuration, the objectives' means
 
@@ -64,7 +64,7 @@ class TrainingFile(BaseModel):
         from coatsearch.search.inputs import load_trial_data
 
         settings = self.data if data is None else self.data.model_copy(update={"source": data})
-        return load_trial_data(settings, self.spec.image_size, self.data_seed)
+        return load_trial_data(settings, self.spec.image_size, self.data_seed, self.trainer().seed)
 
 
 def is_training_file(data: Any) -> bool:

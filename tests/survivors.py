@@ -8,6 +8,7 @@ its parent is reparented to this one instead of init and cannot escape the count
 seconds later. It
 prints one JSON object: COMMAND's exit code and the descendants alive WAIT seconds after
 it ended (pid and command line), then ends those, so a test leaves nothing behind either.
+The count is taken earlier when no descendant is left: none can appear after that.
 """
 
 from __future__ import annotations
@@ -99,7 +100,11 @@ def main() -> None:
         proc.send_signal(signal.SIGABRT)
         _, stderr = proc.communicate()
         stderr = f"the command did not end within {args.limit:.0f} s; where it was:\n".encode() + stderr
-    time.sleep(args.wait)
+    # none left alive stays so (an orphan is reparented here, and none is left to start one):
+    # the count ends as soon as that holds, and at WAIT seconds otherwise
+    settled = time.monotonic() + args.wait
+    while descendants() and time.monotonic() < settled:
+        time.sleep(0.2)
     alive = []
     for pid in descendants():
         try:

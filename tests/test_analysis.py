@@ -228,3 +228,23 @@ def test_reading_results_loads_no_torch(command, tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip().splitlines()[-1] == "NO TORCH", result.stdout + result.stderr
+
+
+def test_a_continuous_factor_is_compared_by_quantile_bins_not_one_row_per_value():
+    rng = np.random.default_rng(1)
+    lrs = np.exp(rng.uniform(np.log(1e-4), np.log(1e-2), 40))
+    table = pd.DataFrame([{"trial": i, "status": "complete", "fidelity": 1, "max_fidelity": 1, "param.train.lr": lr,
+                           "param.layout": "AB"[i % 2], "val_acc": 0.7 + 0.05 * np.log10(lr / 1e-4) + rng.normal(0, 0.005),
+                           "val_images": 1000, "flops": 1, "params": 1} for i, lr in enumerate(lrs)])
+    design = Design.of(table, {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}}, "tpe")
+    found = analyse(table, design)
+    lr = found.effect_of("param.train.lr")
+    assert len(lr.levels) == 5 and sum(level.n for level in lr.levels) == 40  # not 40 rows of one trial
+    assert all(7 <= level.n <= 9 for level in lr.levels)
+    low, high = (float(x) for x in lr.levels[0].value.split("–"))
+    assert low == pytest.approx(lrs.min(), rel=1e-2) and high < float(lr.levels[-1].value.split("–")[0]) * 1.01
+    assert [lv.mean for lv in lr.levels] == sorted(lv.mean for lv in lr.levels)  # the bins keep their order
+    rows = found.comparisons[found.comparisons["factor"] == "train.lr"]
+    assert set(rows["kind"]) >= {"pair", "trend"} and (rows["kind"] == "pair").sum() == 4  # neighbouring bins
+    assert len(found.effect_of("param.layout").levels) == 2  # a two-value factor stays value by value
+    assert len(found.summary) == 40  # configurations are still the trials' own values

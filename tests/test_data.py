@@ -291,13 +291,13 @@ def test_training_set_augments_and_eval_sets_do_not() -> None:
 
 
 def test_a_trial_process_reads_each_data_setting_once_and_keeps_a_few():
-    from coatsearch.search.inputs import load_trial_data
+    from coatsearch.search.inputs import load_trial_data, trial_bundle
     from coatsearch.space import DataSettings
 
-    load_trial_data.cache_clear()
+    trial_bundle.cache_clear()
     first = load_trial_data(DataSettings(train_size=64), 16, 0)
     assert load_trial_data(DataSettings(train_size=64), 16, 0) is first  # an equal setting: the same bundle
     for size in (65, 66, 67, 68):  # four more settings push the first out
         load_trial_data(DataSettings(train_size=size), 16, 0)
     assert load_trial_data(DataSettings(train_size=64), 16, 0) is not first
-    load_trial_data.cache_clear()
+    trial_bundle.cache_clear()

@@ -19,9 +19,6 @@ from coatsearch.train.loop import Replicas
 from tests.conftest import TINY_SPACE, tiny_spec
 from tests.survivors import run_counting_survivors
 
-#: Ray runs in one test process at a time (see pyproject's addopts).
-pytestmark = pytest.mark.xdist_group("ray")
-
 CONFIG = {"epochs": 3, "batch_size": 32, "amp": False, "threads": 1, "seed": 0, "device": "cpu"}
 #: Batch norm sees each replica's half of a global batch (a single process sees all of it),
 #: so the curves agree closely but not exactly: measured relative differences of the epoch
@@ -69,6 +66,7 @@ def test_two_replicas_hold_identical_weights_and_match_one_process(tmp_path: Pat
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Ray processes are found through /proc")
+@pytest.mark.xdist_group("ray")  # Ray runs in one test process at a time (see pyproject's addopts)
 @pytest.mark.slow
 def test_ray_run_with_two_workers_records_them_and_leaves_no_process(tmp_path: Path, monkeypatch) -> None:
     space = {**TINY_SPACE, "study": "ddp", "params": {"split": {"choices": [1]}}, "trials": 1,

@@ -23,8 +23,6 @@ from coatsearch.space import load_space
 from coatsearch.trainfile import TrainingFile, read_training_file
 from tests.conftest import TINY_SPACE, tiny_spec
 
-pytestmark = pytest.mark.xdist_group("ray")  # a study: one at a time beside the Ray tests
-
 
 def _invoke(*args: str):
     return CliRunner().invoke(app, list(args))

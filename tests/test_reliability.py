@@ -18,8 +18,9 @@ from coatsearch.search.reaper import processes_using, ray_folder
 from tests.conftest import TINY_SPACE, messages
 from tests.survivors import run_counting_survivors
 
-#: Ray runs in one test process at a time (see pyproject's addopts).
-pytestmark = pytest.mark.xdist_group("ray")
+#: Ray runs in one test process at a time (see pyproject's addopts): the tests that start it
+#: share the "ray" group; the optuna runs go to whichever process is free.
+RAY = pytest.mark.xdist_group("ray")
 
 #: The 2x3 grid: split {1, 2} x seed {0, 1, 2}, six trials.
 GRID = {"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1, 2]}}
@@ -69,11 +70,14 @@ def _wait_for_no_processes(out: Path, seconds: float = 10.0) -> list[int]:
     return processes_using(ray_folder(out))
 
 
+@RAY
 @pytest.mark.slow
 def test_the_ray_grid_runs_every_point_once_two_at_a_time(tmp_path):
     # (one at a time: test_search's test_both_backends_run_the_same_trials)
     out = tmp_path / "run"
-    result = subprocess.run(_command(_space(tmp_path), out, "ray", 2), capture_output=True, text=True, timeout=600)
+    # which points run, not how well they train: one epoch each
+    space = _space(tmp_path, train={"epochs": 1, "batch_size": 64})
+    result = subprocess.run(_command(space, out, "ray", 2), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     _assert_every_point_once(out)
     assert _wait_for_no_processes(out) == []
@@ -81,7 +85,7 @@ def test_the_ray_grid_runs_every_point_once_two_at_a_time(tmp_path):
 
 # optuna at 1 runs trials in the killed process itself; at 2 in workers that must die with it.
 # ray at 2 has two trials in flight when it is killed (kill -9 of ray at 1 is not repeated here).
-@pytest.mark.parametrize("backend,concurrency", [("ray", 2), ("optuna", 1), ("optuna", 2)])
+@pytest.mark.parametrize("backend,concurrency", [pytest.param("ray", 2, marks=RAY), ("optuna", 1), ("optuna", 2)])
 @pytest.mark.slow
 def test_kill_9_after_two_trials_then_rerun(tmp_path, backend, concurrency):
     out = tmp_path / "run"
@@ -113,6 +117,7 @@ def test_kill_9_after_two_trials_then_rerun(tmp_path, backend, concurrency):
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+@RAY
 @pytest.mark.slow
 def test_no_process_outlives_a_ray_run_stopped_mid_trial(tmp_path, stop):
     """Counted as a subreaper counts them: every descendant, whatever its name, 10 s after

@@ -192,6 +192,8 @@ def test_a_candidate_the_table_lacks_is_refused_before_anything_runs(tmp_path: P
     ({"params": {"head_dim": {"choices": [16]}}}, "params.head_dim: table fixture does not vary head_dim"),
     ({"train": {"epochs": 2, "batch_size": 64}}, "train: the space's train differs from table fixture's"),
     ({"objectives": ["val_acc", "latency_ms"]}, "objectives: table fixture has no latency_ms"),
+    # a table trained on one subset for every seed holds no per-seed subsets' networks
+    ({"data": {**TABLE_SPACE["data"], "subset": "per_seed"}}, "data: the space's data differs from table fixture's"),
 ])
 def test_a_space_that_is_not_a_subspace_is_refused(table: Path, tmp_path: Path, change: dict, expect: str) -> None:
     assert expect in _refused(tmp_path, {**TABLE_SPACE, "sampler": "random", **change}, "--table", str(table))

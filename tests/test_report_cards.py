@@ -43,7 +43,8 @@ def test_the_first_screen_holds_the_settings_and_the_best_configuration_with_its
     top = _section(page, "overview")
     assert page.index('id="overview"') < page.index('id="effects"')
     for text in ("fashion-mnist (augment none)", "train 800", "epochs 3, batch_size 32", "flops 32.00M within 3%",
-                 "grid, 6 of 6 trials finished, seed 4", "ray, 1 at a time", "min of trial time"):
+                 "grid, 6 of 6 trials finished, seed 4", "ray, 1 at a time", "min of trial time",
+                 "the same images for every seed"):
         assert text in top, text
     assert f"coatsearch best {run_dir} -o best.yaml" in top and "coatsearch train best.yaml --epochs 20" in top
     # the best network's stages: kind, blocks, width and the grid each sees
@@ -52,6 +53,18 @@ def test_the_first_screen_holds_the_settings_and_the_best_configuration_with_its
         assert f"S{i} {'MBConv' if stage.kind == 'C' else 'Transformer'}<br>×{stage.blocks}, {stage.channels} ch" in top
         assert f"{size}×{size}" in top
     assert 'id="fig-by-trial"' in page
+
+
+def test_the_settings_say_a_training_subset_drawn_per_seed(write_study):
+    from coatsearch.report.cards import settings_card
+    from coatsearch.report.data import load_run
+
+    run_dir = _split_run(write_study)
+    space = run_dir / "space.yaml"
+    space.write_text(space.read_text().replace("train_size: 800}", "train_size: 800, subset: per_seed}"))
+    card = settings_card(load_run(run_dir))
+    assert "drawn per training seed; validation and test the same images for every seed" in card
+    assert "the same images for every seed (drawn" not in card
 
 
 def test_an_integer_parameter_has_ticks_at_its_values_and_categories_no_line(write_study):

@@ -299,24 +299,32 @@ def test_on_ray_our_schedulers_stop_trials_through_a_tune_scheduler() -> None:
     assert callback.verdicts["t3"].epoch == 2 and callback.verdicts["t3"].prediction < 0.82
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("ray")
-@pytest.mark.usefixtures("no_leaked_ray")
-def test_both_backends_train_under_our_schedulers(tmp_path: Path) -> None:
-    """A real tiny search on each backend under MO-ASHA and the curve stopper: Tune takes our
-    scheduler (pickled with the experiment, fed every epoch) and the rows come back whole."""
+def _train_under(backend: str, kind: str, out: Path) -> None:
+    """A real tiny search on ``backend`` under the scheduler ``kind``: the rows come back whole."""
     from coatsearch.runner import run_study
     from coatsearch.search.jsonl_ledger import read_ledger
 
-    for backend, kind in (("optuna", "curve"), ("ray", "moasha"), ("ray", "curve")):
-        space = {**TINY_SPACE, "backend": backend, "objectives": ["val_acc", "flops"],
-                 "early_stopping": {"kind": kind, "grace_period": 1}}
-        out = tmp_path / f"{backend}-{kind}"
-        outcome = run_study(compile_space(space_from_dict(space)), out)
-        table = outcome.table
-        assert len(table) == 2 and set(table["status"]) <= {"complete", "stopped"}, table[["status", "reason"]]
-        if backend == "ray":
-            assert len(read_ledger(out)) == 2
+    space = {**TINY_SPACE, "backend": backend, "objectives": ["val_acc", "flops"],
+             "early_stopping": {"kind": kind, "grace_period": 1}}
+    outcome = run_study(compile_space(space_from_dict(space)), out)
+    table = outcome.table
+    assert len(table) == 2 and set(table["status"]) <= {"complete", "stopped"}, table[["status", "reason"]]
+    if backend == "ray":
+        assert len(read_ledger(out)) == 2
+
+
+@pytest.mark.slow
+def test_optuna_trains_under_the_curve_stopper(tmp_path: Path) -> None:
+    _train_under("optuna", "curve", tmp_path / "optuna-curve")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
+@pytest.mark.usefixtures("no_leaked_ray")
+def test_ray_trains_under_our_schedulers(tmp_path: Path) -> None:
+    """Tune takes our scheduler (pickled with the experiment, fed every epoch)."""
+    for kind in ("moasha", "curve"):
+        _train_under("ray", kind, tmp_path / f"ray-{kind}")
 
 
 def test_a_node_id_that_looks_like_a_number_reads_back_as_text(tmp_path: Path) -> None:

@@ -20,8 +20,9 @@ from coatsearch.search import compile_space
 from coatsearch.space import load_space
 from tests.conftest import TINY_SPACE as TINY
 
-#: Ray runs in one test process at a time (see pyproject's addopts).
-pytestmark = pytest.mark.xdist_group("ray")
+#: Ray runs in one test process at a time (see pyproject's addopts): the tests that start it
+#: (and those that count its processes) share the "ray" group.
+RAY = pytest.mark.xdist_group("ray")
 
 
 def _space_file(tmp_path: Path, **changes) -> Path:
@@ -86,46 +87,60 @@ def test_optuna_backend_runs_every_trial_within_the_budget(tmp_path):
     assert again.already_done and len(_finished(read_table(again.table_path))) == 2
 
 
-def test_optuna_dashboard_sees_metric_names_learning_curves_and_filterable_fields(tmp_path):
+@pytest.fixture(scope="module")
+def one_trial_run(tmp_path_factory) -> Path:
+    """A finished one-trial study (one objective): read by the dashboard test, copied by the
+    tests that run again in its folder."""
+    folder = tmp_path_factory.mktemp("one-trial")
+    run_study(load_space(_space_file(folder, trials=1, objectives=["val_acc"])), folder / "run")
+    return folder / "run"
+
+
+def _copy_of(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def test_optuna_dashboard_sees_metric_names_learning_curves_and_filterable_fields(one_trial_run):
     import json
 
     import optuna
 
-    space = load_space(_space_file(tmp_path, trials=1, objectives=["val_acc"]))
-    outcome = run_study(space, tmp_path / "run")
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{one_trial_run / 'study.db'}")
     assert study.metric_names == ["val_acc"]
     (trial,) = study.trials
-    history = json.loads(read_table(outcome.table_path)["history"].iloc[0])
+    history = json.loads(read_table(one_trial_run / "results.csv")["history"].iloc[0])
     assert trial.intermediate_values == {i + 1: pytest.approx(h["val_acc"]) for i, h in enumerate(history)}
     row = trial.user_attrs["row"]
     for name in ("status", "layout", "blocks", "channels", "flops", "params", "val_acc", "fidelity"):
         assert trial.user_attrs[name] == row[name], name
 
 
-def test_a_different_space_in_the_same_run_dir_is_refused(tmp_path):
+def test_a_different_space_in_the_same_run_dir_is_refused(one_trial_run, tmp_path):
     from coatsearch.space import SpaceError
 
-    run_study(load_space(_space_file(tmp_path, trials=1)), tmp_path / "run")
-    changed = load_space(_space_file(tmp_path, trials=1, seed=5))
+    run = _copy_of(one_trial_run, tmp_path)
+    changed = load_space(_space_file(tmp_path, trials=1, objectives=["val_acc"], seed=5))
     with pytest.raises(SpaceError, match="holds a different space"):
-        run_study(changed, tmp_path / "run")
+        run_study(changed, run)
 
 
-def test_a_study_resumes_where_only_its_placement_changed(tmp_path):
+def test_a_study_resumes_where_only_its_placement_changed(one_trial_run, tmp_path):
     """Threads per trial and trials at once say where a study runs, not what it measures:
     resuming on another machine goes on; a change of replicas (the global batch) is refused."""
     from coatsearch.runner import saved_space_note
     from coatsearch.space import SpaceError
 
-    run_study(load_space(_space_file(tmp_path, trials=1)), tmp_path / "run")
-    moved = load_space(_space_file(tmp_path, trials=2, resources={"cpu": 2}, concurrency=2))
-    outcome = run_study(moved, tmp_path / "run")
+    run = _copy_of(one_trial_run, tmp_path)  # a one-trial study, run with the defaults' placement
+    moved = load_space(_space_file(tmp_path, trials=2, objectives=["val_acc"], resources={"cpu": 2}, concurrency=2))
+    outcome = run_study(moved, run)
     assert len(_finished(read_table(outcome.table_path))) == 2
-    assert yaml.safe_load((tmp_path / "run" / "space.yaml").read_text())["resources"]["cpu"] == 2
-    replicas = load_space(_space_file(tmp_path, trials=2, resources={"cpu": 2, "workers": 2}, backend="ray"))
+    assert yaml.safe_load((run / "space.yaml").read_text())["resources"]["cpu"] == 2
+    replicas = load_space(_space_file(tmp_path, trials=2, objectives=["val_acc"], resources={"cpu": 2, "workers": 2},
+                                      backend="ray"))
     with pytest.raises(SpaceError, match=r"different space \(changed: backend, resources\)"):
-        saved_space_note(compile_space(replicas), tmp_path / "run")
+        saved_space_note(compile_space(replicas), run)
 
 
 def _ray_processes() -> set[int]:
@@ -150,6 +165,7 @@ def no_leaked_ray():
     assert not leaked, f"Ray processes outlived the test: {sorted(leaked)}"
 
 
+@RAY
 @pytest.mark.slow
 def test_both_backends_run_the_same_trials(tmp_path, no_leaked_ray, capfd):
     import io
@@ -180,6 +196,7 @@ def test_both_backends_run_the_same_trials(tmp_path, no_leaked_ray, capfd):
     assert "RAY_AUTH_MODE" not in os.environ  # set for the run only
 
 
+@RAY
 @pytest.mark.slow
 def test_ray_trials_land_on_both_nodes_of_a_cluster(tmp_path, no_leaked_ray):
     from ray.cluster_utils import Cluster

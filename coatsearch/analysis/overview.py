@@ -56,10 +56,11 @@ def analyse(table: pd.DataFrame, design: Design,
             objectives: Sequence[tuple[str, str]] = DEFAULT_OBJECTIVES) -> Analysis:
     """The analysis of ``table`` as an experiment of ``design``, ranked by ``objectives``
     (``[(metric, "max"|"min"), ...]``, the run's own)."""
-    found = tuple(e for c in design.factors if (e := effect(table, c, design)) is not None)
+    binned = design.binned(table)  # a continuous factor by its quantile bins, not one row per value
+    found = tuple(e for c in design.factors if (e := effect(binned, c, design)) is not None)
     objectives = tuple((m, str(d)) for m, d in objectives)
-    return Analysis(design, found, comparisons(table, design), summarise(table, design),
-                    importances(table, list(design.factors)), scaling_fits(table), objectives,
+    return Analysis(design, found, comparisons(binned, design), summarise(table, design),
+                    importances(binned, list(design.factors)), scaling_fits(table), objectives,
                     pareto_set(table, objectives), best_configuration(ranked(table), objectives),
                     cost_fronts(table))
 

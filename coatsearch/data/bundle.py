@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from coatsearch.data.errors import DataError
@@ -49,12 +50,26 @@ class DataBundle:
         )
 
 
+def subset_generator(seed: int, subset_seed: int) -> torch.Generator:
+    """The generator of a training subset drawn per training seed: seeded from the data
+    seed and the training seed together through NumPy's `SeedSequence`, so nearby pairs
+    ((0, 1) and (1, 0)) give unrelated streams."""
+    state = np.random.SeedSequence([seed, subset_seed]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
 def split_rows(
     source: str, labels: torch.Tensor, test_labels: torch.Tensor | None, classes: tuple[str, ...], *,
     val_fraction: float, train_size: int | None, seed: int, test_fraction: float,
+    subset_seed: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Rows of the source's training images for (train, val, test); test is None when the
-    source has its own test split. See the module docstring for the rules."""
+    source has its own test split. See `coatsearch.data.loading` for the rules.
+
+    ``seed`` draws the validation split. The ``train_size`` subset of the rest is drawn by
+    the same generator, after it, when ``subset_seed`` is None (one subset for every
+    training seed), else by a generator of ``seed`` and ``subset_seed`` together
+    (`subset_generator`): the validation and test rows are the same either way."""
     rows = torch.arange(len(labels))
     held_test = None
     if test_labels is None:
@@ -72,7 +87,8 @@ def split_rows(
             raise DataError(
                 f"train_size: {train_size} is more than the {len(kept)} training images of {source}"
             )
-        kept = kept[stratified_subset(labels[rows][kept], train_size, generator)]
+        drawn = generator if subset_seed is None else subset_generator(seed, subset_seed)
+        kept = kept[stratified_subset(labels[rows][kept], train_size, drawn)]
     n_test = len(test_labels) if test_labels is not None else len(held_test)  # type: ignore[arg-type]
     if n_test == 0 or len(held) == 0:
         which = "test" if n_test == 0 else "validation"

@@ -8,8 +8,11 @@ image to the spec's size, and splits:
   Only final evaluation touches it.
 - val: a stratified ``val_fraction`` of the training images, chosen by ``seed``. Searches
   select on it.
-- train: the rest, optionally cut to ``train_size`` images (stratified, by ``seed``) for
-  data-size studies.
+- train: the rest, optionally cut to ``train_size`` images (stratified) for data-size
+  studies: by ``seed`` (one subset for every training seed), or, given a ``subset_seed``
+  (a trial's training seed under ``data.subset: per_seed``), by ``seed`` and
+  ``subset_seed`` together, so each training seed trains on its own draw while
+  validation and test stay the same images.
 
 Normalisation uses the per-channel mean and std of the training images actually used.
 """
@@ -42,7 +45,7 @@ def _read(source: str, image_size: int, mode: str = "prepared", on_bad_file: str
 
 def _check_arguments(
     image_size: int, val_fraction: float, test_fraction: float, train_size: int | None, augment: str,
-    mode: str = "prepared", on_bad_file: str = "fail",
+    mode: str = "prepared", on_bad_file: str = "fail", subset_seed: int | None = None,
 ) -> None:
     if not isinstance(image_size, int) or image_size <= 0:
         raise DataError(f"image_size: expected a positive integer, got {image_size!r}")
@@ -51,6 +54,8 @@ def _check_arguments(
             raise DataError(f"{field}: expected a fraction between 0 and 1, got {value!r}")
     if train_size is not None and (not isinstance(train_size, int) or train_size <= 0):
         raise DataError(f"train_size: expected a positive integer, got {train_size!r}")
+    if subset_seed is not None and (not isinstance(subset_seed, int) or subset_seed < 0):
+        raise DataError(f"subset_seed: expected a whole number of at least 0, got {subset_seed!r}")
     if augment not in AUGMENTATIONS:
         raise DataError(f"augment: expected one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
     if mode not in DATA_MODES:
@@ -80,27 +85,29 @@ def load_data(
     test_fraction: float = 0.1,
     mode: str = "prepared",
     on_bad_file: str = "fail",
+    subset_seed: int | None = None,
 ) -> DataBundle:
     """Read ``source`` and split it (see the module docstring); raise `DataError` on bad data.
 
     ``augment``: ``none``, ``light`` (random crop + flip) or ``randaugment`` (light, then
     RandAugment n=2, m=9); it applies to the training split only. ``mode`` and
     ``on_bad_file`` say how an image folder is read (see `DATA_MODES`); other sources
-    are read into memory whatever the mode.
+    are read into memory whatever the mode. ``subset_seed`` draws the ``train_size``
+    subset with ``seed`` (see the module docstring); None draws it with ``seed`` alone.
     """
-    _check_arguments(image_size, val_fraction, test_fraction, train_size, augment, mode, on_bad_file)
+    _check_arguments(image_size, val_fraction, test_fraction, train_size, augment, mode, on_bad_file, subset_seed)
     if mode == "stream" and folder_of(source) is not None:
         from coatsearch.data.stream import load_stream
 
         return load_stream(
             folder_of(source), image_size=image_size, val_fraction=val_fraction,  # type: ignore[arg-type]
             train_size=train_size, seed=seed, augment=augment, test_fraction=test_fraction,
-            on_bad_file=on_bad_file,
+            on_bad_file=on_bad_file, subset_seed=subset_seed,
         )
     raw = _read(source, image_size, "memory" if mode == "stream" else mode, on_bad_file)
     train_rows, val_rows, test_rows = split_rows(
         source, raw.train_labels, raw.test_labels, raw.classes, val_fraction=val_fraction,
-        train_size=train_size, seed=seed, test_fraction=test_fraction,
+        train_size=train_size, seed=seed, test_fraction=test_fraction, subset_seed=subset_seed,
     )
     images, labels = raw.train_images, raw.train_labels
     if raw.train_sums is not None:

@@ -103,7 +103,7 @@ class StreamSet(Dataset):
 
 def load_stream(
     root: Path, *, image_size: int, val_fraction: float, train_size: int | None, seed: int,
-    augment: str, test_fraction: float, on_bad_file: str,
+    augment: str, test_fraction: float, on_bad_file: str, subset_seed: int | None = None,
 ) -> DataBundle:
     """`load_data` for ``mode: stream``: the same splits as the other modes, over files."""
     from coatsearch.data.augment import make_transform
@@ -117,7 +117,7 @@ def load_stream(
     mode = mode_of_all(paths, on_bad_file == "skip")
     train_rows, val_rows, test_rows = split_rows(
         str(root), labels, test_labels, listing.classes, val_fraction=val_fraction,
-        train_size=train_size, seed=seed, test_fraction=test_fraction,
+        train_size=train_size, seed=seed, test_fraction=test_fraction, subset_seed=subset_seed,
     )
     skip = on_bad_file == "skip"
     names = tuple(str(p) for p in paths)

@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from coatsearch.report.data import Run
+from coatsearch.results import own_trials
 from coatsearch.units import format_count
 
 CSS = """
@@ -46,20 +47,35 @@ def settings_card(run: Run) -> str:
              f"validation {int(val.max())} images" if len(val) else
              (f"validation {data['val_fraction']:.0%}" if data.get("val_fraction") is not None else "")]
     image = table["image_size"].dropna() if "image_size" in table else pd.Series(dtype=float)
-    finished = int(table["status"].isin(["complete", "stopped", "diverged", "failed"]).sum()) if len(table) else 0
-    wall = float(table["wall_time"].fillna(0).sum()) if "wall_time" in table else 0.0
+    own = own_trials(table)  # an earlier run's trials (warm_start) are not this run's work
+    finished = int(own["status"].isin(["complete", "stopped", "diverged", "failed"]).sum()) if len(own) else 0
+    wall = float(own["wall_time"].fillna(0).sum()) if "wall_time" in own else 0.0
+    warm = len(table) - len(own)
     training = ", ".join(f"{k} {train[k]}" for k in ("epochs", "steps", "batch_size", "lr") if train.get(k) is not None)
     items = [
         ("data", f"{data.get('source', 'fashion-mnist')} (augment {data.get('augment', 'none')})"),
         ("sizes", ", ".join(s for s in sizes if s) + (f"; {int(image.iloc[0])} px" if len(image) else "")),
+        ("training subset", _subset_text(data, "data.train_size" in run.study.params)),
         ("training", training),
         ("budget", run.study.budget or "none (each candidate at its own cost)"),
         ("search", f"{run.study.sampler or 'tpe'}, {finished} of {settings.get('trials', '?')} trials finished, "
                    f"seed {settings.get('seed', 0)}"),
         ("backend", f"{settings.get('backend', 'optuna')}, {settings.get('concurrency', 1)} at a time"),
         ("compute", f"{_minutes(wall)} of trial time" if wall else ""),
+        ("warm start", f"{warm} trials of {settings.get('warm_start', 'an earlier run')} given to the sampler first "
+                       "(the warm_start column; not counted above)" if warm else ""),
     ]
     return f'<div class="card" id="card-settings"><h3>Run settings</h3>{_rows(items)}</div>'
+
+
+def _subset_text(data: dict[str, Any], searched: bool) -> str:
+    """How the ``train_size`` subset was drawn (`coatsearch.space.DataSettings.subset`);
+    empty where every training image was used and the subset fixed."""
+    sized = bool(data.get("train_size")) or searched
+    if data.get("subset") == "per_seed":
+        return ("drawn per training seed; validation and test the same images for every seed" if sized
+                else "per seed, but no train_size: every training image is used")
+    return "the same images for every seed (drawn by the space's seed)" if sized else ""
 
 
 def _stages(spec: dict[str, Any]) -> str:

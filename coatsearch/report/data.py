@@ -125,7 +125,7 @@ def study_of(data: dict[str, Any], run_dir: Path, path: Path | None = None) -> S
 
 
 #: The space's fields the report's settings card shows.
-SETTINGS = ("data", "train", "backend", "trials", "concurrency", "seed", "split_total")
+SETTINGS = ("data", "train", "backend", "trials", "concurrency", "seed", "split_total", "warm_start")
 
 
 def _matched(budget: object) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from coatsearch.files import write_atomic
 from coatsearch.report import cards, confounds, figures, per_class, tables
 from coatsearch.report.data import ReportError, Run, load_run, resolve_column
 from coatsearch.report.schedule import schedule_figure
+from coatsearch.results import own_trials
 from coatsearch.units import FLOPS_NOTE
 
 #: Plotly's per-figure options: no logo link, and resize with the window.
@@ -178,7 +179,8 @@ def render(
     page.figure("gap", figures.gap_figure(run, coloring.groups),
                 "No gap figure: no group has two complete trials at full fidelity yet.")
     page.figure("by-trial", cards.accuracy_by_trial_figure(run), "Fewer than two complete trials at full fidelity.")
-    page.figure("schedule", schedule_figure(run.table), "No trial has ended yet.")  # early stopping's effect
+    # early stopping's effect on this run's own compute (an earlier run's warm-start trials left out)
+    page.figure("schedule", schedule_figure(own_trials(run.table)), "No trial has ended yet.")
     if analysis.scaling is not None:
         page.add('</section><section id="scaling"><h2>Scaling</h2>')
         page.figure("scaling", figures.scaling_figure(analysis.scaling), "No complete trial at full fidelity yet.")

@@ -21,14 +21,14 @@ from coatsearch.units import FLOPS_NOTE, format_count
 #: Columns shown, in order, when the table has them and they are not all empty.
 SHOWN = [
     "trial", "status", "layout", "blocks", "channels", "image_size", "flops", "params",
-    "latency_ms", "val_acc", "train_eval_acc", "gap", "test_acc", "fidelity", "wall_time",
+    "latency_ms", "val_acc", "train_eval_acc", "gap", "test_acc", "fidelity", "wall_time", "warm_start",
 ]
 HEADERS = {
     "trial": "trial", "status": "status", "layout": "layout", "blocks": "blocks",
     "channels": "channels", "image_size": "image", "flops": "FLOPs (mult-adds)",
     "params": "params", "latency_ms": "latency (ms)", "val_acc": "val acc", "train_eval_acc": "train acc (eval)",
     "gap": "gap (train-val)", "test_acc": "test acc", "fidelity": "epochs run",
-    "wall_time": "time (s)", "reason": "reason",
+    "wall_time": "time (s)", "reason": "reason", "warm_start": "from an earlier run",
 }
 #: The failures table leads with why: the reason comes third, where it is seen first.
 FAILURE_COLUMNS = ["trial", "status", "reason", "layout", "blocks", "channels", "flops", "params", "fidelity"]

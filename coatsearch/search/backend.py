@@ -34,6 +34,12 @@ class Backend(Protocol):
         """Every row the run holds: finished, infeasible and interrupted trials."""
         ...
 
+    def warm(self, rows: list[TrialRow]) -> None:
+        """Add an earlier run's trials (``warm_start``, `coatsearch.warm_start`) to the
+        ledger, where the sampler sees them as finished trials, before the first trial;
+        nothing when the ledger holds them already."""
+        ...
+
     def run(self, on_rows: OnRows, on_epoch: OnEpoch | None = None) -> None:
         """Run trials until the plan's target holds; ``on_rows`` gets the whole ledger
         whenever a trial ends, ``on_epoch`` the progress of the trials in flight that this

@@ -38,9 +38,13 @@ def report_epoch(trial: optuna.Trial, plan: SearchPlan, epoch: int, metrics: Map
         trial.report(float(value), epoch)
 
 
+def row_attrs(row: TrialRow) -> dict[str, Any]:
+    """The row's `FILTER_FIELDS` (those it has), as the user attributes they are stored as."""
+    return {name: str(value) if name == "status" else value
+            for name in FILTER_FIELDS if (value := getattr(row, name)) is not None}
+
+
 def set_row_attrs(trial: optuna.Trial, row: TrialRow) -> None:
     """The row's `FILTER_FIELDS` (those it has) as user attributes, each its own column."""
-    for name in FILTER_FIELDS:
-        value = getattr(row, name)
-        if value is not None:
-            trial.set_user_attr(name, str(value) if name == "status" else value)
+    for name, value in row_attrs(row).items():
+        trial.set_user_attr(name, value)

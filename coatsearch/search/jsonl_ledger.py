@@ -68,6 +68,21 @@ def append_ledger(run_dir: Path, row: TrialRow, *, sync: bool = True) -> None:
             os.fsync(handle.fileno())
 
 
+def add_warm(run_dir: Path, rows: list[TrialRow]) -> None:
+    """Append an earlier run's trials (``warm_start``) once: nothing when the ledger holds
+    any already (a resumed run). Numbered after the ledger's rows, in one write."""
+    held = read_ledger(run_dir)
+    if not rows or any(row.warm_start for row in held):
+        return
+    first = max((row.trial for row in held), default=-1) + 1
+    text = "".join(row.replace(trial=first + i).to_json() + "\n" for i, row in enumerate(rows))
+    with open(run_dir / LEDGER, "a+b") as handle:
+        _drop_cut_line(handle)
+        handle.write(text.encode())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def _drop_cut_line(handle: BinaryIO) -> None:
     """Truncate the file after its last newline."""
     end = pos = handle.seek(0, os.SEEK_END)

@@ -22,7 +22,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
 from coatsearch.host import sleep_while_waiting
-from coatsearch.search.dashboard import name_metrics, report_epoch, set_row_attrs
+from coatsearch.search.dashboard import name_metrics, report_epoch, row_attrs, set_row_attrs
 from coatsearch.search.optuna_storage import HEARTBEAT_S, open_study, quiet_optuna
 from coatsearch.search.optuna_trials import (
     claim,
@@ -65,6 +65,21 @@ class OptunaBackend:
 
     def ledger(self) -> list[TrialRow]:
         return ledger(open_study(self.plan, self.run_dir), self.plan.space.retries)
+
+    def warm(self, rows: list[TrialRow]) -> None:
+        """The earlier trials as finished trials of the study (`optuna.trial.create_trial`
+        against this space's distributions), so TPE and NSGA-II draw from them; once."""
+        from coatsearch.search.table_build import trial_of
+
+        with quiet_optuna():
+            study = open_study(self.plan, self.run_dir)
+            trials = study.get_trials(deepcopy=False)
+            if not rows or any("warm_start" in t.user_attrs for t in trials):
+                return
+            frozen = [trial_of(self.plan, row, len(trials) + i) for i, row in enumerate(rows)]
+            for trial, row in zip(frozen, rows):  # filterable in optuna-dashboard as the run's own are
+                trial.user_attrs.update({**row_attrs(row), "warm_start": row.warm_start})
+            study.add_trials(frozen)
 
     def run(self, on_rows: Callable[[list[TrialRow]], None], on_epoch: OnEpoch | None = None) -> None:
         """Run trials until the study holds the plan's target of finished trials; ``on_epoch``

@@ -183,8 +183,8 @@ def _check_names(space: SearchSpace) -> None:
 
 def _compile(space: SearchSpace, check_data: bool, check_storage: bool) -> SearchPlan:
     _check_names(space)
-    base = _base(space)
-    train = _trainer(space)
+    base = base_of(space)
+    train = trainer_of(space)
     resolved = space.model_copy(update={"base": base.to_dict()})
     for name, domain in space.params.items():
         values = domain.choices if domain.choices is not None else [domain.low, domain.high]
@@ -232,7 +232,8 @@ def walk_grid(plan: SearchPlan, grid: tuple[dict[str, Any], ...]) -> SearchPlan:
     return replace(plan, grid=grid, grid_walk=walk, grid_trains=trains)
 
 
-def _base(space: SearchSpace) -> NetSpec:
+def base_of(space: SearchSpace) -> NetSpec:
+    """The space's base network (a preset, a spec file or an inline spec)."""
     try:
         if isinstance(space.base, str):
             return load_spec(space.base)
@@ -246,7 +247,7 @@ def _base(space: SearchSpace) -> NetSpec:
         raise SpaceError(f"base.{message}" if sep and head.isidentifier() else f"base: {message}") from None
 
 
-def _trainer(space: SearchSpace) -> TrainConfig:
+def trainer_of(space: SearchSpace) -> TrainConfig:
     """The space's trainer settings as the one validated `TrainConfig` every candidate
     starts from; a trial's seed is the space's unless ``train.seed`` sets one."""
     try:

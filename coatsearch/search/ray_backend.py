@@ -38,7 +38,7 @@ from typing import Any
 from ray.tune import Callback
 
 from coatsearch.search import ray_trainables
-from coatsearch.search.jsonl_ledger import append_ledger, read_ledger
+from coatsearch.search.jsonl_ledger import add_warm, append_ledger, read_ledger
 from coatsearch.search.optuna_storage import quiet_optuna
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.ray_session import ray_session
@@ -129,6 +129,9 @@ class RayBackend:
     def session(self) -> contextlib.AbstractContextManager[None]:
         read_ledger(self.run_dir)  # a damaged ledger is refused before Ray starts
         return ray_session(self.plan, self.run_dir, self.address)
+
+    def warm(self, rows: list[TrialRow]) -> None:
+        add_warm(self.run_dir, rows)
 
     def ledger(self) -> list[TrialRow]:
         return read_ledger(self.run_dir) + self.interrupted

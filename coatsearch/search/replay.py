@@ -34,7 +34,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from coatsearch.search.jsonl_ledger import append_ledger, read_ledger
+from coatsearch.search.jsonl_ledger import add_warm, append_ledger, read_ledger
 from coatsearch.search.optuna_storage import quiet_optuna
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow, point_key
@@ -116,6 +116,9 @@ class ReplayBackend:
         """Reads the table and checks the space against it: every point the space can
         draw must be in the table, before anything is written."""
         return self._session()
+
+    def warm(self, rows: list[TrialRow]) -> None:
+        add_warm(self.run_dir, rows)
 
     def ledger(self) -> list[TrialRow]:
         return read_ledger(self.run_dir)

@@ -94,6 +94,10 @@ class TrialRow:
     #: Data-parallel replicas the trial trained on (None: one process).
     workers: Whole | None = None
     reason: str | None = None
+    #: Where a trial handed over from an earlier run (``warm_start``) ran: ``RUN_DIR#N``
+    #: (empty for the run's own trials). Such a row informs the sampler and the analysis and
+    #: is never run, counted towards ``trials`` or counted as this run's compute.
+    warm_start: str | None = None
     budget_note: str | None = None
     #: seconds spent building the candidate, reading data, training, evaluating
     phases: Mapping[str, float] | None = field(default=None, metadata={"json": (", ", ": ")})
@@ -138,7 +142,8 @@ class TrialRow:
 
     @property
     def finished(self) -> bool:
-        return self.status.finished
+        """The run's own trial ended (a warm-start row is an earlier run's: never counted)."""
+        return self.status.finished and self.warm_start is None
 
     def objective(self, metric: str) -> float:
         """A metric's value (a column's), NaN where the trial has none."""
