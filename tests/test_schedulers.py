@@ -127,6 +127,16 @@ def test_the_learned_prior_is_not_extrapolated_to_a_network_unlike_the_finished_
     assert sds[1] > 5 * sds[0]
 
 
+def test_a_course_carries_each_epochs_losses_from_the_history() -> None:
+    from coatsearch.search.rows import Epoch
+    from coatsearch.search.rungs import Courses
+
+    plan = compile_space(space_from_dict({**TABLE_SPACE, "early_stopping": {"kind": "curve"}}), check_data=False)
+    history = [Epoch(val_acc=0.5, train_loss_running=1.2, val_loss=1.4), {"val_acc": 0.6, "train_loss_running": 0.9}]
+    course = Courses(plan).of(3, history, {"flops": 10, "params": 2})
+    assert course.signals == ((1.2, 1.4), (0.9, None)) and course.values == (0.5, 0.6)
+
+
 def test_the_curve_stopper_reads_the_courses_signals() -> None:
     """A course's training loss reaches the prediction: two trials alike in accuracy so
     far, one fitting its training data far more slowly, are predicted apart."""
