@@ -160,7 +160,7 @@ def markdown(arms: dict[str, Arm], prediction: dict[str, tuple[float, float]], t
         f"{space.data.train_size} training images, TPE (seed {space.seed}), {trials} trials per arm, trained for "
         "real on the optuna backend, one trial at a time, the two arms at the same time; curve stopping "
         "as on the replay (from epoch 2, below 5% probability of beating the best finished network no larger in "
-        f"FLOPs). 2 CPU cores shared with other work, at `nice -n 10`: load average {min(loads):.1f}–{max(loads):.1f} "
+        f"FLOPs). 2 CPU cores, load average {min(loads):.1f}–{max(loads):.1f} "
         "during the run.",
         "",
         "| arm | trials (stopped) | epochs trained | compute (CPU s) | wall (s) | networks on the front | "
