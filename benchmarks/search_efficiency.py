@@ -44,7 +44,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -52,10 +54,11 @@ from rich.console import Console
 from coatsearch.analysis.fronts import hypervolume_2d, non_dominated
 from coatsearch.runner import run_study
 from coatsearch.search import compile_space
-from coatsearch.search.curves import FAMILIES, predict
+from coatsearch.search.curves import GROUPS, Curve, predict
 from coatsearch.search.jsonl_ledger import read_ledger
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow
+from coatsearch.search.stopping import SIGNALS
 from coatsearch.search.table import Table, load_table
 from coatsearch.status import Status
 
@@ -201,28 +204,67 @@ def label(sampler: str, kind: str) -> str:
     return f"{sampler}{NAMES[kind]}"
 
 
-def curve_mae(ref: Reference, fraction: float = 0.25) -> dict[str, tuple[float, float, int]]:
-    """Mean absolute error (pp) and 95%-interval coverage of the final validation accuracy
-    predicted from the first ``fraction`` of the epochs, each network predicted with the
-    table's other networks as the finished curves: the ensemble, its two halves, and the
-    last value seen as the naive guess."""
-    curves = [c for c in ref.curves.values() if len(c) == max(map(len, ref.curves.values()))]
-    epochs = len(curves[0])
+#: The predictors `curve_mae` compares: (name, groups of `coatsearch.search.curves.GROUPS`).
+PREDICTORS = (("ensemble (families, finished curves, learned prior)", GROUPS),
+              ("families and finished curves (without the learned prior)", ("families", "references")),
+              ("learned prior only", ("regression",)),
+              ("finished curves only", ("references",)),
+              ("parametric families only", ("families",)))
+
+
+def _curve(row: TrialRow) -> Curve:
+    """A table row's curve as the scheduler sees it with validation accuracy and FLOPs the
+    objectives."""
+    history = row.history or ()
+    return Curve(tuple(float(e.get("val_acc")) for e in history),
+                 tuple(tuple(e.get(s) for s in SIGNALS) for e in history), (-float(row.flops or 0),))
+
+
+def _errors(targets: list[TrialRow], references_of: Any, seen: int, epochs: int, groups: Sequence[str]
+            ) -> tuple[list[float], list[bool]]:
+    errors, covered = [], []
+    for row in targets:
+        curve = _curve(row)
+        predicted = predict(curve.values[:seen], epochs, [_curve(r) for r in references_of(row)], ceiling=1.0,
+                            signals=curve.signals[:seen], statics=curve.statics, groups=groups)
+        if predicted is not None:
+            errors.append(abs(predicted[0] - curve.values[-1]))
+            covered.append(abs(predicted[0] - curve.values[-1]) <= 1.96 * predicted[1])
+    return errors, covered
+
+
+def _network(row: TrialRow) -> str:
+    return repr(sorted((k, str(v)) for k, v in row.sampled.items() if k != "seed"))
+
+
+def curve_mae(table: Table, ref: Reference, fraction: float = 0.25) -> dict[str, tuple]:
+    """Absolute error (pp: mean, median, 90th percentile) and 95%-interval coverage of the
+    final validation accuracy predicted from the first ``fraction`` of the epochs, by each
+    of `PREDICTORS` and the last value seen. Every network is predicted from the others
+    (leave one network out: the learned prior is fitted afresh on the others each time).
+    Two checks on runs outside the replayed networks: the table's other networks (not in
+    the replayed part) predicted from all the replayed ones, and the second-seed runs
+    predicted from the replayed networks other than their own. Beside them, the noise
+    floor: how far a network's second-seed final is from its first."""
+    rows = [r for r in ref.points.values() if len(r.history or ()) == table.space.epochs]
+    epochs = table.space.epochs
     seen = max(1, round(fraction * epochs))
-    out: dict[str, tuple[float, float, int]] = {}
-    for name, families, peers in (("ensemble", tuple(FAMILIES), True), ("finished curves only", (), True),
-                                  ("parametric families only", tuple(FAMILIES), False)):
-        errors, covered = [], []
-        for i, curve in enumerate(curves):
-            others = [c for j, c in enumerate(curves) if j != i] if peers else []
-            predicted = predict(curve[:seen], epochs, others, families, ceiling=1.0)
-            if predicted is not None:
-                errors.append(abs(predicted[0] - curve[-1]))
-                covered.append(abs(predicted[0] - curve[-1]) <= 1.96 * predicted[1])
-        out[name] = (100 * float(np.mean(errors)) if errors else float("nan"),
-                     float(np.mean(covered)) if covered else float("nan"), len(errors))
-    out["last value seen"] = (100 * float(np.mean([abs(c[seen - 1] - c[-1]) for c in curves])), float("nan"), len(curves))
-    out["_seen"] = (float(seen), float(epochs), len(curves))
+    out: dict[str, tuple] = {"_seen": (seen, epochs, len(rows))}
+    others = [e.row for e in table.entries.values() if e.row.status == Status.COMPLETE
+              and e.row.point not in ref.points and len(e.row.history or ()) == epochs]
+    networks = {_network(r): r for r in rows}
+    second = [r for r in others if (r.seed or 0) != (rows[0].seed or 0) and _network(r) in networks]
+    outside = [r for r in others if r not in second and _network(r) not in networks]
+    for name, groups in PREDICTORS:
+        errors, covered = _errors(rows, lambda row: [r for r in rows if r is not row], seen, epochs, groups)
+        held = {"other networks": _errors(outside, lambda row: rows, seen, epochs, groups)[0],
+                "second seeds": _errors(second, lambda row: [r for r in rows if _network(r) != _network(row)],
+                                        seen, epochs, groups)[0]}
+        out[name] = (errors, covered, held)
+    last = [abs(r.history[seen - 1].get("val_acc") - r.history[-1].get("val_acc")) for r in rows]  # type: ignore[index]
+    out["last value seen"] = (last, [], {})
+    out["_floor"] = ([abs(float(r.val_acc or 0) - float(networks[_network(r)].val_acc or 0)) for r in second],
+                     len(outside), len(second))
     return out
 
 
@@ -283,7 +325,7 @@ def speed(table: Table, params: dict[str, list], rounds: int = 5) -> dict[str, t
 
 # --------------------------------------------------------------------------- output
 def markdown(table: Table, ref: Reference, results: dict, params: dict[str, list], networks: int, seeds: int,
-             speeds: dict[str, tuple[float, float, float]], mae: dict[str, tuple[float, float, int]], size: str) -> str:
+             speeds: dict[str, tuple[float, float, float]], mae: dict[str, tuple], size: str) -> str:
     cut = {n: v for n, v in params.items() if len(v) < len(table.space.params[n].grid_values())}
     scope = ("the whole table" if not cut else "the part of the table trained so far, "
              + ", ".join(f"{n} in {v}" for n, v in cut.items()) + " (the build is not finished)")
@@ -316,13 +358,29 @@ def markdown(table: Table, ref: Reference, results: dict, params: dict[str, list
                      f"{100 * np.mean(r['front']):.0f}% | {whole}/{len(r['front'])} | {every}/{len(r['found'])} | "
                      + " | ".join(found) + " |")
     seen, epochs, count = mae.pop("_seen")
-    lines += ["", f"Learning-curve prediction of the final validation accuracy from the first {seen:.0f} of "
-              f"{epochs:.0f} epochs, each of the {count} networks predicted with the other networks' curves as the "
-              "finished ones (mean absolute error; share of finals inside the predicted 95% interval):", "",
-              "| predictor | MAE (pp) | inside 95% interval | networks predicted |", "|---|---|---|---|"]
-    for name, (error, coverage, n) in mae.items():
-        cover = f"{100 * coverage:.0f}%" if np.isfinite(coverage) else "—"
-        lines.append(f"| {name} | {error:.2f} | {cover} | {n} |")
+    floor, outside, second = mae.pop("_floor")
+    lines += ["", f"Learning-curve prediction of the final validation accuracy from the first {seen} of "
+              f"{epochs} epochs, each of the {count} replayed networks predicted with the other networks' curves as "
+              "the finished ones (leave one network out: the learned prior is fitted afresh from the others for each "
+              "network; absolute error in pp; share of finals inside the predicted 95% interval). Beside them, the "
+              f"mean absolute error on runs outside the replayed ones: the table's {outside} other networks predicted "
+              f"from the {count}, and the {second} second-seed runs, each predicted from the replayed networks other "
+              "than its own:", "",
+              "| predictor | MAE (pp) | median | 90th percentile | inside 95% interval | networks predicted "
+              "| MAE, other networks | MAE, second seeds |", "|---|---|---|---|---|---|---|---|"]
+
+    def pp(values: list[float], how: Any = np.mean) -> str:
+        return f"{100 * float(how(values)):.2f}" if values else "—"
+
+    for name, (errors, covered, held) in mae.items():
+        cover = f"{100 * np.mean(covered):.0f}%" if covered else "—"
+        lines.append(f"| {name} | {pp(errors)} | {pp(errors, np.median)} | "
+                     f"{pp(errors, lambda e: np.percentile(e, 90))} | {cover} | {len(errors)} | "
+                     f"{pp(held.get('other networks', []))} | {pp(held.get('second seeds', []))} |")
+    lines += ["", f"Noise floor: a network's second-seed final validation accuracy is {pp(floor)} pp from its first "
+              f"on average (median {pp(floor, np.median)}, 90th percentile {pp(floor, lambda e: np.percentile(e, 90))}; "
+              f"{len(floor)} networks): what even an exact prediction of a network's final, but not of its run's "
+              "noise, would miss by."]
     for name, r in results.items():
         if r["errors"]:
             lines.append(f"\nIn the `{name}` replays, the predictions the scheduler last made (at the epoch it "
@@ -362,7 +420,7 @@ def main() -> None:
     size = table_size(table)  # as read now: the table may grow while the replays run
     ref, results, params, networks = measure(table, args.seeds, [o for o in args.only.split(",") if o] or None)
     speeds = speed(table, params)
-    text = markdown(table, ref, results, params, networks, args.seeds, speeds, curve_mae(ref), size)
+    text = markdown(table, ref, results, params, networks, args.seeds, speeds, curve_mae(table, ref), size)
     print(text)
     if args.write:
         write(text, svg(results))

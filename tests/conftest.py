@@ -24,6 +24,31 @@ if TYPE_CHECKING:
 
 torch.set_num_threads(2)
 
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep each ``xdist_group`` in one test process, so no two Ray clusters run at once.
+
+    ``--dist loadgroup`` finds a test's group in the ``@group`` suffix the worker adds to
+    its node id. pytest-xdist 3.8 adds it through ``item._nodeid``, which pytest 9 no longer
+    reads (the id lives in ``item._id``): without this hook every group is split over both
+    processes. It adds the suffix where xdist's did not take."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    try:
+        from _pytest.nodeid import NodeId  # pytest >= 9
+    except ImportError:  # older pytest reads xdist's suffix itself
+        return
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(names)
+        node = getattr(item, "_id", None)
+        if names and isinstance(node, NodeId) and node.names and not item.nodeid.endswith(suffix):
+            # the suffix after the parameters, as xdist writes it: test[param]@group
+            last = node.names[-1] + (f"[{node.params}]" if node.params is not None else "") + suffix
+            item._id = NodeId(path=node.path, names=(*node.names[:-1], last))
+
 # Prepared-data caches of the tests (and of the commands they start) go to a folder of the
 # session's own, never the user's ~/.cache.
 # The process that makes the folder removes it when it ends (the suite leaves nothing in /tmp).

@@ -13,6 +13,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -466,12 +467,29 @@ def _snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _prepare(case: Case, tmp: Path) -> None:
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Callable[[], Path]:
+    """The finished run of ``space_with()`` the cases with a prior run start from: trained
+    once in each test process (when a case first asks for it), then copied into the case."""
+    made: list[Path] = []
+
+    def get() -> Path:
+        if not made:
+            folder = tmp_path_factory.mktemp("prior")
+            (folder / "space.yaml").write_text(yaml.safe_dump(space_with()))
+            result = runner.invoke(app, ["run", str(folder / "space.yaml"), "--out", str(folder / "run")])
+            assert result.exit_code == 0, result.output
+            made.append(folder / "run")
+        return made[0]
+
+    return get
+
+
+def _prepare(case: Case, tmp: Path, finished_run: Callable[[], Path]) -> None:
     (tmp / "nets").mkdir(exist_ok=True)
     if case.prior_run:
         (tmp / "space.yaml").write_text(yaml.safe_dump(space_with()))
-        result = runner.invoke(app, ["run", str(tmp / "space.yaml"), "--out", str(tmp / "run")])
-        assert result.exit_code == 0, result.output
+        shutil.copytree(finished_run(), tmp / "run", symlinks=True)
         for name, content in case.files.items():
             (tmp / "run" / name).write_bytes(content)
     if case.space is not None:
@@ -495,9 +513,9 @@ JOINS_RAY = {"address-no-cluster", "address-no-client"}
     pytest.param(c, id=c.name, marks=[pytest.mark.xdist_group("ray")] if c.name in JOINS_RAY else [])
     for c in MALFORMED
 ])
-def test_malformed_input_is_refused_in_one_line(case, tmp_path, monkeypatch):
+def test_malformed_input_is_refused_in_one_line(case, tmp_path, monkeypatch, finished_run):
     monkeypatch.chdir(tmp_path)
-    _prepare(case, tmp_path)
+    _prepare(case, tmp_path, finished_run)
     had_run = (tmp_path / "run").exists()
     before, everything = _snapshot(tmp_path / "run"), _everything(tmp_path)
     started = time.perf_counter()
@@ -540,7 +558,7 @@ VALID = [
 
 
 @pytest.mark.parametrize("name,argv,space", VALID, ids=[v[0] for v in VALID])
-def test_valid_controls_run(name, argv, space, tmp_path, monkeypatch):
+def test_valid_controls_run(name, argv, space, tmp_path, monkeypatch, finished_run):
     monkeypatch.chdir(tmp_path)
     if space is not None:
         (tmp_path / "space.yaml").write_text(yaml.safe_dump(_fill_data(space, tmp_path)))
@@ -553,19 +571,16 @@ def test_valid_controls_run(name, argv, space, tmp_path, monkeypatch):
         labels = np.load(path / "train_labels.npy")
         labels[0] = 7
         np.save(path / "train_labels.npy", labels)
-    if name == "resume-finished":
-        assert runner.invoke(app, ["run", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "run")]).exit_code == 0
+    if name == "resume-finished":  # the finished run of this space
+        shutil.copytree(finished_run(), tmp_path / "run", symlinks=True)
     result = runner.invoke(app, [_fill(a, tmp_path) for a in argv])
     assert result.exit_code == 0, result.output
     if name.startswith("image-folder"):
         assert set(pd.read_csv(tmp_path / "run" / "results.csv")["status"]) == {"complete"}
 
 
-def test_a_damaged_results_table_is_rebuilt_from_the_study(tmp_path):
-    space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump(space_with()))
-    out = tmp_path / "run"
-    assert runner.invoke(app, ["run", str(space), "--out", str(out)]).exit_code == 0
+def test_a_damaged_results_table_is_rebuilt_from_the_study(tmp_path, finished_run):
+    out = Path(shutil.copytree(finished_run(), tmp_path / "run", symlinks=True))
     good = (out / "results.csv").read_text()
     (out / "results.csv").write_text(good[: len(good) // 3] + '\n"unterminated')
     result = runner.invoke(app, ["resume", str(out)])

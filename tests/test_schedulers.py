@@ -4,6 +4,7 @@ and settings a scheduler cannot run refused in one line before any trial."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 
 from coatsearch.cli import app
 from coatsearch.search import compile_space
-from coatsearch.search.curves import CurveStopper, predict
+from coatsearch.search.curves import Curve, CurveStopper, predict
 from coatsearch.search.hyperband import Hyperband
 from coatsearch.search.moasha import MoAsha, nondominated_ranks, promoted
 from coatsearch.search.rungs import Asha, Course, judge
@@ -81,6 +82,71 @@ def test_references_carry_the_shape_of_finished_curves() -> None:
     refs = [(shape + d).tolist() for d in (-0.1, 0.0, 0.1, 0.2)]
     mean, _ = predict((shape[:2] + 0.05).tolist(), 8, refs, families=())  # type: ignore[misc]
     assert mean == pytest.approx(0.91, abs=0.03)
+
+
+def _fits_as_fast(loss: float) -> Curve:
+    """Curves alike in their first two epochs whose final accuracy follows how low their
+    training loss already is (the distance below 1 as a power of the loss)."""
+    final = 1 - 0.2 * loss**1.5
+    return Curve((0.4, 0.55, 0.6, 0.65, 0.7, 0.75, 0.78, final), tuple((loss, 1.0) for _ in range(8)), (-1e6,))
+
+
+def test_the_learned_prior_reads_how_fast_a_network_fits() -> None:
+    references = [_fits_as_fast(loss) for loss in np.linspace(0.2, 1.5, 16)]
+    trial = _fits_as_fast(0.45)
+    for loss in (0.45, 1.3):
+        own = _fits_as_fast(loss)
+        prior, sd = predict(own.values[:2], 8, references, ceiling=1.0, signals=own.signals[:2],  # type: ignore[misc]
+                            statics=own.statics, groups=("regression",))
+        assert prior == pytest.approx(own.values[-1], abs=0.01) and sd < 0.03
+        # the finished curves alone cannot tell these apart (their first epochs are the
+        # same); the ensemble, weighing the prior by its smaller error, mostly can
+        carried, _ = predict(own.values[:2], 8, references, ceiling=1.0, groups=("references",))  # type: ignore[misc]
+        assert carried == pytest.approx(0.924, abs=0.01)
+        mean, _ = predict(own.values[:2], 8, references, ceiling=1.0, signals=own.signals[:2],  # type: ignore[misc]
+                          statics=own.statics)
+        assert abs(mean - own.values[-1]) < abs(carried - own.values[-1]) / 5 + 0.005
+    # too few finished curves for its features: no prior, and no prediction without other groups
+    assert predict(trial.values[:2], 8, references[:4], ceiling=1.0, signals=trial.signals[:2],
+                   statics=trial.statics, groups=("regression",)) is None
+
+
+def test_the_learned_prior_is_not_extrapolated_to_a_network_unlike_the_finished_ones() -> None:
+    """Finished trials all of one size: a far larger network is predicted within their
+    finals' range, with a wide interval, so the stopper does not act on it."""
+    references = [dataclasses.replace(_fits_as_fast(loss), statics=(-1e6 * (1 + 0.01 * k),))
+                  for k, loss in enumerate(np.linspace(0.2, 1.5, 16))]
+    near, far = (dataclasses.replace(_fits_as_fast(0.45), statics=(size,)) for size in (-1.05e6, -1e9))
+    finals = [r.values[-1] for r in references]
+    sds = []
+    for trial in (near, far):
+        mean, sd = predict(trial.values[:2], 8, references, ceiling=1.0, signals=trial.signals[:2],  # type: ignore[misc]
+                           statics=trial.statics, groups=("regression",))
+        assert min(finals) - 0.01 <= mean <= max(finals) + 0.01
+        sds.append(sd)
+    assert sds[1] > 5 * sds[0]
+
+
+def test_a_course_carries_each_epochs_losses_from_the_history() -> None:
+    from coatsearch.search.rows import Epoch
+    from coatsearch.search.rungs import Courses
+
+    plan = compile_space(space_from_dict({**TABLE_SPACE, "early_stopping": {"kind": "curve"}}), check_data=False)
+    history = [Epoch(val_acc=0.5, train_loss_running=1.2, val_loss=1.4), {"val_acc": 0.6, "train_loss_running": 0.9}]
+    course = Courses(plan).of(3, history, {"flops": 10, "params": 2})
+    assert course.signals == ((1.2, 1.4), (0.9, None)) and course.values == (0.5, 0.6)
+
+
+def test_the_curve_stopper_reads_the_courses_signals() -> None:
+    """A course's training loss reaches the prediction: two trials alike in accuracy so
+    far, one fitting its training data far more slowly, are predicted apart."""
+    stopper = CurveStopper(grace=2, max_epochs=8, threshold=0.05, top=1, sign=1.0, ceiling=1.0)
+    finished = [Course(n, c.values, (), c.statics, c.signals) for n, c in
+                enumerate(_fits_as_fast(loss) for loss in np.linspace(0.2, 1.5, 16))]
+    fast, slow = (Course(99, c.values[:2], (), c.statics, c.signals[:2]) for c in (_fits_as_fast(0.3), _fits_as_fast(1.4)))
+    fast_mean, _ = stopper.prediction(fast, finished)  # type: ignore[misc]
+    slow_mean, _ = stopper.prediction(slow, finished)  # type: ignore[misc]
+    assert fast_mean - slow_mean > 0.2
 
 
 def test_the_curve_stopper_stops_a_hopeless_trial_and_records_its_prediction() -> None:

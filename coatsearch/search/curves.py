@@ -2,14 +2,18 @@
 metric from the epochs it has run, and stop it when that prediction is unlikely to beat
 what the search already holds.
 
-The prediction combines two groups: parametric families (`FAMILIES`: pow3, log-power,
+The prediction combines three groups: parametric families (`FAMILIES`: pow3, log-power,
 exponential, Janoschek, log-linear) fitted by least squares (`scipy.optimize.curve_fit`)
 to the epochs seen so far, each used where there are at least two more epochs than it has
-parameters (so it can be checked on its own miss of the last epoch), and the finished
+parameters (so it can be checked on its own miss of the last epoch); the finished
 trials' curves carried onto the trial's epochs (its distance below the ceiling, 1 for an
 accuracy, as a multiple of theirs), which predicts from the first epoch on and carries the
-shape a learning-rate schedule gives every curve. Each group's variance is the spread of
-its members and their errors; the groups are weighted by its inverse, so families that
+shape a learning-rate schedule gives every curve; and a prior learned from the finished
+trials (`coatsearch.search.curve_regression`): their final metric regressed on their
+first epochs' metric, training and validation loss and size, which tells apart curves
+that look alike so far but fit their training data at different speeds. Each group's
+variance is the spread of its members and their errors (the prior's: its leave-one-out
+error over the finished trials); the groups are weighted by its inverse, so families that
 extrapolate badly on a schedule's curves count little. The metric is fitted signed, so
 that higher is better.
 
@@ -26,14 +30,21 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from coatsearch.search.curve_regression import regress
 from coatsearch.search.rungs import CONTINUE, Course, Verdict
 
 #: The smallest standard deviation a prediction is given (the metric's scale, a fraction).
 SD_FLOOR = 0.01
+#: How many of the latest epochs the learned prior may read (it reads as many as its own
+#: leave-one-out error over the finished trials favours).
+LAST = (1, 2, 3)
+#: The prediction's groups of members.
+GROUPS = ("families", "references", "regression")
 
 
 def _pow3(x: np.ndarray, c: float, a: float, alpha: float) -> np.ndarray:
@@ -144,21 +155,95 @@ def _from_references(y: np.ndarray, references: Sequence[Sequence[float]], max_e
     return [(p, residual) for _, p, residual in carried[:max(1, (len(carried) + 1) // 2)]]
 
 
-def predict(values: Sequence[float], max_epochs: int, references: Sequence[Sequence[float]] = (),
-            families: Sequence[str] = tuple(FAMILIES), ceiling: float | None = None) -> tuple[float, float] | None:
-    """Mean and standard deviation of the final (epoch ``max_epochs``) value of a curve
-    whose first epochs are ``values`` (higher is better, at most ``ceiling`` when given),
-    from the ``families`` and the full-length ``references`` carried onto it; None without a
-    member that applies. The two groups are combined weighted by the inverse of each
-    one's variance (the spread of its members and their residuals)."""
-    y = np.asarray(values, dtype=float)
-    fitted = list(_family_members(tuple(float(v) for v in values), max_epochs, tuple(families)))
-    groups = [g for g in (_group(fitted), _group(_from_references(y, references, max_epochs, ceiling)))
-              if g is not None]
-    if not groups:
+@dataclass(frozen=True)
+class Curve:
+    """A finished trial's curve as a reference: its signed metric after each epoch, the
+    `coatsearch.search.stopping.SIGNALS` after each epoch (None where not recorded) and its static objectives (signed
+    FLOPs, params)."""
+
+    values: tuple[float, ...]
+    signals: tuple[tuple[float | None, ...], ...] = ()
+    statics: tuple[float, ...] = ()
+
+
+def _features(values: Sequence[float], signals: Sequence[Sequence[float | None]], statics: Sequence[float],
+              seen: int, last: int, ceiling: float | None) -> np.ndarray | None:
+    """What the regression reads of a curve's first ``seen`` epochs: at the ``last`` latest
+    of them the metric (its log distance below the ``ceiling``, or itself without one) and
+    the log of each signal, and the log of each static objective's size; None where one is
+    missing or out of range."""
+    epochs = range(max(0, seen - last), seen)
+    try:
+        metric = [math.log(ceiling - values[e]) if ceiling is not None else values[e] for e in epochs]
+        logged = [math.log(v) for e in epochs for v in signals[e]]  # type: ignore[arg-type]
+        sizes = [math.log(abs(s)) for s in statics]
+    except (ValueError, TypeError, IndexError):
         return None
-    weights = np.array([1 / (var + SD_FLOOR**2) for _, var in groups])
-    mean = float(np.sum(weights * np.array([m for m, _ in groups])) / weights.sum())
+    out = np.array(metric + logged + sizes, dtype=float)
+    return out if np.isfinite(out).all() else None
+
+
+def _from_regression(trial: Curve, references: Sequence[Curve], max_epochs: int,
+                     ceiling: float | None) -> tuple[float, float] | None:
+    """The learned prior (`coatsearch.search.curve_regression`): the final metric regressed
+    on the `_features` of the finished curves' first epochs, as many as the trial has run,
+    reading the number of latest epochs of `LAST` whose leave-one-out error is least; its
+    mean and variance (that mean squared error, on the metric's scale, grown with the
+    trial's leverage)."""
+    seen = len(trial.values)
+    best: tuple[float, float, float] | None = None
+    for last in sorted({min(n, seen) for n in LAST}):
+        own = _features(trial.values, trial.signals, trial.statics, seen, last, ceiling)
+        if own is None:
+            continue
+        rows, finals = [], []
+        for ref in references:
+            if len(ref.values) < max_epochs or len(ref.statics) != len(trial.statics):
+                continue
+            x = _features(ref.values, ref.signals, ref.statics, seen, last, ceiling)
+            if x is not None and (ceiling is None or ref.values[max_epochs - 1] < ceiling):
+                rows.append(x)
+                finals.append(ref.values[max_epochs - 1])
+        if not rows:
+            continue
+        final = np.array(finals)
+        targets = np.log(ceiling - final) if ceiling is not None else final
+        fitted = regress(own, np.array(rows), targets)
+        if fitted is None:
+            continue
+        prediction, residuals, leverage = fitted
+        back = (lambda t: ceiling - np.exp(t)) if ceiling is not None else (lambda t: t)
+        error = float(np.mean((final - back(targets - residuals)) ** 2))
+        if best is None or error < best[2]:
+            best = (float(back(np.array(prediction))), error * (1 + leverage), error)
+    return None if best is None else best[:2]
+
+
+def predict(values: Sequence[float], max_epochs: int, references: Sequence[Sequence[float] | Curve] = (),
+            families: Sequence[str] = tuple(FAMILIES), ceiling: float | None = None,
+            signals: Sequence[Sequence[float | None]] = (), statics: Sequence[float] = (),
+            groups: Sequence[str] = GROUPS) -> tuple[float, float] | None:
+    """Mean and standard deviation of the final (epoch ``max_epochs``) value of a curve
+    whose first epochs are ``values`` (higher is better, at most ``ceiling`` when given;
+    ``signals`` and ``statics`` as in `Curve`), from the ``groups`` of `GROUPS`: the
+    ``families`` fitted to it, the full-length ``references`` carried onto it, and the
+    regression learned from the references; None without a member that applies. The
+    groups are combined weighted by the inverse of each one's variance."""
+    y = np.asarray(values, dtype=float)
+    curves = [r if isinstance(r, Curve) else Curve(tuple(float(v) for v in r)) for r in references]
+    found: list[tuple[float, float] | None] = []
+    if "families" in groups:
+        found.append(_group(list(_family_members(tuple(float(v) for v in values), max_epochs, tuple(families)))))
+    if "references" in groups:
+        found.append(_group(_from_references(y, [c.values for c in curves], max_epochs, ceiling)))
+    if "regression" in groups:
+        trial = Curve(tuple(float(v) for v in values), tuple(tuple(s) for s in signals), tuple(statics))
+        found.append(_from_regression(trial, curves, max_epochs, ceiling))
+    kept = [g for g in found if g is not None]
+    if not kept:
+        return None
+    weights = np.array([1 / (var + SD_FLOOR**2) for _, var in kept])
+    mean = float(np.sum(weights * np.array([m for m, _ in kept])) / weights.sum())
     if ceiling is not None:
         mean = min(mean, ceiling)
     return mean, math.sqrt(1 / float(weights.sum()) + SD_FLOOR**2)
@@ -167,6 +252,11 @@ def predict(values: Sequence[float], max_epochs: int, references: Sequence[Seque
 def _beats(probability_of: float) -> float:
     """Standard normal upper tail."""
     return 0.5 * math.erfc(probability_of / math.sqrt(2))
+
+
+def _curve(course: Course, sign: float) -> Curve:
+    """A course's signed metric, signals and statics, as the predictor reads them."""
+    return Curve(tuple(sign * v for v in course.values if v is not None), course.signals, course.statics)
 
 
 class CurveStopper:
@@ -182,9 +272,11 @@ class CurveStopper:
         values = [v for v in trial.values if v is not None]
         if len(values) != trial.epochs:
             return None
-        references = [[self.sign * v for v in c.values if v is not None] for c in finished
+        references = [_curve(c, self.sign) for c in finished
                       if c.epochs == self.max_epochs and None not in c.values]
-        return predict([self.sign * v for v in values], self.max_epochs, references, ceiling=self.ceiling)
+        own = _curve(trial, self.sign)
+        return predict(own.values, self.max_epochs, references, ceiling=self.ceiling, signals=own.signals,
+                       statics=own.statics)
 
     def bar(self, trial: Course, finished: Sequence[Course]) -> float | None:
         """The signed final value the trial must beat, or None while too few have finished."""

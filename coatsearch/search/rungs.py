@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from coatsearch.objectives import Direction
 from coatsearch.search.registries import SCHEDULERS
-from coatsearch.search.stopping import STATIC_OBJECTIVES, rung_ladder
+from coatsearch.search.stopping import SIGNALS, STATIC_OBJECTIVES, rung_ladder
 
 if TYPE_CHECKING:
     import optuna
@@ -32,14 +32,15 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Course:
     """A trial as a scheduler sees it: its number, the early-stopping metric after each
-    epoch (``None`` where not measured), the objective vector after each epoch and the
+    epoch (``None`` where not measured), the objective vector after each epoch, the
     vector of its static objectives (FLOPs, params), every objective signed so that
-    higher is better."""
+    higher is better, and the `SIGNALS` after each epoch (as recorded, ``None`` where not)."""
 
     number: int
     values: tuple[float | None, ...]
     vectors: tuple[tuple[float, ...], ...] = ()
     statics: tuple[float, ...] = ()
+    signals: tuple[tuple[float | None, ...], ...] = ()
 
     @property
     def epochs(self) -> int:
@@ -150,7 +151,8 @@ class Courses:
             tuple(signed(counts.get(m) if m in STATIC_OBJECTIVES else epoch.get(m), s) for m, s in self.objectives)
             for epoch in history)
         values = tuple(None if (v := epoch.get(self.metric)) is None else float(v) for epoch in history)
-        return Course(number, values, vectors, statics)
+        signals = tuple(tuple(None if (v := epoch.get(s)) is None else float(v) for s in SIGNALS) for epoch in history)
+        return Course(number, values, vectors, statics, signals)
 
     def of_row(self, row: TrialRow) -> Course:
         return self.of(row.trial, row.history or (), {"flops": row.flops, "params": row.params})

@@ -17,6 +17,9 @@ RUNG_KINDS = ("asha", "hyperband", "moasha")
 STATIC_OBJECTIVES = ("flops", "params")
 #: Metrics every epoch records.
 PER_EPOCH = ("val_acc", "val_loss", "train_eval_acc", "train_acc_running", "train_loss_running")
+#: Per-epoch records besides the metric that learning-curve prediction reads (log scale):
+#: how fast a network fits its training data, and its validation loss.
+SIGNALS = ("train_loss_running", "val_loss")
 
 
 def bracket_count(grace: int, factor: int, max_epochs: int) -> int:
