@@ -22,10 +22,10 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
@@ -44,6 +44,9 @@ from coatsearch.search.progress import RunProgress, TrialEstimates, estimate_lin
 from coatsearch.search.saved_space import check_backend, saved_space, saved_space_note
 from coatsearch.status import Status
 from coatsearch.warm_start import warm_rows
+
+if TYPE_CHECKING:
+    from coatsearch.search.mlflow_log import MlflowLog
 
 log = logging.getLogger("coatsearch")
 
@@ -267,7 +270,8 @@ def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: 
         with _stop_signals() as seen:
             try:
                 progress = _progress(plan, backend, rows, console)
-                events = _Events(plan, run_dir, rows, backend.name != "replay")
+                events = _Events(plan, run_dir, rows, backend.name,
+                                 lambda line: progress.print(f"warning: {line}", style="yellow"))
 
                 def on_rows(new_rows: list[TrialRow]) -> None:
                     write_table(new_rows, table_path)
@@ -306,26 +310,45 @@ def _progress(plan: SearchPlan, backend: Backend, rows: list[TrialRow], console:
 
 
 class _Events:
-    """Each trial's TensorBoard events, written once as it ends (`coatsearch.search.tracking`);
-    none for a replay (its trials trained earlier). A write that fails is said once in the
-    log and the run goes on: the results table is the record."""
+    """Each trial's TensorBoard events and, where the space asks, its MLflow run, written
+    once as it ends (`coatsearch.search.tracking`, `coatsearch.search.mlflow_log`); no
+    events for a replay (its trials trained earlier). A tracker whose write fails is said
+    once and stops (TensorBoard's in the log; MLflow's, asked for, on the terminal too); the
+    run goes on: the results table is the record."""
 
-    def __init__(self, plan: SearchPlan, run_dir: Path, rows: list[TrialRow], on: bool) -> None:
-        self.plan, self.run_dir, self.on = plan, run_dir, on
+    def __init__(self, plan: SearchPlan, run_dir: Path, rows: list[TrialRow], backend: str,
+                 warn: Callable[[str], None]) -> None:
+        self.plan, self.run_dir, self.on, self.warn = plan, run_dir, backend != "replay", warn
         self.done = {row.trial for row in rows if row.finished}
+        self.mlflow: MlflowLog | None = None
+        uri = plan.space.tracking.mlflow if plan.space.tracking is not None else None
+        if uri is not None:
+            from coatsearch.search.mlflow_log import MlflowLog
+
+            try:
+                self.mlflow = MlflowLog(uri, plan.study, run_dir, backend)
+            except Exception as exc:  # a store MLflow cannot open: the trials run all the same
+                warn(f"MLflow runs not logged ({first_line(exc)})")
 
     def on_rows(self, rows: list[TrialRow]) -> None:
         from coatsearch.search.tracking import write_trial_events
 
         for row in rows:
-            if not self.on or row.trial in self.done or not row.finished:
+            if row.trial in self.done or not row.finished:
                 continue
             self.done.add(row.trial)
-            try:
-                write_trial_events(self.run_dir, row, self.plan.metrics)
-            except (ImportError, OSError) as exc:
-                log.warning("TensorBoard events not written (%s)", first_line(exc))
-                self.on = False
+            if self.on:
+                try:
+                    write_trial_events(self.run_dir, row, self.plan.metrics)
+                except (ImportError, OSError) as exc:
+                    log.warning("TensorBoard events not written (%s)", first_line(exc))
+                    self.on = False
+            if self.mlflow is not None:
+                try:
+                    self.mlflow.log(row, self.plan.metrics)
+                except Exception as exc:  # MLflow's errors are its own; none may fail the trial
+                    self.warn(f"MLflow runs not logged from trial {row.trial} on ({first_line(exc)})")
+                    self.mlflow = None
 
 
 def _log_data(plan: SearchPlan) -> None:

@@ -28,6 +28,7 @@ from coatsearch.errors import CoatsearchError, cut
 from coatsearch.files import load_yaml, load_yaml_file
 from coatsearch.knobs import KNOBS, KnobContext, parameter_kind
 from coatsearch.objectives import Direction, Objective
+from coatsearch.trackers import Tracking, rooted_tracking
 from coatsearch.train.config import TrainConfig
 from coatsearch.units import parse_count
 from coatsearch.urls import masked
@@ -234,6 +235,7 @@ class SearchSpace(_Frozen):
     latency_measure: bool = Field(False, description="measure the latency_ms objective in the trial even with a profile")
     warm_start: str | None = Field(None, description="an earlier run directory whose finished trials the sampler "
                                    "is given before the first new trial (`coatsearch.warm_start`)")
+    tracking: Tracking | None = Field(None, description="where trials are logged besides the run directory (mlflow)")
 
     @field_validator("study")
     @classmethod
@@ -360,7 +362,7 @@ def space_from_dict(data: Any, source: str | None = None) -> SearchSpace:
 def load_space(path: str | Path, overrides: list[str] | None = None, *, relative_data: bool = True) -> SearchSpace:
     """Read, override and validate a space file; `SpaceError` names the file and field.
 
-    A relative path in the file's ``data.source`` or ``warm_start`` is taken from the file's
+    A relative path in the file's ``data.source``, ``warm_start`` or ``tracking.mlflow`` is taken from the file's
     folder (`source_from`; ``relative_data=False`` keeps it as written, for a run folder's
     saved space); one given in ``overrides`` (``--set``) from the working directory."""
     path = Path(path)
@@ -373,9 +375,11 @@ def load_space(path: str | Path, overrides: list[str] | None = None, *, relative
             data = {**data, "data": {**settings, "source": source_from(settings["source"], path.parent)}}
         if relative_data and isinstance(data.get("warm_start"), str):
             data = {**data, "warm_start": str(path.parent / data["warm_start"])}
+        data = rooted_tracking(data, path.parent) if relative_data else data
         data = apply_overrides(data, overrides or [])
         if isinstance(data.get("warm_start"), str):  # kept absolute: a resumed run reads it from anywhere
             data = {**data, "warm_start": os.path.abspath(data["warm_start"])}
+        data = rooted_tracking(data, Path.cwd())  # an override's, from the working directory
     return space_from_dict(data, source=str(path))
 
 

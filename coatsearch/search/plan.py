@@ -22,6 +22,7 @@ from coatsearch.flops import count_analytic
 from coatsearch.knobs import apply_params
 from coatsearch.objectives import Direction
 from coatsearch.presets import load_spec
+from coatsearch.search.mlflow_log import check_mlflow
 from coatsearch.search.registries import BACKENDS, SAMPLERS
 from coatsearch.search.rows import NetSummary, point_key
 from coatsearch.search.stopping import check_early_stopping
@@ -198,6 +199,7 @@ def _compile(space: SearchSpace, check_data: bool, check_storage: bool) -> Searc
         check_storage_url(space.storage, "storage")
         if check_storage:
             check_storage_server(space.storage, "storage")
+    check_mlflow(space)
     if check_data:
         check_data_source(space.data, base.image_size, space.seed)
     plan = SearchPlan(space=resolved, base=base, train=train)

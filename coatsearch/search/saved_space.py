@@ -55,10 +55,10 @@ def saved_space_note(plan: SearchPlan, run_dir: Path) -> tuple[bool, str]:
     return trials_now != trials_before or placement_changed, ""
 
 
-#: Space fields that say where and how many trials run, not what a trial measures.
+#: Space fields that say where and how many trials run (and where they are logged), not what a trial measures.
 #: (``resources.workers`` is not among them: it sets the global batch.)
 PLACEMENT = ("concurrency", "address", "resources.cpu", "resources.gpu", "resources.accelerator_type",
-             "resources.custom")
+             "resources.custom", "tracking")
 
 
 def _pop_placement(space: dict[str, Any]) -> dict[str, Any]:
