@@ -156,3 +156,12 @@ def test_a_folder_store_is_refused_unless_mlflow_is_told_to_allow_it(tmp_path, m
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "tracking.mlflow" in lines[0] and "sqlite:///" in lines[0], result.output
+
+
+def test_tracking_may_be_added_to_a_run_directory(tmp_path):
+    from coatsearch.search.saved_space import saved_space_note
+
+    space = load_space(f"{TABLE}/space.yaml", SUBSPACE)
+    run_study(compile_space(space, check_data=False), tmp_path / "run", console=Console(file=io.StringIO()))
+    logged = load_space(f"{TABLE}/space.yaml", [*SUBSPACE, f"tracking.mlflow=sqlite:///{tmp_path / 'm.db'}"])
+    assert saved_space_note(compile_space(logged, check_data=False), tmp_path / "run") == (True, "")
