@@ -36,6 +36,7 @@ import numpy as np
 from rich.console import Console
 
 from coatsearch.analysis.fronts import hypervolume_2d, non_dominated
+from coatsearch.generated import with_section
 from coatsearch.runner import run_study
 from coatsearch.search import compile_space
 from coatsearch.search.backend import make_backend
@@ -196,16 +197,10 @@ def markdown(arms: dict[str, Arm], prediction: dict[str, tuple[float, float]], t
 
 def write(text: str) -> None:
     results = HERE / "RESULTS.md"
-    body = results.read_text()
-    section = f"{START}\n{text}\n{END}"
-    if START in body:
-        head, _, rest = body.partition(START)
-        body = head + section + rest.partition(END)[2]
-    else:
-        body = (body.rstrip("\n") + "\n\n## Early stopping for real (early_stopping_real.py)\n\n"
-                f"`nice -n 10 python benchmarks/early_stopping_real.py --write` ({time.strftime('%Y-%m-%d')}).\n\n"
-                f"{section}\n")
-    results.write_text(body)
+    results.write_text(with_section(
+        results.read_text(), START, END, text,
+        "## Early stopping for real (early_stopping_real.py)\n\n"
+        f"`nice -n 10 python benchmarks/early_stopping_real.py --write` ({time.strftime('%Y-%m-%d')})."))
 
 
 def main() -> None:

@@ -52,6 +52,7 @@ import numpy as np
 from rich.console import Console
 
 from coatsearch.analysis.fronts import hypervolume_2d, non_dominated
+from coatsearch.generated import with_section
 from coatsearch.runner import run_study
 from coatsearch.search import compile_space
 from coatsearch.search.curves import GROUPS, Curve, predict
@@ -397,15 +398,10 @@ def markdown(table: Table, ref: Reference, results: dict, params: dict[str, list
 
 def write(text: str, figure: str) -> None:
     results = HERE / "RESULTS.md"
-    body = results.read_text()
-    section = f"{START}\n{text}\n{END}"
-    if START in body:
-        head, _, rest = body.partition(START)
-        body = head + section + rest.partition(END)[2]
-    else:
-        body = (body.rstrip("\n") + "\n\n## Search efficiency on the replay (search_efficiency.py)\n\n"
-                f"`python benchmarks/search_efficiency.py --write` ({time.strftime('%Y-%m-%d')}).\n\n{section}\n")
-    results.write_text(body)
+    results.write_text(with_section(
+        results.read_text(), START, END, text,
+        "## Search efficiency on the replay (search_efficiency.py)\n\n"
+        f"`python benchmarks/search_efficiency.py --write` ({time.strftime('%Y-%m-%d')})."))
     (HERE / "search_efficiency.svg").write_text(figure)
 
 

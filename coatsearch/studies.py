@@ -18,7 +18,6 @@ study's fits), so the numbers a reader sees are always the CSV's.
 from __future__ import annotations
 
 import math
-import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from coatsearch.analysis import Analysis, Design
 from coatsearch.analysis.comparisons import ALPHA
 from coatsearch.analysis.fits import ScalingFits, crossing
 from coatsearch.analysis.summaries import METRICS
+from coatsearch.generated import replace_section
 from coatsearch.report import build_report, load_run
 from coatsearch.space import SearchSpace, SpaceError, load_space
 from coatsearch.units import format_count, value_label
@@ -64,10 +64,7 @@ def summary_markdown(summary: pd.DataFrame, group_by: Sequence[str]) -> str:
 
 def replace_results(readme: str, table: str) -> str:
     """The README text with the table between the results markers replaced."""
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(readme):
-        raise SpaceError(f"README: no {START} ... {END} markers for the results table")
-    return pattern.sub(lambda _: f"{START}\n{table}\n{END}", readme)
+    return replace_between(readme, START, END, table)
 
 
 
@@ -203,10 +200,12 @@ def scaling_markdown(fits: ScalingFits | None) -> str:
 
 
 def replace_between(readme: str, start: str, end: str, text: str) -> str:
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    if not pattern.search(readme):
+    """The README text with the section between ``start`` and ``end`` replaced; a README
+    without them is an error (a study's README must hold every generated section)."""
+    replaced = replace_section(readme, start, end, text)
+    if replaced is None:
         raise SpaceError(f"README: no {start} ... {end} markers")
-    return pattern.sub(lambda _: f"{start}\n{text}\n{end}", readme)
+    return replaced
 
 
 def write_outputs(study_dir: Path, run_dir: Path) -> Analysis:

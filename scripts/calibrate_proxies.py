@@ -21,7 +21,6 @@ import argparse
 import csv
 import math
 import os
-import re
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from coatsearch.generated import markers, with_section
 from coatsearch.proxies import PROXIES, from_bundle, score
 from coatsearch.proxies.calibration import correlation, rank_average
 from coatsearch.search.inputs import load_trial_data
@@ -205,14 +205,9 @@ def main() -> int:
     note = figure(records, args.table / "proxy_calibration.svg", f"proxies vs trained accuracy: {table.name}, "
                   f"{len(rows)} networks")
     readme = args.table / "README.md"
-    start, end = "<!-- proxies:start -->", "<!-- proxies:end -->"
-    text = readme.read_text()
-    made = f"{start}\n{section(records, best, len(rows), len(nets), note, conditions)}\n{end}"
-    if start in text:
-        text = re.sub(re.escape(start) + ".*?" + re.escape(end), made.replace("\\", "\\\\"), text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n## Proxies at initialisation, calibrated\n\n" + made + "\n"
-    readme.write_text(text)
+    readme.write_text(with_section(readme.read_text(), *markers("proxies"),
+                                   section(records, best, len(rows), len(nets), note, conditions),
+                                   "## Proxies at initialisation, calibrated"))
     print(section(records, best, len(rows), len(nets), note, conditions))
     return 0
 

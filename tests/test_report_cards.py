@@ -67,6 +67,19 @@ def test_the_settings_say_a_training_subset_drawn_per_seed(write_study):
     assert "the same images for every seed (drawn" not in card
 
 
+def test_the_settings_give_the_training_images_the_trials_trained_on(write_study):
+    from coatsearch.report.cards import settings_card
+    from coatsearch.report.data import load_run
+
+    rng = np.random.default_rng(1)
+    rows = [synthetic_row(k, "C-C-T-T", rng, train_images=images, **{"param.seed": k})
+            for k, images in enumerate((1800, 1800))]
+    card = settings_card(load_run(write_study(rows, name="all-images")))
+    assert "train 1800 images" in card  # no train_size set: the rows say how many were used
+    rows[1]["train_images"] = 900  # a searched training size
+    assert "train 900–1800 images" in settings_card(load_run(write_study(rows, name="sized")))
+
+
 def test_an_integer_parameter_has_ticks_at_its_values_and_categories_no_line(write_study):
     page = build_report(_split_run(write_study)).read_text()
     split = _payload(page, "fig-effect-split")

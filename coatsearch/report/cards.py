@@ -43,7 +43,10 @@ def settings_card(run: Run) -> str:
     data: dict[str, Any] = settings["data"] if isinstance(settings.get("data"), dict) else {}
     train: dict[str, Any] = settings["train"] if isinstance(settings.get("train"), dict) else {}
     val = table["val_images"].dropna() if "val_images" in table else pd.Series(dtype=float)
-    sizes = [f"train {data['train_size']}" if data.get("train_size") else "",
+    trained = table["train_images"].dropna() if "train_images" in table else pd.Series(dtype=float)
+    sizes = [(f"train {int(trained.min())}–{int(trained.max())} images" if trained.nunique() > 1 else
+              f"train {int(trained.max())} images") if len(trained) else
+             (f"train {data['train_size']}" if data.get("train_size") else ""),
              f"validation {int(val.max())} images" if len(val) else
              (f"validation {data['val_fraction']:.0%}" if data.get("val_fraction") is not None else "")]
     image = table["image_size"].dropna() if "image_size" in table else pd.Series(dtype=float)

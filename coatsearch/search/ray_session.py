@@ -60,15 +60,16 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
 
 
 #: How many times a local Ray is started before the run gives up.
-RAY_STARTS = 2
+RAY_STARTS = 3
 
 
 def start_local_ray(folder: Path) -> None:
-    """A local Ray whose files live in ``folder``, started again once if it does not come up.
+    """A local Ray whose files live in ``folder``, started again if it does not come up.
 
     Ray gives its node 30 s to register and then raises a bare ``Exception``; on a busy
     machine (two cores, other processes training) the first start can miss that by a
-    little and the next succeeds. A start that fails twice is one line for the user."""
+    little and a later one succeeds. A start that fails `RAY_STARTS` times is one line for
+    the user."""
     import ray
 
     for attempt in range(1, RAY_STARTS + 1):

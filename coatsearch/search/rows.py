@@ -87,6 +87,7 @@ class TrialRow:
     curve_sd: float | None = None
     curve_epoch: Whole | None = None
     seed: Whole | None = None
+    train_images: Whole | None = None  # the training images the trial trained on
     val_images: Whole | None = None  # the validation set's size: the binomial part of an interval
     test_images: Whole | None = None
     node: str | None = None

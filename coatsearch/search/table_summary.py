@@ -7,7 +7,6 @@ the README's counts, cost, fit and noise floor are always the committed rows'.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from coatsearch import perimage
+from coatsearch.generated import markers, replace_section
 from coatsearch.search.table import Entry, Table
 from coatsearch.status import Status
 
@@ -149,8 +149,5 @@ def write_readme(table: Table, feasible: dict[str, int], todo_points: list[tuple
     text = path.read_text()
     made = {"status": status_markdown(table, feasible, todo_points), "fit": fit_markdown(table), "noise": noise_markdown(table)}
     for name in SECTIONS:
-        start, end = f"<!-- table:{name}:start -->", f"<!-- table:{name}:end -->"
-        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-        section = f"{start}\n{made[name]}\n{end}"
-        text = pattern.sub(section.replace("\\", "\\\\"), text)
+        text = replace_section(text, *markers(f"table:{name}"), made[name]) or text
     Path(path).write_text(text)

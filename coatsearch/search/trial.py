@@ -87,7 +87,8 @@ def run_trial(
     try:
         mark = time.perf_counter()
         data = load_trial_data(candidate.data, candidate.spec.image_size, space.seed, config.seed)
-        row = row.replace(val_images=len(data.val), test_images=len(data.test) if config.eval_test else None)
+        row = row.replace(train_images=len(data.train), val_images=len(data.val),
+                          test_images=len(data.test) if config.eval_test else None)
         phases["data"] = time.perf_counter() - mark
         mark = time.perf_counter()
         result = fit(candidate.spec, config, data, callback=on_epoch)
