@@ -194,3 +194,33 @@ def test_two_runs_on_a_fresh_run_dir_at_once_share_the_study(tmp_path):
         _, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, stderr[-2000:]
     _assert_every_point_once(out)
+
+
+def test_a_stop_swallowed_by_a_finalizer_is_raised_again(monkeypatch):
+    """A worker's SIGTERM can land in a finalizer, where Python prints the KeyboardInterrupt
+    as "Exception ignored" and drops it; the worker's hook sends the signal again."""
+    import weakref
+
+    from coatsearch.search.optuna_backend import stop_on_sigterm
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored after the test
+    previous = signal.getsignal(signal.SIGTERM)
+
+    class Collected:
+        pass
+
+    def finalizer(_ref):  # run as the object is collected: a stop raised here is swallowed
+        raise KeyboardInterrupt
+
+    try:
+        stop_on_sigterm()
+        obj = Collected()
+        ref = weakref.ref(obj, finalizer)
+        with pytest.raises(KeyboardInterrupt):
+            del obj
+            assert ref() is None
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # the signal, sent again, lands in ordinary code
+                time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -144,16 +144,38 @@ def worker_main(driver: int, payload: bytes) -> None:
     """An extra worker's loop. The driver decides when to stop and stops a worker with
     SIGTERM, which ends its trial in flight as the driver's own ends: ``interrupted``, to
     run again on resume, neither failed nor using up a retry as a dead worker's trial does."""
-    import signal
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    stop_on_sigterm()
     _exit_with_parent(driver)
     plan, run_dir, threads = pickle.loads(payload)
     with contextlib.suppress(KeyboardInterrupt):
         run_worker(plan, Path(run_dir), lambda rows: None, threads)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises KeyboardInterrupt in the main thread, and again where it was swallowed.
+
+    A signal's handler runs between any two bytecodes, also inside a finalizer (a weakref
+    callback SQLAlchemy's registry runs as objects are collected), where Python prints the
+    exception as "Exception ignored in ..." and drops it: the stop would be lost and a
+    traceback printed. The unraisable hook takes such a KeyboardInterrupt quietly and has the
+    signal sent again from another thread a moment later, once the hook has returned (a
+    handler run inside the hook would be swallowed the same way)."""
+    import signal
+    import threading
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    default = sys.unraisablehook
+
+    def unraisable(hook: Any) -> None:
+        if isinstance(hook.exc_value, KeyboardInterrupt):
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            return
+        default(hook)
+
+    signal.signal(signal.SIGTERM, stop)
+    sys.unraisablehook = unraisable
 
 
 def _exit_with_parent(driver: int, poll_s: float = 0.5) -> None:
