@@ -289,7 +289,9 @@ def test_workers_popping_one_sqlite_study_at_once_never_take_the_same_trial(tmp_
     for number in range(90):
         study.enqueue_trial({"split": 1 + number % 2})
     ctx = multiprocessing.get_context("fork")
-    with ctx.Manager() as manager:
+    # the list's server is a fresh interpreter: a fork of a test process that has run Ray
+    # in-process carries gRPC's threads' state (the fork of such a server was seen to die)
+    with multiprocessing.get_context("spawn").Manager() as manager:
         popped = manager.list()
         workers = [ctx.Process(target=_pop_waiting, args=(plan, run_dir, popped)) for _ in range(3)]
         for worker in workers:
