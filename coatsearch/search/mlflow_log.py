@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
-import math
 import os
 import time
 import warnings
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from coatsearch.search.rows import TrialRow
+from coatsearch.search.tracking import epoch_scalars
+from coatsearch.search.tracking import number as scalar
 from coatsearch.space import SearchSpace, SpaceError
 from coatsearch.status import Status
 from coatsearch.trackers import MLFLOW_EXTRA, local_path
@@ -88,12 +89,6 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 class MlflowLog:
     """The study's MLflow experiment (created on the first trial logged) and the client
     that logs each trial into it."""
@@ -140,16 +135,11 @@ class MlflowLog:
                   **{k: getattr(row, k) for k in NETWORK if getattr(row, k) is not None}}
         tags = {"status": str(row.status), "trial": str(row.trial), "backend": self.backend,
                 "run_dir": str(self.run_dir.absolute()), **({"reason": row.reason} if row.reason else {})}
-        values = []
-        for epoch in row.history or ():
-            for name, value in epoch.model_dump().items():
-                number = _number(value)
-                if name != "epoch" and number is not None and epoch.epoch is not None:
-                    values.append(Metric(name, number, now, epoch.epoch))
+        values = [Metric(name, value, now, epoch) for _, epoch, name, value in epoch_scalars(row) if epoch is not None]
         finals: dict[str, Any] = {f"final/{m}": row.objective(m) for m in metrics}
         finals["fidelity"] = row.fidelity
         values += [Metric(name, number, now, row.fidelity) for name, value in finals.items()
-                   if (number := _number(value)) is not None]
+                   if (number := scalar(value)) is not None]
         run = self.client.create_run(self.experiment_id(), run_name=f"trial-{row.trial:04d}",
                                      tags={"mlflow.runName": f"trial-{row.trial:04d}"})
         run_id = run.info.run_id

@@ -19,7 +19,7 @@ import shutil
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,20 @@ def trial_folder(run_dir: Path, trial: int) -> Path:
     return run_dir / FOLDER / f"trial-{trial:04d}"
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """A value a tracker plots: a finite int or float (not a bool); None for anything else."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def epoch_scalars(row: TrialRow) -> Iterator[tuple[int, int | None, str, float]]:
+    """Every number of every epoch in the trial's history: (its position from 1, the epoch
+    it records, the metric's name, the value). The trackers share one reading of a row."""
+    for position, epoch in enumerate(row.history or (), start=1):
+        for name, value in epoch.model_dump().items():
+            if name != "epoch" and (scalar := number(value)) is not None:
+                yield position, epoch.epoch, name, scalar
 
 
 def _hparam(value: Any) -> Any:
@@ -68,13 +78,10 @@ def write_trial_events(run_dir: Path, row: TrialRow, metrics: Sequence[str]) -> 
     hp = {**{f"param.{k}": _hparam(v) for k, v in row.sampled.items()},
           **{k: _hparam(getattr(row, k)) for k in ("layout", "blocks", "channels", "flops", "params", "seed")
              if getattr(row, k) is not None}, "status": str(row.status)}
-    final = {f"final/{m}": v for m in metrics if (v := _number(row.objective(m))) is not None}
+    final = {f"final/{m}": v for m in metrics if (v := number(row.objective(m))) is not None}
     events = [Event(wall_time=time.time(), file_version="brain.Event:2")]
-    for step, epoch in enumerate(row.history or (), start=1):
-        for name, value in epoch.model_dump().items():
-            number = _number(value)
-            if name != "epoch" and number is not None:
-                events.append(Event(wall_time=time.time(), step=step, summary=scalar(name, number)))
+    events += [Event(wall_time=time.time(), step=step, summary=scalar(name, value))
+               for step, _, name, value in epoch_scalars(row)]
     events += [Event(wall_time=time.time(), summary=part) for part in hparams(hp, final)]
     events += [Event(wall_time=time.time(), step=row.fidelity, summary=scalar(name, value))
                for name, value in final.items()]
