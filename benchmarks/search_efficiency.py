@@ -23,7 +23,7 @@ draw a network again; a real search would train it again, and so does the replay
 runs each network once. A partial table is replayed over the part of the space it holds
 whole (values of the outermost parameter whose every point is in the table).
 
-    python benchmarks/search_efficiency.py [--table fmnist32] [--seeds 30] [--only tpe+curve,...] [--write]
+    python benchmarks/search_efficiency.py [--table fmnist32] [--seeds 30] [--only tpe+curve,...] [--jobs 2] [--write]
 
 Every number says which table it came from (its rows and their digest): the table grows
 while it is built, and the command reruns as it is.
@@ -39,6 +39,7 @@ import dataclasses
 import hashlib
 import io
 import itertools
+import multiprocessing
 import os
 import statistics
 import sys
@@ -277,36 +278,54 @@ def table_size(table: Table) -> str:
     return f"{rows} rows ({', '.join(f.name for f in files)}; sha256 {digest})"
 
 
-def measure(table: Table, seeds: int, only: list[str] | None = None) -> tuple[Reference, dict, dict[str, list], int]:
+#: What each replaying process reads (set before the processes fork, so nothing is pickled).
+_SHARED: dict[str, Any] = {}
+
+
+def _one_seed(job: tuple[str, str, int]) -> dict[str, Any]:
+    """One strategy's replay for one seed, measured against the table."""
+    sampler, kind, seed = job
+    ref: Reference = _SHARED["ref"]
+    start = time.perf_counter()
+    rows = replay(_SHARED["plans"][sampler, kind], seed, Path(_SHARED["tmp"]) / f"{sampler}-{kind}-{seed}")
+    took = time.perf_counter() - start
+    hv, short, reached, points = anytime(rows, ref, _SHARED["at"])
+    return dict(hv=hv, short=short, reach=reached, took=took,
+                found={b: p in points for b, (p, _) in ref.best.items()},
+                front=len(ref.front & points) / len(ref.front),
+                spent=sum(r.wall_time or 0 for r in rows) / ref.compute,
+                errors=[abs(r.curve_prediction - ref.points[r.point].val_acc) for r in rows  # type: ignore[operator]
+                        if r.curve_prediction is not None and r.point in ref.points])
+
+
+def measure(table: Table, seeds: int, only: list[str] | None = None,
+            jobs: int = 1) -> tuple[Reference, dict, dict[str, list], int]:
+    """Every strategy's replays over ``seeds`` seeds, in ``jobs`` processes (each replay is
+    deterministic for its seed, so the results do not depend on how many)."""
     params = whole_subspace(table)
     budget_param = "scale" if "scale" in params else next(iter(params))
     ref = reference(table, params, budget_param)
     networks = len(ref.points)
-    at = np.linspace(0, MAX_FRACTION, GRID_POINTS)
-    results = {}
+    chosen = [(s, k) for s, k in STRATEGIES if not only or f"{s}+{k}" in only]
+    plans = {(s, k): plan_for(table, params, s, k, networks if s == "grid" else 2 * networks) for s, k in chosen}
+    work = [(s, k, seed) for s, k in chosen for seed in range(seeds)]
     with tempfile.TemporaryDirectory() as tmp:
-        for sampler, kind in STRATEGIES:
-            if only and f"{sampler}+{kind}" not in only:
-                continue
-            plan = plan_for(table, params, sampler, kind, networks if sampler == "grid" else 2 * networks)
-            hvs, shorts, reach, found, spent, took, fronts, errors = [], [], [], [], [], [], [], []
-            for seed in range(seeds):
-                start = time.perf_counter()
-                rows = replay(plan, seed, Path(tmp) / f"{sampler}-{kind}-{seed}")
-                took.append(time.perf_counter() - start)
-                hv, short, reached, points = anytime(rows, ref, at)
-                hvs.append(hv)
-                shorts.append(short)
-                reach.append(reached)
-                found.append({b: p in points for b, (p, _) in ref.best.items()})
-                fronts.append(len(ref.front & points) / len(ref.front))
-                spent.append(sum(r.wall_time or 0 for r in rows) / ref.compute)
-                errors += [abs(r.curve_prediction - ref.points[r.point].val_acc) for r in rows  # type: ignore[operator]
-                           if r.curve_prediction is not None and r.point in ref.points]
-            results[label(sampler, kind)] = dict(hv=np.array(hvs), short=np.array(shorts), reach=reach, found=found,
-                                                 spent=spent, seconds=statistics.median(took), trials=plan.space.trials,
-                                                 front=fronts, errors=errors)
-            print(f"{label(sampler, kind):<22} median {statistics.median(took):.2f} s per replay", flush=True)
+        _SHARED.update(ref=ref, plans=plans, tmp=tmp, at=np.linspace(0, MAX_FRACTION, GRID_POINTS))
+        if jobs > 1:
+            with multiprocessing.get_context("fork").Pool(jobs) as pool:
+                done = pool.map(_one_seed, work, chunksize=1)
+        else:
+            done = [_one_seed(job) for job in work]
+    results = {}
+    for sampler, kind in chosen:
+        mine = [d for (s, k, _), d in zip(work, done) if (s, k) == (sampler, kind)]
+        took = [d["took"] for d in mine]
+        results[label(sampler, kind)] = dict(
+            hv=np.array([d["hv"] for d in mine]), short=np.array([d["short"] for d in mine]),
+            reach=[d["reach"] for d in mine], found=[d["found"] for d in mine], spent=[d["spent"] for d in mine],
+            seconds=statistics.median(took), trials=plans[sampler, kind].space.trials,
+            front=[d["front"] for d in mine], errors=[e for d in mine for e in d["errors"]])
+        print(f"{label(sampler, kind):<22} median {statistics.median(took):.2f} s per replay", flush=True)
     return ref, results, params, networks
 
 
@@ -411,10 +430,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--only", default="", help="comma-separated SAMPLER+KIND (e.g. tpe+curve,random+none)")
     parser.add_argument("--write", action="store_true", help="write RESULTS.md's section and the figure")
+    parser.add_argument("--jobs", type=int, default=1, help="replaying processes (the results do not depend on it)")
     args = parser.parse_args()
     table = load_table(args.table)
     size = table_size(table)  # as read now: the table may grow while the replays run
-    ref, results, params, networks = measure(table, args.seeds, [o for o in args.only.split(",") if o] or None)
+    ref, results, params, networks = measure(table, args.seeds, [o for o in args.only.split(",") if o] or None,
+                                             args.jobs)
     speeds = speed(table, params)
     text = markdown(table, ref, results, params, networks, args.seeds, speeds, curve_mae(table, ref), size)
     print(text)

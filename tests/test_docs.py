@@ -1,5 +1,6 @@
 """Every Python block of the README and docs/ runs as written, but for the sizes named in
-SMOKE (a whole search or five epochs would take minutes): what each block shows works."""
+SMOKE (a whole search or five epochs would take minutes): what each block shows works. And
+docs/architecture.md's package map names every module there is, and none that is not."""
 
 from __future__ import annotations
 
@@ -52,3 +53,33 @@ def test_a_python_block_runs(name: str, code: str, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, f"{name}:\n{result.stderr[-3000:]}"
+
+
+def _map_entries() -> dict[str, str]:
+    """docs/architecture.md's package map: each top-level entry of coatsearch/ with its text."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = text.split("```\ncoatsearch/\n", 1)[1].split("\n```", 1)[0]
+    entries: dict[str, str] = {}
+    name = None
+    for line in block.splitlines():
+        found = re.match(r"^  (\w+)(?:/|\.py)\s", line)
+        if found:
+            name = found.group(1)
+            entries[name] = line
+        elif not line.startswith("   "):
+            name = None
+        elif name is not None:
+            entries[name] += " " + line
+    return entries
+
+
+def test_the_architecture_map_names_every_module() -> None:
+    entries = _map_entries()
+    package = ROOT / "coatsearch"
+    top = {p.stem for p in package.glob("*.py")} | {p.name for p in package.iterdir() if (p / "__init__.py").exists()}
+    assert top - {"__init__", "__main__"} <= set(entries), "modules missing from docs/architecture.md"
+    assert set(entries) - {"datasets"} <= top, "docs/architecture.md names modules that do not exist"
+    for sub in sorted(p for p in package.iterdir() if (p / "__init__.py").exists()):
+        words = set(re.findall(r"\w+", entries[sub.name]))
+        unnamed = {m.stem for m in sub.glob("*.py")} - {"__init__"} - words
+        assert not unnamed, f"docs/architecture.md: {sub.name}/ does not name {sorted(unnamed)}"
