@@ -40,7 +40,8 @@ def run(
     overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
     warm_start: str | None = typer.Option(None, "--warm-start", metavar="RUN_DIR",
                                           help="hand an earlier run's finished trials to the sampler first"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="list every candidate (network, FLOPs, params) without training"),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="list every candidate (network, FLOPs, params) and an estimated time, without training"),
     as_json: bool = typer.Option(False, "--json", help="with --dry-run: print the candidates as JSON"),
 ) -> None:
     """Run (or resume) a search; write runs/<study>/ with the results table and Pareto front."""
@@ -203,7 +204,7 @@ def report(
     flop_band: str | None = typer.Option(None, "--flop-band", help="design-space band: 0.1 or 28M:36M"),
     static: list[str] = typer.Option([], "--static", help="also export each figure as png or svg (kaleido)"),
 ) -> None:
-    """Write a study's HTML report (Pareto fronts, curves, design space, tables), or print its tables."""
+    """Write a run's HTML report (Pareto fronts, curves, design space, tables), or print its tables."""
     from coatsearch.report import build_report, load_run
     from coatsearch.report.data import parse_band
     from coatsearch.report.tables import render_text
