@@ -153,13 +153,18 @@ def _run_and_report(space: Any, out: Path | None, address: str | None, source: s
 
 def _replay_line(table: Any, workers: int) -> str:
     """What a replayed run would have cost: its trials' simulated compute and its span on
-    the simulated clock."""
+    the simulated clock. Infeasible points are counted apart: they train nothing and are
+    not among the space's ``trials``."""
     from coatsearch.results import own_trials
+    from coatsearch.status import Status
 
     table = own_trials(table)  # an earlier run's trials (warm_start) cost this run nothing
+    infeasible = int((table["status"] == str(Status.INFEASIBLE)).sum())
     compute, span = float(table["wall_time"].fillna(0).sum()), float(table["clock_end"].max() or 0)
-    return (f"replayed: {len(table)} trials would have taken {compute / 3600:.2f} CPU-hours of compute, "
-            f"{span / 3600:.2f} hours on {workers} worker(s) (recorded CPU seconds of every epoch; nothing trained)")
+    skipped = f" (and {infeasible} infeasible point(s), not trained)" if infeasible else ""
+    return (f"replayed: {len(table) - infeasible} trials{skipped} would have taken {compute / 3600:.2f} CPU-hours of "
+            f"compute, {span / 3600:.2f} hours on {workers} worker(s) (recorded CPU seconds of every epoch; nothing "
+            "trained)")
 
 
 @app.command()
