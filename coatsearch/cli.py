@@ -40,7 +40,8 @@ def run(
     overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
     warm_start: str | None = typer.Option(None, "--warm-start", metavar="RUN_DIR",
                                           help="hand an earlier run's finished trials to the sampler first"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="list every candidate (network, FLOPs, params) without training"),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="list every candidate (network, FLOPs, params) and an estimated time, without training"),
     as_json: bool = typer.Option(False, "--json", help="with --dry-run: print the candidates as JSON"),
 ) -> None:
     """Run (or resume) a search; write runs/<study>/ with the results table and Pareto front."""
@@ -152,13 +153,18 @@ def _run_and_report(space: Any, out: Path | None, address: str | None, source: s
 
 def _replay_line(table: Any, workers: int) -> str:
     """What a replayed run would have cost: its trials' simulated compute and its span on
-    the simulated clock."""
+    the simulated clock. Infeasible points are counted apart: they train nothing and are
+    not among the space's ``trials``."""
     from coatsearch.results import own_trials
+    from coatsearch.status import Status
 
     table = own_trials(table)  # an earlier run's trials (warm_start) cost this run nothing
+    infeasible = int((table["status"] == str(Status.INFEASIBLE)).sum())
     compute, span = float(table["wall_time"].fillna(0).sum()), float(table["clock_end"].max() or 0)
-    return (f"replayed: {len(table)} trials would have taken {compute / 3600:.2f} CPU-hours of compute, "
-            f"{span / 3600:.2f} hours on {workers} worker(s) (recorded CPU seconds of every epoch; nothing trained)")
+    skipped = f" (and {infeasible} infeasible point(s), not trained)" if infeasible else ""
+    return (f"replayed: {len(table) - infeasible} trials{skipped} would have taken {compute / 3600:.2f} CPU-hours of "
+            f"compute, {span / 3600:.2f} hours on {workers} worker(s) (recorded CPU seconds of every epoch; nothing "
+            "trained)")
 
 
 @app.command()
@@ -203,7 +209,7 @@ def report(
     flop_band: str | None = typer.Option(None, "--flop-band", help="design-space band: 0.1 or 28M:36M"),
     static: list[str] = typer.Option([], "--static", help="also export each figure as png or svg (kaleido)"),
 ) -> None:
-    """Write a study's HTML report (Pareto fronts, curves, design space, tables), or print its tables."""
+    """Write a run's HTML report (Pareto fronts, curves, design space, tables), or print its tables."""
     from coatsearch.report import build_report, load_run
     from coatsearch.report.data import parse_band
     from coatsearch.report.tables import render_text

@@ -160,7 +160,7 @@ class EarlyStopping(_Frozen):
     def _numeric_metric(self) -> EarlyStopping:
         numeric = ("val_acc", "val_loss", "train_eval_acc", "train_acc_running", "train_loss_running")
         if self.kind != "none" and self.metric not in numeric:
-            raise ValueError(f"metric: ASHA needs a per-epoch numeric metric ({', '.join(numeric)}), got {self.metric!r}")
+            raise ValueError(f"metric: {self.kind} needs a per-epoch numeric metric ({', '.join(numeric)}), got {self.metric!r}")
         return self
 
     @property

@@ -247,6 +247,23 @@ def test_table_and_backend_options_go_together(table: Path, tmp_path: Path) -> N
     assert "no such table folder" in _refused(tmp_path, TABLE_SPACE, "--table", "no-such-table")
 
 
+def test_the_cost_line_counts_infeasible_points_apart_from_the_trials() -> None:
+    import pandas as pd
+
+    from coatsearch.cli import _replay_line
+
+    frame = pd.DataFrame({
+        "status": ["complete", "infeasible", "stopped", "infeasible", "complete"],
+        "wall_time": [1800.0, 0.0, 900.0, 0.0, 3600.0],
+        "clock_end": [1800.0, 0.0, 2700.0, 0.0, 4000.0],
+        "warm_start": [None, None, None, None, "runs/explore#0"],  # an earlier run's: not this run's cost
+    })
+    line = _replay_line(frame, 2)
+    assert line.startswith("replayed: 2 trials (and 2 infeasible point(s), not trained) would have taken 0.75 CPU-hours")
+    assert "0.75 hours on 2 worker(s)" in line
+    assert _replay_line(frame[frame["status"] != "infeasible"], 1).startswith("replayed: 2 trials would have taken")
+
+
 def test_the_command_line_says_what_a_replay_would_have_cost(table: Path, tmp_path: Path) -> None:
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({**TABLE_SPACE, "sampler": "random", "trials": 3}))
@@ -254,4 +271,7 @@ def test_the_command_line_says_what_a_replay_would_have_cost(table: Path, tmp_pa
     assert result.exit_code == 0, result.output
     rows = read_ledger(tmp_path / "run")
     compute = sum(r.wall_time or 0 for r in rows) / 3600
-    assert f"replayed: {len(rows)} trials would have taken {compute:.2f} CPU-hours" in result.output
+    trained = [r for r in rows if r.status != Status.INFEASIBLE]
+    assert len(trained) == 3 and len(rows) > 3  # the fixture's space has infeasible points: counted apart
+    said = f"(and {len(rows) - 3} infeasible point(s), not trained)"
+    assert f"replayed: 3 trials {said} would have taken {compute:.2f} CPU-hours" in " ".join(result.output.split())
