@@ -20,6 +20,7 @@ runs again on resume.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import socket
 import time
@@ -107,19 +108,28 @@ def finished_count(study: optuna.Study, retries: int) -> int:
     return sum(1 for row in ledger(study, retries) if row.finished)
 
 
+#: How often the wait for heartbeats to go stale (`fail_stale`) looks whether its trials ended.
+STALE_POLL_S = 0.5
+
+
 def fail_stale(study: optuna.Study, retries: int) -> bool:
     """Fail trials whose worker stopped sending heartbeats, or died before its first one;
     True if any were failed.
 
     A trial claimed by a process of this machine that is gone is failed at once (a run
     resumed after kill -9 goes on without waiting); otherwise the heartbeats are given
-    their grace period to go stale first."""
+    their grace period to go stale first, a wait that ends as soon as every trial it waits
+    on has ended (a live worker finished it: none is left to fail)."""
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return False
     if fail_dead_trials(study, retries):
         return True
-    time.sleep(GRACE_S + HEARTBEAT_S)
+    waited_on = {trial.number for trial in running}
+    for _ in range(math.ceil((GRACE_S + HEARTBEAT_S) / STALE_POLL_S)):
+        time.sleep(STALE_POLL_S)
+        if not waited_on & {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}:
+            return False
     before = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     fail_stale_trials(study)
     fail_dead_trials(study, retries)
