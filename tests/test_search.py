@@ -367,6 +367,37 @@ def test_a_dead_workers_trial_is_retried_without_its_claim(tmp_path):
     assert [(t.params, t.user_attrs) for t in waiting] == [({"split": 1}, {})]
 
 
+def test_a_dead_workers_trial_is_failed_without_waiting_for_its_heartbeat(tmp_path, monkeypatch):
+    """A resumed run fails the trial of a gone process of this machine at once; a trial whose
+    worker lives is given the heartbeats' grace period and left running."""
+    import os
+
+    from coatsearch.search import optuna_trials
+    from coatsearch.search.optuna_storage import GRACE_S, HEARTBEAT_S, open_study
+
+    space = load_space(_space_file(tmp_path, trials=2))
+    plan = compile_space(space)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    study = open_study(plan, run_dir)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    host = __import__("socket").gethostname()
+    waits: list[float] = []
+    monkeypatch.setattr(optuna_trials.time, "sleep", waits.append)
+
+    def running(split: int, pid: int) -> None:
+        study.enqueue_trial({"split": split})
+        trial = study.ask()
+        trial.suggest_categorical("split", [1, 2])
+        trial.set_user_attr("worker_pid", [host, pid])
+
+    running(1, dead)
+    assert optuna_trials.fail_stale(study, space.retries) and waits == []
+    running(2, os.getpid())
+    assert not optuna_trials.fail_stale(study, space.retries) and waits == [GRACE_S + HEARTBEAT_S]
+
+
 def test_tables_and_records_from_before_train_eval_acc_keep_their_running_figures(tmp_path):
     from coatsearch.search.rows import TrialRow
 

@@ -109,10 +109,16 @@ def finished_count(study: optuna.Study, retries: int) -> int:
 
 def fail_stale(study: optuna.Study, retries: int) -> bool:
     """Fail trials whose worker stopped sending heartbeats, or died before its first one;
-    True if any were failed."""
+    True if any were failed.
+
+    A trial claimed by a process of this machine that is gone is failed at once (a run
+    resumed after kill -9 goes on without waiting); otherwise the heartbeats are given
+    their grace period to go stale first."""
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return False
+    if fail_dead_trials(study, retries):
+        return True
     time.sleep(GRACE_S + HEARTBEAT_S)
     before = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     fail_stale_trials(study)
