@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from coatsearch.host import sleep_while_waiting
 from coatsearch.search.dashboard import name_metrics, report_epoch, row_attrs, set_row_attrs
-from coatsearch.search.optuna_storage import HEARTBEAT_S, open_study, quiet_optuna
+from coatsearch.search.optuna_storage import open_study, quiet_optuna
 from coatsearch.search.optuna_trials import (
     claim,
     enqueue_grid,
@@ -271,8 +271,7 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
                 if grid:
                     enqueue_grid(study, plan)
                 continue
-            if running:  # other live workers will finish the study
-                time.sleep(HEARTBEAT_S)
+            if running:  # other live workers will finish the study (`fail_stale` waited on them)
                 continue
             if grid:
                 return
