@@ -89,7 +89,8 @@ def test_the_ray_grid_runs_every_point_once_two_at_a_time(tmp_path):
 @pytest.mark.slow
 def test_kill_9_after_two_trials_then_rerun(tmp_path, backend, concurrency):
     out = tmp_path / "run"
-    command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, backend, concurrency)
+    # two epochs keep a trial in flight well past the 0.1 s poll that sends the kill
+    command = _command(_space(tmp_path, train={"epochs": 2, "batch_size": 32}), out, backend, concurrency)
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:
