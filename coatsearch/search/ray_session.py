@@ -61,37 +61,28 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
 
 #: How many times a local Ray is started before the run gives up.
 RAY_STARTS = 3
-#: Ray's setting for how long a starting node waits for its GCS server's port, and what a
-#: local run gives it: a busy machine can take longer than Ray's 30 s.
-GCS_PORT_WAIT = "RAY_gcs_server_port_wait_time_s"
-GCS_PORT_WAIT_S = 120
 
 
 def start_local_ray(folder: Path) -> None:
     """A local Ray whose files live in ``folder``, started again if it does not come up.
 
-    Ray gives its node 30 s to register and then raises a bare ``Exception``; on a busy
-    machine (two cores, other processes training) the first start can miss that by a
-    little and a later one succeeds. A start that fails `RAY_STARTS` times is one line for
-    the user. Its GCS server gets `GCS_PORT_WAIT_S` to come up (Ray's own setting, 30 s by
-    default) unless the user set ``RAY_gcs_server_port_wait_time_s``."""
+    Ray gives its GCS server and its node 30 s each to come up, then raises (a bare
+    ``Exception`` for the node). On a busy machine (two cores, other processes training) a
+    start now and then misses that and the next one comes up in seconds: such a start
+    hangs rather than runs slow (given 120 s, it used them all), so Ray's deadlines are
+    kept and the start is made again. A start that fails `RAY_STARTS` times is one line
+    for the user."""
     import ray
 
-    user_wait = os.environ.get(GCS_PORT_WAIT)
-    os.environ[GCS_PORT_WAIT] = user_wait or str(GCS_PORT_WAIT_S)
-    try:
-        for attempt in range(1, RAY_STARTS + 1):
-            try:
-                ray.init(num_cpus=available_cpus(), include_dashboard=False, log_to_driver=False,
-                         configure_logging=False, _temp_dir=str(folder))
-                return
-            except Exception as exc:  # Ray raises plain Exception for a node that did not start
-                ray.shutdown()
-                reap(folder)  # what the failed start left running
-                if attempt == RAY_STARTS:
-                    raise CoatsearchError(
-                        f"backend ray: a local Ray did not start ({first_line(exc)}); tried {RAY_STARTS} times; "
-                        "if the machine is busy, run again later or use backend=optuna") from None
-    finally:
-        if user_wait is None:
-            os.environ.pop(GCS_PORT_WAIT, None)
+    for attempt in range(1, RAY_STARTS + 1):
+        try:
+            ray.init(num_cpus=available_cpus(), include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, _temp_dir=str(folder))
+            return
+        except Exception as exc:  # Ray raises plain Exception for a node that did not start
+            ray.shutdown()
+            reap(folder)  # what the failed start left running
+            if attempt == RAY_STARTS:
+                raise CoatsearchError(
+                    f"backend ray: a local Ray did not start ({first_line(exc)}); tried {RAY_STARTS} times; "
+                    "if the machine is busy, run again later or use backend=optuna") from None
