@@ -1,18 +1,23 @@
 """Acceptance of the latency model: predictions against measured latency on random
-networks that calibration never saw.
+networks that calibration never saw, and widths matched to a latency target.
 
 Run alone, on a quiet machine (other busy processes distort CPU timings):
 
-    python benchmarks/latency_model.py [--n 100] [--rounds 7] [--threads 2] [--batch 1] [--device cpu]
+    python benchmarks/latency_model.py [--n 100] [--rounds 7] [--threads 1] [--batch 1] [--device cpu]
+    python benchmarks/latency_model.py --threads 1 --match 10 --match 20 --write   # and record it
     python benchmarks/latency_model.py --n 10 --rounds 3 --calibration 8     # a quick check that it runs
 
 Calibrates a profile on ``--calibration`` random networks (the seed `coatsearch latency
 calibrate` uses) or reads ``--profile``, then draws ``--n`` other random networks (random
 layouts, depths, widths, head sizes, 32-224 px; another seed), measures each in ``--rounds``
-interleaved rounds (median of the fastest of three calls per round) and predicts it. Prints
-the share of predictions within ±10% of the measured median (the goal: 90%, 95% beyond),
-Spearman's ρ (goal 0.95), the median and 90th-percentile error, the calibration time, and
-the load average before and after, as one JSON object.
+interleaved rounds (median of the fastest of three calls per round) and predicts it. Each
+``--match`` target (ms) has the first 30 of those networks matched to it by width through
+the profile (as ``budget: {latency_ms: X}`` does), and the matched networks are measured in
+the same rounds. Prints the share of predictions within ±10% of the measured median (the
+goal: 90%, 95% beyond), Spearman's ρ (goal 0.95), the median and 90th-percentile error, the
+calibration time, the matched networks' measured latency against each target (goal:
+within 5%) and the load average before and after, as one JSON object. ``--write`` adds the
+record to latency_model.json and rewrites RESULTS.md's section from all of them.
 """
 
 from __future__ import annotations
@@ -23,12 +28,64 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import coatsearch  # noqa: F401  (before torch: OpenMP then waits as in a coatsearch run)
+
+# isort: split
 import torch
 from scipy import stats
 
+from coatsearch.budget import BudgetError
+from coatsearch.generated import markers, with_section
 from coatsearch.latency import Profile, calibrate, conditions, predict, random_specs, time_calls
+from coatsearch.latency.budget import match_latency
 from coatsearch.nn import build
+from coatsearch.spec import NetSpec
+
+HERE = Path(__file__).resolve().parent
+MATCHED = 30
+
+
+def _share(errors: list[float], bound: float) -> float:
+    return round(sum(abs(e) <= bound for e in errors) / len(errors), 3) if errors else float("nan")
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
+
+
+def accuracy(predicted: list[float], measured: list[float]) -> dict[str, float]:
+    """How close predictions come to measured medians."""
+    errors = [p / m - 1 for p, m in zip(predicted, measured)]
+    return {"within_10pct": _share(errors, 0.10),
+            "spearman": round(float(stats.spearmanr(predicted, measured).statistic), 4),
+            "median_abs_error": round(statistics.median(abs(e) for e in errors), 4),
+            "median_error": round(statistics.median(errors), 4),
+            "p90_abs_error": round(_quantile([abs(e) for e in errors], 0.9), 4)}
+
+
+def _call(spec: NetSpec, batch: int, device: str) -> Callable[[], Any]:
+    model = build(spec, device=device).eval()
+    x = torch.randn(batch, spec.in_channels, spec.image_size, spec.image_size, device=device)
+    return functools.partial(model, x)
+
+
+def matched_networks(tests: list[NetSpec], targets: list[float], batch: int,
+                     profile: Profile) -> dict[str, tuple[float, NetSpec]]:
+    """``"TARGET/k" -> (target, network)`` for each of the first `MATCHED` test networks a
+    width brings within 5% of each target (the others are infeasible, as in a search)."""
+    out = {}
+    for target in targets:
+        for k, spec in enumerate(tests[:MATCHED]):
+            try:
+                out[f"{target:g}/{k}"] = (target, match_latency(spec, target, batch, profile, 0.05)[0])
+            except BudgetError:
+                continue
+    return out
 
 
 def main() -> None:
@@ -40,41 +97,105 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--calibration", type=int, default=40, help="random networks to calibrate on")
     parser.add_argument("--profile", default=None, help="use this profile instead of calibrating")
+    parser.add_argument("--match", type=float, action="append", default=[], help="a latency target (ms) to match")
+    parser.add_argument("--write", action="store_true", help="keep the record and rewrite RESULTS.md's section")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
+    tests = random_specs(args.n, seed=2026)
+    test_calls = {f"test{k}": _call(spec, args.batch, args.device) for k, spec in enumerate(tests)}
     start = time.perf_counter()
     if args.profile:
         profile = Profile.load(args.profile)
         profile.check(args.device)
+        first = None
     else:
         profile = calibrate(random_specs(args.calibration, seed=12345), [args.batch], rounds=args.rounds,
-                            device=args.device)
+                            device=args.device, alongside=test_calls)
+        alongside = profile.notes.pop("alongside_ms")
+        first = [alongside[f"test{k}"] for k in range(len(tests))]
     calibration_s = time.perf_counter() - start
-    tests = random_specs(args.n, seed=2026)
-    calls = {}
-    for k, spec in enumerate(tests):
-        model = build(spec, device=args.device).eval()
-        x = torch.randn(args.batch, spec.in_channels, spec.image_size, spec.image_size, device=args.device)
-        calls[str(k)] = functools.partial(model, x)
-    measured = time_calls(calls, args.rounds, args.device, seed=7)
+    matched = matched_networks(tests, args.match, args.batch, profile)
+    later = time_calls({**test_calls, **{key: _call(spec, args.batch, args.device) for key, (_, spec) in matched.items()}},
+                       args.rounds, args.device, seed=7)
     predicted = [predict(spec, args.batch, profile) for spec in tests]
-    actual = [measured[str(k)] for k in range(len(tests))]
-    errors = [p / a - 1 for p, a in zip(predicted, actual)]
-    record = {
+    second = [later[f"test{k}"] for k in range(len(tests))]
+    record: dict[str, Any] = {
         "conditions": conditions(args.device), "batch": args.batch, "rounds": args.rounds, "networks": len(tests),
         "calibration_networks": None if args.profile else args.calibration, "calibration_s": round(calibration_s, 1),
         "profile_units": len(profile.units),
-        "within_10pct": round(sum(abs(e) <= 0.10 for e in errors) / len(errors), 3),
-        "spearman": round(float(stats.spearmanr(predicted, actual).statistic), 4),
-        "median_abs_error": round(statistics.median(abs(e) for e in errors), 4),
-        "p90_abs_error": round(sorted(abs(e) for e in errors)[int(0.9 * (len(errors) - 1))], 4),
-        "measured_ms_range": [round(min(actual), 3), round(max(actual), 3)],
-        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "measured_ms_range": [round(min(second), 3), round(max(second), 3)],
     }
+    if first is not None:  # timed in the calibration's own rounds: the model's error, the machine's drift apart
+        record |= accuracy(predicted, first)
+        drift = [b / a - 1 for a, b in zip(first, second)]
+        record["drift"] = {"median": round(statistics.median(drift), 4),
+                           "p10": round(_quantile(drift, 0.1), 4), "p90": round(_quantile(drift, 0.9), 4)}
+    record["later"] = accuracy(predicted, second)  # timed again after calibrating, as a profile is used
+    # the test networks' own drift between the two timings, taken out of the matched ones' times
+    speed = 1 + record["drift"]["median"] if first is not None else None
+    for target in args.match:
+        times = [later[key] for key, (t, _) in matched.items() if t == target]
+        entry: dict[str, Any] = {"target_ms": target, "matched": len(times), "of": min(MATCHED, len(tests))}
+        for name, factor in (("", 1.0), ("_drift_out", speed)):
+            if factor is not None and times:
+                off = [ms / factor / target - 1 for ms in times]
+                entry[f"within_5pct{name}"] = _share(off, 0.05)
+                entry[f"median_abs_error{name}"] = round(statistics.median(abs(e) for e in off), 4)
+        record.setdefault("matched", []).append(entry)
+    record["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    record["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(json.dumps(record, indent=1))
+    if args.write:
+        write(record)
+
+
+def write(record: dict[str, Any]) -> None:
+    """Add ``record`` to the others and rewrite RESULTS.md's section from all of them:
+    every run is kept, so the table shows how much runs on one machine differ."""
+    kept = HERE / "latency_model.json"
+    records = json.loads(kept.read_text()) if kept.exists() else []
+    records.append(record)
+    kept.write_text(json.dumps(records, indent=1) + "\n")
+    results = HERE / "RESULTS.md"
+    start, end = markers("latency_model")
+    results.write_text(with_section(results.read_text(), start, end, markdown(records),
+                                    "## The latency model (latency_model.py)"))
+
+
+def _matched(m: dict[str, Any]) -> str:
+    if not m["matched"]:
+        return f"{m['target_ms']:g} ms: none"
+    text = f"{m['target_ms']:g} ms: {m['within_5pct']:.0%} of {m['matched']} (median off {100 * m['median_abs_error']:.1f}%"
+    if "within_5pct_drift_out" in m:
+        text += (f"; drift taken out: {m['within_5pct_drift_out']:.0%}, median off "
+                 f"{100 * m['median_abs_error_drift_out']:.1f}%")
+    return text + ")"
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    lines = ["| device | threads | batch | calibration: networks, units, seconds | networks predicted | "
+             "within ±10% | Spearman ρ | error: median (signed), 90th pct | timed again after: within ±10%, "
+             "median error (signed) | drift between the two timings: median [10th, 90th pct] | matched to a target, "
+             "timed after: within 5% | load average | date |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def pct(value: float, sign: str = "") -> str:
+        return f"{100 * value:{sign}.1f}%"
+
+    for r in records:
+        c, later, drift = r["conditions"], r["later"], r.get("drift")
+        matched = "; ".join(_matched(m) for m in r.get("matched", [])) or "–"
+        same = (f"**{r['within_10pct']:.0%}** | {r['spearman']:.3f} | {pct(r['median_abs_error'])} "
+                f"({pct(r['median_error'], '+')}), {pct(r['p90_abs_error'])}") if "within_10pct" in r else "– | – | –"
+        moved = f"{pct(drift['median'], '+')} [{pct(drift['p10'], '+')}, {pct(drift['p90'], '+')}]" if drift else "–"
+        lines.append(
+            f"| {c['device']} | {c['threads']} | {r['batch']} | {r['calibration_networks']}, {r['profile_units']}, "
+            f"{r['calibration_s']:.0f} s | {r['networks']} ({r['measured_ms_range'][0]:.1f}–"
+            f"{r['measured_ms_range'][1]:.1f} ms) | {same} | {later['within_10pct']:.0%}, "
+            f"{pct(later['median_error'], '+')} | {moved} | {matched} | {r['load_average'][0]:.2f} → "
+            f"{r['load_average'][1]:.2f} | {r['date']} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_efficiency import anytime, plan_for, quartiles, reference, replay, table_size, whole_subspace  # noqa: I001
 
+from coatsearch.generated import markers, with_section
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.prefilter import kept_points
 from coatsearch.search.plan import InfeasibleCandidate
@@ -89,14 +89,9 @@ def main() -> None:
 def write_results(text: str, path: Path = Path(__file__).resolve().parent / "RESULTS.md") -> None:
     """Replace the section between the prefilter markers of RESULTS.md (added at the end
     the first time)."""
-    start, end = "<!-- prefilter:start -->", "<!-- prefilter:end -->"
-    made = f"{start}\n{text}\n{end}"
-    old = path.read_text()
-    if start in old:
-        new = re.sub(re.escape(start) + ".*?" + re.escape(end), made.replace("\\", "\\\\"), old, flags=re.S)
-    else:
-        new = old.rstrip("\n") + "\n\n## Prefilter on the replay (prefilter_replay.py)\n\n" + made + "\n"
-    path.write_text(new)
+    start, end = markers("prefilter")
+    path.write_text(with_section(path.read_text(), start, end, text,
+                                 "## Prefilter on the replay (prefilter_replay.py)"))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from coatsearch.flops import count_analytic
 from coatsearch.latency import LatencyError, Profile, calibrate, conditions, predict, random_specs
-from coatsearch.latency.units import features, units
+from coatsearch.latency.units import FEATURES, features, units
 
 SPEC = tiny_spec("C-C-T-T", image_size=16)
 
@@ -21,8 +21,28 @@ SPEC = tiny_spec("C-C-T-T", image_size=16)
 def test_a_network_is_its_stem_blocks_and_head():
     found = units(SPEC, 1)
     assert [u.kind for u in found] == ["stem", *(s.kind for s in SPEC.stages for _ in range(s.blocks)), "head"]
-    # the multiply-adds the units count are the network's (analytic count within 10%)
-    assert sum(u.flops for u in found) == pytest.approx(count_analytic(SPEC).flops, rel=0.1)
+    # the units count the network's FLOPs, the analytic count's to the unit
+    assert sum(u.flops for u in found) == count_analytic(SPEC).flops
+
+
+def test_a_units_work_grows_with_the_batch_and_its_weights_do_not():
+    one, eight = units(SPEC, 1), units(SPEC, 8)
+    weights, constant = FEATURES.index("weights"), FEATURES.index("constant")
+    for a, b in zip(one, eight):
+        assert b.features[weights] == a.features[weights] > 0 and b.features[constant] == a.features[constant] == 1
+        work = [k for k in range(len(FEATURES)) if k not in (weights, constant)]
+        assert [b.features[k] for k in work] == pytest.approx([8 * a.features[k] for k in work])
+    # attention work appears only in attention blocks, depthwise work only in MBConv blocks
+    by_kind = {u.kind: dict(zip(FEATURES, u.features)) for u in one}
+    assert by_kind["T"]["attention"] > 0 and by_kind["C"]["attention"] == 0
+    assert by_kind["C"]["depthwise"] > 0 and by_kind["T"]["depthwise"] == 0
+
+
+def test_a_units_key_and_features_need_no_network_but_its_module_sees_the_networks_input():
+    meta, real = units(SPEC, 2), units(SPEC, 2, "cpu")
+    assert [u.key for u in meta] == [u.key for u in real] and all(u.module is None for u in meta)
+    assert real[0].x.shape == (2, SPEC.in_channels, SPEC.image_size, SPEC.image_size)
+    assert real[-1].x.shape[1] == SPEC.stages[-1].channels
 
 
 def test_networks_share_the_units_they_have_in_common():
@@ -40,13 +60,15 @@ def test_a_prediction_sums_timed_units_fits_and_the_overhead():
     found = units(SPEC, 1)
     timed = {u.key: float(k + 1) for k, u in enumerate(found)}
     assert predict(SPEC, 1, _profile(units=timed, overhead_ms={"1": 0.5})) == pytest.approx(sum(timed.values()) + 0.5)
-    fits = {u.kind: [0.1, 0.2, 0.3] for u in found}
+    fits = {u.kind: [0.1 * (k + 1) for k in range(len(FEATURES))] for u in found}
     expected = sum(float(np.dot(fits[u.kind], features(u))) for u in found)
     assert predict(SPEC, 1, _profile(fits=fits)) == pytest.approx(expected)
     scaled = _profile(units=timed, overhead_ms={"1": 0.5}, scale={"1": 1.5})
     assert predict(SPEC, 1, scaled) == pytest.approx(1.5 * sum(timed.values()) + 0.5)
     with pytest.raises(LatencyError, match="no T unit"):
-        predict(SPEC, 1, _profile(fits={"stem": [1, 0, 0], "C": [1, 0, 0], "head": [1, 0, 0]}))
+        predict(SPEC, 1, _profile(fits={"stem": fits["stem"], "C": fits["C"], "head": fits["head"]}))
+    with pytest.raises(LatencyError, match="3 coefficients where this version has"):  # a profile of other features
+        predict(SPEC, 1, _profile(fits={kind: [1.0, 0.0, 0.0] for kind in fits}))
 
 
 def test_a_profile_from_elsewhere_is_refused_or_warned_in_one_line(tmp_path):
@@ -85,7 +107,7 @@ def test_the_command_refuses_another_machines_profile(tmp_path):
     from coatsearch.cli import app
 
     path = tmp_path / "p.json"
-    profile = _profile(fits={k: [1.0, 0.0, 0.0] for k in ("stem", "C", "T", "head")})
+    profile = _profile(fits={k: [1.0] * len(FEATURES) for k in ("stem", "C", "T", "head")})
     profile.save(path)
     (tmp_path / "spec.yaml").write_text(SPEC.to_yaml())
     ok = CliRunner().invoke(app, ["latency", "predict", str(tmp_path / "spec.yaml"), "--profile", str(path)])

@@ -8,15 +8,17 @@ import pytest
 from conftest import TINY_SPACE, tiny_spec
 
 from coatsearch.budget import BudgetError
-from coatsearch.latency import Profile, conditions, predict
+from coatsearch.latency import LatencyError, Profile, conditions, predict
 from coatsearch.latency.budget import match_latency
+from coatsearch.latency.units import FEATURES
 from coatsearch.search import compile_space
 from coatsearch.search.plan import InfeasibleCandidate
 from coatsearch.space import SearchSpace, SpaceError
 
 SPEC = tiny_spec("C-C-T-T", image_size=16)
 #: every unit's predicted time proportional to its multiply-adds: 1 ms per million
-LINEAR = {kind: [0.0, 1.0, 0.0] for kind in ("stem", "C", "T", "head")}
+MACS = ("conv1x1", "conv_kxk", "depthwise", "linear", "attention")
+LINEAR = {kind: [float(name in MACS) for name in FEATURES] for kind in ("stem", "C", "T", "head")}
 
 
 @pytest.fixture
@@ -51,6 +53,17 @@ def test_a_latency_budget_needs_a_profile_made_here(profile_path, tmp_path):
         compile_space(_space(budget={"latency_ms": 5}, latency_profile=str(other)), check_data=False)
     with pytest.raises(ValueError, match="latency_ms: a latency target is matched alone"):
         _space(budget={"latency_ms": 5, "flops": "1M"})
+
+
+def test_a_search_predicts_at_the_profiles_own_thread_count(tmp_path):
+    """A profile for 1 thread (a batch-1 deployment) serves a search whose process runs more."""
+    from coatsearch.latency.profile import load_checked
+
+    one_thread = tmp_path / "one-thread.json"
+    Profile({**conditions(), "threads": conditions()["threads"] + 7}, "2026-01-01", fits=LINEAR).save(one_thread)
+    with pytest.raises(LatencyError, match="threads"):  # a prediction asked for here, at this process's threads
+        Profile.load(one_thread).check()
+    assert load_checked(str(one_thread)).conditions["threads"] == conditions()["threads"] + 7
 
 
 @pytest.mark.slow

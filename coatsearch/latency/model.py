@@ -15,14 +15,14 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
 from coatsearch.latency.profile import LatencyError, Profile, conditions
-from coatsearch.latency.units import Unit, features, units
+from coatsearch.latency.units import FEATURES, Unit, features, units
 from coatsearch.spec import NetSpec
 
 
@@ -31,7 +31,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_calls(calls: dict[str, Callable[[], Any]], rounds: int, device: str = "cpu", seed: int = 0) -> dict[str, float]:
+def time_calls(calls: Mapping[str, Callable[[], Any]], rounds: int, device: str = "cpu", seed: int = 0) -> dict[str, float]:
     """Median milliseconds of each call over ``rounds`` interleaved rounds (each round: a
     warm-up, then the fastest of three)."""
     if rounds < 1:
@@ -59,10 +59,23 @@ def _call(module: Any, x: torch.Tensor | None) -> Callable[[], Any]:
     return lambda: module(x)
 
 
-def calibrate(specs: Iterable[NetSpec], batches: Iterable[int], *, rounds: int = 7, whole: int = 4,
-              device: str = "cpu", log: Callable[[str], None] | None = None) -> Profile:
+def calibrate(specs: Iterable[NetSpec], batches: Iterable[int], *, rounds: int = 7, whole: int = 40,
+              device: str = "cpu", log: Callable[[str], None] | None = None,
+              alongside: Mapping[str, Callable[[], Any]] | None = None) -> Profile:
     """Time every distinct unit of ``specs`` at each batch size, and ``whole`` of the
-    networks end to end at each (for the overhead); fit each kind's latency on its units."""
+    networks end to end at each, in the same interleaved rounds, and fit each kind's
+    latency on its units. The whole networks give the scale and overhead: four leave them
+    to chance (one such calibration predicted 100 other networks 6% low, 86% of them within
+    ±10%, against 98% with forty), and in the units' rounds a change in the machine's
+    speed during calibration moves units and networks alike.
+
+    ``alongside``: other calls timed in the same rounds, their medians returned in the
+    profile's ``notes["alongside_ms"]``: how a benchmark measures networks under the very
+    conditions the profile was made in (this machine's speed drifts by several percent
+    between minutes).
+    """
+    from coatsearch.nn import build
+
     specs = list(specs)
     found: dict[str, Unit] = {}
     nets: dict[str, tuple[NetSpec, int]] = {}
@@ -74,14 +87,16 @@ def calibrate(specs: Iterable[NetSpec], batches: Iterable[int], *, rounds: int =
                 nets[f"net{k}@{batch}"] = (spec, batch)
     if log:
         log(f"timing {len(found)} units and {len(nets)} whole networks, {rounds} rounds")
-    measured = time_calls({key: _call(u.module, u.x) for key, u in found.items()}, rounds, device)
-    from coatsearch.nn import build
-
-    models: dict[str, tuple[torch.nn.Module, torch.Tensor]] = {}
+    calls = {key: _call(u.module, u.x) for key, u in found.items()}
     for name, (spec, batch) in nets.items():
         model = build(spec, device=device).eval()
-        models[name] = (model, torch.randn(batch, spec.in_channels, spec.image_size, spec.image_size, device=device))
-    whole_ms = time_calls({name: _call(m, x) for name, (m, x) in models.items()}, rounds, device, seed=1)
+        calls[name] = _call(model, torch.randn(batch, spec.in_channels, spec.image_size, spec.image_size,
+                                               device=device))
+    if set(calls) & set(alongside or {}):
+        raise LatencyError("alongside: a name that a unit or network of the calibration already has")
+    timed = time_calls({**calls, **(alongside or {})}, rounds, device)
+    measured = {key: timed[key] for key in found}
+    whole_ms = {name: timed[name] for name in nets}
     profile = Profile(conditions(device), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                       units={key: round(ms, 5) for key, ms in measured.items()})
     profile.fits = fit_kinds(list(found.values()), measured)
@@ -91,7 +106,10 @@ def calibrate(specs: Iterable[NetSpec], batches: Iterable[int], *, rounds: int =
         pairs.setdefault(str(batch), []).append((parts, whole_ms[name]))
     for size, seen in pairs.items():
         profile.scale[size], profile.overhead_ms[size] = whole_network_fit(seen)
-    profile.notes = {"rounds": rounds, "units": len(found), "networks": len(nets), "specs": len(specs)}
+    profile.notes = {"rounds": rounds, "units": len(found), "networks": len(nets), "specs": len(specs),
+                     "features": list(FEATURES)}
+    if alongside:
+        profile.notes["alongside_ms"] = {name: timed[name] for name in alongside}
     return profile
 
 
@@ -136,5 +154,8 @@ def predict(spec: NetSpec, batch: int, profile: Profile) -> float:
         if coef is None:
             raise LatencyError(f"latency profile has no {unit.kind} unit to estimate from; calibrate with "
                                f"networks that have one")
+        if len(coef) != len(FEATURES):
+            raise LatencyError(f"latency profile: its {unit.kind} fit has {len(coef)} coefficients where this "
+                               f"version has {len(FEATURES)} features; calibrate again")
         total += float(np.dot(coef, features(unit)))
     return profile.scale.get(str(batch), 1.0) * total + profile.overhead_ms.get(str(batch), 0.0)

@@ -73,12 +73,14 @@ class Profile:
         except (OSError, ValueError, TypeError) as exc:
             raise LatencyError(f"{path}: not a latency profile ({type(exc).__name__}: {str(exc)[:100]})") from None
 
-    def check(self, device: str | None = None, strict: bool = True) -> str | None:
-        """None when this process matches the profile's conditions; else the difference in
-        one line, raised as `LatencyError` when ``strict``, else warned about and returned."""
+    def check(self, device: str | None = None, strict: bool = True,
+              compared: tuple[str, ...] = ("device", "threads", "torch")) -> str | None:
+        """None when this process matches the profile's ``compared`` conditions; else the
+        difference in one line, raised as `LatencyError` when ``strict``, else warned about
+        and returned."""
         here = conditions(device or self.conditions.get("device_kind", "cpu"))
         diffs = [f"{name} {self.conditions.get(name)!r} (here {here[name]!r})"
-                 for name in ("device", "threads", "torch") if self.conditions.get(name) != here[name]]
+                 for name in compared if self.conditions.get(name) != here[name]]
         if not diffs:
             return None
         line = f"latency profile made under other conditions: {', '.join(diffs)}; calibrate again here"
@@ -90,10 +92,12 @@ class Profile:
 
 @functools.lru_cache(maxsize=4)
 def load_checked(path: str) -> Profile:
-    """A profile read once per process and checked against this machine (`LatencyError`
-    naming the difference): what a search's budget and latency objective use."""
+    """A profile read once per process and checked against this machine's device and torch
+    (`LatencyError` naming the difference): what a search's budget and latency objective
+    use. Not its threads: a search predicts latency at the profile's own thread count (the
+    deployment's, such as 1 thread at batch 1), whatever threads its trials train with."""
     if not path:
         raise LatencyError("latency_profile: not set; expected a profile from `coatsearch latency calibrate`")
     profile = Profile.load(Path(path))
-    profile.check()
+    profile.check(compared=("device", "torch"))
     return profile
