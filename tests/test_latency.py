@@ -127,3 +127,12 @@ def test_the_whole_network_fit_recovers_scale_and_overhead():
 
     assert whole_network_fit([(10.0, 17.0), (20.0, 32.0), (40.0, 62.0)]) == pytest.approx((1.5, 2.0), rel=1e-3)
     assert whole_network_fit([(10.0, 12.5)]) == (1.0, 2.5)
+
+
+def test_a_prediction_at_a_batch_the_profile_never_timed_is_refused():
+    """Scale and overhead hold only at the batches they were fitted on."""
+    profile = _profile(fits={kind: [1.0] * len(FEATURES) for kind in ("stem", "C", "T", "head")},
+                       scale={"1": 1.2, "8": 1.1}, overhead_ms={"1": 0.1, "8": 0.2})
+    assert predict(SPEC, 8, profile) > 0
+    with pytest.raises(LatencyError, match="calibrated at batch 1, 8, not 4; calibrate with --batch 4"):
+        predict(SPEC, 4, profile)

@@ -51,6 +51,10 @@ def test_a_latency_budget_needs_a_profile_made_here(profile_path, tmp_path):
     Profile({**conditions(), "torch": "0.1"}, "2026-01-01", fits=LINEAR).save(other)
     with pytest.raises(SpaceError, match=r"latency_profile: .*torch '0.1'"):
         compile_space(_space(budget={"latency_ms": 5}, latency_profile=str(other)), check_data=False)
+    at_one = tmp_path / "batch1.json"
+    Profile(conditions(), "2026-01-01", fits=LINEAR, scale={"1": 1.0}, overhead_ms={"1": 0.0}).save(at_one)
+    with pytest.raises(SpaceError, match="latency_profile: batch: .*calibrated at batch 1, not 8"):
+        compile_space(_space(budget={"latency_ms": 5, "batch": 8}, latency_profile=str(at_one)), check_data=False)
     with pytest.raises(ValueError, match="latency_ms: a latency target is matched alone"):
         _space(budget={"latency_ms": 5, "flops": "1M"})
 

@@ -144,7 +144,9 @@ def fit_kinds(found: list[Unit], measured: dict[str, float]) -> dict[str, list[f
 
 
 def predict(spec: NetSpec, batch: int, profile: Profile) -> float:
-    """Predicted milliseconds of one call of ``spec`` at ``batch`` on the profile's device."""
+    """Predicted milliseconds of one call of ``spec`` at ``batch`` on the profile's device;
+    `LatencyError` at a batch the profile was not calibrated at (`Profile.check_batch`)."""
+    profile.check_batch(batch)
     total = 0.0
     for unit in units(spec, batch):
         if unit.key in profile.units:

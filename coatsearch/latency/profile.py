@@ -60,6 +60,15 @@ class Profile:
     scale: dict[str, float] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
 
+    def check_batch(self, batch: int) -> None:
+        """`LatencyError` when the profile timed whole networks but not at ``batch``: its
+        scale and overhead correct the sum of units only at the batches they were fitted
+        on, and a prediction at another batch would come out uncorrected without a word."""
+        calibrated = sorted({*self.scale, *self.overhead_ms}, key=int)
+        if calibrated and str(batch) not in calibrated:
+            raise LatencyError(f"batch: the latency profile was calibrated at batch {', '.join(calibrated)}, "
+                               f"not {batch}; calibrate with --batch {batch}")
+
     def save(self, path: Path) -> None:
         from coatsearch.files import write_atomic
 

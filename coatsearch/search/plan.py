@@ -288,7 +288,7 @@ def _check_budget(space: SearchSpace, base: NetSpec) -> None:
         if not space.latency_profile:
             raise SpaceError("budget.latency_ms: needs latency_profile, a profile from `coatsearch latency calibrate`")
         try:
-            load_checked(space.latency_profile)
+            load_checked(space.latency_profile).check_batch(space.budget.batch if space.budget is not None else 1)
         except LatencyError as exc:
             raise SpaceError(f"latency_profile: {exc}") from None
     if space.budget is None or not space.budget.targets:
