@@ -122,6 +122,19 @@ def test_the_command_refuses_another_machines_profile(tmp_path):
     assert warned.exit_code == 0 and "warning:" in warned.output
 
 
+def test_the_command_predicts_at_the_profiles_thread_count_whatever_this_process_runs(tmp_path):
+    """Nothing runs to predict, so a 1-thread profile serves a process with more threads."""
+    from coatsearch.cli import app
+
+    path = tmp_path / "p.json"
+    threads = conditions()["threads"] + 7
+    Profile({**conditions(), "threads": threads}, "2026-01-01",
+            fits={k: [1.0] * len(FEATURES) for k in ("stem", "C", "T", "head")}).save(path)
+    (tmp_path / "spec.yaml").write_text(SPEC.to_yaml())
+    result = CliRunner().invoke(app, ["latency", "predict", str(tmp_path / "spec.yaml"), "--profile", str(path)])
+    assert result.exit_code == 0 and f"{threads} threads (the profile's)" in result.output
+
+
 def test_the_whole_network_fit_recovers_scale_and_overhead():
     from coatsearch.latency.model import whole_network_fit
 

@@ -19,13 +19,16 @@ def latency_calibrate(
     spaces: list[str] = typer.Argument(None, metavar="[SPACE.yaml]...", help="spaces whose candidates to time"),
     output: Path = typer.Option(Path("latency-profile.json"), "-o", "--output", help="the profile to write"),
     batch: list[int] = typer.Option([1], "--batch", help="batch sizes to time (repeat the option)"),
-    random_nets: int = typer.Option(40, "--random", help="random networks (32-224 px) timed too, for the fits"),
+    random_nets: int = typer.Option(40, "--random", help="random networks (32-224 px) timed too, for the fits and "
+                                    "the whole-network scale"),
     rounds: int = typer.Option(7, "--rounds", help="interleaved rounds; the median is kept"),
-    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: torch's)"),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads to time at, recorded in the profile; "
+                                       "its predictions hold at that count (default: torch's)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
 ) -> None:
     """Time the stem, every block and the head of the given spaces' candidates and of
-    random networks, plus a few whole networks, and write this device's profile."""
+    random networks, and the first 40 of those networks whole in the same interleaved
+    rounds (for the scale from units to a network), and write this device's profile."""
     import time
 
     import torch
@@ -59,16 +62,12 @@ def latency_predict(
     profile_path: Path = typer.Option(..., "--profile", help="a profile written by `coatsearch latency calibrate`"),
     batch: int = typer.Option(1, "--batch", help="batch size"),
     image_size: int | None = typer.Option(None, "--image-size", help="predict at this size"),
-    allow_other: bool = typer.Option(False, "--allow-other", help="warn, not refuse, when the profile was made elsewhere"),
-    threads: int | None = typer.Option(None, "--threads", help="torch threads the latency is for (as calibrated)"),
+    allow_other: bool = typer.Option(False, "--allow-other",
+                                     help="warn, not refuse, when the profile was made on another device or torch"),
 ) -> None:
-    """Predict a network's latency on this device from its profile."""
+    """Predict a network's latency on this device from its profile, at the profile's own
+    thread count: nothing runs, so this process's threads do not matter (as in a search)."""
     import warnings
-
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
 
     from coatsearch.latency import Profile, predict
     from coatsearch.presets import load_spec
@@ -76,11 +75,11 @@ def latency_predict(
     profile = Profile.load(profile_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        profile.check(strict=not allow_other)
+        profile.check(strict=not allow_other, compared=("device", "torch"))
     for warning in caught:
         err_console.print(f"[yellow]warning:[/] {warning.message}", highlight=False, soft_wrap=True)
     net = load_spec(spec)
     if image_size is not None:
         net = net.replace(image_size=image_size)
-    console.print(f"{net.name or spec}: {predict(net, batch, profile):.2f} ms predicted at batch {batch}",
-                  highlight=False)
+    console.print(f"{net.name or spec}: {predict(net, batch, profile):.2f} ms predicted at batch {batch}, "
+                  f"{profile.conditions.get('threads')} threads (the profile's)", highlight=False)

@@ -86,7 +86,8 @@ class Profile:
               compared: tuple[str, ...] = ("device", "threads", "torch")) -> str | None:
         """None when this process matches the profile's ``compared`` conditions; else the
         difference in one line, raised as `LatencyError` when ``strict``, else warned about
-        and returned."""
+        and returned. The default compares threads too, for code that times networks here
+        beside the profile; a prediction alone runs nothing, so it compares device and torch."""
         here = conditions(device or self.conditions.get("device_kind", "cpu"))
         diffs = [f"{name} {self.conditions.get(name)!r} (here {here[name]!r})"
                  for name in compared if self.conditions.get(name) != here[name]]
