@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -128,8 +128,6 @@ def units(spec: NetSpec, batch: int, device: str | torch.device = "meta") -> lis
     found = _walk(spec, batch)
     if torch.device(device).type == "meta":
         return found
-    from dataclasses import replace
-
     from coatsearch.nn import build
 
     model = build(spec, device=device).eval()
@@ -152,4 +150,6 @@ def features(unit: Unit) -> list[float]:
 
 
 def describe(unit: Unit) -> dict[str, Any]:
+    """A unit as one flat record (key, kind, FLOPs and each feature by name), to list a
+    calibration's units or compare two walks of a network."""
     return {"key": unit.key, "kind": unit.kind, "flops": unit.flops, **dict(zip(FEATURES, unit.features))}
