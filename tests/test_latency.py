@@ -149,3 +149,9 @@ def test_a_prediction_at_a_batch_the_profile_never_timed_is_refused():
     assert predict(SPEC, 8, profile) > 0
     with pytest.raises(LatencyError, match="calibrated at batch 1, 8, not 4; calibrate with --batch 4"):
         predict(SPEC, 4, profile)
+
+
+@pytest.mark.parametrize(("batches", "rounds", "field"), [([0], 3, "batch"), ([], 3, "batch"), ([1], 0, "rounds")])
+def test_calibration_refuses_a_bad_batch_or_rounds_in_one_line(batches, rounds, field):
+    with pytest.raises(LatencyError, match=f"^{field}: expected"):
+        calibrate([SPEC], batches, rounds=rounds, whole=1)

@@ -62,8 +62,8 @@ def _call(module: Any, x: torch.Tensor | None) -> Callable[[], Any]:
 def calibrate(specs: Iterable[NetSpec], batches: Iterable[int], *, rounds: int = 7, whole: int = 40,
               device: str = "cpu", log: Callable[[str], None] | None = None,
               alongside: Mapping[str, Callable[[], Any]] | None = None) -> Profile:
-    """Time every distinct unit of ``specs`` at each batch size, and ``whole`` of the
-    networks end to end at each, in the same interleaved rounds, and fit each kind's
+    """Time every distinct unit of ``specs`` at each batch size, and the first ``whole`` of
+    the networks end to end at each, in the same interleaved rounds, and fit each kind's
     latency on its units. The whole networks give the scale and overhead: four leave them
     to chance (one such calibration predicted 100 other networks 6% low, 86% of them within
     ±10%, against 98% with forty), and in the units' rounds a change in the machine's
@@ -76,7 +76,12 @@ def calibrate(specs: Iterable[NetSpec], batches: Iterable[int], *, rounds: int =
     """
     from coatsearch.nn import build
 
-    specs = list(specs)
+    specs, batches = list(specs), list(batches)
+    # checked before anything is built: building every unit of forty networks takes a while
+    if rounds < 1:
+        raise LatencyError(f"rounds: expected at least 1, got {rounds}")
+    if not batches or min(batches) < 1:
+        raise LatencyError(f"batch: expected one or more batch sizes of at least 1, got {batches}")
     found: dict[str, Unit] = {}
     nets: dict[str, tuple[NetSpec, int]] = {}
     for batch in batches:
