@@ -155,3 +155,8 @@ def test_a_prediction_at_a_batch_the_profile_never_timed_is_refused():
 def test_calibration_refuses_a_bad_batch_or_rounds_in_one_line(batches, rounds, field):
     with pytest.raises(LatencyError, match=f"^{field}: expected"):
         calibrate([SPEC], batches, rounds=rounds, whole=1)
+
+
+def test_a_check_names_an_unknown_condition():
+    with pytest.raises(LatencyError, match="compared: thread is not a condition"):
+        _profile().check(compared=("device", "thread"))

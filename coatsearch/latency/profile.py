@@ -89,6 +89,9 @@ class Profile:
         and returned. The default compares threads too, for code that times networks here
         beside the profile; a prediction alone runs nothing, so it compares device and torch."""
         here = conditions(device or self.conditions.get("device_kind", "cpu"))
+        unknown = sorted(set(compared) - set(here))
+        if unknown:  # a misspelt name would otherwise compare nothing or fail with a KeyError
+            raise LatencyError(f"compared: {', '.join(unknown)} is not a condition (expected some of {', '.join(here)})")
         diffs = [f"{name} {self.conditions.get(name)!r} (here {here[name]!r})"
                  for name in compared if self.conditions.get(name) != here[name]]
         if not diffs:
