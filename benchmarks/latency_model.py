@@ -12,16 +12,16 @@ calibrate` uses) or reads ``--profile``, then draws ``--n`` other random network
 layouts, depths, widths, head sizes, 32-224 px; another seed) and predicts each. It times
 them twice, in ``--rounds`` interleaved rounds (median of the fastest of three calls per
 round): in the calibration's own rounds (the model's error alone; not with ``--profile``)
-and again after it, as a profile is used (the model's error plus the machine's drift in
-between). Each ``--match`` target (ms) has the first 30 of those networks matched to it by
-width through the profile (as ``budget: {latency_ms: X}`` does; those no width brings
-within 5% are left out), timed in the second rounds. Prints the share of predictions within
-±10% of the measured median (the goal: 90%, 95% beyond), Spearman's ρ (goal 0.95), the
-median (and signed) and 90th-percentile error, for both timings, the drift between them,
-the calibration time, the matched networks' measured latency against each target (goal:
-within 5%; also with the drift taken out) and the load average before and after, as one
-JSON object. ``--write`` adds the record to latency_model.json and rewrites RESULTS.md's
-section from all of them.
+and again after it, as a profile is used (the model's error plus whatever changed the
+networks' times in between). Each ``--match`` target (ms) has the first 30 of those
+networks matched to it by width through the profile (as ``budget: {latency_ms: X}`` does;
+those no width brings within 5% are left out), timed in the second rounds. Prints the
+share of predictions within ±10% of the measured median (the goal: 90%, 95% beyond),
+Spearman's ρ (goal 0.95), the median (and signed) and 90th-percentile error, for both
+timings, how far the times moved between them (``drift``), the calibration time, the
+matched networks' measured latency against each target (goal: within 5%; also with the
+drift taken out) and the load average before and after, as one JSON object. ``--write``
+adds the record to latency_model.json and rewrites RESULTS.md's section from all of them.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def main() -> None:
         "profile_units": len(profile.units),
         "measured_ms_range": [round(min(second), 3), round(max(second), 3)],
     }
-    if first is not None:  # timed in the calibration's own rounds: the model's error, the machine's drift apart
+    if first is not None:  # timed in the calibration's own rounds: the model's error, the change in the times apart
         record |= accuracy(predicted, first)
         drift = [b / a - 1 for a, b in zip(first, second)]
         record["drift"] = {"median": round(statistics.median(drift), 4),
