@@ -71,8 +71,8 @@ def calibrate(specs: Iterable[NetSpec], batches: Iterable[int], *, rounds: int =
 
     ``alongside``: other calls timed in the same rounds, their medians returned in the
     profile's ``notes["alongside_ms"]``: how a benchmark measures networks under the very
-    conditions the profile was made in (this machine's speed drifts by several percent
-    between minutes).
+    conditions the profile was made in (timed again after a calibration, the same networks
+    have run several percent slower, so a later timing mixes that change into the error).
     """
     from coatsearch.nn import build
 
