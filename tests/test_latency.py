@@ -38,6 +38,14 @@ def test_a_units_work_grows_with_the_batch_and_its_weights_do_not():
     assert by_kind["C"]["depthwise"] > 0 and by_kind["T"]["depthwise"] == 0
 
 
+def test_only_a_downsampling_block_reads_a_larger_input():
+    found = units(SPEC, 1)[1:-1]
+    blocks = [(stage, b) for stage in SPEC.stages for b in range(stage.blocks)]
+    at = FEATURES.index("downsampled")
+    for unit, (stage, b) in zip(found, blocks):
+        assert (unit.features[at] > 0) == (b == 0 and stage.stride == 2), unit.key
+
+
 def test_a_units_key_and_features_need_no_network_but_its_module_sees_the_networks_input():
     meta, real = units(SPEC, 2), units(SPEC, 2, "cpu")
     assert [u.key for u in meta] == [u.key for u in real] and all(u.module is None for u in meta)
