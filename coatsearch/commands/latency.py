@@ -70,12 +70,13 @@ def latency_predict(
     import warnings
 
     from coatsearch.latency import Profile, predict
+    from coatsearch.latency.profile import PREDICTION_CONDITIONS
     from coatsearch.presets import load_spec
 
     profile = Profile.load(profile_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        profile.check(strict=not allow_other, compared=("device", "torch"))
+        profile.check(strict=not allow_other, compared=PREDICTION_CONDITIONS)
     for warning in caught:
         err_console.print(f"[yellow]warning:[/] {warning.message}", highlight=False, soft_wrap=True)
     net = load_spec(spec)

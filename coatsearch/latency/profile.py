@@ -103,6 +103,11 @@ class Profile:
         return line
 
 
+#: What a prediction depends on besides the profile: it runs nothing here, so this
+#: process's thread count does not enter (the latency is the profile's own threads').
+PREDICTION_CONDITIONS = ("device", "torch")
+
+
 @functools.lru_cache(maxsize=4)
 def load_checked(path: str) -> Profile:
     """A profile read once per process and checked against this machine's device and torch
@@ -112,5 +117,5 @@ def load_checked(path: str) -> Profile:
     if not path:
         raise LatencyError("latency_profile: not set; expected a profile from `coatsearch latency calibrate`")
     profile = Profile.load(Path(path))
-    profile.check(compared=("device", "torch"))
+    profile.check(compared=PREDICTION_CONDITIONS)
     return profile
