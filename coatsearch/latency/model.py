@@ -65,9 +65,8 @@ def calibrate(specs: Iterable[NetSpec], batches: Iterable[int], *, rounds: int =
     """Time every distinct unit of ``specs`` at each batch size, and the first ``whole`` of
     the networks end to end at each, in the same interleaved rounds, and fit each kind's
     latency on its units. The whole networks give the scale and overhead: four leave them
-    to chance (one such calibration predicted 100 other networks 6% low, 86% of them within
-    ±10%, against 98% with forty), and in the units' rounds a change in the machine's
-    speed during calibration moves units and networks alike.
+    to chance, forty hold them; in the units' rounds, a change in the machine's speed
+    during calibration moves units and networks alike.
 
     ``alongside``: other calls timed in the same rounds, their medians returned in the
     profile's ``notes["alongside_ms"]``: how a benchmark measures networks under the very

@@ -3,8 +3,7 @@ layouts, depths, widths, head sizes and resolutions from 32 to 224 px.
 
 Widths run from 8 to 768 and include multiples of 8 that are not powers of two: a latency
 budget matches networks by scaling their widths, so the profile must have seen widths
-such as 40, 88 or 632 (with S1 at 16-64 only, one calibration predicted such networks 7%
-low on average)."""
+such as 40, 88 or 632."""
 
 from __future__ import annotations
 
