@@ -8,8 +8,9 @@ import pytest
 from conftest import TINY_SPACE, tiny_spec
 
 from coatsearch.budget import BudgetError
+from coatsearch.budget.scaler import Scaler
 from coatsearch.latency import LatencyError, Profile, conditions, predict
-from coatsearch.latency.budget import match_latency
+from coatsearch.latency.budget import AIM, match_latency
 from coatsearch.latency.units import FEATURES
 from coatsearch.search import compile_space
 from coatsearch.search.plan import InfeasibleCandidate
@@ -37,6 +38,19 @@ def test_widths_are_matched_to_a_predicted_latency():
     assert matched.stages[-1].channels > SPEC.stages[-1].channels
     with pytest.raises(BudgetError, match=r"latency_ms: no width .* within 5% of 1e-06 ms"):
         match_latency(SPEC, 1e-6, 1, profile)
+
+
+@pytest.mark.slow
+def test_widths_one_multiple_off_reach_a_latency_one_factor_steps_over():
+    profile = Profile(conditions(), "2026-01-01", fits=LINEAR)
+    scaler = Scaler(SPEC, "flops")
+    one_factor = sorted({predict(scaler.build(scaler.widths(f / 400, scaler.original.blocks)), 1, profile)
+                         for f in range(100, 1200)})
+    step, below, above = max((b / a, a, b) for a, b in zip(one_factor, one_factor[1:]))
+    target = (below * above) ** 0.5
+    assert step > 1 + 2 * AIM  # every one-factor width misses this target by more than AIM
+    matched, got = match_latency(SPEC, target, 1, profile)
+    assert abs(got / target - 1) <= AIM and predict(matched, 1, profile) == pytest.approx(got)
 
 
 def _space(**changes) -> SearchSpace:

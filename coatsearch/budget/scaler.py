@@ -127,7 +127,7 @@ class Scaler:
         stem = spec.stem.model_copy(update={"channels": shape.stem})
         return spec.model_copy(update={"stem": stem, "stages": stages, "head_hidden": shape.head_hidden})
 
-    def cost(self, shape: Shape) -> int:
+    def cost(self, shape: Shape) -> float:
         if shape not in self._cache:
             counts = count_analytic(self.build(shape))
             self._cache[shape] = counts.flops if self.metric == "flops" else counts.params
@@ -135,7 +135,7 @@ class Scaler:
 
 
 def bracket(
-    cost_at: Callable[[float], int], target: float, low: float, high: float
+    cost_at: Callable[[float], float], target: float, low: float, high: float
 ) -> tuple[float | None, float | None]:
     """Factors just under and just over the step where ``cost_at`` crosses ``target``.
 
