@@ -187,6 +187,7 @@ def main() -> None:
             if factor is not None and times:
                 off = [ms / factor / target - 1 for ms in times]
                 entry[f"within_5pct{name}"] = _share(off, 0.05)
+                entry[f"within_10pct{name}"] = _share(off, 0.10)
                 entry[f"median_abs_error{name}"] = round(statistics.median(abs(e) for e in off), 4)
         record.setdefault("matched", []).append(entry)
     record["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
@@ -213,7 +214,8 @@ def _matched(m: dict[str, Any]) -> str:
     if not m["matched"]:
         return f"{m['target_ms']:g} ms: none"
     aim = f"aimed within {m['aim']:.0%}" if "aim" in m else "one width factor"
-    text = (f"{m['target_ms']:g} ms, {aim}: {m['within_5pct']:.0%} of {m['matched']} (median off "
+    within_10 = f", {m['within_10pct']:.0%} within 10%" if "within_10pct" in m else ""
+    text = (f"{m['target_ms']:g} ms, {aim}: {m['within_5pct']:.0%} of {m['matched']}{within_10} (median off "
             f"{100 * m['median_abs_error']:.1f}%")
     if "predicted_median_abs_error" in m:
         text += f", predicted {100 * m['predicted_median_abs_error']:.1f}%"
