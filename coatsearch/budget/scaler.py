@@ -47,7 +47,7 @@ class Scaler:
         self.stem_tied = spec.stem.channels == spec.stages[0].channels
         self.head_tied = spec.head_hidden == spec.stages[-1].channels
         self.scalable = spec.depth_stages
-        self._cache: dict[Shape, int] = {}
+        self._cache: dict[Shape, float] = {}
         # (original width, multiple) of every independent width: stages, then stem, head
         free = [(s.channels, q) for s, q in zip(spec.stages, self.quanta)]
         if not self.stem_tied:
@@ -128,10 +128,20 @@ class Scaler:
         return spec.model_copy(update={"stem": stem, "stages": stages, "head_hidden": shape.head_hidden})
 
     def cost(self, shape: Shape) -> float:
+        """What ``shape`` costs, computed once per shape (`measure`)."""
         if shape not in self._cache:
-            counts = count_analytic(self.build(shape))
-            self._cache[shape] = counts.flops if self.metric == "flops" else counts.params
+            self._cache[shape] = self.measure(shape)
         return self._cache[shape]
+
+    def measure(self, shape: Shape) -> float:
+        """The metric of ``shape``'s spec: its analytic FLOPs or parameters."""
+        counts = count_analytic(self.build(shape))
+        return counts.flops if self.metric == "flops" else counts.params
+
+    @property
+    def costs_seen(self) -> list[float]:
+        """The cost of every shape tried so far."""
+        return list(self._cache.values())
 
 
 def bracket(

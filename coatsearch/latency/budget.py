@@ -22,16 +22,9 @@ class _LatencyScaler(Scaler):
     def __init__(self, spec: NetSpec, batch: int, profile: Profile) -> None:
         super().__init__(spec, "flops")
         self.batch, self.profile = batch, profile
-        self._predicted: dict[Shape, float] = {}
 
-    def cost(self, shape: Shape) -> float:
-        if shape not in self._predicted:
-            self._predicted[shape] = predict(self.build(shape), self.batch, self.profile)
-        return self._predicted[shape]
-
-    @property
-    def tried(self) -> list[float]:
-        return list(self._predicted.values())
+    def measure(self, shape: Shape) -> float:
+        return predict(self.build(shape), self.batch, self.profile)
 
 
 def match_latency(spec: NetSpec, target_ms: float, batch: int, profile: Profile,
@@ -47,7 +40,7 @@ def match_latency(spec: NetSpec, target_ms: float, batch: int, profile: Profile,
     best = Search(scaler, target_ms, min(AIM, tolerance)).by_width(scaler.original.blocks)
     got = scaler.cost(best)
     if abs(got / target_ms - 1) > tolerance:
-        tried = scaler.tried
+        tried = scaler.costs_seen
         raise BudgetError(f"latency_ms: no width of this network is predicted within {tolerance:.0%} of "
                           f"{target_ms:g} ms at batch {batch} (nearest {got:.3g} ms; widths tried reach "
                           f"{min(tried):.3g}-{max(tried):.3g} ms)")

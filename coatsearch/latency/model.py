@@ -70,8 +70,8 @@ def calibrate(specs: Iterable[NetSpec], batches: Iterable[int], *, rounds: int =
 
     ``alongside``: other calls timed in the same rounds, their medians returned in the
     profile's ``notes["alongside_ms"]``: how a benchmark measures networks under the very
-    conditions the profile was made in (timed again after a calibration, the same networks
-    have run several percent slower, so a later timing mixes that change into the error).
+    conditions the profile was made in (timed again in this process after a calibration,
+    the same networks run several percent slower, a change a new process does not have).
     """
     from coatsearch.nn import build
 
