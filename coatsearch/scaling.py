@@ -19,14 +19,16 @@ target, such as ``"2x"`` (twice the spec's cost) or ``"64M"``. Rules:
   grows with the 4th power of resolution, not the 2nd) picks the point whose cost per
   unit ``phi`` is closest to 2x with the three dimensions contributing most evenly, after
   rounding to whole blocks and to the image sizes the total stride allows (evaluated at
-  ``phi = 3``, where a small network's rounding does not hide a dimension); the width is
-  then matched to the target.
+  ``phi = 3``, where a small network's rounding does not hide a dimension). A member is
+  then the depth and image size (with the width matched to the target) whose realized
+  factors sit nearest the rule's three (`_compound_member`); where a stride step costs
+  more than a doubling leaves (32 px at stride 16), the image size stays and depth and
+  width share the growth.
 - ``depth``, ``width``, ``resolution``: one dimension only. Resolution moves in steps of
   the total stride, so it lands only as close as those steps allow (the error is stated).
 
-Ladders of ``coatnet`` and ``compound`` never narrow: both round depth (and resolution)
-before matching the width, so a member is held to be nowhere smaller than the member at
-half its target (`_ladder_member`).
+Ladders of ``coatnet`` and ``compound`` never narrow: a member is nowhere smaller than the
+member at half its target (`_ladder_member`, `_compound_member`).
 
 `family(base, rule, steps)` is a base and ``steps`` members at twice the cost each, as the
 paper's CoAtNet-0..3 table.
@@ -58,6 +60,8 @@ COMPOUND_DEPTHS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6)
 COMPOUND_WIDTHS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)
 COMPOUND_RESOLUTIONS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)
 COMPOUND_PHI = 3
+#: Depths the compound rule tries, per halving or doubling of ``alpha**phi``.
+COMPOUND_DEPTH_STEPS = 4
 #: Ladder rules: how many points between a member's own depth (and resolution) and the
 #: previous step's `_ladder_member` tries, most grown first.
 LADDER_POINTS = 12
@@ -138,8 +142,9 @@ def _coatnet(spec: NetSpec, metric: str, target: float, ratio: float, tolerance:
 @RULES.register("compound")
 def _compound(spec: NetSpec, metric: str, target: float, ratio: float, tolerance: float
               ) -> tuple[NetSpec, dict[str, float], str]:
-    """EfficientNet's: depth alpha**phi, width beta**phi, resolution gamma**phi."""
-    return _ladder_member(spec, "compound", metric, target, ratio, tolerance)
+    """EfficientNet's: depth alpha**phi, width beta**phi, resolution gamma**phi, each as
+    nearly as whole blocks, stride steps and a matched width allow (`_compound_member`)."""
+    return _compound_member(spec, metric, target, ratio, tolerance)
 
 
 @RULES.register("depth")
@@ -164,54 +169,42 @@ def _resolution(spec: NetSpec, metric: str, target: float, ratio: float, toleran
     return out, {"resolution": out.image_size / spec.image_size}, ""
 
 
-def _grow(spec: NetSpec, rule: str, ratio: float, held: float, constants: tuple[float, float, float, float] | None,
-          ) -> tuple[NetSpec, dict[str, float]]:
-    """``spec`` grown by a ladder rule's depth (and resolution) for a cost ratio of
-    ``held`` (the target's ``ratio`` or less: `_ladder_member`), before its width is
-    matched to the target."""
-    if rule == "coatnet":
-        depth = held ** (1 / 3)
-        return spec.scaled(depth=depth), {"depth": depth}
-    assert constants is not None
-    alpha, beta, gamma, _ = constants
-    phi, phi_held = math.log2(ratio), math.log2(held)
-    grown = spec.scaled(depth=alpha**phi_held, width=beta**phi, resolution=gamma**phi_held)
-    return grown, {"alpha": alpha, "beta": beta, "gamma": gamma, "phi": phi}
+def _grow(spec: NetSpec, held: float) -> tuple[NetSpec, dict[str, float]]:
+    """``spec`` grown by the coatnet rule's depth for a cost ratio of ``held`` (the
+    target's ratio or less: `_ladder_member`), before its width is matched to the target."""
+    depth = held ** (1 / 3)
+    return spec.scaled(depth=depth), {"depth": depth}
 
 
 def _ladder_member(spec: NetSpec, rule: str, metric: str, target: float, ratio: float, tolerance: float,
                    ) -> tuple[NetSpec, dict[str, float], str]:
-    """A ``coatnet`` or ``compound`` member that is nowhere smaller than the member at half
-    its target (its ladder's previous step, down to a member within a factor of sqrt 2 of
-    the spec's own cost): no narrower stage or stem, no fewer blocks, no smaller image.
+    """A ``coatnet`` member that is nowhere smaller than the member at half its target (its
+    ladder's previous step, down to a member within a factor of sqrt 2 of the spec's own
+    cost): no narrower stage or stem, no fewer blocks.
 
-    Why: these rules round depth (and resolution) first and give the width what is left,
-    so where rounding jumps a whole block or stride step the width must shrink to land on
-    the target, and a ladder would narrow between steps (compound did: S3 112 -> 96 ->
-    96 channels at 2x -> 4x -> 8x of a small C-C-T-T). The depth and resolution are then
-    held back, towards the previous step's, until the matched widths are no narrower; if
-    none of those points will do, the previous step's own depth and resolution are kept
-    and only its widths grow (the note says which)."""
+    Why: the rule rounds depth first and gives the width what is left, so where rounding
+    jumps a whole block the width must shrink to land on the target, and a ladder would
+    narrow between steps. The depth is then held back, towards the previous step's, until
+    the matched widths are no narrower; if none of those points will do, the previous
+    step's own depth is kept and only its widths grow (the note says which)."""
     floor = None
     if ratio >= math.sqrt(2):
         floor = scale(spec, rule, tolerance=tolerance, **{metric: target / 2}).spec  # type: ignore[arg-type]
-    constants = compound_constants(spec) if rule == "compound" else None
-    note = ""
-    if constants is not None:
-        alpha, beta, gamma, achieved = constants
-        note = (f"constants: alpha {alpha:g}, beta {beta:g}, gamma {gamma:g} (real cost x{achieved:.3f} per unit phi, "
-                f"where alpha*beta^2*gamma^2 says {alpha * beta**2 * gamma**2:.3f})")
     for k in range(LADDER_POINTS):
         held = ratio * 2 ** (-k / (LADDER_POINTS - 1))
-        grown, factors = _grow(spec, rule, ratio, held, constants)
+        grown, factors = _grow(spec, held)
         out = _stem_no_wider_than_s1(_match(grown, metric, target, "width", tolerance))
         if floor is None or _no_smaller(out, floor):
-            if k:
-                held_note = f"depth{' and resolution' if constants else ''} held at x{held:.3f} of the cost"
-                note = "; ".join(n for n in (note, held_note + " so that no width narrows from the previous step") if n)
+            note = f"depth held at x{held:.3f} of the cost so that no width narrows from the previous step" if k else ""
             return out, factors, note
     assert floor is not None
-    # the previous step's depth and resolution, widened from its widths by one factor
+    return _widen_floor(floor, metric, target, tolerance, "")
+
+
+def _widen_floor(floor: NetSpec, metric: str, target: float, tolerance: float, note: str,
+                 factors: dict[str, float] | None = None) -> tuple[NetSpec, dict[str, float], str]:
+    """The previous step's depth and resolution, widened from its widths by one factor:
+    a ladder's last resort when no point of its own grows without narrowing."""
     out = _stem_no_wider_than_s1(_match(floor, metric, target, "width", tolerance))
     kept = "the previous step's depth and resolution kept, only the width grown"
     if not _no_smaller(out, floor):  # widths one multiple off their nearest can still dip: keep the floor's
@@ -219,7 +212,80 @@ def _ladder_member(spec: NetSpec, rule: str, metric: str, target: float, ratio: 
         stem = out.stem.model_copy(update={"channels": max(out.stem.channels, floor.stem.channels)})
         out = NetSpec.from_dict(out.model_copy(update={"stages": tuple(stages), "stem": stem}).to_dict())
         kept = "the previous step's widths kept where the match would narrow them"
-    return out, factors, "; ".join(n for n in (note, kept) if n)
+    return out, factors or {}, "; ".join(n for n in (note, kept) if n)
+
+
+def _compound_member(spec: NetSpec, metric: str, target: float, ratio: float, tolerance: float,
+                     ) -> tuple[NetSpec, dict[str, float], str]:
+    """The compound member nearest its own three factors that meets the target and is
+    nowhere smaller than the member at half the target.
+
+    Why a choice: on a small network one block or one stride step is a large part of the
+    factor ``alpha**phi`` or ``gamma**phi``, so rounding each alone and giving the width
+    what is left can land far from ``beta**phi`` (and then narrow a ladder). Instead each
+    depth from ``alpha**phi / 2`` to ``alpha**phi * 2`` (in COMPOUND_DEPTH_STEPS steps of
+    the factor), at the two image sizes either side of ``gamma**phi``, has its width
+    matched to the target; of those within ``tolerance`` and no smaller than the previous
+    step, the one whose realized factors (blocks, each stage's width, image size) sit closest to
+    the rule's (`_factor_distance`) is the member.
+    Where none will do, the previous step's depth and resolution are kept and only the
+    width grows, as `_ladder_member` does."""
+    alpha, beta, gamma, achieved = compound_constants(spec)
+    phi = math.log2(ratio)
+    factors = {"alpha": alpha, "beta": beta, "gamma": gamma, "phi": phi}
+    note = (f"constants: alpha {alpha:g}, beta {beta:g}, gamma {gamma:g} (real cost x{achieved:.3f} per unit phi, "
+            f"where alpha*beta^2*gamma^2 says {alpha * beta**2 * gamma**2:.3f})")
+    floor = None
+    if ratio >= math.sqrt(2):
+        floor = scale(spec, "compound", tolerance=tolerance, **{metric: target / 2}).spec  # type: ignore[arg-type]
+    stride = spec.total_stride
+    exact = spec.image_size * gamma**phi
+    sizes = sorted({max(stride, stride * math.floor(exact / stride)), max(stride, stride * math.ceil(exact / stride))})
+    best: tuple[float, NetSpec] | None = None
+    seen: set[tuple[tuple[int, ...], int]] = set()
+    for j in range(-COMPOUND_DEPTH_STEPS, COMPOUND_DEPTH_STEPS + 1):
+        deeper = spec.scaled(depth=alpha**phi * 2 ** (j / COMPOUND_DEPTH_STEPS))
+        for size in sizes:
+            key = (tuple(s.blocks for s in deeper.stages), size)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                out = _stem_no_wider_than_s1(_match(deeper.replace(image_size=size), metric, target, "width", tolerance))
+            except BudgetError:
+                continue
+            if abs(_cost(out, metric) / target - 1) > tolerance or (floor is not None and not _no_smaller(out, floor)):
+                continue
+            distance = _factor_distance(spec, out, (alpha**phi, beta**phi, gamma**phi))
+            if best is None or distance < best[0]:
+                best = (distance, out)
+    if best is not None:
+        return best[1], factors, f"{note}; {_realized(spec, best[1])}"
+    assert floor is not None, "the base's own depth and size always meet a target within sqrt 2 of its cost"
+    return _widen_floor(floor, metric, target, tolerance, note, factors)
+
+
+def _realized(base: NetSpec, grown: NetSpec) -> str:
+    """The factors a member really grew by: blocks, mean width (geometric), image size."""
+    depth, width, size = _realized_factors(base, grown)
+    return f"realized: depth x{depth:.2f}, width x{width:.2f}, resolution x{size:.2f}"
+
+
+def _realized_factors(base: NetSpec, grown: NetSpec) -> tuple[float, float, float]:
+    depth = sum(s.blocks for s in grown.stages) / sum(s.blocks for s in base.stages)
+    width = math.exp(sum(math.log(g.channels / b.channels) for g, b in zip(grown.stages, base.stages)) / len(base.stages))
+    return depth, width, grown.image_size / base.image_size
+
+
+def _factor_distance(base: NetSpec, grown: NetSpec, wanted: tuple[float, float, float]) -> float:
+    """How far ``grown``'s realized depth, stage widths and resolution sit from the factors
+    ``wanted``, in logs weighted by each one's share of the cost (1, 2, 2); every stage's
+    width counts (averaged), so that a member grown evenly beats one whose matched widths
+    grew in one stage and not in another."""
+    depth, _, size = _realized_factors(base, grown)
+    want_depth, want_width, want_size = wanted
+    widths = [(2 * math.log(g.channels / b.channels / want_width)) ** 2 for g, b in zip(grown.stages, base.stages)]
+    return math.log(depth / want_depth) ** 2 + sum(widths) / len(widths) + (2 * math.log(size / want_size)) ** 2
 
 
 def _no_smaller(spec: NetSpec, floor: NetSpec) -> bool:

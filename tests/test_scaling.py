@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from coatsearch import BudgetError, NetSpec, count_analytic, match_budget, preset
 from coatsearch.cli import app
 from coatsearch.knobs import apply_params
-from coatsearch.scaling import RULES, compound_constants, family, scale
+from coatsearch.scaling import RULES, _factor_distance, compound_constants, family, scale
 
 runner = CliRunner()
 SMALL = NetSpec.from_layout("C-C-T-T", [1, 1, 1, 2, 1], [16, 16, 32, 64, 128], image_size=32, num_classes=10,
@@ -74,13 +74,38 @@ def test_a_ladder_never_narrows_between_steps(rule, base):
         assert [s.channels for s in alone.stages] == [s.channels for s in member.spec.stages]
 
 
-def test_compound_holds_back_depth_and_resolution_rather_than_narrow():
-    # at 32 px one resolution step (x1.5) costs more than a doubling leaves: compound once
-    # went 32 -> 48 px at 8x with S3 back at 96 channels, narrower than at 4x
-    eight = scale(STUDY_BASE, "compound", flops="8x", tolerance=0.02)
-    four = scale(STUDY_BASE, "compound", flops="4x", tolerance=0.02)
-    assert _no_smaller(eight.spec, four.spec) and "held at" in eight.note
-    assert abs(eight.relative_error) <= 0.02
+def test_compound_grows_its_own_way_not_the_coatnet_rules():
+    # at 32 px a stride step (x1.5) costs more than a doubling leaves; compound once held
+    # its depth back to the coatnet rule's and built that rule's networks at 4x and 8x
+    alpha, beta, gamma, _ = compound_constants(STUDY_BASE)
+    for k in (2, 3):
+        compound = scale(STUDY_BASE, "compound", flops=f"{2**k}x", tolerance=0.02)
+        coatnet = scale(STUDY_BASE, "coatnet", flops=f"{2**k}x", tolerance=0.02)
+        assert compound.spec != coatnet.spec and abs(compound.relative_error) <= 0.02
+        wanted = (alpha**k, beta**k, gamma**k)
+        assert _factor_distance(STUDY_BASE, compound.spec, wanted) < _factor_distance(STUDY_BASE, coatnet.spec, wanted)
+        assert "realized: depth x" in compound.note
+
+
+def test_compound_moves_resolution_where_the_stride_steps_allow_it():
+    finer = STUDY_BASE.with_field("stages[0].stride", 1)  # total stride 8: 32, 40, 48 px
+    members = family(finer, "compound", steps=3, tolerance=0.02)
+    sizes = [m.spec.image_size for m in members]
+    assert sizes[-1] > sizes[0] and sizes == sorted(sizes)
+    assert sum(s.blocks for s in members[-1].spec.stages) > sum(s.blocks for s in finer.stages)
+    assert members[-1].spec.stages[-1].channels > finer.stages[-1].channels
+
+
+def test_a_compound_member_keeps_the_previous_steps_depth_when_nothing_else_will_do(monkeypatch):
+    import coatsearch.scaling as scaling
+
+    grown = scale(STUDY_BASE, "compound", flops="4x", tolerance=0.02)
+    monkeypatch.setattr(scaling, "_no_smaller", lambda spec, floor: False)  # every point of every step refused
+    four, two = scale(STUDY_BASE, "compound", flops="4x", tolerance=0.02), scale(STUDY_BASE, "compound", flops="2x", tolerance=0.02)
+    assert "previous step's" in four.note and "realized" not in four.note
+    assert [s.blocks for s in four.spec.stages] == [s.blocks for s in two.spec.stages] == [s.blocks for s in STUDY_BASE.stages]
+    assert [s.blocks for s in grown.spec.stages] != [s.blocks for s in four.spec.stages]
+    assert four.spec.image_size == STUDY_BASE.image_size and abs(four.relative_error) <= 0.05
 
 
 def test_a_ladder_member_keeps_the_previous_steps_depth_when_no_held_point_will_do(monkeypatch):
@@ -88,9 +113,9 @@ def test_a_ladder_member_keeps_the_previous_steps_depth_when_no_held_point_will_
 
     real = scaling._grow
 
-    def too_deep(spec, rule, ratio, held, constants):  # every point of this step far deeper: narrower
-        grown, factors = real(spec, rule, ratio, held, constants)
-        return (grown.scaled(depth=8.0) if ratio > 3 else grown), factors
+    def too_deep(spec, held):  # every point of the 4x step (held 4 down to 2) far deeper: narrower
+        grown, factors = real(spec, held)
+        return (grown.scaled(depth=8.0) if held > 1.99 else grown), factors
 
     monkeypatch.setattr(scaling, "_grow", too_deep)
     four, two = scale(STUDY_BASE, "coatnet", flops="4x", tolerance=0.02), scale(STUDY_BASE, "coatnet", flops="2x", tolerance=0.02)
