@@ -143,7 +143,7 @@ class EarlyStopping(_Frozen):
     scheduler, the first epoch it may stop a trial at, and each scheduler's settings."""
 
     #: ``none`` or a scheduler of `coatsearch.search.registries.SCHEDULERS` (checked when compiled):
-    #: ``asha``, ``hyperband``, ``moasha``, ``curve``
+    #: ``asha``, ``hyperband``, ``moasha``, ``curve``, ``target``
     kind: str = "none"
     metric: str = "val_acc"
     grace_period: int = Field(1, ge=1)
@@ -155,12 +155,17 @@ class EarlyStopping(_Frozen):
     threshold: float = Field(0.05, gt=0, lt=1)
     #: ``curve``: the threshold is the top-th best final value (of those no worse in FLOPs/params)
     top: int = Field(1, ge=1)
+    #: ``target``: stop a trial once its metric reaches this value (0.98 of train_eval_acc: it fits)
+    target: float | None = None
 
     @model_validator(mode="after")
     def _numeric_metric(self) -> EarlyStopping:
         numeric = ("val_acc", "val_loss", "train_eval_acc", "train_acc_running", "train_loss_running")
         if self.kind != "none" and self.metric not in numeric:
             raise ValueError(f"metric: {self.kind} needs a per-epoch numeric metric ({', '.join(numeric)}), got {self.metric!r}")
+        if self.kind == "target" and self.target is None:
+            raise ValueError(f"target: the target scheduler stops a trial once its {self.metric} reaches a value; set one, "
+                             "such as target: 0.98")
         return self
 
     @property

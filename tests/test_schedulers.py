@@ -189,6 +189,20 @@ def test_each_scheduler_stops_trials_on_the_replay(table: Path, tmp_path: Path, 
         assert all(r.curve_prediction is None for r in rows)
 
 
+def test_the_target_scheduler_stops_each_trial_where_it_first_fits(table: Path, tmp_path: Path) -> None:
+    target = 0.7
+    rows = replay(table, tmp_path / "target", early_stopping={"kind": "target", "metric": "train_eval_acc", "target": target})
+    trained = [r for r in rows if r.history]
+    assert {r.status for r in trained} == {Status.STOPPED, Status.COMPLETE}
+    for row in trained:
+        curve = [epoch.train_eval_acc for epoch in row.history]
+        assert row.fidelity == len(curve) and all(value < target for value in curve[:-1])
+        if row.status == Status.STOPPED:
+            assert curve[-1] >= target and row.fidelity < row.max_fidelity
+        else:
+            assert row.fidelity == row.max_fidelity
+
+
 # ----------------------------------------------------------------------------- refused
 @pytest.mark.parametrize("change, expect", [
     ({"early_stopping": {"kind": "asha", "grace_period": 4}},
@@ -200,6 +214,8 @@ def test_each_scheduler_stops_trials_on_the_replay(table: Path, tmp_path: Path, 
      "early_stopping.kind: moasha ranks several objectives, this space has one (val_acc)"),
     ({"early_stopping": {"kind": "curve"}, "objectives": ["val_acc", "latency_ms"]},
      "early_stopping.kind: curve compares objectives while trials train, and latency_ms"),
+    ({"early_stopping": {"kind": "target", "metric": "train_eval_acc"}},
+     "early_stopping.target: the target scheduler stops a trial once its train_eval_acc reaches a value"),
 ])
 def test_a_scheduler_the_space_cannot_run_is_refused(change: dict, expect: str) -> None:
     space = {**TABLE_SPACE, **change}
@@ -242,6 +258,8 @@ def test_the_expected_share_of_training_follows_the_ladder() -> None:
     # brackets of 8, 6, 4 and 4 shares train 31%, 50%, 75% and 100%
     assert band is not None and band[0] == pytest.approx((8 * 2.5 / 8 + 6 * 0.5 + 4 * 0.75 + 4) / 22)
     assert expected_fraction(EarlyStopping(kind="none"), 8) is None
+    fits = expected_fraction(EarlyStopping(kind="target", metric="train_eval_acc", target=0.98, grace_period=2), 8)
+    assert fits is not None and fits[0] == 1.0 and "between 25% and all" in fits[1]
 
 
 def test_a_dry_run_estimates_the_run_under_its_scheduler(tmp_path: Path) -> None:

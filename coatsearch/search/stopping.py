@@ -95,4 +95,7 @@ def expected_fraction(early: Any, epochs: int) -> tuple[float, str] | None:
     if kind == "curve":
         return 1.0, (f"curve stops a trial from epoch {grace} on only when its prediction says so: between "
                      f"{grace / epochs:.0%} and all of the full run, depending on the curves")
+    if kind == "target":
+        return 1.0, (f"target stops a trial once its {early.metric} reaches {early.target:g}: between "
+                     f"{min(grace, epochs) / epochs:.0%} and all of the full run, depending on how fast each gets there")
     return None
