@@ -8,6 +8,7 @@ command line. Needs no torch: a table can be analysed where no network was ever 
 - summaries: per configuration, means and intervals over seeds (``summary.csv``)
 - fronts: non-dominated sets, hypervolume, a table's Pareto front
 - fits: a scaling ladder's log-linear slope per group, slope tests, where two lines cross
+- equal_loss: configurations compared at equal training loss (``equal_loss.csv``)
 - stats: seeds' and images' errors as variance parts; Welch, paired, McNemar and trend
   tests; detectable differences; Holm's correction
 - overview: `analyse` (all of the above for one table) and `write_tables`

@@ -96,11 +96,11 @@ def comparisons(table: pd.DataFrame, design: Design) -> pd.DataFrame:
                         found.append(_ordered(part, factor, within, metric, values, stats.trend, "trend"))
                         found.append(_ordered(part, factor, within, metric, values, stats.curvature, "curvature"))
     frame = pd.DataFrame([f for f in found if f is not None], columns=_TESTED)
-    parts = [_corrected(family) for _, family in frame.groupby("family", sort=False)] if len(frame) else []
+    parts = [corrected_family(family) for _, family in frame.groupby("family", sort=False)] if len(frame) else []
     return pd.concat(parts)[COLUMNS].sort_index() if parts else pd.DataFrame(columns=COLUMNS)
 
 
-def _corrected(family: pd.DataFrame) -> pd.DataFrame:
+def corrected_family(family: pd.DataFrame) -> pd.DataFrame:
     """One family's rows with Holm's p, simultaneous intervals, detectable differences and
     verdicts."""
     family = family.copy()
@@ -163,7 +163,7 @@ def _pair(part: pd.DataFrame, factor: str, within: str, metric: str, first: Any,
     else:
         n_a, n_b = _n_eval(a_rows, metric), _n_eval(b_rows, metric)
         test = stats.welch(a, b, (n_a, n_b) if n_a and n_b else None)
-    return _row(factor, within, metric, "pair", first, second, len(a), len(b), test, widest=RANGE[metric])
+    return comparison_row(factor, within, metric, "pair", first, second, len(a), len(b), test, widest=RANGE[metric])
 
 
 def _ordered(part: pd.DataFrame, factor: str, within: str, metric: str, values: list[Any],
@@ -178,7 +178,7 @@ def _ordered(part: pd.DataFrame, factor: str, within: str, metric: str, values: 
         return None
     n_first = int((rows[factor] == values[0]).sum())
     n_second = int((rows[factor] == values[-1]).sum())
-    return _row(factor, within, metric, kind, values[0], values[-1], n_first, n_second, test, len(rows),
+    return comparison_row(factor, within, metric, kind, values[0], values[-1], n_first, n_second, test, len(rows),
                 _widest(kind, places, RANGE[metric]))
 
 
@@ -193,7 +193,7 @@ def _widest(kind: str, places: list[int], span: float) -> float:
     return span * float(weights[weights > 0].sum())
 
 
-def _row(factor: str, within: str, metric: str, kind: str, first: Any, second: Any, n_first: int, n_second: int,
+def comparison_row(factor: str, within: str, metric: str, kind: str, first: Any, second: Any, n_first: int, n_second: int,
          test: stats.Test, trials: int | None = None, widest: float = math.inf) -> dict[str, Any]:
     """A comparison's row; its interval left out (NaN) where it reaches past ``widest``,
     the largest difference the metric allows: the data then say nothing at 95%."""

@@ -1,0 +1,135 @@
+"""Configurations compared at equal training loss: generalization in the paper's sense.
+
+At equal training steps, a network that fits faster also scores higher on validation, so a
+ranking at the end of training mixes optimisation speed with generalization. CoAtNet
+defines generalization as the gap between training and evaluation at *equal training
+loss*. Every round a trial measures its training probe (the network in eval mode on a
+fixed share of its training images: ``train_eval_loss``) and its validation accuracy, so
+each trial has a curve of validation accuracy against its training loss.
+
+At a few loss levels that every trial of two configurations reached after its first
+measurement (`loss_levels`: between the lowest first-round loss and the highest lowest
+loss of those trials, evenly in log loss), each trial's validation accuracy where its probe loss first
+fell to the level (`crossing`: linear in log loss between the two rounds around it) is
+compared between a factor's values, as `coatsearch.analysis.comparisons` compares final
+accuracies: Welch over seeds with the validation set's binomial bound (no round but the
+last keeps per-image records). The levels of one factor within one combination of the
+others are one Holm family: the question is whether the values differ at equal training
+loss, asked at several losses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from coatsearch.analysis import stats
+from coatsearch.analysis.comparisons import COLUMNS, comparison_row, corrected_family
+from coatsearch.analysis.design import Design
+from coatsearch.results import ranked
+from coatsearch.units import value_label
+
+#: How many loss levels each comparison is made at.
+LEVELS = 3
+#: The columns of `equal_loss`: the comparisons' own, and the loss level.
+EQUAL_LOSS_COLUMNS = ["level", *COLUMNS]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One trial's rounds: its training-probe loss and validation accuracy after each."""
+
+    losses: tuple[float, ...]
+    accuracies: tuple[float, ...]
+
+    @classmethod
+    def of(cls, history: Any) -> Curve | None:
+        """From a results row's ``history`` (JSON text or a list of epoch mappings); None
+        where no round measured both."""
+        if isinstance(history, str):
+            history = json.loads(history) if history.strip() else []
+        if not isinstance(history, Sequence):
+            return None
+        rounds = [(float(e["train_eval_loss"]), float(e["val_acc"])) for e in history
+                  if e.get("train_eval_loss") is not None and e.get("val_acc") is not None]
+        if not rounds:
+            return None
+        return cls(tuple(loss for loss, _ in rounds), tuple(acc for _, acc in rounds))
+
+
+def crossing(curve: Curve, level: float) -> float | None:
+    """The validation accuracy where ``curve``'s training loss first fell to ``level``,
+    linear in log loss between the rounds either side; None where it never did, or did so
+    before its first measurement (what it scored there is not known)."""
+    for i, loss in enumerate(curve.losses):
+        if loss <= level:
+            if i == 0:
+                return curve.accuracies[0] if loss == level else None
+            before, after = math.log(curve.losses[i - 1]), math.log(loss)
+            share = (before - math.log(level)) / (before - after) if before != after else 1.0
+            return curve.accuracies[i - 1] + share * (curve.accuracies[i] - curve.accuracies[i - 1])
+    return None
+
+
+def loss_levels(curves: Sequence[Curve], count: int = LEVELS) -> list[float]:
+    """``count`` losses every curve reached after its first round, evenly in log loss: from
+    just below the lowest first-round loss down to the lowest loss the slowest curve
+    reached; none where the curves share no such range."""
+    if not curves:
+        return []
+    high = min(c.losses[0] for c in curves)
+    low = max(min(c.losses) for c in curves)
+    if not low < high:
+        return []
+    return [float(x) for x in np.geomspace(high, low, count + 1)[1:]]
+
+
+def equal_loss(table: pd.DataFrame, design: Design, count: int = LEVELS) -> pd.DataFrame:
+    """Every pair of each factor's values compared on validation accuracy at equal
+    training loss (columns `EQUAL_LOSS_COLUMNS`), within each combination of the other
+    factors of a crossed design; empty where no trial recorded its rounds."""
+    rows = ranked(table)
+    if rows.empty or "history" not in rows:
+        return pd.DataFrame(columns=EQUAL_LOSS_COLUMNS)
+    rows = rows.assign(_curve=[Curve.of(h) if isinstance(h, (str, list)) else None for h in rows["history"]])
+    rows = rows[rows["_curve"].notna()]
+    found: list[dict[str, Any]] = []
+    for factor in design.factors if not rows.empty else ():
+        strata = [c for c in design.factors if c != factor] if design.crossed else []
+        values = design.order(rows, factor)
+        for key, part in (rows.groupby(strata, sort=False, dropna=False) if strata else [((), rows)]):
+            key = key if isinstance(key, tuple) else (key,)
+            within = ", ".join(f"{c.removeprefix('param.')} {value_label(v)}" for c, v in zip(strata, key)) or "all trials"
+            found += _at_levels(part, factor, within, values, count)
+    if not found:
+        return pd.DataFrame(columns=EQUAL_LOSS_COLUMNS)
+    frame = pd.DataFrame(found)
+    parts = [corrected_family(family) for _, family in frame.groupby("family", sort=False)]
+    return pd.concat(parts)[EQUAL_LOSS_COLUMNS].sort_index()
+
+
+def _at_levels(part: pd.DataFrame, factor: str, within: str, values: list[Any], count: int) -> list[dict[str, Any]]:
+    """Each pair of ``values`` at the loss levels both reached (`loss_levels` of their curves)."""
+    n_eval = int(part["val_images"].iloc[0]) if "val_images" in part and part["val_images"].notna().all() else None
+    name = factor.removeprefix("param.")
+    curves = {value: list(part.loc[part[factor] == value, "_curve"]) for value in values}
+    rows = []
+    for first, second in itertools.combinations(values, 2):
+        for level in loss_levels(curves[first] + curves[second], count):
+            a = [acc for c in curves[first] if (acc := crossing(c, level)) is not None]
+            b = [acc for c in curves[second] if (acc := crossing(c, level)) is not None]
+            if len(a) < 2 or len(b) < 2:
+                continue
+            test = stats.welch(a, b, (n_eval, n_eval) if n_eval else None)
+            row = comparison_row(factor, within, "val_acc", "pair", first, second, len(a), len(b), test, widest=1.0)
+            row["family"] = f"{name}: val_acc at equal training loss ({within})"
+            row["role"] = "descriptive"
+            rows.append({"level": level, **row})
+    return rows
