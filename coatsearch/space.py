@@ -50,11 +50,12 @@ class Budget(_Frozen):
     ``flops`` or ``params`` alone: matched by ``by`` (width, depth or both). Both at once:
     width and depth move together until both are met within ``tolerance``, as the paper's
     layout comparisons held both similar (`coatsearch.budget.match_budget`); ``by`` then
-    does not apply."""
+    does not apply, except ``ratios``: widths keep their ratios exactly and the depth moves
+    to meet the FLOPs; a params target is then reported, not met."""
 
     flops: float | None = None
     params: float | None = None
-    by: Literal["width", "depth", "both"] = "width"
+    by: Literal["width", "depth", "both", "ratios"] = "width"
     tolerance: float = Field(0.02, gt=0, lt=1)
     flops_range: tuple[float, float] | None = None
     params_range: tuple[float, float] | None = None

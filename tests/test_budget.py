@@ -152,7 +152,7 @@ def test_a_depth_match_needing_fractional_blocks_returns_the_closest_and_says_so
         (dict(flops="4G", params=-1), "params: the target must be a positive number"),
         (dict(), "budget: give a target, flops or params (got neither)"),
         (dict(flops="4.2X"), "flops: expected a number with an optional K/M/G/B/T suffix"),
-        (dict(flops="4G", by="height"), "by: expected 'width', 'depth' or 'both'"),
+        (dict(flops="4G", by="height"), "by: expected 'width', 'depth', 'both' or 'ratios'"),
         (dict(flops="4G", tolerance=0), "tolerance: expected a fraction between 0 and 1"),
     ],
 )
@@ -252,3 +252,52 @@ def test_joint_matching_keeps_the_bases_depth_when_a_shape_near_it_fits(layout):
             assert chosen <= other_distance + 1e-9, (layout, other.message, match.message)
     middle = [s.blocks for s in match.spec.stages][1:3] if layout != "vit-rel" else [match.spec.stages[0].blocks]
     assert sum(middle) >= 3  # not the degenerate one-block shapes the closest-to-both search chose
+
+
+#: A doubling base whose attention stages round widths to multiples of 32.
+DOUBLING = NetSpec.from_layout("C-C-T-T", [1, 1, 2, 3, 1], [32, 32, 64, 128, 256], image_size=32, num_classes=10,
+                               head_dim=32)
+
+
+def test_the_ratio_ladder_keeps_every_width_on_its_multiple():
+    from coatsearch.budget.ratios import ratio_widths
+    from coatsearch.budget.scaler import Scaler
+
+    ladder = ratio_widths(Scaler(DOUBLING, "flops"))[:3]
+    assert ladder == [(8, 16, 32, 64), (16, 32, 64, 128), (24, 48, 96, 192)]  # S3 and S4 on multiples of 32
+
+
+@pytest.mark.parametrize("target", ["40M", "150M"])
+def test_matching_by_ratios_keeps_the_doubling_and_the_nearest_depth(target):
+    flops = parse_count(target)
+    result = match_budget(DOUBLING, flops=flops, params="600k", by="ratios", tolerance=0.05)
+    widths = [s.channels for s in result.spec.stages]
+    assert [b / a for a, b in zip(widths, widths[1:])] == [2.0, 2.0, 2.0]
+    assert result.within_tolerance and abs(result.flops / flops - 1) <= 0.05
+    assert "params" in result.errors and "not matched" in result.message
+
+
+def test_matching_by_ratios_keeps_the_bases_depth_where_a_ladder_width_meets_the_target():
+    narrower = DOUBLING.scaled(width=0.5)  # 16/32/64/128: on the ladder
+    flops = count_analytic(narrower).flops * 1.02
+    result = match_budget(DOUBLING, flops=flops, by="ratios", tolerance=0.05)
+    assert [s.blocks for s in result.spec.stages] == [s.blocks for s in DOUBLING.stages]
+    assert [s.channels for s in result.spec.stages] == [s.channels for s in narrower.stages]
+
+
+def test_matching_by_ratios_needs_a_flop_target():
+    with pytest.raises(BudgetError, match="by: 'ratios' meets a FLOP target"):
+        match_budget(DOUBLING, params="600k", by="ratios")
+
+
+def test_a_space_can_keep_the_doubling_while_it_matches_flops():
+    from coatsearch.search import compile_space
+    from coatsearch.space import space_from_dict
+
+    space = {"study": "doubling", "base": DOUBLING.to_dict(), "params": {"layout": {"choices": ["C-C-T-T", "C-T-T-T"]}},
+             "budget": {"flops": "40M", "by": "ratios", "tolerance": 0.05}, "train": {"epochs": 1}, "trials": 2,
+             "sampler": "grid"}
+    plan = compile_space(space_from_dict(space), check_data=False)
+    for params in plan.grid:
+        widths = [s.channels for s in plan.candidate(params).spec.stages]
+        assert all(b == 2 * a for a, b in zip(widths, widths[1:])), widths

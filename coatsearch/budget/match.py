@@ -4,6 +4,7 @@ or to both targets at once (`coatsearch.budget.both`)."""
 from __future__ import annotations
 
 from coatsearch.budget.both import match_both
+from coatsearch.budget.ratios import match_ratios
 from coatsearch.budget.result import (
     BudgetError,
     BudgetMatch,
@@ -32,7 +33,9 @@ def match_budget(
     Given both ``flops`` and ``params``, width and depth move together (`match_both`):
     the depth stages' blocks by one factor, every width by another, so that both targets
     are met within ``tolerance``, at the depth nearest the spec's own that does; ``by``
-    does not apply.
+    does not apply, except ``by="ratios"`` (`match_ratios`): widths keep their ratios
+    exactly (a doubling stays a doubling) and the depth moves, to meet the FLOPs at the
+    depth nearest the spec's own; a ``params`` target is reported, not met.
 
     ``by="width"`` multiplies every stage width, the stem's and the pre-logits' by one
     factor, rounded to multiples of 8 and of each T stage's ``head_dim``; when no factor
@@ -46,11 +49,17 @@ def match_budget(
     positive, above `SANITY_BOUND`, outside what the scaling reaches, or (``strict=True``)
     missed by more than ``tolerance``.
     """
+    if by == "ratios":
+        if flops is None:
+            raise BudgetError("by: 'ratios' meets a FLOP target (a params target is only reported); give flops")
+        check_target(flops, None)
+        return match_ratios(spec, parse_count(flops, "flops"), None if params is None else parse_count(params, "params"),
+                            tolerance, strict)
     if flops is not None and params is not None:
         return match_both(spec, parse_count(flops, "flops"), parse_count(params, "params"), tolerance, strict)
     metric, target = check_target(flops, params)
     if by not in ("width", "depth", "both"):
-        raise BudgetError(f"by: expected 'width', 'depth' or 'both', got {by!r}")
+        raise BudgetError(f"by: expected 'width', 'depth', 'both' or 'ratios', got {by!r}")
     if not 0 < tolerance < 1:
         raise BudgetError(f"tolerance: expected a fraction between 0 and 1, got {tolerance:g}")
 

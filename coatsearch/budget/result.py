@@ -14,7 +14,7 @@ from coatsearch.spec import NetSpec
 from coatsearch.units import format_count
 
 Metric = Literal["flops", "params"]
-ScaleBy = Literal["width", "depth", "both"]
+ScaleBy = Literal["width", "depth", "both", "ratios"]
 
 #: Targets above these are taken for typos (CoAtNet-7 is 2.4B params, ~2.6T FLOPs at 512).
 SANITY_BOUND: dict[str, float] = {"flops": 1e14, "params": 1e11}

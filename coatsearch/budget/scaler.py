@@ -72,7 +72,8 @@ class Scaler:
         return min(q / (4 * w) for w, q in self.free)
 
     # ------------------------------------------------------------------ shapes
-    def _shape(self, free: Sequence[int], blocks: tuple[int, ...]) -> Shape:
+    def shape_of(self, free: Sequence[int], blocks: tuple[int, ...]) -> Shape:
+        """The shape of the free widths ``free`` (stages, then an untied stem and pre-logits)."""
         n = len(self.spec.stages)
         channels = tuple(free[:n])
         rest = list(free[n:])
@@ -84,7 +85,7 @@ class Scaler:
 
     def widths(self, factor: float, blocks: tuple[int, ...]) -> Shape:
         """Every width times ``factor``, rounded to its nearest multiple."""
-        return self._shape([make_divisible(factor * w, q) for w, q in self.free], blocks)
+        return self.shape_of([make_divisible(factor * w, q) for w, q in self.free], blocks)
 
     def near_widths(self, factor: float, blocks: tuple[int, ...]) -> list[tuple[float, Shape]]:
         """Shapes whose widths sit one multiple either side of their nearest at ``factor``.
@@ -105,7 +106,7 @@ class Scaler:
         out = []
         for free in itertools.product(*options):
             distortion = sum(abs(w - v) / q for w, (v, q) in zip(free, exact))
-            out.append((distortion, self._shape(free, blocks)))
+            out.append((distortion, self.shape_of(free, blocks)))
         return out
 
     def depths(self, factor: float, shape: Shape) -> Shape:

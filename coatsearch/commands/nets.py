@@ -84,7 +84,7 @@ def match_command(
     spec: str = typer.Argument(..., help="a preset name or a YAML spec file"),
     flops: str | None = typer.Option(None, "--flops", help="FLOP target, e.g. 4.2G or 30M"),
     params: str | None = typer.Option(None, "--params", help="parameter target, e.g. 25M"),
-    by: str = typer.Option("width", "--by", help="width, depth or both"),
+    by: str = typer.Option("width", "--by", help="width, depth, both or ratios (widths keep their ratios exactly)"),
     tolerance: float = typer.Option(0.01, "--tolerance", help="accepted relative error"),
     strict: bool = typer.Option(False, "--strict", help="fail (exit 2) when the target is missed"),
     image_size: int | None = typer.Option(None, "--image-size", help="match at this image size"),
