@@ -36,6 +36,7 @@ paper's CoAtNet-0..3 table.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -144,7 +145,8 @@ def _compound(spec: NetSpec, metric: str, target: float, ratio: float, tolerance
               ) -> tuple[NetSpec, dict[str, float], str]:
     """EfficientNet's: depth alpha**phi, width beta**phi, resolution gamma**phi, each as
     nearly as whole blocks, stride steps and a matched width allow (`_compound_member`)."""
-    return _compound_member(spec, metric, target, ratio, tolerance)
+    out, factors, note = _compound_member(spec, metric, target, ratio, tolerance)
+    return out, dict(factors), note
 
 
 @RULES.register("depth")
@@ -215,6 +217,7 @@ def _widen_floor(floor: NetSpec, metric: str, target: float, tolerance: float, n
     return out, factors or {}, "; ".join(n for n in (note, kept) if n)
 
 
+@functools.lru_cache(maxsize=256)
 def _compound_member(spec: NetSpec, metric: str, target: float, ratio: float, tolerance: float,
                      ) -> tuple[NetSpec, dict[str, float], str]:
     """The compound member nearest its own three factors that meets the target and is
@@ -229,7 +232,10 @@ def _compound_member(spec: NetSpec, metric: str, target: float, ratio: float, to
     step, the one whose realized factors (blocks, each stage's width, image size) sit closest to
     the rule's (`_factor_distance`) is the member.
     Where none will do, the previous step's depth and resolution are kept and only the
-    width grows, as `_ladder_member` does."""
+    width grows, as `_ladder_member` does.
+
+    Cached: a ladder's member at 8x builds its 4x and 2x members as floors, and a family
+    asks for each of them again."""
     alpha, beta, gamma, achieved = compound_constants(spec)
     phi = math.log2(ratio)
     factors = {"alpha": alpha, "beta": beta, "gamma": gamma, "phi": phi}

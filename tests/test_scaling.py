@@ -101,7 +101,12 @@ def test_a_compound_member_keeps_the_previous_steps_depth_when_nothing_else_will
 
     grown = scale(STUDY_BASE, "compound", flops="4x", tolerance=0.02)
     monkeypatch.setattr(scaling, "_no_smaller", lambda spec, floor: False)  # every point of every step refused
-    four, two = scale(STUDY_BASE, "compound", flops="4x", tolerance=0.02), scale(STUDY_BASE, "compound", flops="2x", tolerance=0.02)
+    scaling._compound_member.cache_clear()  # members are cached: build them again under the patch
+    try:
+        four = scale(STUDY_BASE, "compound", flops="4x", tolerance=0.02)
+        two = scale(STUDY_BASE, "compound", flops="2x", tolerance=0.02)
+    finally:
+        scaling._compound_member.cache_clear()  # none built under the patch outlives the test
     assert "previous step's" in four.note and "realized" not in four.note
     assert [s.blocks for s in four.spec.stages] == [s.blocks for s in two.spec.stages] == [s.blocks for s in STUDY_BASE.stages]
     assert [s.blocks for s in grown.spec.stages] != [s.blocks for s in four.spec.stages]
