@@ -232,7 +232,9 @@ def _compound_member(spec: NetSpec, metric: str, target: float, ratio: float, to
     step, the one whose realized factors (blocks, each stage's width, image size) sit closest to
     the rule's (`_factor_distance`) is the member.
     Where none will do, the previous step's depth and resolution are kept and only the
-    width grows, as `_ladder_member` does.
+    width grows, as `_ladder_member` does; without a previous step (a target within
+    sqrt 2 of the spec's cost) the candidate nearest the target is returned and `scale`
+    states its error.
 
     Cached: a ladder's member at 8x builds its 4x and 2x members as floors, and a family
     asks for each of them again."""
@@ -247,28 +249,34 @@ def _compound_member(spec: NetSpec, metric: str, target: float, ratio: float, to
     stride = spec.total_stride
     exact = spec.image_size * gamma**phi
     sizes = sorted({max(stride, stride * math.floor(exact / stride)), max(stride, stride * math.ceil(exact / stride))})
-    best: tuple[float, NetSpec] | None = None
-    seen: set[tuple[tuple[int, ...], int]] = set()
+    wanted = (alpha**phi, beta**phi, gamma**phi)
+    tried: dict[tuple[tuple[int, ...], int], NetSpec] = {}
     for j in range(-COMPOUND_DEPTH_STEPS, COMPOUND_DEPTH_STEPS + 1):
         deeper = spec.scaled(depth=alpha**phi * 2 ** (j / COMPOUND_DEPTH_STEPS))
         for size in sizes:
             key = (tuple(s.blocks for s in deeper.stages), size)
-            if key in seen:
+            if key in tried:
                 continue
-            seen.add(key)
             try:
-                out = _stem_no_wider_than_s1(_match(deeper.replace(image_size=size), metric, target, "width", tolerance))
+                tried[key] = _stem_no_wider_than_s1(_match(deeper.replace(image_size=size), metric, target, "width",
+                                                           tolerance))
             except BudgetError:
                 continue
-            if abs(_cost(out, metric) / target - 1) > tolerance or (floor is not None and not _no_smaller(out, floor)):
-                continue
-            distance = _factor_distance(spec, out, (alpha**phi, beta**phi, gamma**phi))
-            if best is None or distance < best[0]:
-                best = (distance, out)
-    if best is not None:
-        return best[1], factors, f"{note}; {_realized(spec, best[1])}"
-    assert floor is not None, "the base's own depth and size always meet a target within sqrt 2 of its cost"
-    return _widen_floor(floor, metric, target, tolerance, note, factors)
+
+    def cost_error(out: NetSpec) -> float:
+        return abs(_cost(out, metric) / target - 1)
+
+    fitting = [out for out in tried.values()
+               if cost_error(out) <= tolerance and (floor is None or _no_smaller(out, floor))]
+    if fitting:
+        best = min(fitting, key=lambda out: _factor_distance(spec, out, wanted))
+        return best, factors, f"{note}; {_realized(spec, best)}"
+    if floor is not None:
+        return _widen_floor(floor, metric, target, tolerance, note, factors)
+    if not tried:
+        raise BudgetError(f"{metric}: compound reaches no network near {format_count(target)} from this spec")
+    closest = min(tried.values(), key=lambda out: (cost_error(out), _factor_distance(spec, out, wanted)))
+    return closest, factors, f"{note}; {_realized(spec, closest)}; the closest to the target, none within tolerance"
 
 
 def _realized(base: NetSpec, grown: NetSpec) -> str:
@@ -285,9 +293,10 @@ def _realized_factors(base: NetSpec, grown: NetSpec) -> tuple[float, float, floa
 
 def _factor_distance(base: NetSpec, grown: NetSpec, wanted: tuple[float, float, float]) -> float:
     """How far ``grown``'s realized depth, stage widths and resolution sit from the factors
-    ``wanted``, in logs weighted by each one's share of the cost (1, 2, 2); every stage's
-    width counts (averaged), so that a member grown evenly beats one whose matched widths
-    grew in one stage and not in another."""
+    ``wanted``, in logs weighted 1, 2, 2 (how a convolution's cost grows with each: the
+    exponents of alpha * beta^2 * gamma^2); every stage's width counts (averaged), so that
+    a member grown evenly beats one whose matched widths grew in one stage and not in
+    another."""
     depth, _, size = _realized_factors(base, grown)
     want_depth, want_width, want_size = wanted
     widths = [(2 * math.log(g.channels / b.channels / want_width)) ** 2 for g, b in zip(grown.stages, base.stages)]
@@ -327,6 +336,7 @@ def _by_resolution(spec: NetSpec, metric: str, target: float) -> NetSpec:
     return best
 
 
+@functools.lru_cache(maxsize=64)
 def compound_constants(spec: NetSpec) -> tuple[float, float, float, float]:
     """``(alpha, beta, gamma, cost ratio per unit phi)`` for this network (see the module).
 

@@ -167,6 +167,10 @@ class EarlyStopping(_Frozen):
         if self.kind == "target" and self.target is None:
             raise ValueError(f"target: the target scheduler stops a trial once its {self.metric} reaches a value; set one, "
                              "such as target: 0.98")
+        if self.target is not None and self.kind != "target":
+            raise ValueError(f"target: only kind target reads it; kind is {self.kind}")
+        if self.target is not None and self.metric.endswith("acc") and not 0 < self.target <= 1:
+            raise ValueError(f"target: {self.metric} is a fraction, expected a value in (0, 1], got {self.target:g}")
         return self
 
     @property

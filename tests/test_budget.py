@@ -268,7 +268,7 @@ def test_the_ratio_ladder_keeps_every_width_on_its_multiple():
 
 
 @pytest.mark.parametrize("target", ["40M", "150M"])
-def test_matching_by_ratios_keeps_the_doubling_and_the_nearest_depth(target):
+def test_matching_by_ratios_keeps_the_doubling_and_reports_the_params(target):
     flops = parse_count(target)
     result = match_budget(DOUBLING, flops=flops, params="600k", by="ratios", tolerance=0.05)
     widths = [s.channels for s in result.spec.stages]
@@ -285,9 +285,13 @@ def test_matching_by_ratios_keeps_the_bases_depth_where_a_ladder_width_meets_the
     assert [s.channels for s in result.spec.stages] == [s.channels for s in narrower.stages]
 
 
-def test_matching_by_ratios_needs_a_flop_target():
+def test_matching_by_ratios_needs_a_flop_target_and_checks_the_params_it_reports():
     with pytest.raises(BudgetError, match="by: 'ratios' meets a FLOP target"):
         match_budget(DOUBLING, params="600k", by="ratios")
+    with pytest.raises(BudgetError, match="params: the target must be a positive number"):
+        match_budget(DOUBLING, flops="40M", params="-5", by="ratios")
+    with pytest.raises(BudgetError, match=r"below the narrowest shape that keeps the widths' ratios \(1.64M FLOPs at stem 8"):
+        match_budget(DOUBLING, flops="100k", by="ratios")
 
 
 def test_a_space_can_keep_the_doubling_while_it_matches_flops():

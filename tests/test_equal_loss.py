@@ -27,9 +27,17 @@ def test_levels_lie_where_every_curve_was_measured_above_and_reached_below():
     fast = Curve((0.5, 0.1, 0.01), (0.8, 0.9, 0.92))
     slow = Curve((1.5, 0.9, 0.4), (0.5, 0.7, 0.8))
     levels = loss_levels([fast, slow], 3)
-    assert len(levels) == 3 and all(0.4 <= level < 0.5 for level in levels)
-    assert levels == sorted(levels, reverse=True) and levels[-1] == pytest.approx(0.4)
+    assert len(levels) == 3 and all(0.4 < level < 0.5 for level in levels)  # off both ends of the shared range
+    assert levels == sorted(levels, reverse=True)
+    assert math.log(0.5 / levels[0]) == pytest.approx(math.log(0.5 / 0.4) / 4)  # evenly in log loss
     assert loss_levels([Curve((0.3, 0.1), (0.9, 0.95)), slow]) == []  # no loss both reached after a first round
+
+
+def test_rounds_whose_loss_cannot_sit_on_a_log_scale_are_left_out():
+    curve = Curve.of([{"train_eval_loss": float("nan"), "val_acc": 0.5}, {"train_eval_loss": 0.0, "val_acc": 0.6},
+                      {"train_eval_loss": 0.8, "val_acc": 0.7}, {"train_eval_loss": 0.4, "val_acc": 0.8}])
+    assert curve == Curve((0.8, 0.4), (0.7, 0.8))
+    assert Curve.of([{"train_eval_loss": float("inf"), "val_acc": 0.5}]) is None
 
 
 def _table(generalization: dict[str, float], speed: dict[str, float], seeds: int = 3, rounds: int = 8,
@@ -80,4 +88,4 @@ def test_a_study_readme_with_the_markers_gets_the_section(tmp_path):
     frame = equal_loss(table, Design.of(table, {"layout": {"choices": ["a", "b"]}}, "grid"))
     text = replace_between(readme, EQUAL_LOSS_START, EQUAL_LOSS_END, equal_loss_markdown(frame))
     assert "old" not in text and "| layout | all trials | a vs b |" in text and text.endswith("rest\n")
-    assert equal_loss_markdown(frame.iloc[0:0]).startswith("No two configurations")
+    assert equal_loss_markdown(frame.iloc[0:0]).startswith("Nothing to compare at equal training loss")

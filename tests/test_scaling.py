@@ -118,7 +118,7 @@ def test_a_ladder_member_keeps_the_previous_steps_depth_when_no_held_point_will_
 
     real = scaling._grow
 
-    def too_deep(spec, held):  # every point of the 4x step (held 4 down to 2) far deeper: narrower
+    def too_deep(spec, held):  # every point of the 4x step (held 4 down to 2; and the 2x step's first) far deeper
         grown, factors = real(spec, held)
         return (grown.scaled(depth=8.0) if held > 1.99 else grown), factors
 

@@ -189,6 +189,17 @@ def test_each_scheduler_stops_trials_on_the_replay(table: Path, tmp_path: Path, 
         assert all(r.curve_prediction is None for r in rows)
 
 
+def test_the_target_scheduler_waits_for_its_grace_and_reads_a_falling_metric_downwards() -> None:
+    from coatsearch.objectives import Direction
+    from coatsearch.search.target import TargetStopper
+
+    rising = TargetStopper(0.9, grace=3)
+    assert not rising.judge(Course(0, (0.95, 0.96)), []).stop  # reached, but before its grace
+    assert rising.judge(Course(0, (0.5, 0.6, 0.9)), []).stop and not rising.judge(Course(0, (0.5, 0.6, 0.89)), []).stop
+    falling = TargetStopper(0.1, grace=1, direction=Direction.MIN)  # a loss: stop once at or below
+    assert falling.judge(Course(0, (0.3, 0.1)), []).stop and not falling.judge(Course(0, (0.3, 0.11)), []).stop
+
+
 def test_the_target_scheduler_stops_each_trial_where_it_first_fits(table: Path, tmp_path: Path) -> None:
     target = 0.7
     rows = replay(table, tmp_path / "target", early_stopping={"kind": "target", "metric": "train_eval_acc", "target": target})
@@ -216,6 +227,11 @@ def test_the_target_scheduler_stops_each_trial_where_it_first_fits(table: Path, 
      "early_stopping.kind: curve compares objectives while trials train, and latency_ms"),
     ({"early_stopping": {"kind": "target", "metric": "train_eval_acc"}},
      "early_stopping.target: the target scheduler stops a trial once its train_eval_acc reaches a value"),
+    ({"early_stopping": {"kind": "target", "metric": "train_eval_acc", "target": 98}},
+     "early_stopping.target: train_eval_acc is a fraction, expected a value in (0, 1], got 98"),
+    ({"early_stopping": {"kind": "asha", "target": 0.9}}, "early_stopping.target: only kind target reads it"),
+    ({"early_stopping": {"kind": "target", "target": 0.9, "grace_period": 4}},
+     "early_stopping.grace_period: 4 leaves no epoch to stop at before train.epochs 4"),
 ])
 def test_a_scheduler_the_space_cannot_run_is_refused(change: dict, expect: str) -> None:
     space = {**TABLE_SPACE, **change}

@@ -91,7 +91,7 @@ def comparisons(table: pd.DataFrame, design: Design) -> pd.DataFrame:
             for metric in COMPARED:
                 if metric in part and part[metric].notna().any():
                     found += [_pair(part, factor, within, metric, a, b) for a, b in pairs
-                              if not _same_networks(part, factor, a, b)]
+                              if not same_networks(part, factor, a, b)]
                     if ordered and len(values) >= 3:
                         found.append(_ordered(part, factor, within, metric, values, stats.trend, "trend"))
                         found.append(_ordered(part, factor, within, metric, values, stats.curvature, "curvature"))
@@ -121,7 +121,7 @@ def _as_test(row: pd.Series) -> stats.Test:
                       (row["ci95_low"], row["ci95_high"]))
 
 
-def _same_networks(part: pd.DataFrame, factor: str, first: Any, second: Any) -> bool:
+def same_networks(part: pd.DataFrame, factor: str, first: Any, second: Any) -> bool:
     """Whether two values of a factor that shapes the network build exactly the same
     networks here (the same set of specs): comparing them tests a configuration against
     itself (e.g. two scaling rules at x1)."""
@@ -142,7 +142,7 @@ def _per_image(rows: pd.DataFrame, metric: str) -> Any:
     return perimage.matrix(rows[column]) if column is not None and column in rows else None
 
 
-def _n_eval(rows: pd.DataFrame, metric: str) -> int | None:
+def eval_size(rows: pd.DataFrame, metric: str) -> int | None:
     size = COMPARED[metric][0]
     if size is None or size not in rows or not rows[size].notna().all() or rows.empty:
         return None
@@ -161,7 +161,7 @@ def _pair(part: pd.DataFrame, factor: str, within: str, metric: str, first: Any,
     elif both is not None:
         test = stats.paired(both[: len(a)], both[len(a):])
     else:
-        n_a, n_b = _n_eval(a_rows, metric), _n_eval(b_rows, metric)
+        n_a, n_b = eval_size(a_rows, metric), eval_size(b_rows, metric)
         test = stats.welch(a, b, (n_a, n_b) if n_a and n_b else None)
     return comparison_row(factor, within, metric, "pair", first, second, len(a), len(b), test, widest=RANGE[metric])
 
@@ -173,7 +173,7 @@ def _ordered(part: pd.DataFrame, factor: str, within: str, metric: str, values: 
     position = {value_label(v): i for i, v in enumerate(values)}
     places = [position[value_label(v)] for v in rows[factor]]
     try:
-        test = test_of(places, rows[metric].to_numpy(float), _per_image(rows, metric), _n_eval(rows, metric))
+        test = test_of(places, rows[metric].to_numpy(float), _per_image(rows, metric), eval_size(rows, metric))
     except ValueError:  # fewer than three values or four trials here
         return None
     n_first = int((rows[factor] == values[0]).sum())

@@ -53,6 +53,8 @@ def match_budget(
         if flops is None:
             raise BudgetError("by: 'ratios' meets a FLOP target (a params target is only reported); give flops")
         check_target(flops, None)
+        if params is not None:
+            check_target(None, params)
         return match_ratios(spec, parse_count(flops, "flops"), None if params is None else parse_count(params, "params"),
                             tolerance, strict)
     if flops is not None and params is not None:

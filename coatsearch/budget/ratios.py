@@ -5,8 +5,9 @@ Why: matching widths by one factor rounds each width to its own multiple (8, and
 dim in attention stages), and matching FLOPs and params together moves single widths a
 multiple off their nearest; either can break the doubling, leaving an attention stage of
 two heads beside one with most of the parameters. Here the widths are the spec's times
-one factor *at which every width lands exactly on its multiple* (for 32/64/128/256 with a
-head dim of 32: 16/32/64/128, 32/64/128/256, 48/96/192/384, ...), and the depth of the
+one factor *at which every width lands exactly on its multiple* (a C-C-T-T of
+32/64/128/256 with head dim 32: 8/16/32/64, 16/32/64/128, 24/48/96/192, ...; a C-T-T-T,
+whose S2 attends, from 16/32/64/128), and the depth of the
 middle stages moves to meet the FLOPs. Of the shapes within tolerance, the one nearest
 the spec's own depth wins (as `coatsearch.budget.both` keeps it: the comparison stays
 about the layout, not the depth). A params target is not met: with the ratios fixed, the
@@ -56,8 +57,10 @@ def match_ratios(spec: NetSpec, flops: float, params: float | None, tolerance: f
             shape = by_flops.depths(factor, at_width)
             shapes.setdefault((shape.channels, shape.blocks), shape)
     if not shapes:
+        narrowest = by_flops.depths(0.0, by_flops.shape_of(ratio_widths(by_flops)[0], original.blocks))
         raise BudgetError(f"flops: target {format_count(flops)} is below the narrowest shape that keeps the widths' "
-                          f"ratios ({describe(spec)}) at one block per middle stage")
+                          f"ratios ({format_count(by_flops.cost(narrowest))} FLOPs at "
+                          f"{describe(by_flops.build(narrowest))})")
 
     def flops_error(shape: Shape) -> float:
         return abs(by_flops.cost(shape) / flops - 1)

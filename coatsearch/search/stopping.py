@@ -36,7 +36,7 @@ def check_early_stopping(space: SearchSpace, epochs: int) -> None:
         return
     if kind not in SCHEDULERS:
         raise SpaceError(f"early_stopping.kind: unknown {SCHEDULERS.kind} {kind!r}; expected none or {SCHEDULERS.expected()}")
-    if kind in (*RUNG_KINDS, "curve") and early.grace_period >= epochs:
+    if kind in (*RUNG_KINDS, "curve", "target") and early.grace_period >= epochs:
         raise SpaceError(f"early_stopping.grace_period: {early.grace_period} leaves no epoch to stop at before "
                          f"train.epochs {epochs}; lower it or train longer")
     if kind == "hyperband" and early.brackets is not None:

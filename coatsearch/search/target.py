@@ -5,6 +5,10 @@ What it is for: training each network until it fits (``metric: train_eval_acc``,
 trial's ``fidelity``, the epochs it ran). A pilot run with it finds the steps a layout
 needs to fit its training set; the trials judge only themselves, so the order and the
 number of trials change nothing.
+
+A trial it stops is recorded ``stopped`` at the epoch it got there, and is not ranked (as
+no stopped trial is: its learning rate had not decayed to its end, so its accuracies are
+those of a network mid-schedule); a pilot's answer is each row's ``fidelity``.
 """
 
 from __future__ import annotations
