@@ -213,37 +213,12 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
         enqueue_grid(study, plan)
 
     def objective(trial: optuna.Trial) -> Any:
-        if grid:
-            trials = study.get_trials(deepcopy=False)
-            me = next(t for t in trials if t.number == trial.number)
-            if "fixed_params" not in me.system_attrs:
-                raise optuna.TrialPruned("no grid point left")  # another worker took the last one
-            if point_taken(trials, me):
-                raise optuna.TrialPruned("another trial holds this grid point")
-        claim(trial)
-        params = plan.sample(trial)
-
-        history: list[dict[str, Any]] = []
-
-        def report(epoch: int, metrics: dict[str, Any]) -> bool:
-            on_epoch(trial.number, epoch)
-            report_epoch(trial, plan, epoch, metrics)
-            history.append(metrics)
-            return bool(stopper and stopper.should_stop(trial.number, history, metrics))
-
-        if stopper is not None:
-            stopper.last = CONTINUE
-        # a stop signal anywhere from here to the stored row (the progress display, the
-        # dashboard's attributes: storage writes that take a while under load) interrupts
-        # the trial, to run again on resume, rather than failing it
+        # a stop signal anywhere from the trial's start to its stored row (reading the
+        # study, drawing the point, the progress display, the dashboard's attributes:
+        # storage writes that take a while under load) interrupts the trial, to run again
+        # on resume, rather than failing it
         try:
-            on_epoch(trial.number, 0)
-            row = run_trial(plan, trial.number, params, report=report, threads=threads)
-            if stopper is not None and stopper.last.prediction is not None:
-                row = row.replace(curve_prediction=stopper.last.prediction, curve_sd=stopper.last.sd,
-                                  curve_epoch=stopper.last.epoch)
-            set_row_attrs(trial, row)
-            trial.set_user_attr("row", row.to_record())
+            row = _run(trial)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             # the run is stopping: not Optuna's "Trial N failed" and a traceback (`quiet_optuna` restores it)
@@ -255,6 +230,36 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
             raise _TrialDidNotComplete(row.reason or str(row.status))
         values = [row.objective(m) for m in plan.metrics]
         return tuple(values) if space.multi_objective else values[0]
+
+    def _run(trial: optuna.Trial) -> TrialRow:
+        """The trial's grid point (if it is still this trial's to run), trained; its row stored."""
+        if grid:
+            trials = study.get_trials(deepcopy=False)
+            me = next(t for t in trials if t.number == trial.number)
+            if "fixed_params" not in me.system_attrs:
+                raise optuna.TrialPruned("no grid point left")  # another worker took the last one
+            if point_taken(trials, me):
+                raise optuna.TrialPruned("another trial holds this grid point")
+        claim(trial)
+        params = plan.sample(trial)
+        history: list[dict[str, Any]] = []
+
+        def report(epoch: int, metrics: dict[str, Any]) -> bool:
+            on_epoch(trial.number, epoch)
+            report_epoch(trial, plan, epoch, metrics)
+            history.append(metrics)
+            return bool(stopper and stopper.should_stop(trial.number, history, metrics))
+
+        if stopper is not None:
+            stopper.last = CONTINUE
+        on_epoch(trial.number, 0)
+        row = run_trial(plan, trial.number, params, report=report, threads=threads)
+        if stopper is not None and stopper.last.prediction is not None:
+            row = row.replace(curve_prediction=stopper.last.prediction, curve_sd=stopper.last.sd,
+                              curve_epoch=stopper.last.epoch)
+        set_row_attrs(trial, row)
+        trial.set_user_attr("row", row.to_record())
+        return row
 
     infeasible_streak = 0
     while True:
