@@ -200,7 +200,7 @@ def _ladder_member(spec: NetSpec, rule: str, metric: str, target: float, ratio: 
             note = f"depth held at x{held:.3f} of the cost so that no width narrows from the previous step" if k else ""
             return out, factors, note
     assert floor is not None
-    return _widen_floor(floor, metric, target, tolerance, "")
+    return _widen_floor(floor, metric, target, tolerance, "", factors)
 
 
 def _widen_floor(floor: NetSpec, metric: str, target: float, tolerance: float, note: str,

@@ -38,7 +38,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -81,13 +81,10 @@ def comparisons(table: pd.DataFrame, design: Design) -> pd.DataFrame:
     rows = ranked(table)
     found: list[dict[str, Any] | None] = []
     for factor in design.factors if not rows.empty else ():
-        strata = [c for c in design.factors if c != factor] if design.crossed else []
         values = design.order(rows, factor)
         ordered = design.ordered(rows, factor)
         pairs = list(zip(values, values[1:])) if ordered else list(itertools.combinations(values, 2))
-        for key, part in (rows.groupby(strata, sort=False, dropna=False) if strata else [((), rows)]):
-            key = key if isinstance(key, tuple) else (key,)
-            within = ", ".join(f"{c.removeprefix('param.')} {value_label(v)}" for c, v in zip(strata, key)) or "all trials"
+        for within, part in strata(rows, design, factor):
             for metric in COMPARED:
                 if metric in part and part[metric].notna().any():
                     found += [_pair(part, factor, within, metric, a, b) for a, b in pairs
@@ -98,6 +95,18 @@ def comparisons(table: pd.DataFrame, design: Design) -> pd.DataFrame:
     frame = pd.DataFrame([f for f in found if f is not None], columns=_TESTED)
     parts = [corrected_family(family) for _, family in frame.groupby("family", sort=False)] if len(frame) else []
     return pd.concat(parts)[COLUMNS].sort_index() if parts else pd.DataFrame(columns=COLUMNS)
+
+
+def strata(rows: pd.DataFrame, design: Design, factor: str) -> Iterator[tuple[str, pd.DataFrame]]:
+    """``(within, part)`` for each combination of the other factors of a crossed design
+    (``within`` names it, as the tables print it), or all trials at once otherwise."""
+    others = [c for c in design.factors if c != factor] if design.crossed else []
+    if not others:
+        yield "all trials", rows
+        return
+    for key, part in rows.groupby(others, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        yield ", ".join(f"{c.removeprefix('param.')} {value_label(v)}" for c, v in zip(others, key)), part
 
 
 def corrected_family(family: pd.DataFrame) -> pd.DataFrame:

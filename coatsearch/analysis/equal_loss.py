@@ -33,10 +33,17 @@ import numpy as np
 import pandas as pd
 
 from coatsearch.analysis import stats
-from coatsearch.analysis.comparisons import COLUMNS, RANGE, comparison_row, corrected_family, eval_size, same_networks
+from coatsearch.analysis.comparisons import (
+    COLUMNS,
+    RANGE,
+    comparison_row,
+    corrected_family,
+    eval_size,
+    same_networks,
+    strata,
+)
 from coatsearch.analysis.design import Design
 from coatsearch.results import ranked
-from coatsearch.units import value_label
 
 #: How many loss levels each comparison is made at.
 LEVELS = 3
@@ -107,11 +114,8 @@ def equal_loss(table: pd.DataFrame, design: Design, count: int = LEVELS) -> pd.D
     rows = rows[rows["_curve"].notna()]
     found: list[dict[str, Any]] = []
     for factor in design.factors if not rows.empty else ():
-        strata = [c for c in design.factors if c != factor] if design.crossed else []
         values = design.order(rows, factor)
-        for key, part in (rows.groupby(strata, sort=False, dropna=False) if strata else [((), rows)]):
-            key = key if isinstance(key, tuple) else (key,)
-            within = ", ".join(f"{c.removeprefix('param.')} {value_label(v)}" for c, v in zip(strata, key)) or "all trials"
+        for within, part in strata(rows, design, factor):
             found += _at_levels(part, factor, within, values, count)
     if not found:
         return pd.DataFrame(columns=EQUAL_LOSS_COLUMNS)

@@ -52,11 +52,9 @@ def match_budget(
     if by == "ratios":
         if flops is None:
             raise BudgetError("by: 'ratios' meets a FLOP target (a params target is only reported); give flops")
-        check_target(flops, None)
-        if params is not None:
-            check_target(None, params)
-        return match_ratios(spec, parse_count(flops, "flops"), None if params is None else parse_count(params, "params"),
-                            tolerance, strict)
+        _, flops_target = check_target(flops, None)
+        params_target = None if params is None else check_target(None, params)[1]
+        return match_ratios(spec, flops_target, params_target, tolerance, strict)
     if flops is not None and params is not None:
         return match_both(spec, parse_count(flops, "flops"), parse_count(params, "params"), tolerance, strict)
     metric, target = check_target(flops, params)

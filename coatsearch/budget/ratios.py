@@ -48,8 +48,9 @@ def match_ratios(spec: NetSpec, flops: float, params: float | None, tolerance: f
         raise BudgetError(f"tolerance: expected a fraction between 0 and 1, got {tolerance:g}")
     by_flops = Scaler(spec, "flops")
     original = by_flops.original
+    ladder = ratio_widths(by_flops)
     shapes: dict[tuple[tuple[int, ...], tuple[int, ...]], Shape] = {}
-    for free in ratio_widths(by_flops):
+    for free in ladder:
         at_width = by_flops.shape_of(free, original.blocks)
         if by_flops.cost(by_flops.depths(0.0, at_width)) > flops * (1 + tolerance):
             break  # the narrowest depth is already over: wider only costs more
@@ -57,7 +58,7 @@ def match_ratios(spec: NetSpec, flops: float, params: float | None, tolerance: f
             shape = by_flops.depths(factor, at_width)
             shapes.setdefault((shape.channels, shape.blocks), shape)
     if not shapes:
-        narrowest = by_flops.depths(0.0, by_flops.shape_of(ratio_widths(by_flops)[0], original.blocks))
+        narrowest = by_flops.depths(0.0, by_flops.shape_of(ladder[0], original.blocks))
         raise BudgetError(f"flops: target {format_count(flops)} is below the narrowest shape that keeps the widths' "
                           f"ratios ({format_count(by_flops.cost(narrowest))} FLOPs at "
                           f"{describe(by_flops.build(narrowest))})")
