@@ -19,6 +19,7 @@ from coatsearch.results import FINISHED, read_table
 from coatsearch.runner import run_study as run_plan
 from coatsearch.search import compile_space
 from coatsearch.space import load_space
+from coatsearch.status import Status
 from tests.conftest import TINY_SPACE as TINY
 
 #: Ray runs in one test process at a time (see pyproject's addopts): the tests that start it
@@ -357,6 +358,33 @@ def test_a_dead_workers_trial_is_retried_without_its_claim(tmp_path):
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     # the trial without a row runs again, unclaimed; the one that stored its row does not
     assert [(t.params, t.user_attrs) for t in waiting] == [({"split": 1}, {})]
+
+
+def test_a_trial_stopped_before_its_worker_claimed_it_runs_again_whatever_the_retries(tmp_path):
+    """A stop inside Optuna's ``ask`` leaves a grid point taken (RUNNING) but never claimed
+    nor drawn; failed later as unclaimed, it is interrupted, not a dead worker's failure
+    that with no retries left would count its point as done and never run it."""
+    import optuna
+
+    from coatsearch.search.optuna_storage import open_study
+    from coatsearch.search.optuna_trials import ledger
+
+    space = load_space(_space_file(tmp_path, trials=2, retries=0))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    study = open_study(compile_space(space), run_dir)
+    study.enqueue_trial({"split": 2})
+    never_began = study.ask()  # what the stopped ask had done: the point taken, nothing drawn
+    study.enqueue_trial({"split": 1})
+    died = study.ask()
+    died.suggest_categorical("split", [1, 2])
+    died.set_user_attr("worker_pid", ["host", 1])
+    for trial in (never_began, died):
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    rows = {row.trial: row for row in ledger(study, space.retries)}
+    assert (rows[never_began.number].status, rows[never_began.number].sampled) == (Status.INTERRUPTED, {"split": 2})
+    assert not rows[never_began.number].finished
+    assert (rows[died.number].status, rows[died.number].sampled) == (Status.FAILED, {"split": 1})
 
 
 def test_a_dead_workers_trial_is_failed_without_waiting_for_its_heartbeat(tmp_path, monkeypatch):

@@ -43,7 +43,14 @@ def _retries_of(trial: FrozenTrial) -> int:
 def ledger(study: optuna.Study, retries: int) -> list[TrialRow]:
     """Every row the study holds: stored rows, plus trials that ended without one (their
     worker died or was interrupted) and were not retried: ``failed`` once a point has
-    used its retries, else ``interrupted`` (it runs again)."""
+    used its retries, else ``interrupted`` (it runs again).
+
+    A trial that ended before its worker claimed it (`claim`) never trained: a stop that
+    lands inside Optuna's ``ask``, after it took a waiting grid point and before the
+    objective began, leaves such a trial to be failed later as unclaimed. It is
+    ``interrupted`` whatever the retries, so its point runs again rather than counting as
+    done; its row names the grid point it was handed, which the point's later run replaces
+    in the table."""
     trials = study.get_trials(deepcopy=False)
     rows: list[TrialRow] = []
     retried = {t.system_attrs.get("failed_trial") for t in trials if "failed_trial" in t.system_attrs}
@@ -52,10 +59,12 @@ def ledger(study: optuna.Study, retries: int) -> list[TrialRow]:
         if "row" in trial.user_attrs:
             rows.append(TrialRow.from_record(trial.user_attrs["row"]))
         elif trial.state == TrialState.FAIL and trial.number not in retried:
-            dead = _retries_of(trial) >= retries and "interrupted" not in trial.user_attrs
+            began = "worker_pid" in trial.user_attrs or bool(trial.params)
+            dead = began and _retries_of(trial) >= retries and "interrupted" not in trial.user_attrs
             rows.append(TrialRow(
                 trial=trial.number, status=Status.FAILED if dead else Status.INTERRUPTED,
-                sampled=dict(trial.params), reason="the trial's worker died" if dead else "the run was stopped",
+                sampled=dict(trial.params or trial.system_attrs.get("fixed_params", {})),
+                reason="the trial's worker died" if dead else "the run was stopped",
             ))
     return rows
 
