@@ -1,6 +1,6 @@
 """The README's first command, timed: the default space run from scratch, several times.
 
-    python benchmarks/front_door.py [--runs 3] [--space spaces/layout_split.yaml] [--set KEY=VALUE ...]
+    python benchmarks/front_door.py [--runs 3] [--space spaces/layout_split.yaml] [--reference SPACE] [--set KEY=VALUE ...]
     python benchmarks/front_door.py --load [--baseline] [--timeout S] [--runs 3]
 
 Each run is `coatsearch run SPACE --out <fresh folder>` in a subprocess, exactly as a
@@ -90,19 +90,30 @@ def one_run(space: str, overrides: list[str], policy: str | None = None,
 
 
 def quiet_runs(args: argparse.Namespace) -> None:
-    walls, all_phases, trial_walls = [], [], []
+    """Runs alone; with ``--reference``, each round runs the reference space too, in
+    alternating order, so the two are compared under the same conditions."""
+    spaces = [args.space] + ([args.reference] if args.reference else [])
+    walls: dict[str, list[float]] = {space: [] for space in spaces}
+    all_phases, trial_walls = [], []
     for i in range(args.runs):
-        wall, phases, trials = one_run(args.space, args.set)
-        walls.append(wall)
-        all_phases.append(phases)
-        trial_walls.append(trials)
-        print(f"run {i + 1}: {wall:.0f} s")
-    median = statistics.median(walls)
-    print(f"median {median:.0f} s ({median / 60:.2f} min), min {min(walls):.0f} s, max {max(walls):.0f} s, "
-          f"over {args.runs} runs of {args.space}")
+        for space in (spaces if i % 2 == 0 else spaces[::-1]):
+            wall, phases, trials = one_run(space, args.set)
+            walls[space].append(wall)
+            if space == args.space:
+                all_phases.append(phases)
+                trial_walls.append(trials)
+        print(f"run {i + 1}: " + ", ".join(f"{space} {walls[space][-1]:.0f} s" for space in spaces), flush=True)
+    for space in spaces:
+        median = statistics.median(walls[space])
+        print(f"median {median:.0f} s ({median / 60:.2f} min), min {min(walls[space]):.0f} s, "
+              f"max {max(walls[space]):.0f} s, over {args.runs} runs of {space}")
+    if args.reference:
+        ratios = [a / b for a, b in zip(walls[args.space], walls[args.reference])]
+        print(f"{args.space} / {args.reference}, round by round: median {statistics.median(ratios):.2f}x "
+              f"({min(ratios):.2f}-{max(ratios):.2f})")
     names = sorted({n for p in all_phases for n in p})
     summed = statistics.median(trial_walls)
-    print(f"trial time summed over the trials: {summed:.0f} s (trials may run side by side), split into:")
+    print(f"{args.space}: trial time summed over the trials: {summed:.0f} s (trials may run side by side), split into:")
     for name in names:
         seconds = statistics.median(p.get(name, 0.0) for p in all_phases)
         print(f"  {name:<9} {seconds:7.1f} s  {seconds / summed:6.1%}")
@@ -142,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--space", default="spaces/layout_split.yaml")
+    parser.add_argument("--reference", help="a second space run in every round, alternating order (quiet runs)")
     parser.add_argument("--set", action="append", default=[], help="a space override, passed to coatsearch run")
     parser.add_argument("--load", action="store_true", help="alone vs beside a competing 2-thread process")
     parser.add_argument("--baseline", action="store_true", help="with --load: OpenMP's default wait policy too")
