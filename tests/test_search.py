@@ -360,31 +360,46 @@ def test_a_dead_workers_trial_is_retried_without_its_claim(tmp_path):
     assert [(t.params, t.user_attrs) for t in waiting] == [({"split": 1}, {})]
 
 
-def test_a_trial_stopped_before_its_worker_claimed_it_runs_again_whatever_the_retries(tmp_path):
-    """A stop inside Optuna's ``ask`` leaves a grid point taken (RUNNING) but never claimed
-    nor drawn; failed later as unclaimed, it is interrupted, not a dead worker's failure
-    that with no retries left would count its point as done and never run it."""
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_trial_stopped_before_its_worker_claimed_it_runs_again_whatever_the_retries(tmp_path, monkeypatch, retries):
+    """A stop inside Optuna's ``ask`` leaves a grid point taken (RUNNING) but never claimed;
+    failed as unclaimed, it is interrupted without using a retry, and its point is enqueued
+    again: not a dead worker's failure, which with no retries left would count its point as
+    done and never run it. A retry of a dead worker's trial carries its params before it is
+    claimed, so params are no sign that a trial began."""
     import optuna
 
+    from coatsearch.search import optuna_trials
     from coatsearch.search.optuna_storage import open_study
-    from coatsearch.search.optuna_trials import ledger
+    from coatsearch.search.optuna_trials import enqueue_grid, fail_dead_trials, ledger
 
-    space = load_space(_space_file(tmp_path, trials=2, retries=0))
+    waiting = (optuna.trial.TrialState.WAITING,)
+    space = load_space(_space_file(tmp_path, trials=2, retries=retries, params={"split": {"choices": [1, 2]}}))
+    plan = compile_space(space)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    study = open_study(compile_space(space), run_dir)
-    study.enqueue_trial({"split": 2})
-    never_began = study.ask()  # what the stopped ask had done: the point taken, nothing drawn
+    study = open_study(plan, run_dir)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     study.enqueue_trial({"split": 1})
     died = study.ask()
     died.suggest_categorical("split", [1, 2])
-    died.set_user_attr("worker_pid", ["host", 1])
-    for trial in (never_began, died):
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    died.set_user_attr("worker_pid", [__import__("socket").gethostname(), int(dead.stdout)])
+    assert fail_dead_trials(study, space.retries) == 1
+    assert len(study.get_trials(states=waiting)) == retries  # the dead worker's point retried while it may be
+    if not retries:
+        study.enqueue_trial({"split": 2})
+    never_began = study.ask()  # what the stopped ask had done: the point taken, nothing drawn, no claim
+    monkeypatch.setattr(optuna_trials, "GRACE_S", -1e9)  # unclaimed for longer than the grace period
+    assert fail_dead_trials(study, space.retries) == 1
+    assert not study.get_trials(states=waiting)  # no retry used up
+    point = {"split": 2 if not retries else 1}
     rows = {row.trial: row for row in ledger(study, space.retries)}
-    assert (rows[never_began.number].status, rows[never_began.number].sampled) == (Status.INTERRUPTED, {"split": 2})
-    assert not rows[never_began.number].finished
-    assert (rows[died.number].status, rows[died.number].sampled) == (Status.FAILED, {"split": 1})
+    row = rows[never_began.number]
+    assert (row.status, row.sampled, row.finished) == (Status.INTERRUPTED, point, False)
+    if not retries:
+        assert rows[died.number].status == Status.FAILED  # a trial that trained and died, with no retry left
+    enqueue_grid(study, plan)
+    assert point in [t.system_attrs.get("fixed_params") or t.params for t in study.get_trials(states=waiting)]
 
 
 def test_a_dead_workers_trial_is_failed_without_waiting_for_its_heartbeat(tmp_path, monkeypatch):

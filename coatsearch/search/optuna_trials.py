@@ -45,12 +45,13 @@ def ledger(study: optuna.Study, retries: int) -> list[TrialRow]:
     worker died or was interrupted) and were not retried: ``failed`` once a point has
     used its retries, else ``interrupted`` (it runs again).
 
-    A trial that ended before its worker claimed it (`claim`) never trained: a stop that
-    lands inside Optuna's ``ask``, after it took a waiting grid point and before the
-    objective began, leaves such a trial to be failed later as unclaimed. It is
-    ``interrupted`` whatever the retries, so its point runs again rather than counting as
-    done; its row names the grid point it was handed, which the point's later run replaces
-    in the table."""
+    A trial that ended before its worker claimed it (`claim`, the trial's first act) never
+    trained: a stop that lands inside Optuna's ``ask``, after it took a waiting grid point
+    (a retry's carries its params already) and before the objective began, leaves such a
+    trial to be failed later as unclaimed. Its grid point is ``interrupted`` whatever the
+    retries, so it runs again rather than counting as done, and the row names the point,
+    which its later run replaces in the table; one the sampler had not drawn yet has no
+    point and no row."""
     trials = study.get_trials(deepcopy=False)
     rows: list[TrialRow] = []
     retried = {t.system_attrs.get("failed_trial") for t in trials if "failed_trial" in t.system_attrs}
@@ -59,13 +60,15 @@ def ledger(study: optuna.Study, retries: int) -> list[TrialRow]:
         if "row" in trial.user_attrs:
             rows.append(TrialRow.from_record(trial.user_attrs["row"]))
         elif trial.state == TrialState.FAIL and trial.number not in retried:
-            began = "worker_pid" in trial.user_attrs or bool(trial.params)
+            began = "worker_pid" in trial.user_attrs
+            point = trial.system_attrs.get("fixed_params") or trial.params
+            if not began and not point:
+                continue
             dead = began and _retries_of(trial) >= retries and "interrupted" not in trial.user_attrs
-            rows.append(TrialRow(
-                trial=trial.number, status=Status.FAILED if dead else Status.INTERRUPTED,
-                sampled=dict(trial.params or trial.system_attrs.get("fixed_params", {})),
-                reason="the trial's worker died" if dead else "the run was stopped",
-            ))
+            reason = ("the trial's worker died" if dead else "the run was stopped" if began
+                      else "the run was stopped before the trial began")
+            rows.append(TrialRow(trial=trial.number, status=Status.FAILED if dead else Status.INTERRUPTED,
+                                 sampled=dict(point), reason=reason))
     return rows
 
 
@@ -151,8 +154,10 @@ def claim(trial: optuna.Trial) -> None:
 
 
 def fail_dead_trials(study: optuna.Study, retries: int) -> int:
-    """Fail (and re-queue, like a stale heartbeat) RUNNING trials whose worker is a dead
-    process on this machine, or that no worker claimed within the grace period.
+    """Fail RUNNING trials whose worker is a dead process on this machine (re-queued, like
+    a stale heartbeat's, while the point has retries left), or that no worker claimed within
+    the grace period (not re-queued: such a trial never trained, and its grid point is
+    enqueued again as one no trial holds, `enqueue_grid`).
 
     Optuna notices a dead worker only by its heartbeat going stale; a worker killed between
     taking a trial and its first heartbeat leaves a RUNNING trial that never goes stale."""
@@ -172,6 +177,7 @@ def fail_dead_trials(study: optuna.Study, retries: int) -> int:
             study.tell(trial.number, state=TrialState.FAIL)
         except (ValueError, RuntimeError):  # another worker got there first
             continue
-        retry(study, _frozen(study, trial.number))
+        if claim is not None:  # one never claimed never trained: no retry used up (`ledger`)
+            retry(study, _frozen(study, trial.number))
         failed += 1
     return failed
