@@ -20,11 +20,11 @@ from coatsearch.studies import (
     END,
     EQUAL_LOSS_END,
     EQUAL_LOSS_START,
-    FIT_END,
-    FIT_START,
     FITS_END,
     FITS_START,
     START,
+    TRAIN_FIT_END,
+    TRAIN_FIT_START,
     load_study,
     regenerate,
     replace_results,
@@ -90,14 +90,14 @@ def test_committed_outputs_are_what_the_committed_results_regenerate(study_dir, 
         shutil.copyfile(study_dir / name, copy / name)
     regenerate(copy)
     tables = ["summary.csv", "comparisons.csv", "effects.csv"]
-    tables += [name for name in ("equal_loss.csv", "fit.csv") if (study_dir / name).exists()]
+    tables += [name for name in ("equal_loss.csv", "train_fit.csv") if (study_dir / name).exists()]
     for name in tables:
         committed = pd.read_csv(study_dir / name, dtype={"first": str, "second": str, "value": str})
         rebuilt = pd.read_csv(copy / name, dtype={"first": str, "second": str, "value": str})
         pd.testing.assert_frame_equal(committed, rebuilt, check_dtype=False, check_exact=False, obj=name)
     committed, rebuilt = (study_dir / "README.md").read_text(), (copy / "README.md").read_text()
     for start, end in ((START, END), (COMPARISONS_START, COMPARISONS_END), (EQUAL_LOSS_START, EQUAL_LOSS_END),
-                       (FIT_START, FIT_END)):
+                       (TRAIN_FIT_START, TRAIN_FIT_END)):
         assert _section(committed, start, end) == _section(rebuilt, start, end)
     _assert_same_text_and_numbers(_section(committed, FITS_START, FITS_END), _section(rebuilt, FITS_START, FITS_END))
 
