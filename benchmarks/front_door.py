@@ -8,7 +8,10 @@ newcomer types it (interpreter start, imports, data, every trial, the report). I
 each run's wall time, the median and spread, and where the time went: each phase's share
 of the trials' time (building and budget-matching the candidate, reading data, training,
 evaluating, from the results table's ``phases``) and what the run spent outside trials
-(start-up, report). Run it alone: other processes on the machine slow it down.
+(start-up, report), with each run's folder (its ``run.log`` and ``effects.csv`` say what it
+estimated and found). ``--reference SPACE`` runs a second space in every round, in
+alternating order, and prints the ratio round by round. Run it alone: other processes on
+the machine slow it down.
 
 ``--load`` measures the run on a machine it shares: each round runs it once alone and
 once beside one competing process of two busy threads (`competing_load`), in alternating
@@ -63,10 +66,11 @@ def competing_load() -> Iterator[None]:
 
 
 def one_run(space: str, overrides: list[str], policy: str | None = None,
-            timeout: float | None = None) -> tuple[float, dict[str, float], float]:
+            timeout: float | None = None) -> tuple[float, dict[str, float], float, Path]:
     """One run's wall time, its trials' phases and their summed wall time. ``policy``: the
     ``OMP_WAIT_POLICY`` to run under ("" is OpenMP's own default, spinning; None: the one
-    coatsearch sets). A run stopped at ``timeout`` counts as ``timeout`` (a lower bound)."""
+    coatsearch sets). A run stopped at ``timeout`` counts as ``timeout`` (a lower bound).
+    Also the run's folder."""
     out = Path(tempfile.mkdtemp(prefix="front-door-")) / "run"
     sets = [arg for value in overrides for arg in ("--set", value)]
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
@@ -78,7 +82,7 @@ def one_run(space: str, overrides: list[str], policy: str | None = None,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         assert timeout is not None
-        return timeout, {}, timeout
+        return timeout, {}, timeout, out
     wall = time.perf_counter() - start
     table = pd.read_csv(out / "results.csv")
     phases: dict[str, float] = {}
@@ -86,7 +90,7 @@ def one_run(space: str, overrides: list[str], policy: str | None = None,
         for name, seconds in json.loads(text).items():
             phases[name] = phases.get(name, 0.0) + seconds
     trials_wall = float(table["wall_time"].sum())
-    return wall, phases, trials_wall
+    return wall, phases, trials_wall, out
 
 
 def quiet_runs(args: argparse.Namespace) -> None:
@@ -94,15 +98,18 @@ def quiet_runs(args: argparse.Namespace) -> None:
     alternating order, so the two are compared under the same conditions."""
     spaces = [args.space] + ([args.reference] if args.reference else [])
     walls: dict[str, list[float]] = {space: [] for space in spaces}
-    all_phases, trial_walls = [], []
+    all_phases, trial_walls, outside = [], [], []
     for i in range(args.runs):
+        folders = {}
         for space in (spaces if i % 2 == 0 else spaces[::-1]):
-            wall, phases, trials = one_run(space, args.set)
+            wall, phases, trials, folders[space] = one_run(space, args.set)
             walls[space].append(wall)
             if space == args.space:
                 all_phases.append(phases)
                 trial_walls.append(trials)
-        print(f"run {i + 1}: " + ", ".join(f"{space} {walls[space][-1]:.0f} s" for space in spaces), flush=True)
+                outside.append(wall - trials)
+        print(f"run {i + 1}: " + ", ".join(f"{space} {walls[space][-1]:.0f} s ({folders[space]})" for space in spaces),
+              flush=True)
     for space in spaces:
         median = statistics.median(walls[space])
         print(f"median {median:.0f} s ({median / 60:.2f} min), min {min(walls[space]):.0f} s, "
@@ -119,6 +126,8 @@ def quiet_runs(args: argparse.Namespace) -> None:
         print(f"  {name:<9} {seconds:7.1f} s  {seconds / summed:6.1%}")
     print(f"  other    {summed - sum(statistics.median(p.get(n, 0.0) for p in all_phases) for n in names):7.1f} s "
           "(latency, bookkeeping)")
+    print(f"outside the trials (start-up, the report; the run's wall time less its trials' where they run one at "
+          f"a time): median {statistics.median(outside):.0f} s")
 
 
 def loaded_runs(args: argparse.Namespace) -> None:
@@ -159,6 +168,10 @@ def main() -> None:
     parser.add_argument("--baseline", action="store_true", help="with --load: OpenMP's default wait policy too")
     parser.add_argument("--timeout", type=float, help="stop a run after this many seconds (a lower bound)")
     args = parser.parse_args()
+    if args.reference and args.load:
+        parser.error("--reference compares quiet runs; with --load, run each space on its own")
+    if args.reference and Path(args.reference).resolve() == Path(args.space).resolve():
+        parser.error("--reference is the space itself: give the space it is compared with")
     (loaded_runs if args.load else quiet_runs)(args)
 
 
