@@ -20,7 +20,7 @@ def test_a_shortened_default_run_answers_with_intervals(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "coatsearch.cli", "run", str(ROOT / "spaces/layout_split.yaml"), "--out", str(out),
            "--set", "train.epochs=1", "--set", "data.train_size=400", "--set", "params.split.choices=[1,3,5]",
-           "--set", "trials=3"]
+           "--set", "trials=3", "--set", "data.val_fraction=0.05"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     effects = pd.read_csv(out / "effects.csv")
