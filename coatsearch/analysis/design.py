@@ -76,6 +76,15 @@ class Design:
         rest = sorted((p for p in present if not any(_same(p, v) for v in listed)), key=_sort_key)
         return [next(p for p in present if _same(v, p)) for v in listed] + rest
 
+    def sort(self, table: pd.DataFrame) -> pd.DataFrame:
+        """``table``'s rows by configuration, each factor's values in `order` (a missing
+        value last), ties kept as they were: every table of configurations lists them alike."""
+        keys = {f"_order_{factor}": table[factor].map({v: i for i, v in enumerate(self.order(table, factor))})
+                for factor in self.factors}
+        if not keys:
+            return table
+        return table.assign(**keys).sort_values(list(keys), kind="stable", na_position="last").drop(columns=list(keys))
+
     def ordered(self, table: pd.DataFrame, factor: str) -> bool:
         """A factor whose values are numbers (scale, split, a width): neighbours compare, and
         all values at once in a trend; bins too, in their order."""

@@ -29,9 +29,10 @@ PER_IMAGE = {"val_acc": "val_correct", "test_acc": "test_correct"}
 
 
 def summarise(table: pd.DataFrame, design: Design) -> pd.DataFrame:
-    """Mean and std over seeds of each metric per configuration, full-fidelity trials only;
-    one configuration, ``all``, when no factor varies (seeds alone)."""
-    rows = ranked(table)
+    """Mean and std over seeds of each metric per configuration (in `Design.sort`'s
+    order), full-fidelity trials only; one configuration, ``all``, when no factor varies
+    (seeds alone)."""
+    rows = design.sort(ranked(table))
     columns = list(design.factors)
     if not columns:
         rows = rows.assign(configuration="all")

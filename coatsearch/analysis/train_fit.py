@@ -58,11 +58,8 @@ def train_fit(table: pd.DataFrame, design: Design, target: float = FIT) -> pd.Da
         return pd.DataFrame(columns=[*factors, *TRAIN_FIT_COLUMNS])
     histories = rows["history"] if "history" in rows else pd.Series([None] * len(rows), index=rows.index)
     rows = rows.assign(_round=[first_fit_round(h, target) for h in histories])
-    for factor in factors:
-        order = {value: i for i, value in enumerate(design.order(rows, factor))}
-        rows = rows.assign(**{f"_order_{factor}": rows[factor].map(order)})
     if factors:
-        rows = rows.sort_values([f"_order_{f}" for f in factors], kind="stable", na_position="last")
+        rows = design.sort(rows)
         groups = rows.groupby(factors, sort=False, dropna=False)
     else:
         groups = rows.groupby(lambda _: 0)

@@ -35,6 +35,9 @@ from coatsearch.search.plan import SearchPlan
 from coatsearch.search.rows import TrialRow, point_key
 from coatsearch.status import Status
 
+CLAIM_ATTR = "worker_pid"
+"""The user attribute a trial's worker sets first (`claim`): ``[host, pid]``."""
+
 
 def _retries_of(trial: FrozenTrial) -> int:
     return len(trial.system_attrs.get("retry_history", []))
@@ -60,7 +63,7 @@ def ledger(study: optuna.Study, retries: int) -> list[TrialRow]:
         if "row" in trial.user_attrs:
             rows.append(TrialRow.from_record(trial.user_attrs["row"]))
         elif trial.state == TrialState.FAIL and trial.number not in retried:
-            began = "worker_pid" in trial.user_attrs
+            began = CLAIM_ATTR in trial.user_attrs
             point = trial.system_attrs.get("fixed_params") or trial.params
             if not began and not point:
                 continue
@@ -150,7 +153,7 @@ def fail_stale(study: optuna.Study, retries: int) -> bool:
 
 def claim(trial: optuna.Trial) -> None:
     """Mark a trial with the worker running it, so its death can be seen without a heartbeat."""
-    trial.set_user_attr("worker_pid", [socket.gethostname(), os.getpid()])
+    trial.set_user_attr(CLAIM_ATTR, [socket.gethostname(), os.getpid()])
 
 
 def fail_dead_trials(study: optuna.Study, retries: int) -> int:
@@ -165,7 +168,7 @@ def fail_dead_trials(study: optuna.Study, retries: int) -> int:
     now = datetime.datetime.now()
     retry = RetryStaleTrial(retries)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        claim = trial.user_attrs.get("worker_pid")
+        claim = trial.user_attrs.get(CLAIM_ATTR)
         if claim is None:
             started = trial.datetime_start or now
             dead = (now - started).total_seconds() > GRACE_S + HEARTBEAT_S
