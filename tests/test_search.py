@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from coatsearch import perimage
-from coatsearch.results import FINISHED, read_table
+from coatsearch.results import FINISHED, read_table, table_rows
 from coatsearch.runner import run_study as run_plan
 from coatsearch.search import compile_space
 from coatsearch.space import load_space
@@ -544,3 +544,62 @@ def test_the_run_log_is_written_even_after_a_library_disabled_existing_loggers(t
         logging.getLogger("coatsearch").removeHandler(handler)
         handler.close()
     assert "data: 1,000 images" in (tmp_path / "run.log").read_text()
+
+
+def test_a_worker_whose_claim_is_refused_steps_aside_and_the_run_still_trains_every_point(tmp_path, monkeypatch):
+    """A live worker slow to claim its trial (a busy database, clocks that disagree) may
+    find it failed as unclaimed by another worker: it steps aside instead of ending on
+    Optuna's "Cannot tell a FAIL trial", and the point runs in the same run."""
+    import optuna
+
+    from coatsearch.search import optuna_backend, optuna_trials
+    from coatsearch.search.optuna_storage import open_study
+
+    space = load_space(_space_file(tmp_path, trials=2, params={"split": {"choices": [1, 2]}}))
+    plan = compile_space(space)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    refusals: list[int] = []
+
+    def claim_after_another_worker_failed_it(trial: optuna.Trial) -> None:
+        if not refusals:  # the first trial: another worker fails it before its claim
+            other = open_study(plan, run_dir)
+            other.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            refusals.append(trial.number)
+        optuna_trials.claim(trial)
+
+    monkeypatch.setattr(optuna_backend, "claim", claim_after_another_worker_failed_it)
+    optuna_backend.run_worker(plan, run_dir, lambda rows: None, threads=1)
+    study = open_study(plan, run_dir)
+    rows = optuna_trials.ledger(study, space.retries)
+    assert sorted(row.sampled["split"] for row in rows if row.finished) == [1, 2]
+    refused = next(row for row in rows if row.trial == refusals[0])
+    assert refused.status == Status.INTERRUPTED  # never began: not a failure
+    assert refused.trial not in [row.trial for row in table_rows(rows)]  # its point's later run replaced it
+
+
+def test_a_killed_workers_claimed_trial_is_interrupted_not_failed(tmp_path):
+    """The driver kills a worker that did not stop in time (its write of ``interrupted`` may
+    be waiting on a busy database) and ends that worker's trials as interrupted: with no
+    retries left the point runs again on resume rather than counting as failed. Another
+    worker's trial is left running."""
+    import socket
+
+    from coatsearch.search.optuna_storage import open_study
+    from coatsearch.search.optuna_trials import interrupt_trials_of, ledger
+
+    space = load_space(_space_file(tmp_path, trials=2, retries=0, params={"split": {"choices": [1, 2]}}))
+    plan = compile_space(space)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    study = open_study(plan, run_dir)
+    host = socket.gethostname()
+    killed, alive = study.ask(), study.ask()
+    for trial, pid in ((killed, 4_000_001), (alive, 4_000_002)):
+        trial.suggest_categorical("split", [1, 2])
+        trial.set_user_attr("worker_pid", [host, pid])
+    assert interrupt_trials_of(study, 4_000_001) == 1
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[alive.number].name == "RUNNING"
+    row = {r.trial: r for r in ledger(study, space.retries)}[killed.number]
+    assert (row.status, row.finished) == (Status.INTERRUPTED, False)

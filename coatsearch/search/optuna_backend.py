@@ -25,11 +25,13 @@ from coatsearch.host import sleep_while_waiting
 from coatsearch.search.dashboard import name_metrics, report_epoch, row_attrs, set_row_attrs
 from coatsearch.search.optuna_storage import open_study, quiet_optuna
 from coatsearch.search.optuna_trials import (
+    ClaimRefused,
     claim,
     enqueue_grid,
     fail_dead_trials,
     fail_stale,
     finished_count,
+    interrupt_trials_of,
     ledger,
     point_taken,
 )
@@ -84,7 +86,7 @@ class OptunaBackend:
     def run(self, on_rows: Callable[[list[TrialRow]], None], on_epoch: OnEpoch | None = None) -> None:
         """Run trials until the study holds the plan's target of finished trials; ``on_epoch``
         sees this process's trials (the spawned workers' show when they end)."""
-        open_study(self.plan, self.run_dir)  # create the schema once, before any worker
+        study = open_study(self.plan, self.run_dir)  # create the schema once, before any worker
         sleep_while_waiting()  # the workers inherit it and load torch after
         payload = pickle.dumps((sys.path, pickle.dumps((self.plan, str(self.run_dir), self.threads))))
         workers = [start_worker(payload) for _ in range(self.plan.space.concurrency - 1)]
@@ -97,9 +99,10 @@ class OptunaBackend:
             for proc in workers:
                 try:
                     proc.wait(STOP_S)
-                except subprocess.TimeoutExpired:  # stuck: its trial goes stale and the next run retries it
+                except subprocess.TimeoutExpired:  # stuck, perhaps waiting on a busy database
                     proc.kill()
                     proc.wait()
+                    interrupt_trials_of(study, proc.pid)
         on_rows(self.ledger())
 
 
@@ -212,6 +215,8 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
     if grid:
         enqueue_grid(study, plan)
 
+    refused: list[int] = []  # the trial whose claim was refused this round (`ClaimRefused`)
+
     def objective(trial: optuna.Trial) -> Any:
         # a stop signal anywhere from the trial's start to its stored row (reading the
         # study, drawing the point, the progress display, the dashboard's attributes:
@@ -240,7 +245,11 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
                 raise optuna.TrialPruned("no grid point left")  # another worker took the last one
             if point_taken(trials, me):
                 raise optuna.TrialPruned("another trial holds this grid point")
-        claim(trial)
+        try:
+            claim(trial)
+        except ClaimRefused:
+            refused.append(trial.number)
+            raise
         params = plan.sample(trial)
         history: list[dict[str, Any]] = []
 
@@ -281,7 +290,14 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
             if grid:
                 return
         before = done
-        study.optimize(objective, n_trials=1, catch=(_TrialDidNotComplete,), gc_after_trial=True)
+        refused.clear()
+        try:
+            study.optimize(objective, n_trials=1, catch=(_TrialDidNotComplete,), gc_after_trial=True)
+        except ValueError:  # Optuna's "Cannot tell a FAIL trial": one whose claim was refused
+            if not refused:
+                raise
+            if grid:  # its point, if the worker that failed it has not enqueued it again yet
+                enqueue_grid(study, plan)
         infeasible_streak = 0 if finished_count(study, retries) > before else infeasible_streak + 1
         if infeasible_streak >= MAX_INFEASIBLE_STREAK:
             raise SpaceError(

@@ -151,9 +151,38 @@ def fail_stale(study: optuna.Study, retries: int) -> bool:
     return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) < before
 
 
+class ClaimRefused(optuna.TrialPruned):
+    """Another worker failed this trial as unclaimed (`fail_dead_trials`) before its worker
+    claimed it: the worker steps aside, and the grid point runs again elsewhere."""
+
+
 def claim(trial: optuna.Trial) -> None:
-    """Mark a trial with the worker running it, so its death can be seen without a heartbeat."""
-    trial.set_user_attr(CLAIM_ATTR, [socket.gethostname(), os.getpid()])
+    """Mark a trial with the worker running it, so its death can be seen without a heartbeat;
+    `ClaimRefused` if the trial has already been ended by another worker."""
+    try:
+        trial.set_user_attr(CLAIM_ATTR, [socket.gethostname(), os.getpid()])
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise ClaimRefused(f"trial {trial.number} was failed as unclaimed before its claim") from None
+
+
+def interrupt_trials_of(study: optuna.Study, pid: int) -> int:
+    """End the RUNNING trials that the worker process ``pid`` of this machine claimed as
+    ``interrupted``, as that worker would have on its stop: the driver calls it after
+    killing a worker that did not end in time (its own write of ``interrupted`` may have
+    been waiting on a busy database), so a stop the user asked for neither uses up a retry
+    nor, with none left, counts the point as failed."""
+    host, ended = socket.gethostname(), 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get(CLAIM_ATTR) != [host, pid]:
+            continue
+        try:
+            # Optuna has no public handle on a trial that another process runs
+            optuna.Trial(study, trial._trial_id).set_user_attr("interrupted", True)
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):  # it ended after all, or another worker failed it
+            continue
+        ended += 1
+    return ended
 
 
 def fail_dead_trials(study: optuna.Study, retries: int) -> int:
@@ -163,7 +192,10 @@ def fail_dead_trials(study: optuna.Study, retries: int) -> int:
     enqueued again as one no trial holds, `enqueue_grid`).
 
     Optuna notices a dead worker only by its heartbeat going stale; a worker killed between
-    taking a trial and its first heartbeat leaves a RUNNING trial that never goes stale."""
+    taking a trial and its first heartbeat leaves a RUNNING trial that never goes stale.
+    A live worker slow to claim (a busy database, or clocks that disagree across machines:
+    the age is this machine's clock against the taker's) may see its trial failed this way;
+    it steps aside when its claim is refused (`claim`), having trained nothing."""
     host, failed = socket.gethostname(), 0
     now = datetime.datetime.now()
     retry = RetryStaleTrial(retries)
