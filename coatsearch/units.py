@@ -44,7 +44,10 @@ FLOPS_NOTE = "FLOPs are multiply-adds counted once (fvcore's convention)."
 
 
 def value_label(value: object) -> str:
-    """A parameter's value as written in a space (a CSV round trip turns 2 into 2.0)."""
+    """A parameter's value as written in a space (a CSV round trip turns 2 into 2.0);
+    ``(missing)`` for a trial that has none (a parameter added to the space after it ran)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "(missing)"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

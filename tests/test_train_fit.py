@@ -49,6 +49,7 @@ def test_each_configuration_says_how_many_fitted_and_by_when_in_the_spaces_order
     text = train_fit_markdown(frame, steps_per_round=40)
     assert "| slow | 2 | 1 of 2 | 98.00% (97.00%) | 120 (120–120) |" in text
     assert "| fast | 2 | 2 of 2 | 99.50% (99.00%) | 100 (80–120) |" in text
+    assert "| fast | 2 | 2 of 2 | 99.50% (99.00%) | 2.5 (2–3) |" in train_fit_markdown(frame, steps_per_round=None)
 
 
 def test_never_fitted_unmeasured_unrecorded_and_missing_values_each_say_so():
@@ -64,6 +65,7 @@ def test_never_fitted_unmeasured_unrecorded_and_missing_values_each_say_so():
     assert "first there by epoch" in text
     assert "| slow | 2 | 0 of 1 | 80.00% (80.00%) | – |" in text
     assert "| fast | 1 | 1 of 1 | 99.00% (99.00%) | not recorded |" in text
+    assert "| (missing) | 1 | 1 of 1 | 99.00% (99.00%) | 2 (2–2) |" in text
     unmeasured = train_fit(table.iloc[[3]], _design(table))
     assert "| slow | 1 | 0 of 0 | – | – |" in train_fit_markdown(unmeasured, None)
     assert train_fit_markdown(train_fit(table.iloc[0:0], _design(table)), None).startswith("No fully trained trial")
