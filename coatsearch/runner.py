@@ -42,6 +42,7 @@ from coatsearch.search import Backend, SearchPlan, TrialRow, make_backend
 from coatsearch.search.machine import check_machine
 from coatsearch.search.progress import RunProgress, TrialEstimates, estimate_line, run_estimate
 from coatsearch.search.saved_space import check_backend, saved_space, saved_space_note
+from coatsearch.search.storage_url import safe_url
 from coatsearch.status import Status
 from coatsearch.warm_start import warm_rows
 
@@ -217,6 +218,9 @@ def run_study(
     except Exception as exc:
         if _disk_full(exc):
             raise DiskFull(getattr(exc, "filename", None) or run_dir, run_dir) from None
+        if _in_causes(exc, "attempt to write a readonly database"):
+            raise StudyDatabaseReadOnly(safe_url(plan.space.storage) if plan.space.storage else run_dir / "study.db",
+                                        run_dir) from None
         raise
 
 
@@ -228,19 +232,36 @@ class DiskFull(CoatsearchError):
         super().__init__(f"{where}: no space left on the device; free some and resume with: coatsearch resume {run_dir}")
 
 
-def _disk_full(exc: BaseException) -> bool:
-    """A full disk reported by a library in its own words (SQLite: "database or disk is
-    full"), or as the cause of another error."""
+class StudyDatabaseReadOnly(CoatsearchError):
+    """SQLite refused a write to the study: its file was replaced or moved under the run
+    (a checkout or copy over it) or made read-only. What finished is in the ledger; the
+    trial in flight is lost, and runs again on resume as a dead worker's."""
+
+    def __init__(self, where: object, run_dir: Path) -> None:
+        super().__init__(f"{where}: the study database refused a write (replaced, moved or made read-only while "
+                         f"the run used it); put it back in place and resume with: coatsearch resume {run_dir}")
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "disk is full" in str(cause) or "No space left on device" in str(cause):
-            return True
+        yield cause
         cause = cause.__cause__ or cause.__context__
-    return False
+
+
+def _in_causes(exc: BaseException, *phrases: str) -> bool:
+    return any(phrase in str(cause) for cause in _causes(exc) for phrase in phrases)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk reported by a library in its own words (SQLite: "database or disk is
+    full"), or as the cause of another error."""
+    if any(isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT) for c in _causes(exc)):
+        return True
+    return _in_causes(exc, "disk is full", "No space left on device")
 
 
 def _run_in_session(plan: SearchPlan, run_dir: Path, backend: Backend, console: Console,

@@ -251,6 +251,36 @@ def test_a_disk_that_fills_mid_run_ends_in_one_line_and_resumes(tmp_path, small_
     assert sorted(table.loc[table["status"] == "complete", "param.seed"].tolist()) == [0, 0, 1, 1, 2, 2]
 
 
+@pytest.mark.slow
+def test_a_study_database_replaced_mid_run_ends_in_one_line_and_resumes(tmp_path):
+    """A checkout or a copy over ``study.db`` while a run writes to it (SQLite then refuses
+    every write): one line that says what happened and how to go on, not Optuna's traceback
+    ending in "Should not reach"; the resume finishes the study."""
+    out = tmp_path / "run"
+    space = _space(tmp_path, train={"epochs": 2, "batch_size": 32})
+    proc = subprocess.Popen(_command(space, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and _rows(out) < 1 and proc.poll() is None:
+            time.sleep(0.1)
+        database = out / "study.db"
+        shutil.copyfile(database, tmp_path / "copy.db")
+        os.replace(tmp_path / "copy.db", database)  # what `git stash` or `cp` over it does
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    lines = messages(stderr)
+    assert proc.returncode == 2 and len(lines) == 1, stderr[-3000:]
+    assert f"{database}: the study database refused a write" in lines[0]
+    assert f"coatsearch resume {out}" in lines[0]
+    again = subprocess.run([sys.executable, "-m", "coatsearch.cli", "resume", str(out)], capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    table = read_table(out / "results.csv")
+    assert sorted(table.loc[table["status"] == "complete", "param.seed"].tolist()) == [0, 0, 1, 1, 2, 2]
+
+
 # --------------------------------------------------------------------------- workers and the study's storage
 @pytest.mark.slow
 def test_a_worker_ends_with_a_driver_killed_while_it_starts(tmp_path):
