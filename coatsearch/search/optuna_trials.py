@@ -176,8 +176,9 @@ def interrupt_trials_of(study: optuna.Study, pid: int) -> int:
         if trial.user_attrs.get(CLAIM_ATTR) != [host, pid]:
             continue
         try:
-            # Optuna has no public handle on a trial that another process runs
-            optuna.Trial(study, trial._trial_id).set_user_attr("interrupted", True)
+            # no public handle on another process's trial: `optuna.Trial` would call the
+            # sampler's `before_trial` on it, which a grid sampler answers by writing to it
+            study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
             study.tell(trial.number, state=TrialState.FAIL)
         except (ValueError, RuntimeError):  # it ended after all, or another worker failed it
             continue
