@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -222,33 +223,48 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
-@pytest.mark.slow
-def test_a_disk_that_fills_mid_run_ends_in_one_line_and_resumes(tmp_path, small_disk):
-    out = small_disk / "run"
-    space = _space(tmp_path, train={"epochs": 1, "batch_size": 64})
+def _fault_after_the_first_row(out: Path, space: Path, fault: Callable[[], None]) -> tuple[int, list[str]]:
+    """Run ``space`` into ``out``, do ``fault`` once its first row is written, and return
+    the run's exit code and its stderr's messages."""
     proc = subprocess.Popen(_command(space, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
         while time.time() < deadline and _rows(out) < 1 and proc.poll() is None:
             time.sleep(0.1)
-        saved = (out / "space.yaml").read_bytes()
-        with open(small_disk / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):  # nothing left to flush
-            while True:
-                filler.write(b"\0" * 65536)
+        fault()
         _, stderr = proc.communicate(timeout=300)
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-    lines = messages(stderr)
-    assert proc.returncode == 2 and len(lines) == 1, stderr[-3000:]
-    assert "no space left on the device" in lines[0] and f"coatsearch resume {out}" in lines[0]
-    assert (out / "space.yaml").read_bytes() == saved
-    (small_disk / "filler").unlink()
+    return proc.returncode, messages(stderr)
+
+
+def _resume_finishes(out: Path) -> None:
     again = subprocess.run([sys.executable, "-m", "coatsearch.cli", "resume", str(out)], capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     table = read_table(out / "results.csv")
     assert sorted(table.loc[table["status"] == "complete", "param.seed"].tolist()) == [0, 0, 1, 1, 2, 2]
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_run_ends_in_one_line_and_resumes(tmp_path, small_disk):
+    out = small_disk / "run"
+    saved: list[bytes] = []
+
+    def fill_the_disk() -> None:
+        saved.append((out / "space.yaml").read_bytes())
+        with open(small_disk / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):  # nothing left to flush
+            while True:
+                filler.write(b"\0" * 65536)
+
+    code, lines = _fault_after_the_first_row(out, _space(tmp_path, train={"epochs": 1, "batch_size": 64}),
+                                             fill_the_disk)
+    assert code == 2 and len(lines) == 1, lines
+    assert "no space left on the device" in lines[0] and f"coatsearch resume {out}" in lines[0]
+    assert (out / "space.yaml").read_bytes() == saved[0]
+    (small_disk / "filler").unlink()
+    _resume_finishes(out)
 
 
 @pytest.mark.slow
@@ -257,28 +273,18 @@ def test_a_study_database_replaced_mid_run_ends_in_one_line_and_resumes(tmp_path
     every write): one line that says what happened and how to go on, not Optuna's traceback
     ending in "Should not reach"; the resume finishes the study."""
     out = tmp_path / "run"
-    space = _space(tmp_path, train={"epochs": 2, "batch_size": 32})
-    proc = subprocess.Popen(_command(space, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and _rows(out) < 1 and proc.poll() is None:
-            time.sleep(0.1)
-        database = out / "study.db"
+    database = out / "study.db"
+
+    def replace_the_database() -> None:  # what a checkout or a copy over it does
         shutil.copyfile(database, tmp_path / "copy.db")
-        os.replace(tmp_path / "copy.db", database)  # what `git stash` or `cp` over it does
-        _, stderr = proc.communicate(timeout=300)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    lines = messages(stderr)
-    assert proc.returncode == 2 and len(lines) == 1, stderr[-3000:]
+        os.replace(tmp_path / "copy.db", database)
+
+    code, lines = _fault_after_the_first_row(out, _space(tmp_path, train={"epochs": 2, "batch_size": 32}),
+                                             replace_the_database)
+    assert code == 2 and len(lines) == 1, lines
     assert f"{database}: the study database refused a write" in lines[0]
     assert f"coatsearch resume {out}" in lines[0]
-    again = subprocess.run([sys.executable, "-m", "coatsearch.cli", "resume", str(out)], capture_output=True,
-                           text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    table = read_table(out / "results.csv")
-    assert sorted(table.loc[table["status"] == "complete", "param.seed"].tolist()) == [0, 0, 1, 1, 2, 2]
+    _resume_finishes(out)
 
 
 # --------------------------------------------------------------------------- workers and the study's storage
