@@ -235,11 +235,12 @@ class DiskFull(CoatsearchError):
 class StudyDatabaseReadOnly(CoatsearchError):
     """SQLite refused a write to the study: its file was replaced or moved under the run
     (a checkout or copy over it) or made read-only. What finished is in the ledger; the
-    trial in flight is lost, and runs again on resume as a dead worker's."""
+    trial in flight is lost, and runs again on resume as a dead worker's would (using up a
+    retry: with none left it counts as failed)."""
 
     def __init__(self, where: object, run_dir: Path) -> None:
-        super().__init__(f"{where}: the study database refused a write (replaced, moved or made read-only while "
-                         f"the run used it); put it back in place and resume with: coatsearch resume {run_dir}")
+        super().__init__(f"{where}: the study database refused a write (replaced or moved while the run used it, "
+                         f"or read-only); put it back in place and resume with: coatsearch resume {run_dir}")
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

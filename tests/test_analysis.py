@@ -248,3 +248,14 @@ def test_a_continuous_factor_is_compared_by_quantile_bins_not_one_row_per_value(
     assert set(rows["kind"]) >= {"pair", "trend"} and (rows["kind"] == "pair").sum() == 4  # neighbouring bins
     assert len(found.effect_of("param.layout").levels) == 2  # a two-value factor stays value by value
     assert len(found.summary) == 40  # configurations are still the trials' own values
+
+
+def test_a_trial_without_an_ordered_factors_value_is_left_out_of_its_trend():
+    """A parameter added to a space after some trials ran: those trials have no place on
+    its order, so the trend and curvature over its values leave them out."""
+    table = _grid(levels=(("A", 0.8),), sizes=(1, 2, 3))
+    table = pd.concat([table, table.iloc[[0]].assign(trial=99, **{"param.size": np.nan})], ignore_index=True)
+    design = Design.of(table, {"size": {"choices": [1, 2, 3]}}, "grid")
+    found = comparisons(table, design)
+    trend = found[found["test"].str.startswith("trend")].iloc[0]
+    assert (trend["first"], trend["second"], trend["n_first"], trend["n_second"]) == ("1", "3", 3, 3)

@@ -546,10 +546,13 @@ def test_the_run_log_is_written_even_after_a_library_disabled_existing_loggers(t
     assert "data: 1,000 images" in (tmp_path / "run.log").read_text()
 
 
-def test_a_worker_whose_claim_is_refused_steps_aside_and_the_run_still_trains_every_point(tmp_path, monkeypatch):
+@pytest.mark.parametrize("when", ["before its claim", "while it trains"])
+def test_a_worker_whose_trial_another_ended_steps_aside_and_the_run_still_trains_every_point(
+        tmp_path, monkeypatch, when):
     """A live worker slow to claim its trial (a busy database, clocks that disagree) may
-    find it failed as unclaimed by another worker: it steps aside instead of ending on
-    Optuna's "Cannot tell a FAIL trial", and the point runs in the same run."""
+    find it failed as unclaimed by another worker, or failed as stale while it trains: it
+    steps aside instead of ending on Optuna's "Cannot tell a FAIL trial", and the point
+    runs in the same run."""
     import optuna
 
     from coatsearch.search import optuna_backend, optuna_trials
@@ -559,23 +562,32 @@ def test_a_worker_whose_claim_is_refused_steps_aside_and_the_run_still_trains_ev
     plan = compile_space(space)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    refusals: list[int] = []
+    ended: list[int] = []
 
-    def claim_after_another_worker_failed_it(trial: optuna.Trial) -> None:
-        if not refusals:  # the first trial: another worker fails it before its claim
-            other = open_study(plan, run_dir)
-            other.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            refusals.append(trial.number)
-        optuna_trials.claim(trial)
+    def another_worker_ends(number: int) -> None:
+        if not ended:  # the first trial only
+            open_study(plan, run_dir).tell(number, state=optuna.trial.TrialState.FAIL)
+            ended.append(number)
 
-    monkeypatch.setattr(optuna_backend, "claim", claim_after_another_worker_failed_it)
+    if when == "before its claim":
+        def claim(trial: optuna.Trial) -> None:
+            another_worker_ends(trial.number)
+            optuna_trials.claim(trial)
+
+        monkeypatch.setattr(optuna_backend, "claim", claim)
+    else:
+        real_run_trial = optuna_backend.run_trial
+
+        def run_trial(plan, number, *args, **kwargs):
+            another_worker_ends(number)
+            return real_run_trial(plan, number, *args, **kwargs)
+
+        monkeypatch.setattr(optuna_backend, "run_trial", run_trial)
     optuna_backend.run_worker(plan, run_dir, lambda rows: None, threads=1)
     study = open_study(plan, run_dir)
     rows = optuna_trials.ledger(study, space.retries)
     assert sorted(row.sampled["split"] for row in rows if row.finished) == [1, 2]
-    refused = next(row for row in rows if row.trial == refusals[0])
-    assert refused.status == Status.INTERRUPTED  # never began: not a failure
-    assert refused.trial not in [row.trial for row in table_rows(rows)]  # its point's later run replaced it
+    assert ended[0] not in [row.trial for row in table_rows(rows)]  # its point's later run replaced it
 
 
 def test_a_killed_workers_claimed_trial_is_interrupted_not_failed(tmp_path):

@@ -178,7 +178,7 @@ def _pair(part: pd.DataFrame, factor: str, within: str, metric: str, first: Any,
 def _ordered(part: pd.DataFrame, factor: str, within: str, metric: str, values: list[Any],
              test_of: Callable[..., stats.Test], kind: str) -> dict[str, Any] | None:
     """A test over all of an ordered factor's trials: ``stats.trend`` or ``stats.curvature``."""
-    rows = part[part[metric].notna()]
+    rows = part[part[metric].notna() & part[factor].notna()]  # a trial without the factor's value has no place
     position = {value_label(v): i for i, v in enumerate(values)}
     places = [position[value_label(v)] for v in rows[factor]]
     try:

@@ -8,6 +8,7 @@ grid points, dead workers) and early stopping by rungs (`rungs`) are beside this
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import subprocess
@@ -21,11 +22,11 @@ import optuna
 from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
+from coatsearch.errors import first_line
 from coatsearch.host import sleep_while_waiting
 from coatsearch.search.dashboard import name_metrics, report_epoch, row_attrs, set_row_attrs
 from coatsearch.search.optuna_storage import open_study, quiet_optuna
 from coatsearch.search.optuna_trials import (
-    ClaimRefused,
     claim,
     enqueue_grid,
     fail_dead_trials,
@@ -41,6 +42,8 @@ from coatsearch.search.rungs import CONTINUE, RungStopper, make_scheduler
 from coatsearch.search.trial import run_trial
 from coatsearch.space import SpaceError
 from coatsearch.status import Status
+
+log = logging.getLogger("coatsearch")
 
 #: (trial number, epochs trained): `coatsearch.search.backend.OnEpoch`
 OnEpoch = Callable[[int, int], None]
@@ -102,7 +105,11 @@ class OptunaBackend:
                 except subprocess.TimeoutExpired:  # stuck, perhaps waiting on a busy database
                     proc.kill()
                     proc.wait()
-                    interrupt_trials_of(study, proc.pid)
+                    try:
+                        interrupt_trials_of(study, proc.pid)
+                    except Exception as exc:  # noqa: BLE001 - the stop itself must go on and be said
+                        log.warning("worker %d: its trial was not marked interrupted (%s); it runs again "
+                                    "as a dead worker's", proc.pid, first_line(exc))
         on_rows(self.ledger())
 
 
@@ -215,7 +222,9 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
     if grid:
         enqueue_grid(study, plan)
 
-    refused: list[int] = []  # the trial whose claim was refused this round (`ClaimRefused`)
+    # the trial of this round that another worker ended while this one ran it (failed as
+    # unclaimed or stale on a busy database): its writes are refused, and this worker steps aside
+    ended_elsewhere: list[int] = []
 
     def objective(trial: optuna.Trial) -> Any:
         # a stop signal anywhere from the trial's start to its stored row (reading the
@@ -224,6 +233,9 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
         # on resume, rather than failing it
         try:
             row = _run(trial)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            ended_elsewhere.append(trial.number)
+            raise optuna.TrialPruned(f"trial {trial.number} was ended by another worker") from None
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             # the run is stopping: not Optuna's "Trial N failed" and a traceback (`quiet_optuna` restores it)
@@ -245,11 +257,7 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
                 raise optuna.TrialPruned("no grid point left")  # another worker took the last one
             if point_taken(trials, me):
                 raise optuna.TrialPruned("another trial holds this grid point")
-        try:
-            claim(trial)
-        except ClaimRefused:
-            refused.append(trial.number)
-            raise
+        claim(trial)
         params = plan.sample(trial)
         history: list[dict[str, Any]] = []
 
@@ -290,14 +298,15 @@ def _run_worker(plan: SearchPlan, run_dir: Path, on_rows: Callable[[list[TrialRo
             if grid:
                 return
         before = done
-        refused.clear()
+        ended_elsewhere.clear()
         try:
             study.optimize(objective, n_trials=1, catch=(_TrialDidNotComplete,), gc_after_trial=True)
-        except ValueError:  # Optuna's "Cannot tell a FAIL trial": one whose claim was refused
-            if not refused:
+        except ValueError:  # Optuna's "Cannot tell a FAIL trial": one another worker ended
+            if not ended_elsewhere:
                 raise
-            if grid:  # its point, if the worker that failed it has not enqueued it again yet
+            if grid:  # its point, if the worker that ended it has not enqueued it again yet
                 enqueue_grid(study, plan)
+            continue  # not an infeasible candidate
         infeasible_streak = 0 if finished_count(study, retries) > before else infeasible_streak + 1
         if infeasible_streak >= MAX_INFEASIBLE_STREAK:
             raise SpaceError(

@@ -151,18 +151,10 @@ def fail_stale(study: optuna.Study, retries: int) -> bool:
     return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) < before
 
 
-class ClaimRefused(optuna.TrialPruned):
-    """Another worker failed this trial as unclaimed (`fail_dead_trials`) before its worker
-    claimed it: the worker steps aside, and the grid point runs again elsewhere."""
-
-
 def claim(trial: optuna.Trial) -> None:
-    """Mark a trial with the worker running it, so its death can be seen without a heartbeat;
-    `ClaimRefused` if the trial has already been ended by another worker."""
-    try:
-        trial.set_user_attr(CLAIM_ATTR, [socket.gethostname(), os.getpid()])
-    except optuna.exceptions.UpdateFinishedTrialError:
-        raise ClaimRefused(f"trial {trial.number} was failed as unclaimed before its claim") from None
+    """Mark a trial with the worker running it, so its death can be seen without a heartbeat.
+    Optuna's `UpdateFinishedTrialError` if another worker has already ended the trial."""
+    trial.set_user_attr(CLAIM_ATTR, [socket.gethostname(), os.getpid()])
 
 
 def interrupt_trials_of(study: optuna.Study, pid: int) -> int:
