@@ -35,7 +35,7 @@ def run(
     space_file: str = typer.Argument(..., metavar="SPACE.yaml", help="a search space (see spaces/)"),
     out: str | None = typer.Option(None, "--out", help="run directory (default runs/<study>)"),
     backend: str | None = typer.Option(None, "--backend", help="optuna, ray or replay (overrides the space)"),
-    address: str | None = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster: auto, its head's host:port, or ray://host:port"),
     table: str | None = typer.Option(None, "--table", help="replay over this table of trained networks (a folder or name)"),
     overrides: list[str] = typer.Option([], "--set", help="override a space field: dotted.key=value"),
     warm_start: str | None = typer.Option(None, "--warm-start", metavar="RUN_DIR",
@@ -105,7 +105,7 @@ def _dry_run(space: Any, source: str, as_json: bool) -> None:
 @user_errors_exit_2
 def resume(
     run_dir: str = typer.Argument(..., help="a run directory written by `coatsearch run`"),
-    address: str | None = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster: auto, its head's host:port, or ray://host:port"),
 ) -> None:
     """Finish an interrupted study from its run directory (the space saved there)."""
     from coatsearch.space import SpaceError, load_space

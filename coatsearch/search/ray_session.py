@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from coatsearch.errors import CoatsearchError, first_line
+from coatsearch.errors import CoatsearchError, first_line, os_reason
 from coatsearch.host import available_cpus, sleep_while_waiting
 from coatsearch.search.plan import SearchPlan
 from coatsearch.search.reaper import guard, ray_folder, reap
@@ -37,9 +39,12 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
     stack = contextlib.ExitStack()
     try:
         if address:
+            check_reachable(address)
             try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                         runtime_env={"env_vars": sleep_while_waiting()})
+                with warnings.catch_warnings():  # a client that gives up also warns, in lines of its own
+                    warnings.simplefilter("ignore", UserWarning)
+                    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                             runtime_env={"env_vars": sleep_while_waiting()})
             except (ConnectionError, RuntimeError, ValueError, ImportError) as exc:
                 raise CoatsearchError(f"--address {address}: cannot join the Ray cluster ({first_line(exc)})") from None
         else:
@@ -57,6 +62,26 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
+
+
+#: Seconds a cluster's address (host:port) has to accept a connection before it is refused.
+REACH_S = 10
+
+
+def check_reachable(address: str, timeout_s: float = REACH_S) -> None:
+    """Refuse a cluster address (``host:port``) where nothing accepts a connection: Ray
+    itself waits on such an address without end, printing its client's warnings. ``auto``
+    and ``ray://`` addresses are left to Ray, which gives up on them by itself."""
+    host, colon, port = address.rpartition(":")
+    if "://" in address or not colon or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = f"no answer in {timeout_s:g} s" if isinstance(exc, TimeoutError) else os_reason(exc)
+        raise CoatsearchError(f"--address {address}: cannot join the Ray cluster "
+                              f"(nothing answers at {host}:{port}: {reason})") from None
 
 
 #: How many times a local Ray is started before the run gives up.
