@@ -257,7 +257,7 @@ MALFORMED: list[Case] = [
          setup=lambda d: (d / "afile").write_text("x")),
     Case("out-under-proc", ["run", "{space}", "--out", "/proc/coatsearch-run"], "--out /proc/coatsearch-run: cannot create", space_with()),
     Case("address-no-cluster", ["run", "{space}", "--backend", "ray", "--address", "auto"], "--address auto: cannot join the Ray cluster", space_with()),
-    Case("address-nothing-listens", ["run", "{space}", "--backend", "ray", "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: cannot join the Ray cluster (nothing answers at 127.0.0.1:1: Connection refused)", space_with()),
+    Case("address-nothing-listens", ["run", "{space}", "--backend", "ray", "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: cannot join the Ray cluster (nothing answers at ", space_with()),
     Case("address-no-client", ["run", "{space}", "--backend", "ray", "--address", "ray://127.0.0.1:1"], "--address ray://127.0.0.1:1: cannot join", space_with()),
     Case("resume-missing", ["resume", "{dir}/norun"], "norun: not a run directory (no space.yaml)"),
     Case("build-missing", ["build", "{dir}/net.yaml"], "net.yaml: no such spec file"),
@@ -526,6 +526,7 @@ _CLI_IN_A_PROCESS = """\
 import sys
 if sys.argv.pop(1) == "1":
     import ray.util.client.worker as client_worker
+    assert hasattr(client_worker, "INITIAL_TIMEOUT_SEC") and hasattr(client_worker, "MAX_TIMEOUT_SEC")
     client_worker.INITIAL_TIMEOUT_SEC = client_worker.MAX_TIMEOUT_SEC = 1
 from coatsearch.cli import app
 sys.argv[0] = "coatsearch"

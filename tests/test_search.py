@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -169,7 +170,7 @@ def no_leaked_ray():
 
 @RAY
 @pytest.mark.slow
-def test_both_backends_run_the_same_trials(tmp_path, no_leaked_ray, capfd):
+def test_both_backends_run_the_same_trials(tmp_path, no_leaked_ray, capfd, monkeypatch):
     import io
     import os
 
@@ -177,6 +178,8 @@ def test_both_backends_run_the_same_trials(tmp_path, no_leaked_ray, capfd):
 
     shown = io.StringIO()
     optuna_run = run_study(load_space(_space_file(tmp_path)), tmp_path / "optuna", console=Console(file=shown))
+    # without an address a run starts its own Ray, whatever cluster RAY_ADDRESS names
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
     ray_run = run_study(load_space(_space_file(tmp_path), ["backend=ray"]), tmp_path / "ray", console=Console(file=shown))
     # the run's own lines, and none of the libraries' chatter
     printed = shown.getvalue() + "".join(capfd.readouterr())
@@ -494,6 +497,50 @@ def test_a_ray_ledger_row_after_a_line_a_crash_cut_short_is_kept(tmp_path):
     (tmp_path / LEDGER).write_text(rows[0].to_json() + "\n{oops\n" + rows[2].to_json() + "\n")
     with pytest.raises(LedgerError, match=r"ledger.jsonl: line 2 is not a trial row"):
         read_ledger(tmp_path)
+
+
+@contextlib.contextmanager
+def _listening() -> Iterator[tuple[int, int]]:
+    """A port where a server listens (on every address, as a Ray head's does) and one
+    where nothing does."""
+    import socket
+
+    with socket.socket() as server, socket.socket() as closed:
+        server.bind(("0.0.0.0", 0))
+        server.listen()
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]
+        closed.close()
+        yield server.getsockname()[1], dead
+
+
+def test_a_cluster_address_where_nothing_answers_is_refused_and_one_that_answers_is_joined(monkeypatch):
+    """Ray waits without end on a host:port where nothing listens; the run says so in one
+    line instead. A loopback address is dialled as Ray dials it (this node's address), so
+    ``[::1]:PORT`` joins a head listening on IPv4 only; ``auto`` is read as Ray reads it."""
+    from coatsearch.errors import CoatsearchError
+    from coatsearch.search.ray_session import check_reachable
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with _listening() as (live, dead):
+        for address in (f"127.0.0.1:{live}", f"localhost:{live}", f"[::1]:{live}"):
+            check_reachable(address)
+        with pytest.raises(CoatsearchError) as refused:
+            check_reachable(f"127.0.0.1:{dead}")
+        message = str(refused.value)
+        assert message.startswith(f"--address 127.0.0.1:{dead}: cannot join the Ray cluster (nothing answers at ")
+        assert message.endswith(f":{dead}: Connection refused)") and "\n" not in message
+        with pytest.raises(CoatsearchError, match=rf"^address 127.0.0.1:{dead}: cannot join"):
+            check_reachable(f"127.0.0.1:{dead}", field="address")  # the space's field, named as such
+        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{dead}")
+        with pytest.raises(CoatsearchError, match=r"^--address auto \(from RAY_ADDRESS\): cannot join"):
+            check_reachable("auto")
+        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{live}")
+        check_reachable("auto")
+    with pytest.raises(CoatsearchError, match=r"^--address 127.0.0.1:99999: port 99999 is out of range"):
+        check_reachable("127.0.0.1:99999")
+    for left_to_ray in ("::1", "127.0.0.1:\u00b2", "no-port", "ray://127.0.0.1:1"):
+        check_reachable(left_to_ray)  # Ray refuses these itself, in its own one line
 
 
 def test_a_local_ray_that_misses_its_start_deadline_is_started_again_then_refused_in_one_line(tmp_path, monkeypatch):

@@ -124,11 +124,12 @@ class RayBackend:
     def __init__(self, plan: SearchPlan, run_dir: Path, address: str | None = None) -> None:
         self.plan, self.run_dir = plan, run_dir
         self.address = address or plan.space.address
+        self.address_field = "--address" if address else "address"  # the space's field
         self.interrupted: list[TrialRow] = []
 
     def session(self) -> contextlib.AbstractContextManager[None]:
         read_ledger(self.run_dir)  # a damaged ledger is refused before Ray starts
-        return ray_session(self.plan, self.run_dir, self.address)
+        return ray_session(self.plan, self.run_dir, self.address, self.address_field)
 
     def warm(self, rows: list[TrialRow]) -> None:
         add_warm(self.run_dir, rows)

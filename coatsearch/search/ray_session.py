@@ -22,9 +22,10 @@ from coatsearch.search.reaper import guard, ray_folder, reap
 
 
 @contextlib.contextmanager
-def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterator[None]:
-    """Ray started (locally, in the run's own folder) or joined (a cluster), and shut down
-    after; environment variables it needs are set only meanwhile."""
+def ray_session(plan: SearchPlan, run_dir: Path, address: str | None, field: str = "--address") -> Iterator[None]:
+    """Ray started (locally, in the run's own folder) or joined (a cluster, at ``address``
+    given by ``field``), and shut down after; environment variables it needs are set only
+    meanwhile."""
     import ray
 
     # RAY_AIR_NEW_OUTPUT=0: Tune's own console output (its "Configuration for experiment"
@@ -39,14 +40,14 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
     stack = contextlib.ExitStack()
     try:
         if address:
-            check_reachable(address)
+            check_reachable(address, field)
             try:
                 with warnings.catch_warnings():  # a client that gives up also warns, in lines of its own
-                    warnings.simplefilter("ignore", UserWarning)
+                    warnings.filterwarnings("ignore", "Ray Client connection timed out", UserWarning)
                     ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                              runtime_env={"env_vars": sleep_while_waiting()})
             except (ConnectionError, RuntimeError, ValueError, ImportError) as exc:
-                raise CoatsearchError(f"--address {address}: cannot join the Ray cluster ({first_line(exc)})") from None
+                raise CoatsearchError(f"{field} {address}: cannot join the Ray cluster ({first_line(exc)})") from None
         else:
             reap(folder)
             stack.enter_context(guard(folder))
@@ -68,20 +69,32 @@ def ray_session(plan: SearchPlan, run_dir: Path, address: str | None) -> Iterato
 REACH_S = 10
 
 
-def check_reachable(address: str, timeout_s: float = REACH_S) -> None:
-    """Refuse a cluster address (``host:port``) where nothing accepts a connection: Ray
-    itself waits on such an address without end, printing its client's warnings. ``auto``
-    and ``ray://`` addresses are left to Ray, which gives up on them by itself."""
-    host, colon, port = address.rpartition(":")
-    if "://" in address or not colon or not port.isdigit():
+def check_reachable(address: str, field: str = "--address", timeout_s: float = REACH_S) -> None:
+    """Refuse a cluster address where nothing accepts a connection: Ray itself waits on
+    such an address without end, printing its client's warnings. The address probed is the
+    one Ray would dial (``auto`` read from ``RAY_ADDRESS`` or this machine's running
+    cluster, a loopback host replaced by this node's address); one Ray cannot read, and a
+    ``ray://`` address (Ray's client gives up by itself), are left to Ray's own refusal."""
+    if "://" in address:
         return
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        dialled = canonicalize_bootstrap_address(address)
+    except Exception:  # noqa: BLE001 - malformed, no cluster found, or Ray's internals moved
+        return
+    host, _, port = (dialled or "").rpartition(":")
+    if not host or not (port.isascii() and port.isdigit()):
+        return
+    named = f"{field} {address}" + (" (from RAY_ADDRESS)" if address == "auto" and os.environ.get("RAY_ADDRESS") else "")
+    if not 0 < int(port) < 65536:
+        raise CoatsearchError(f"{named}: port {port} is out of range (1-65535)")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
             pass
     except OSError as exc:
         reason = f"no answer in {timeout_s:g} s" if isinstance(exc, TimeoutError) else os_reason(exc)
-        raise CoatsearchError(f"--address {address}: cannot join the Ray cluster "
-                              f"(nothing answers at {host}:{port}: {reason})") from None
+        raise CoatsearchError(f"{named}: cannot join the Ray cluster (nothing answers at {dialled}: {reason})") from None
 
 
 #: How many times a local Ray is started before the run gives up.
@@ -101,7 +114,8 @@ def start_local_ray(folder: Path) -> None:
 
     for attempt in range(1, RAY_STARTS + 1):
         try:
-            ray.init(num_cpus=available_cpus(), include_dashboard=False, log_to_driver=False,
+            # "local": a new Ray, whatever RAY_ADDRESS or a cluster running here would join
+            ray.init(address="local", num_cpus=available_cpus(), include_dashboard=False, log_to_driver=False,
                      configure_logging=False, _temp_dir=str(folder))
             return
         except Exception as exc:  # Ray raises plain Exception for a node that did not start
