@@ -16,7 +16,7 @@ from coatsearch.spec import SpecError
 from tests.conftest import tiny_spec
 
 ROUTES = ["traced", "analytic"]
-BIG = ["coatnet-4", "coatnet-5", "coatnet-6", "coatnet-7"]
+BIG = ["coatnet-4", "coatnet-5", "coatnet-6", "coatnet-6-fitted", "coatnet-7"]
 TRACED_AT_FULL_SIZE = [name for name in PRESETS if name not in BIG]
 
 

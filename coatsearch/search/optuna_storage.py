@@ -109,11 +109,13 @@ LOCK_WAIT_S = 10
 BUSY_S = 60
 
 
-def wait_for_write_lock(url: str, seconds: float = LOCK_WAIT_S) -> None:
-    """Take and release a SQLite study's write lock, waiting at most ``seconds``: a
-    database that another process keeps locked (an open transaction in a SQLite shell, a
-    hung worker) is refused in one line, not waited on for minutes."""
+def wait_for_write_lock(url: str, seconds: float | None = None) -> None:
+    """Take and release a SQLite study's write lock, waiting at most ``seconds``
+    (`LOCK_WAIT_S`): a database that another process keeps locked (an open transaction in
+    a SQLite shell, a hung worker) is refused in one line, not waited on for minutes."""
     import sqlite3
+
+    seconds = LOCK_WAIT_S if seconds is None else seconds
 
     from sqlalchemy.engine import make_url
 
@@ -133,9 +135,10 @@ def wait_for_write_lock(url: str, seconds: float = LOCK_WAIT_S) -> None:
         connection.close()
 
 
-def _locked(url: str, seconds: float = LOCK_WAIT_S) -> str:
+def _locked(url: str, seconds: float | None = None) -> str:
     from sqlalchemy.engine import make_url
 
+    seconds = LOCK_WAIT_S if seconds is None else seconds
     return (f"{make_url(url).database}: the study database is locked by another process (waited {seconds:g} s); "
             "end that process, or wait for it, and run again")
 
