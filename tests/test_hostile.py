@@ -1,6 +1,8 @@
 """Hostile and careless inputs beyond the corpus's one-line refusals: what a run writes
-(only its own folder, never through a link, no password), how it stops (SIGHUP, Ctrl-C
-twice), and what a full disk leaves. The corpus (tests/test_corpus.py) holds the refusals."""
+(only its own folder, never through a link, no password), and what a full disk or a
+replaced study database leaves. The corpus (tests/test_corpus.py) holds the refusals;
+tests/test_reliability.py how a run stops (kill -9, Ctrl-C once or twice, a closed
+terminal)."""
 
 from __future__ import annotations
 
@@ -144,59 +146,9 @@ def test_a_report_elsewhere_leaves_the_folder_s_tables_alone(finished_run, tmp_p
     assert sorted(p.name for p in mine.iterdir() if p.read_text() != "the user's own\n") == ["report.html"]
 
 
-# --------------------------------------------------------------------------- signals
+# --------------------------------------------------------------------------- runs stopped part-way
 def _command(space: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "coatsearch.cli", "run", str(space), "--out", str(out), *extra]
-
-
-def _running_trials(out: Path) -> int:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
-    return sum(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False))
-
-
-@pytest.mark.slow
-def test_a_closed_terminal_stops_a_run_like_sigterm(tmp_path):
-    """SIGHUP to the driver of a two-worker run: one line, exit 129, the trials in flight
-    marked interrupted (none left RUNNING to go stale and use a retry), nothing alive."""
-    out = tmp_path / "run"
-    command = _command(_space(tmp_path, retries=0, train={"epochs": 8, "batch_size": 32}), out,
-                       "--set", "concurrency=2")
-    # a second after the first row, the driver is inside its next trial (8 epochs take several seconds)
-    result = run_counting_survivors(command, wait=10, stop=signal.SIGHUP, when=(out / "results.csv", 2), timeout=400,
-                                    delay=1.0)
-    assert result["returncode"] == 128 + signal.SIGHUP, result["stderr"][-3000:]
-    assert result["stderr"].strip().splitlines()[-1] == f"error: stopped; resume with: coatsearch resume {out}"
-    assert "Traceback" not in result["stderr"]
-    assert result["alive"] == []
-    assert _running_trials(out) == 0
-    assert "interrupted" in set(read_table(out / "results.csv")["status"]), result["stderr"][-2000:]
-
-
-@pytest.mark.slow
-def test_ctrl_c_twice_is_one_clean_stop(tmp_path):
-    """Two Ctrl-C 0.15 s apart: the same stop as one, with nothing else said."""
-    out = tmp_path / "run"
-    command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out)
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and _rows(out) < 1:
-            time.sleep(0.1)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.15)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
-    said = messages(stderr)
-    assert said == [f"error: stopped; resume with: coatsearch resume {out}"], stderr[-3000:]
-    assert _running_trials(out) == 0
 
 
 def _rows(out: Path) -> int:

@@ -1,8 +1,10 @@
 """What a search reports is exactly what it ran: every grid point once on every backend,
-at any concurrency, across kill -9, Ctrl-C and resume; no process of ours left behind."""
+at any concurrency, across kill -9, Ctrl-C (once or twice), a closed terminal and resume;
+no process of ours left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -70,19 +72,6 @@ def _wait_for_no_processes(out: Path, seconds: float = 10.0) -> list[int]:
     return processes_using(ray_folder(out))
 
 
-@RAY
-@pytest.mark.slow
-def test_the_ray_grid_runs_every_point_once_two_at_a_time(tmp_path):
-    # (one at a time: test_search's test_both_backends_run_the_same_trials)
-    out = tmp_path / "run"
-    # which points run, not how well they train: one epoch each
-    space = _space(tmp_path, train={"epochs": 1, "batch_size": 64})
-    result = subprocess.run(_command(space, out, "ray", 2), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    _assert_every_point_once(out)
-    assert _wait_for_no_processes(out) == []
-
-
 # optuna at 1 runs trials in the killed process itself; at 2 in workers that must die with it.
 # (ray at 2, killed with trials in flight and run again: test_no_process_outlives_a_ray_run_stopped_mid_trial)
 @pytest.mark.parametrize("backend,concurrency", [("optuna", 1), ("optuna", 2)])
@@ -104,12 +93,13 @@ def test_kill_9_after_two_trials_then_rerun(tmp_path, backend, concurrency):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    _rerun_keeps(command, out, _finished(out))
+    _finishes_keeping(command, out, _finished(out))
 
 
-def _rerun_keeps(command: list[str], out: Path, before: pd.DataFrame) -> None:
-    """The same command again finishes the run, every point once; the trials finished before
-    the stop are there, unchanged: they did not run again."""
+def _finishes_keeping(command: list[str], out: Path, before: pd.DataFrame) -> None:
+    """``command`` (the same run again, or ``coatsearch resume``) finishes the run, every
+    point once; the trials finished before the stop are there, unchanged: they did not run
+    again."""
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     table = _assert_every_point_once(out)
@@ -117,6 +107,19 @@ def _rerun_keeps(command: list[str], out: Path, before: pd.DataFrame) -> None:
         again = table[table["trial"] == row["trial"]].iloc[0]
         for column in ("point", "val_acc", "wall_time", "worker", "history"):
             assert again[column] == row[column], column
+
+
+def _resume(out: Path) -> list[str]:
+    return [sys.executable, "-m", "coatsearch.cli", "resume", str(out)]
+
+
+def _running_trials(out: Path) -> int:
+    """Trials the study still holds as RUNNING: each would go stale and use up a retry."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
+    return sum(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False))
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
@@ -133,63 +136,67 @@ def test_no_process_outlives_a_ray_run_stopped_mid_trial(tmp_path, stop):
     assert not ray_folder(out).exists()
     if stop == signal.SIGKILL:  # run again after kill -9 with trials in flight
         before = _finished(out)  # results.csv may lag the ledger's first row at the kill
-        _rerun_keeps(command, out, before if before is not None else pd.DataFrame(columns=["trial"]))
+        _finishes_keeping(command, out, before if before is not None else pd.DataFrame(columns=["trial"]))
         assert _wait_for_no_processes(out) == []
 
 
-def _stop_after_a_trial(command: list[str], out: Path, stop: int) -> tuple[subprocess.Popen, str]:
-    """Start ``command``, send it ``stop`` half a second after its first trial finished
-    (into the next one), and return the ended process and its stderr."""
+def _stop_after_a_trial(command: list[str], out: Path, *stops: int) -> tuple[subprocess.Popen, str]:
+    """Start ``command``, send it ``stops`` 0.15 s apart, starting half a second after its
+    first trial finished (into the next one), and return the ended process and its stderr."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        done = _finished(out)
-        if done is not None and len(done) >= 1:
-            break
-        time.sleep(0.1)
-    time.sleep(0.5)
-    proc.send_signal(stop)
-    _, stderr = proc.communicate(timeout=120)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            done = _finished(out)
+            if done is not None and len(done) >= 1:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        for number, stop in enumerate(stops):
+            time.sleep(0.15 if number else 0)
+            proc.send_signal(stop)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
     return proc, stderr
 
 
-def _resume_keeps(out: Path, finished: pd.DataFrame) -> None:
-    """``coatsearch resume`` finishes the run, every point once, the finished trials kept."""
-    result = subprocess.run([sys.executable, "-m", "coatsearch.cli", "resume", str(out)],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    final = _assert_every_point_once(out)
-    for _, row in finished.iterrows():
-        assert final[final["trial"] == row["trial"]].iloc[0]["val_acc"] == row["val_acc"]
-
-
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
+def test_ctrl_c_twice_is_one_clean_stop_and_resume_finishes(tmp_path):
+    """Two Ctrl-C 0.15 s apart (an impatient user): the same stop as one, one line and
+    nothing else said, the trial in flight interrupted (not left RUNNING), the report
+    written; ``coatsearch resume`` then runs what is left."""
     out = tmp_path / "run"
-    command = _command(_space(tmp_path, train={"epochs": 4, "batch_size": 32}), out, "optuna", 1)
-    proc, stderr = _stop_after_a_trial(command, out, signal.SIGINT)
-    assert proc.returncode == 128 + signal.SIGINT
-    assert stderr.strip().splitlines()[-1] == f"error: stopped; resume with: coatsearch resume {out}"
+    command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "optuna", 1)
+    proc, stderr = _stop_after_a_trial(command, out, signal.SIGINT, signal.SIGINT)
+    assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert messages(stderr) == [f"error: stopped; resume with: coatsearch resume {out}"], stderr[-3000:]
+    assert _running_trials(out) == 0
     table = read_table(out / "results.csv")
     assert "interrupted" in set(table["status"]) and (out / "report.html").exists()
-    finished = table[table["status"] == "complete"]
-    _resume_keeps(out, finished)
+    _finishes_keeping(_resume(out), out, table[table["status"] == "complete"])
 
 
 @pytest.mark.slow
-def test_sigterm_with_two_workers_is_one_line_and_resume_runs_every_point_once(tmp_path):
-    """SIGTERM mid-trial at concurrency 2: the driver's and the worker's trials in flight
-    both end interrupted, with no traceback from either process, and run again on resume.
-    With no retries left, a worker's trial that merely died would count as a failed trial."""
+def test_a_closed_terminal_at_two_workers_is_one_line_and_resume_runs_every_point_once(tmp_path):
+    """SIGHUP (a closed terminal; SIGTERM takes the same path) mid-trial at concurrency 2:
+    exit 129, one line, no traceback from either process, nothing alive; the driver's and
+    the worker's trials in flight both end interrupted (none left RUNNING) and run again on
+    resume. With no retries left, a worker's trial that merely died would count as a
+    failed trial and not run again."""
     out = tmp_path / "run"
     command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}, retries=0), out, "optuna", 2)
-    # the driver into its next trial, the worker still in its first
-    proc, stderr = _stop_after_a_trial(command, out, signal.SIGTERM)
-    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
-    said = messages(stderr)
-    assert said == [f"error: stopped; resume with: coatsearch resume {out}"], stderr[-2000:]
-    finished = _finished(out)
-    _resume_keeps(out, finished)
+    # half a second after the first row, the driver is in its next trial, the worker in its first
+    result = run_counting_survivors(command, wait=10, stop=signal.SIGHUP, when=(out / "results.csv", 2), timeout=400,
+                                    delay=0.5)
+    assert result["returncode"] == 128 + signal.SIGHUP, result["stderr"][-3000:]
+    assert messages(result["stderr"]) == [f"error: stopped; resume with: coatsearch resume {out}"], \
+        result["stderr"][-3000:]
+    assert result["alive"] == []
+    assert _running_trials(out) == 0
+    assert "interrupted" in set(read_table(out / "results.csv")["status"])
+    _finishes_keeping(_resume(out), out, _finished(out))
 
 
 @pytest.mark.slow

@@ -362,13 +362,46 @@ def test_optuna_trains_under_the_curve_stopper(tmp_path: Path) -> None:
     _train_under("optuna", "curve", tmp_path / "optuna-curve")
 
 
+@pytest.mark.parametrize("kind", ["moasha", "curve"])
+def test_our_schedulers_decide_alike_after_the_pickling_tune_does(kind: str) -> None:
+    """Tune pickles the scheduler with the experiment (cloudpickle) before it feeds it: the
+    copy stops the same trials at the same epochs as the scheduler built here, and stops
+    one (a trial far below the others)."""
+    from types import SimpleNamespace
+
+    import cloudpickle
+    from ray.tune.schedulers import TrialScheduler
+
+    from coatsearch.search.ray_backend import tune_scheduler
+
+    space = {**TABLE_SPACE, "backend": "ray", "early_stopping": {"kind": kind, "grace_period": 1}}
+    built = tune_scheduler(compile_space(space_from_dict(space), check_data=False))
+    copy = cloudpickle.loads(cloudpickle.dumps(built))
+    decisions = {}
+    for name, scheduler in (("built", built), ("copy", copy)):
+        said = []
+        for k, low in enumerate([0.0, 0.01, 0.02, -0.3]):  # three trials near each other, then one far below
+            trial = SimpleNamespace(trial_id=f"t{k}", experiment_tag=f"{k + 1}_x")
+            for epoch, value in enumerate([0.5, 0.7, 0.8, 0.85], 1):
+                verdict = scheduler.on_trial_result(None, trial, {"val_acc": value + low, "flops": 1e6,
+                                                                  "epoch": epoch, "row": ""})
+                said.append((k, epoch, verdict))
+                if verdict == TrialScheduler.STOP:
+                    break
+            scheduler.on_trial_remove(None, trial)
+        decisions[name] = said
+    assert decisions["copy"] == decisions["built"]
+    assert [k for k, _, verdict in decisions["built"] if verdict == TrialScheduler.STOP] == [3]
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")
 @pytest.mark.usefixtures("no_leaked_ray")
 def test_ray_trains_under_our_schedulers(tmp_path: Path) -> None:
-    """Tune takes our scheduler (pickled with the experiment, fed every epoch)."""
-    for kind in ("moasha", "curve"):
-        _train_under("ray", kind, tmp_path / f"ray-{kind}")
+    """Tune takes our scheduler (pickled with the experiment, fed every epoch): one real
+    run, under the curve stopper; that MO-ASHA decides alike after the pickling is the test
+    above (both kinds run through the same `CourseTrialScheduler`)."""
+    _train_under("ray", "curve", tmp_path / "ray-curve")
 
 
 def test_a_node_id_that_looks_like_a_number_reads_back_as_text(tmp_path: Path) -> None:

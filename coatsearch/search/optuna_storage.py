@@ -91,7 +91,7 @@ def open_study(plan: SearchPlan, run_dir: Path, attempts: int = 5) -> optuna.Stu
                 )
         except (IntegrityError, OperationalError) as exc:
             if "database is locked" in str(exc):
-                raise SpaceError(_locked(url)) from None
+                raise SpaceError(_locked(url, BUSY_S)) from None  # the connection's own wait
             if attempt == attempts - 1:
                 raise SpaceError(f"storage: cannot open the study at {safe_url(url)}: {first_line(exc)}") from None
             time.sleep(0.2 * (attempt + 1))
@@ -115,10 +115,9 @@ def wait_for_write_lock(url: str, seconds: float | None = None) -> None:
     a SQLite shell, a hung worker) is refused in one line, not waited on for minutes."""
     import sqlite3
 
-    seconds = LOCK_WAIT_S if seconds is None else seconds
-
     from sqlalchemy.engine import make_url
 
+    seconds = LOCK_WAIT_S if seconds is None else seconds
     database = make_url(url).database
     if not database or not Path(database).is_file():
         return
@@ -135,10 +134,9 @@ def wait_for_write_lock(url: str, seconds: float | None = None) -> None:
         connection.close()
 
 
-def _locked(url: str, seconds: float | None = None) -> str:
+def _locked(url: str, seconds: float) -> str:
     from sqlalchemy.engine import make_url
 
-    seconds = LOCK_WAIT_S if seconds is None else seconds
     return (f"{make_url(url).database}: the study database is locked by another process (waited {seconds:g} s); "
             "end that process, or wait for it, and run again")
 
