@@ -36,14 +36,18 @@ from coatsearch.studies import (
 STUDIES = sorted(p.parent for p in (Path(__file__).resolve().parent.parent / "studies").glob("*/space.yaml"))
 
 
+#: The one study whose smoke re-run evaluates its test set too (its first networks are the
+#: smallest).
+TEST_PASS_IN = "scaling"
+
+
 def _smoke_overrides(study_dir: Path) -> list[str]:
     space = load_study(study_dir)
-    # a small validation split, and the test pass in one study only, the one whose first
-    # networks are smallest: evaluating the study's own (1,000 and 2,000 images) would be
-    # most of the test's time
+    # a small validation split, and the test pass in one study only: evaluating the study's
+    # own (1,000 and 2,000 images) would be most of the test's time
     sets = ["train.epochs=1", "trials=2", "params.seed.choices=[0]", "data.train_size=300",
             "data.val_fraction=0.02"]
-    if study_dir.name != "scaling":
+    if study_dir.name != TEST_PASS_IN:
         sets.append("train.eval_test=false")
     if "data.train_size" in space.params:
         sets.append("params.data.train_size.choices=[300]")
@@ -77,6 +81,8 @@ def test_study_reruns_in_a_smoke_configuration(study_dir, tmp_path):
         assert invoked.exit_code == 0, (invoked.stderr[-2000:], invoked.exception)
     table = read_table(copy / "results.csv")
     assert (table["status"] == "complete").sum() == 2
+    tested = "test_acc" in table and bool(table["test_acc"].notna().all())
+    assert tested == (study_dir.name == TEST_PASS_IN)
     summary = pd.read_csv(copy / "summary.csv")
     assert summary["n"].sum() == 2
     readme = (copy / "README.md").read_text()

@@ -137,7 +137,7 @@ def wait_for_write_lock(url: str, seconds: float | None = None) -> None:
 def _locked(url: str, seconds: float) -> str:
     from sqlalchemy.engine import make_url
 
-    return (f"{make_url(url).database}: the study database is locked by another process (waited {seconds:g} s); "
+    return (f"{make_url(url).database}: the study database is locked by another process (waited up to {seconds:g} s); "
             "end that process, or wait for it, and run again")
 
 
