@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from coatsearch.cli import app
@@ -27,20 +26,11 @@ from coatsearch.files import load_yaml, write_atomic
 from coatsearch.results import read_table
 from coatsearch.rundir import MARKER, claim
 from coatsearch.urls import masked, password_problem, without_password
-from tests.conftest import TINY_SPACE, messages
+from tests.conftest import messages
+from tests.grid_runs import finished, finishes_keeping, grid_space, resume_command, run_command
 from tests.survivors import run_counting_survivors
 
 runner = CliRunner()
-
-
-def _space(tmp_path: Path, **changes) -> Path:
-    data = yaml.safe_load(yaml.safe_dump(TINY_SPACE))
-    data.update(params={"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1, 2]}}, trials=6, sampler="grid",
-                train={"epochs": 2, "batch_size": 32})
-    data.update(changes)
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 # --------------------------------------------------------------------------- YAML, URLs, folders
@@ -117,7 +107,7 @@ def test_a_marker_written_while_another_worker_looks_makes_the_folder_its_own(tm
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("finished")
-    space = _space(tmp, trials=1, params={"seed": {"choices": [0]}}, train={"epochs": 1, "batch_size": 64})
+    space = grid_space(tmp, trials=1, params={"seed": {"choices": [0]}}, train={"epochs": 1, "batch_size": 64})
     result = runner.invoke(app, ["run", str(space), "--out", str(tmp / "run")])
     assert result.exit_code == 0, result.output
     return tmp / "run"
@@ -147,10 +137,6 @@ def test_a_report_elsewhere_leaves_the_folder_s_tables_alone(finished_run, tmp_p
 
 
 # --------------------------------------------------------------------------- runs stopped part-way
-def _command(space: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "coatsearch.cli", "run", str(space), "--out", str(out), *extra]
-
-
 def _rows(out: Path) -> int:
     try:
         return len((out / "results.csv").read_text().splitlines()) - 1
@@ -178,7 +164,7 @@ def small_disk(tmp_path):
 def _fault_after_the_first_row(out: Path, space: Path, fault: Callable[[], None]) -> tuple[int, list[str]]:
     """Run ``space`` into ``out``, do ``fault`` once its first row is written, and return
     the run's exit code and its stderr's messages."""
-    proc = subprocess.Popen(_command(space, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(run_command(space, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
         while time.time() < deadline and _rows(out) < 1 and proc.poll() is None:
@@ -189,15 +175,6 @@ def _fault_after_the_first_row(out: Path, space: Path, fault: Callable[[], None]
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
     return proc.returncode, messages(stderr)
-
-
-def _resume_finishes(out: Path) -> None:
-    """``coatsearch resume`` (in this process: a run of one trial at a time trains where it
-    runs) finishes every point."""
-    again = runner.invoke(app, ["resume", str(out)])
-    assert again.exit_code == 0, (again.stderr[-3000:], again.exception)
-    table = read_table(out / "results.csv")
-    assert sorted(table.loc[table["status"] == "complete", "param.seed"].tolist()) == [0, 0, 1, 1, 2, 2]
 
 
 @pytest.mark.slow
@@ -211,13 +188,13 @@ def test_a_disk_that_fills_mid_run_ends_in_one_line_and_resumes(tmp_path, small_
             while True:
                 filler.write(b"\0" * 65536)
 
-    code, lines = _fault_after_the_first_row(out, _space(tmp_path, train={"epochs": 1, "batch_size": 64}),
+    code, lines = _fault_after_the_first_row(out, grid_space(tmp_path, train={"epochs": 1, "batch_size": 64}),
                                              fill_the_disk)
     assert code == 2 and len(lines) == 1, lines
     assert "no space left on the device" in lines[0] and f"coatsearch resume {out}" in lines[0]
     assert (out / "space.yaml").read_bytes() == saved[0]
     (small_disk / "filler").unlink()
-    _resume_finishes(out)
+    finishes_keeping(resume_command(out), out, finished(out), here=True)
 
 
 @pytest.mark.slow
@@ -232,12 +209,12 @@ def test_a_study_database_replaced_mid_run_ends_in_one_line_and_resumes(tmp_path
         shutil.copyfile(database, tmp_path / "copy.db")
         os.replace(tmp_path / "copy.db", database)
 
-    code, lines = _fault_after_the_first_row(out, _space(tmp_path, train={"epochs": 1, "batch_size": 64}),
+    code, lines = _fault_after_the_first_row(out, grid_space(tmp_path, train={"epochs": 1, "batch_size": 64}),
                                              replace_the_database)
     assert code == 2 and len(lines) == 1, lines
     assert f"{database}: the study database refused a write" in lines[0]
     assert f"coatsearch resume {out}" in lines[0]
-    _resume_finishes(out)
+    finishes_keeping(resume_command(out), out, finished(out), here=True)
 
 
 # --------------------------------------------------------------------------- workers and the study's storage
@@ -247,7 +224,7 @@ def test_a_worker_ends_with_a_driver_killed_while_it_starts(tmp_path):
     10 s later nothing of the run is alive (the worker is tied to the driver from its
     first instruction, not after its imports)."""
     out = tmp_path / "run"
-    command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "--set", "concurrency=2")
+    command = run_command(grid_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "--set", "concurrency=2")
     result = run_counting_survivors(command, wait=10, stop=signal.SIGKILL, when=(out / "run.log", 1), delay=0.7,
                                     timeout=300)
     assert result["returncode"] == -signal.SIGKILL, result["stderr"][-3000:]
@@ -257,9 +234,9 @@ def test_a_worker_ends_with_a_driver_killed_while_it_starts(tmp_path):
 @pytest.mark.slow
 def test_a_failed_trial_is_one_line(tmp_path):
     """Optuna's nine-line warning with a traceback for each failed trial becomes one line."""
-    space = _space(tmp_path, trials=1, params={"data.train_size": {"choices": [100_000]}},
-                   train={"epochs": 1, "batch_size": 64})
-    result = subprocess.run(_command(space, tmp_path / "run"), capture_output=True, text=True, timeout=300)
+    space = grid_space(tmp_path, trials=1, params={"data.train_size": {"choices": [100_000]}},
+                       train={"epochs": 1, "batch_size": 64})
+    result = subprocess.run(run_command(space, tmp_path / "run"), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     failed = [line for line in result.stderr.splitlines() if "failed" in line]
     assert len(failed) == 1 and failed[0].startswith("trial 0 [data.train_size=100000] "), result.stderr[-3000:]

@@ -11,57 +11,20 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
-import yaml
-from typer.testing import CliRunner
 
-from coatsearch.cli import app
 from coatsearch.results import read_table
 from coatsearch.search.reaper import processes_using, ray_folder
-from tests.conftest import TINY_SPACE, messages
+from tests.conftest import messages
+from tests.grid_runs import assert_every_point_once, finished, finishes_keeping, grid_space, resume_command, run_command
 from tests.survivors import run_counting_survivors
 
 #: Ray runs in one test process at a time (see pyproject's addopts): the tests that start it
 #: share the "ray" group; the optuna runs go to whichever process is free.
 RAY = pytest.mark.xdist_group("ray")
 
-#: The 2x3 grid: split {1, 2} x seed {0, 1, 2}, six trials.
-GRID = {"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1, 2]}}
-POINTS = {(s, seed) for s in (1, 2) for seed in (0, 1, 2)}
-
-
-def _space(tmp_path: Path, **changes) -> Path:
-    data = yaml.safe_load(yaml.safe_dump(TINY_SPACE))
-    data.update(params=GRID, trials=6, sampler="grid", train={"epochs": 2, "batch_size": 64})
-    data.update(changes)
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 def _command(space: Path, out: Path, backend: str, concurrency: int) -> list[str]:
-    return [sys.executable, "-m", "coatsearch.cli", "run", str(space), "--out", str(out), "--backend", backend,
-            "--set", f"concurrency={concurrency}"]
-
-
-def _finished(out: Path):
-    path = out / "results.csv"
-    if not path.exists():
-        return None
-    try:
-        table = read_table(path)
-    except Exception:  # being replaced right now
-        return None
-    return table[table["status"] == "complete"]
-
-
-def _assert_every_point_once(out: Path):
-    table = read_table(out / "results.csv")
-    points = list(zip(table["param.split"], table["param.seed"]))
-    assert len(table) == 6 and set(points) == POINTS, points
-    assert (table["status"] == "complete").all(), table["status"].tolist()
-    return table
+    return run_command(space, out, "--backend", backend, "--set", f"concurrency={concurrency}")
 
 
 def _wait_for_no_processes(out: Path, seconds: float = 10.0) -> list[int]:
@@ -81,12 +44,12 @@ def _wait_for_no_processes(out: Path, seconds: float = 10.0) -> list[int]:
 def test_kill_9_after_two_trials_then_rerun(tmp_path, backend, concurrency):
     out = tmp_path / "run"
     # two epochs keep a trial in flight well past the 0.1 s poll that sends the kill
-    command = _command(_space(tmp_path, train={"epochs": 2, "batch_size": 32}), out, backend, concurrency)
+    command = _command(grid_space(tmp_path, train={"epochs": 2, "batch_size": 32}), out, backend, concurrency)
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:
         while time.time() < deadline:
-            done = _finished(out)
+            done = finished(out)
             if done is not None and len(done) >= 2:
                 break
             time.sleep(0.1)
@@ -95,29 +58,7 @@ def test_kill_9_after_two_trials_then_rerun(tmp_path, backend, concurrency):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    _finishes_keeping(command, out, _finished(out), here=concurrency == 1)
-
-
-def _finishes_keeping(command: list[str], out: Path, before: pd.DataFrame, here: bool = False) -> None:
-    """``command`` (the same run again, or ``coatsearch resume``) finishes the run, every
-    point once; the trials finished before the stop are there, unchanged: they did not run
-    again. ``here``: in this process (for a run that trains in the process that runs it,
-    optuna at concurrency 1, only the imports differ from a command of its own)."""
-    if here:
-        invoked = CliRunner().invoke(app, command[3:])  # after "python -m coatsearch.cli"
-        assert invoked.exit_code == 0, (invoked.stderr[-2000:], invoked.exception)
-    else:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-2000:]
-    table = _assert_every_point_once(out)
-    for _, row in before.iterrows():
-        again = table[table["trial"] == row["trial"]].iloc[0]
-        for column in ("point", "val_acc", "wall_time", "worker", "history"):
-            assert again[column] == row[column], column
-
-
-def _resume(out: Path) -> list[str]:
-    return [sys.executable, "-m", "coatsearch.cli", "resume", str(out)]
+    finishes_keeping(command, out, finished(out), here=concurrency == 1)
 
 
 def _running_trials(out: Path) -> int:
@@ -136,7 +77,7 @@ def test_no_process_outlives_a_ray_run_stopped_mid_trial(tmp_path, stop):
     """Counted as a subreaper counts them: every descendant, whatever its name, 10 s after
     the driver ended; kill -9 leaves the driver no chance, so the watchdog must do it."""
     out = tmp_path / "run"
-    command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "ray", 2)
+    command = _command(grid_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "ray", 2)
     result = run_counting_survivors(command, wait=10, stop=stop, when=(out / "ledger.jsonl", 1))
     assert result["returncode"] == (-stop if stop == signal.SIGKILL else 128 + stop), result["stderr"][-3000:]
     if stop == signal.SIGTERM:
@@ -145,26 +86,27 @@ def test_no_process_outlives_a_ray_run_stopped_mid_trial(tmp_path, stop):
     assert result["alive"] == []
     assert not ray_folder(out).exists()
     if stop == signal.SIGKILL:  # run again after kill -9 with trials in flight
-        before = _finished(out)  # results.csv may lag the ledger's first row at the kill
-        _finishes_keeping(command, out, before if before is not None else pd.DataFrame(columns=["trial"]))
+        before = finished(out)  # results.csv may lag the ledger's first row at the kill
+        finishes_keeping(command, out, before)
         assert _wait_for_no_processes(out) == []
 
 
-def _stop_after_a_trial(command: list[str], out: Path, *stops: int) -> tuple[subprocess.Popen, str]:
-    """Start ``command``, send it ``stops`` 0.15 s apart, starting half a second after its
-    first trial finished (into the next one), and return the ended process and its stderr."""
+def _ctrl_c_after_a_trial(command: list[str], out: Path, presses: int) -> tuple[subprocess.Popen, str]:
+    """Start ``command``, press Ctrl-C (SIGINT) ``presses`` times 0.15 s apart, starting half
+    a second after its first trial finished (into the next one), and return the ended
+    process and its stderr."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
         while time.time() < deadline:
-            done = _finished(out)
+            done = finished(out)
             if done is not None and len(done) >= 1:
                 break
             time.sleep(0.1)
         time.sleep(0.5)
-        for number, stop in enumerate(stops):
-            time.sleep(0.15 if number else 0)
-            proc.send_signal(stop)
+        for press in range(presses):
+            time.sleep(0.15 if press else 0)
+            proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -178,14 +120,14 @@ def test_ctrl_c_twice_is_one_clean_stop_and_resume_finishes(tmp_path):
     nothing else said, the trial in flight interrupted (not left RUNNING), the report
     written; ``coatsearch resume`` then runs what is left."""
     out = tmp_path / "run"
-    command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "optuna", 1)
-    proc, stderr = _stop_after_a_trial(command, out, signal.SIGINT, signal.SIGINT)
+    command = _command(grid_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "optuna", 1)
+    proc, stderr = _ctrl_c_after_a_trial(command, out, presses=2)
     assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
     assert messages(stderr) == [f"error: stopped; resume with: coatsearch resume {out}"], stderr[-3000:]
     assert _running_trials(out) == 0
     table = read_table(out / "results.csv")
     assert "interrupted" in set(table["status"]) and (out / "report.html").exists()
-    _finishes_keeping(_resume(out), out, table[table["status"] == "complete"], here=True)
+    finishes_keeping(resume_command(out), out, table[table["status"] == "complete"], here=True)
 
 
 @pytest.mark.slow
@@ -196,7 +138,7 @@ def test_a_closed_terminal_at_two_workers_is_one_line_and_resume_runs_every_poin
     run again on resume. With no retries left, a worker's trial that merely died would
     count as a failed trial and not run again."""
     out = tmp_path / "run"
-    command = _command(_space(tmp_path, train={"epochs": 3, "batch_size": 32}, retries=0), out, "optuna", 2)
+    command = _command(grid_space(tmp_path, train={"epochs": 3, "batch_size": 32}, retries=0), out, "optuna", 2)
     # half a second after the first row, the driver is in its next trial, the worker in its first
     result = run_counting_survivors(command, wait=10, stop=signal.SIGHUP, when=(out / "results.csv", 2), timeout=400,
                                     delay=0.5)
@@ -206,18 +148,18 @@ def test_a_closed_terminal_at_two_workers_is_one_line_and_resume_runs_every_poin
     assert result["alive"] == []
     assert _running_trials(out) == 0
     assert "interrupted" in set(read_table(out / "results.csv")["status"])
-    _finishes_keeping(_resume(out), out, _finished(out))
+    finishes_keeping(resume_command(out), out, finished(out))
 
 
 @pytest.mark.slow
 def test_two_runs_on_a_fresh_run_dir_at_once_share_the_study(tmp_path):
     out = tmp_path / "run"
-    command = _command(_space(tmp_path, train={"epochs": 1, "batch_size": 64}), out, "optuna", 1)
+    command = _command(grid_space(tmp_path, train={"epochs": 1, "batch_size": 64}), out, "optuna", 1)
     procs = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for proc in procs:
         _, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, stderr[-2000:]
-    _assert_every_point_once(out)
+    assert_every_point_once(out)
 
 
 def test_a_stop_swallowed_by_a_finalizer_is_raised_again(monkeypatch):
