@@ -15,6 +15,9 @@ from collections.abc import Callable  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 import pytest  # noqa: E402
+
+# the shared helpers' asserts say what they compared, as a test module's do
+pytest.register_assert_rewrite("tests.grid_runs")
 import torch  # noqa: E402
 
 from coatsearch.spec import NetSpec  # noqa: E402

@@ -21,9 +21,10 @@ GRID = {"split": {"choices": [1, 2]}, "seed": {"choices": [0, 1, 2]}}
 POINTS = {(s, seed) for s in (1, 2) for seed in (0, 1, 2)}
 
 
-def grid_space(tmp_path: Path, *, train: dict, **changes) -> Path:
-    """The grid's space.yaml in ``tmp_path``; ``train`` is asked for because how long a
-    trial runs decides whether a stop lands inside one."""
+def tiny_space(tmp_path: Path, *, train: dict, **changes) -> Path:
+    """TINY_SPACE on the 2x3 grid (unless ``changes`` replace ``params`` and ``trials``),
+    written to ``tmp_path``; ``train`` is asked for because how long a trial runs decides
+    whether a stop lands inside one."""
     data = yaml.safe_load(yaml.safe_dump(TINY_SPACE))
     data.update(params=GRID, trials=6, sampler="grid", train=train)
     data.update(changes)
@@ -33,15 +34,18 @@ def grid_space(tmp_path: Path, *, train: dict, **changes) -> Path:
 
 
 def run_command(space: Path, out: Path, *extra: str) -> list[str]:
+    """``coatsearch run`` as a user types it, in a process of its own."""
     return [sys.executable, "-m", "coatsearch.cli", "run", str(space), "--out", str(out), *extra]
 
 
 def resume_command(out: Path) -> list[str]:
+    """``coatsearch resume`` as a user types it, in a process of its own."""
     return [sys.executable, "-m", "coatsearch.cli", "resume", str(out)]
 
 
 def finished(out: Path) -> pd.DataFrame | None:
-    """The complete rows of ``out``'s results.csv; None while it is missing or being replaced."""
+    """The complete rows of ``out``'s results.csv; None while it is missing or being
+    replaced (for polling: a check reads the table with ``read_table``)."""
     path = out / "results.csv"
     if not path.exists():
         return None
@@ -53,6 +57,7 @@ def finished(out: Path) -> pd.DataFrame | None:
 
 
 def assert_every_point_once(out: Path) -> pd.DataFrame:
+    """The grid's six points each ran once, all complete; returns the table."""
     table = read_table(out / "results.csv")
     points = list(zip(table["param.split"], table["param.seed"]))
     assert len(table) == 6 and set(points) == POINTS, points
@@ -60,20 +65,23 @@ def assert_every_point_once(out: Path) -> pd.DataFrame:
     return table
 
 
-def finishes_keeping(command: list[str], out: Path, before: pd.DataFrame | None, here: bool = False) -> None:
+def finishes_keeping(command: list[str], out: Path, before: pd.DataFrame | None, *, in_process: bool = False) -> None:
     """``command`` (the same run again, or ``coatsearch resume``) finishes the run, every
-    point once; the trials finished before the stop are there, unchanged: they did not run
-    again. ``here``: in this process (for a run that trains in the process that runs it,
-    optuna at concurrency 1, only the imports differ from a command of its own)."""
-    if here:
+    point once; the trials in ``before`` (finished before the stop) are there, unchanged:
+    they did not run again. ``in_process``: through typer's runner in this process (for a
+    run that trains in the process that runs it, optuna at concurrency 1, only the imports
+    differ from a command of its own)."""
+    if in_process:
         invoked = CliRunner().invoke(app, command[3:])  # after "python -m coatsearch.cli"
-        assert invoked.exit_code == 0, (invoked.stderr[-2000:], invoked.exception)
+        assert invoked.exit_code == 0, (invoked.stderr[-3000:], invoked.exception)
     else:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.returncode == 0, result.stderr[-3000:]
     table = assert_every_point_once(out)
-    for _, row in (before if before is not None else table.iloc[:0]).iterrows():
-        again = table[table["trial"] == row["trial"]].iloc[0]
+    if before is None:
+        return
+    for _, row in before.iterrows():
+        again = table[table["trial"] == row["trial"]]
+        assert len(again) == 1, f"trial {row['trial']}, finished before the stop, is gone"
         for column in ("point", "val_acc", "wall_time", "worker", "history"):
-            assert again[column] == row[column], column
-
+            assert again.iloc[0][column] == row[column], (row["trial"], column)

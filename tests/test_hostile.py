@@ -27,7 +27,7 @@ from coatsearch.results import read_table
 from coatsearch.rundir import MARKER, claim
 from coatsearch.urls import masked, password_problem, without_password
 from tests.conftest import messages
-from tests.grid_runs import finished, finishes_keeping, grid_space, resume_command, run_command
+from tests.grid_runs import finished, finishes_keeping, resume_command, run_command, tiny_space
 from tests.survivors import run_counting_survivors
 
 runner = CliRunner()
@@ -107,7 +107,7 @@ def test_a_marker_written_while_another_worker_looks_makes_the_folder_its_own(tm
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("finished")
-    space = grid_space(tmp, trials=1, params={"seed": {"choices": [0]}}, train={"epochs": 1, "batch_size": 64})
+    space = tiny_space(tmp, trials=1, params={"seed": {"choices": [0]}}, train={"epochs": 1, "batch_size": 64})
     result = runner.invoke(app, ["run", str(space), "--out", str(tmp / "run")])
     assert result.exit_code == 0, result.output
     return tmp / "run"
@@ -188,13 +188,15 @@ def test_a_disk_that_fills_mid_run_ends_in_one_line_and_resumes(tmp_path, small_
             while True:
                 filler.write(b"\0" * 65536)
 
-    code, lines = _fault_after_the_first_row(out, grid_space(tmp_path, train={"epochs": 1, "batch_size": 64}),
+    code, lines = _fault_after_the_first_row(out, tiny_space(tmp_path, train={"epochs": 1, "batch_size": 64}),
                                              fill_the_disk)
     assert code == 2 and len(lines) == 1, lines
     assert "no space left on the device" in lines[0] and f"coatsearch resume {out}" in lines[0]
     assert (out / "space.yaml").read_bytes() == saved[0]
     (small_disk / "filler").unlink()
-    finishes_keeping(resume_command(out), out, finished(out), here=True)
+    before = finished(out)
+    assert before is not None and len(before) >= 1
+    finishes_keeping(resume_command(out), out, before, in_process=True)
 
 
 @pytest.mark.slow
@@ -209,12 +211,14 @@ def test_a_study_database_replaced_mid_run_ends_in_one_line_and_resumes(tmp_path
         shutil.copyfile(database, tmp_path / "copy.db")
         os.replace(tmp_path / "copy.db", database)
 
-    code, lines = _fault_after_the_first_row(out, grid_space(tmp_path, train={"epochs": 1, "batch_size": 64}),
+    code, lines = _fault_after_the_first_row(out, tiny_space(tmp_path, train={"epochs": 1, "batch_size": 64}),
                                              replace_the_database)
     assert code == 2 and len(lines) == 1, lines
     assert f"{database}: the study database refused a write" in lines[0]
     assert f"coatsearch resume {out}" in lines[0]
-    finishes_keeping(resume_command(out), out, finished(out), here=True)
+    before = finished(out)
+    assert before is not None and len(before) >= 1
+    finishes_keeping(resume_command(out), out, before, in_process=True)
 
 
 # --------------------------------------------------------------------------- workers and the study's storage
@@ -224,7 +228,7 @@ def test_a_worker_ends_with_a_driver_killed_while_it_starts(tmp_path):
     10 s later nothing of the run is alive (the worker is tied to the driver from its
     first instruction, not after its imports)."""
     out = tmp_path / "run"
-    command = run_command(grid_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "--set", "concurrency=2")
+    command = run_command(tiny_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "--set", "concurrency=2")
     result = run_counting_survivors(command, wait=10, stop=signal.SIGKILL, when=(out / "run.log", 1), delay=0.7,
                                     timeout=300)
     assert result["returncode"] == -signal.SIGKILL, result["stderr"][-3000:]
@@ -234,7 +238,7 @@ def test_a_worker_ends_with_a_driver_killed_while_it_starts(tmp_path):
 @pytest.mark.slow
 def test_a_failed_trial_is_one_line(tmp_path):
     """Optuna's nine-line warning with a traceback for each failed trial becomes one line."""
-    space = grid_space(tmp_path, trials=1, params={"data.train_size": {"choices": [100_000]}},
+    space = tiny_space(tmp_path, trials=1, params={"data.train_size": {"choices": [100_000]}},
                        train={"epochs": 1, "batch_size": 64})
     result = subprocess.run(run_command(space, tmp_path / "run"), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

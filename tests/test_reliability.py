@@ -16,12 +16,13 @@ import pytest
 from coatsearch.results import read_table
 from coatsearch.search.reaper import processes_using, ray_folder
 from tests.conftest import messages
-from tests.grid_runs import assert_every_point_once, finished, finishes_keeping, grid_space, resume_command, run_command
+from tests.grid_runs import assert_every_point_once, finished, finishes_keeping, resume_command, run_command, tiny_space
 from tests.survivors import run_counting_survivors
 
 #: Ray runs in one test process at a time (see pyproject's addopts): the tests that start it
 #: share the "ray" group; the optuna runs go to whichever process is free.
 RAY = pytest.mark.xdist_group("ray")
+
 
 def _command(space: Path, out: Path, backend: str, concurrency: int) -> list[str]:
     return run_command(space, out, "--backend", backend, "--set", f"concurrency={concurrency}")
@@ -44,7 +45,7 @@ def _wait_for_no_processes(out: Path, seconds: float = 10.0) -> list[int]:
 def test_kill_9_after_two_trials_then_rerun(tmp_path, backend, concurrency):
     out = tmp_path / "run"
     # two epochs keep a trial in flight well past the 0.1 s poll that sends the kill
-    command = _command(grid_space(tmp_path, train={"epochs": 2, "batch_size": 32}), out, backend, concurrency)
+    command = _command(tiny_space(tmp_path, train={"epochs": 2, "batch_size": 32}), out, backend, concurrency)
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:
@@ -58,7 +59,7 @@ def test_kill_9_after_two_trials_then_rerun(tmp_path, backend, concurrency):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    finishes_keeping(command, out, finished(out), here=concurrency == 1)
+    finishes_keeping(command, out, finished(out), in_process=concurrency == 1)
 
 
 def _running_trials(out: Path) -> int:
@@ -77,7 +78,7 @@ def test_no_process_outlives_a_ray_run_stopped_mid_trial(tmp_path, stop):
     """Counted as a subreaper counts them: every descendant, whatever its name, 10 s after
     the driver ended; kill -9 leaves the driver no chance, so the watchdog must do it."""
     out = tmp_path / "run"
-    command = _command(grid_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "ray", 2)
+    command = _command(tiny_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "ray", 2)
     result = run_counting_survivors(command, wait=10, stop=stop, when=(out / "ledger.jsonl", 1))
     assert result["returncode"] == (-stop if stop == signal.SIGKILL else 128 + stop), result["stderr"][-3000:]
     if stop == signal.SIGTERM:
@@ -120,14 +121,14 @@ def test_ctrl_c_twice_is_one_clean_stop_and_resume_finishes(tmp_path):
     nothing else said, the trial in flight interrupted (not left RUNNING), the report
     written; ``coatsearch resume`` then runs what is left."""
     out = tmp_path / "run"
-    command = _command(grid_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "optuna", 1)
+    command = _command(tiny_space(tmp_path, train={"epochs": 3, "batch_size": 32}), out, "optuna", 1)
     proc, stderr = _ctrl_c_after_a_trial(command, out, presses=2)
     assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
     assert messages(stderr) == [f"error: stopped; resume with: coatsearch resume {out}"], stderr[-3000:]
     assert _running_trials(out) == 0
     table = read_table(out / "results.csv")
     assert "interrupted" in set(table["status"]) and (out / "report.html").exists()
-    finishes_keeping(resume_command(out), out, table[table["status"] == "complete"], here=True)
+    finishes_keeping(resume_command(out), out, table[table["status"] == "complete"], in_process=True)
 
 
 @pytest.mark.slow
@@ -138,7 +139,7 @@ def test_a_closed_terminal_at_two_workers_is_one_line_and_resume_runs_every_poin
     run again on resume. With no retries left, a worker's trial that merely died would
     count as a failed trial and not run again."""
     out = tmp_path / "run"
-    command = _command(grid_space(tmp_path, train={"epochs": 3, "batch_size": 32}, retries=0), out, "optuna", 2)
+    command = _command(tiny_space(tmp_path, train={"epochs": 3, "batch_size": 32}, retries=0), out, "optuna", 2)
     # half a second after the first row, the driver is in its next trial, the worker in its first
     result = run_counting_survivors(command, wait=10, stop=signal.SIGHUP, when=(out / "results.csv", 2), timeout=400,
                                     delay=0.5)
@@ -154,7 +155,7 @@ def test_a_closed_terminal_at_two_workers_is_one_line_and_resume_runs_every_poin
 @pytest.mark.slow
 def test_two_runs_on_a_fresh_run_dir_at_once_share_the_study(tmp_path):
     out = tmp_path / "run"
-    command = _command(grid_space(tmp_path, train={"epochs": 1, "batch_size": 64}), out, "optuna", 1)
+    command = _command(tiny_space(tmp_path, train={"epochs": 1, "batch_size": 64}), out, "optuna", 1)
     procs = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for proc in procs:
         _, stderr = proc.communicate(timeout=600)
