@@ -161,7 +161,7 @@ def equal_loss_markdown(frame: pd.DataFrame) -> str:
     families = frame.groupby("family", sort=False).size()
     lines.append("")
     lines.append(
-        f"{len(frame)} comparisons in {len(families)} families (one per factor). Each trial's validation accuracy where its "
+        f"{len(frame)} comparisons in {_families(len(families))}. Each trial's validation accuracy where its "
         "training-probe loss (the network in eval mode on a fixed share of its training images, measured every "
         "round) first fell to the level, linear in log loss between the rounds around it; the levels are spaced "
         "evenly in log loss inside the range both configurations' trials reached after their first measurement, "
@@ -173,6 +173,10 @@ def equal_loss_markdown(frame: pd.DataFrame) -> str:
 
 
 TRAIN_FIT_START, TRAIN_FIT_END = "<!-- train_fit:start -->", "<!-- train_fit:end -->"
+
+
+def _families(count: int) -> str:
+    return "one family" if count == 1 else f"{count} families (one per factor)"
 
 
 def train_fit_markdown(frame: pd.DataFrame, steps_per_round: int | None, target: float = FIT) -> str:

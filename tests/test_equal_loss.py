@@ -78,6 +78,7 @@ def test_a_layout_that_generalizes_better_is_ahead_at_every_level():
     assert frame["family"].nunique() == 1 and (frame["level"].diff().dropna() < 0).all()
     text = equal_loss_markdown(frame)
     assert text.count("| layout | all trials | better vs worse |") == 3 and "Holm" in text
+    assert "3 comparisons in one family." in text
 
 
 def test_a_study_readme_with_the_markers_gets_the_section(tmp_path):

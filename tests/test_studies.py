@@ -213,10 +213,11 @@ def test_every_committed_study_measured_the_final_networks_fit(study_dir):
     assert ((complete["gap"] - (complete["train_eval_acc"] - complete["val_acc"])).abs() < 1e-9).all()
 
 
-def test_layouts_study_gives_attention_room_and_fits_its_smallest_training_set():
+def test_layouts_study_gives_attention_room_and_trains_every_layout_until_it_fits():
     """The regime the layout comparison needs: S3 on at least 8x8 tokens in every network
-    (ViT-REL's single Transformer stage too), and the most convolutional layout trained long
-    enough to fit the smallest training set."""
+    (ViT-REL's single Transformer stage too), and every layout, each of 3 seeds, trained
+    until it fits its training images (98% in eval mode), so the gap compares networks
+    that have converged, as the paper's does."""
     import json
 
     from coatsearch.spec import NetSpec
@@ -231,10 +232,9 @@ def test_layouts_study_gives_attention_room_and_fits_its_smallest_training_set()
             assert sides[2] >= 8, (spec.layout, sides)
         else:
             assert all(side >= 8 for stage, side in zip(spec.stages, sides) if stage.kind == "T"), (spec.layout, sides)
-    smallest = complete["param.data.train_size"].min()
-    conv = complete[(complete["param.layout"] == "C-C-C-C") & (complete["param.data.train_size"] == smallest)]
-    assert len(conv) >= 3
-    assert conv["train_eval_acc"].mean() >= 0.95
+    seeds = complete.groupby("param.layout")["param.seed"].nunique()
+    assert set(seeds.index) == {"C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "vit-rel"} and (seeds >= 3).all(), seeds
+    assert (complete["train_eval_acc"] >= 0.98).all(), complete[["param.layout", "param.seed", "train_eval_acc"]]
 
 
 def test_layouts_study_compares_image_by_image_at_shapes_near_the_bases_depth():
