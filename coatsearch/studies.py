@@ -32,7 +32,7 @@ from coatsearch.analysis import Analysis, Design
 from coatsearch.analysis.comparisons import ALPHA
 from coatsearch.analysis.equal_loss import equal_loss
 from coatsearch.analysis.fits import ScalingFits, crossing
-from coatsearch.analysis.summaries import METRICS
+from coatsearch.analysis.summaries import METRICS, SHAPE
 from coatsearch.analysis.train_fit import FIT, train_fit
 from coatsearch.generated import replace_section
 from coatsearch.report import build_report, load_run
@@ -40,28 +40,39 @@ from coatsearch.space import SearchSpace, SpaceError, load_space
 from coatsearch.units import format_count, value_label
 
 _PERCENT = {"val_acc", "test_acc", "train_eval_acc", "gap", "train_acc_running", "gap_running"}
+SHAPE_LABELS = {"blocks": "blocks", "channels": "widths"}
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 COMPARISONS_START, COMPARISONS_END = "<!-- comparisons:start -->", "<!-- comparisons:end -->"
 
 
 def _cell(mean: float, std: float, metric: str) -> str:
-    scale = 100.0 if metric in _PERCENT else 1.0
-    digits = 2 if metric in _PERCENT else 3
-    if pd.isna(std):
-        return f"{mean * scale:.{digits}f}"
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+    """An accuracy in % to two decimals; any other metric (a loss) to three decimals, or in
+    powers of ten below 0.01, where a network that fits its training images takes it."""
+    if metric in _PERCENT:
+        number = "{:.2f}"
+        mean, std = mean * 100, std * 100
+    else:
+        number = "{:.3f}" if abs(mean) >= 0.01 else "{:.2e}"
+    return number.format(mean) + ("" if pd.isna(std) else " ± " + number.format(std))
+
+
+def _shape(value: object) -> str:
+    return "–" if pd.isna(value) else str(value).replace(",", "/")  # type: ignore[arg-type]
 
 
 def summary_markdown(summary: pd.DataFrame, group_by: Sequence[str]) -> str:
     """The README table: one row per configuration, ``mean ± std`` over seeds."""
     metrics = [m for m in METRICS if f"{m}_mean" in summary]
     intervals = [m for m in ("val_acc", "test_acc") if f"{m}_ci95" in summary]
-    header = [c.removeprefix("param.") for c in group_by] + ["n", "FLOPs", "params"] + [METRICS[m] for m in metrics]
+    shapes = [c for c in SHAPE if c in summary]
+    header = [c.removeprefix("param.") for c in group_by] + ["n", "FLOPs", "params"] + [SHAPE_LABELS[c] for c in shapes]
+    header += [METRICS[m] for m in metrics]
     header += [f"{METRICS[m].split(' (')[0]} 95% CI (± pp)" for m in intervals]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in summary.iterrows():
         cells = [value_label(row[c]) for c in group_by]
         cells += [str(int(row["n"])), format_count(row["flops_mean"]), format_count(row["params_mean"])]
+        cells += [_shape(row[c]) for c in shapes]
         cells += [_cell(row[f"{m}_mean"], row[f"{m}_std"], m) for m in metrics]
         cells += ["–" if pd.isna(row[f"{m}_ci95"]) else f"{row[f'{m}_ci95'] * 100:.2f}" for m in intervals]
         lines.append("| " + " | ".join(cells) + " |")

@@ -148,6 +148,23 @@ def test_summary_is_mean_and_std_over_seeds_of_full_fidelity_trials():
     assert "| A | 2 |" in table and "85.00 ± 7.07" in table
 
 
+def test_the_results_table_shows_each_configurations_shape_and_a_fitted_loss_in_powers_of_ten():
+    """A budget's matching picks each configuration's blocks and widths, so the table shows
+    them (and says where seeds built different ones); a loss below 0.01 keeps its digits."""
+    rows = pd.DataFrame(
+        {
+            "trial": [0, 1, 2, 3], "status": ["complete"] * 4, "fidelity": [3] * 4, "max_fidelity": [3] * 4,
+            "param.layout": ["A", "A", "B", "B"], "val_acc": [0.8, 0.9, 0.5, 0.6], "flops": [10] * 4,
+            "params": [1] * 4, "blocks": ["1,2,3,1", "1,2,3,1", "3", "4"], "channels": ["24,48,96,192"] * 2 + ["128"] * 2,
+            "train_loss_running": [0.0002, 0.0003, 0.5, 0.6],
+        }
+    )
+    table = summary_markdown(summarise(rows, Design(("param.layout",))), ["param.layout"])
+    assert "| blocks | widths |" in table
+    assert "| A | 2 | 10 | 1 | 1/2/3/1 | 24/48/96/192 |" in table and "| B | 2 | 10 | 1 | varies | 128 |" in table
+    assert "2.50e-04 ± 7.07e-05" in table and "0.550 ± 0.071" in table
+
+
 def test_summary_lists_configurations_in_the_spaces_order_whatever_order_trials_ran():
     rows = pd.DataFrame(
         {

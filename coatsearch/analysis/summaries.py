@@ -26,6 +26,9 @@ METRICS = {
 EVALUATED = {"val_acc": "val_images", "test_acc": "test_images"}
 #: Each accuracy with the column holding its trials' per-image correctness.
 PER_IMAGE = {"val_acc": "val_correct", "test_acc": "test_correct"}
+#: The network's shape, blocks and widths per stage: a budget's matching picks it, so a
+#: configuration's name alone does not say what was trained.
+SHAPE = ("blocks", "channels")
 
 
 def summarise(table: pd.DataFrame, design: Design) -> pd.DataFrame:
@@ -48,7 +51,19 @@ def summarise(table: pd.DataFrame, design: Design) -> pd.DataFrame:
             summary[f"{metric}_ci95"] = aggregated.apply(lambda g, m=metric, s=size: ci_half_width(g, m, s))
     summary["flops_mean"] = aggregated["flops"].mean()
     summary["params_mean"] = aggregated["params"].mean()
+    for column in SHAPE:
+        if column in rows:
+            summary[column] = aggregated[column].agg(_one_value)
     return summary.reset_index()
+
+
+def _one_value(values: pd.Series) -> object:
+    """The one value a configuration's trials share, ``varies`` where they differ (a
+    factor the design does not name changed the network)."""
+    distinct = values.dropna().unique()
+    if len(distinct) == 0:
+        return math.nan
+    return distinct[0] if len(distinct) == 1 else "varies"
 
 
 def ci_half_width(group: pd.DataFrame, metric: str, size_column: str) -> float:
