@@ -147,7 +147,7 @@ def _run_and_report(space: Any, out: Path | None, address: str | None, source: s
     if space.backend == "replay":
         console.print(_replay_line(run.table, space.concurrency), highlight=False)
     if run.analysis.best is not None:
-        console.print(best_line(run.analysis.best.trial, outcome.run_dir), highlight=False, soft_wrap=True)
+        console.print(best_line(run), highlight=False, soft_wrap=True)
     return outcome
 
 

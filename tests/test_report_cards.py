@@ -55,6 +55,32 @@ def test_the_first_screen_holds_the_settings_and_the_best_configuration_with_its
     assert 'id="fig-by-trial"' in page
 
 
+@pytest.mark.parametrize("train,suggested", [
+    ({"epochs": 3}, "coatsearch train best.yaml --epochs 20"),  # a quick search: train it longer
+    ({}, "coatsearch train best.yaml --epochs 20"),  # the trainer's default, 5 epochs
+    ({"epochs": 30}, "coatsearch train best.yaml"),  # already longer: 20 would shorten it
+    ({"epochs": 50, "steps": 2000}, "coatsearch train best.yaml"),  # a step budget: --epochs only re-divides it
+])
+def test_the_hand_off_trains_on_as_long_as_the_search_chose_never_shorter(train, suggested):
+    from coatsearch.report.terminal import train_command
+
+    assert train_command("best.yaml", train) == suggested
+
+
+def test_a_step_budgeted_search_hands_off_its_own_budget_on_the_page_and_in_the_terminal(write_study):
+    from coatsearch.report.data import load_run
+    from coatsearch.report.terminal import best_line
+
+    run_dir = _split_run(write_study)
+    space = run_dir / "space.yaml"
+    space.write_text(space.read_text().replace("train: {epochs: 3, batch_size: 32}",
+                                               "train: {epochs: 50, steps: 2000, batch_size: 32}"))
+    top = _section(build_report(run_dir).read_text(), "overview")
+    assert "coatsearch train best.yaml</pre>" in top and "--epochs 20" not in top
+    line = best_line(load_run(run_dir))
+    assert line.endswith("&& coatsearch train best.yaml") and "to train it again, as its search did" in line
+
+
 def test_the_settings_say_a_training_subset_drawn_per_seed(write_study):
     from coatsearch.report.cards import settings_card
     from coatsearch.report.data import load_run

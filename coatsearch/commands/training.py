@@ -29,6 +29,7 @@ def best(
     """The run's best configuration (its objectives, averaged over seeds) as a training file:
     spec, data and split, trainer settings; `coatsearch train FILE` trains it again."""
     from coatsearch.handoff import best_training_file
+    from coatsearch.report.terminal import train_command
 
     if output is not None:
         _writable_file(output)
@@ -42,7 +43,7 @@ def best(
     if output is None:
         typer.echo(made.to_yaml(), nl=False)
         return
-    console.print(f"wrote {output}; train it with: coatsearch train {output} --epochs 20 -o runs/best-trained",
+    console.print(f"wrote {output}; train it with: {train_command(str(output), made.train)} -o runs/best-trained",
                   highlight=False, soft_wrap=True)
 
 

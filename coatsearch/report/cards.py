@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from coatsearch.report.data import Run
+from coatsearch.report.terminal import best_train_settings, train_command
 from coatsearch.results import own_trials
 from coatsearch.units import format_count
 
@@ -122,7 +123,7 @@ def best_card(run: Run) -> str:
         except ValueError:
             spec = None
     picture = _stages(spec) if isinstance(spec, dict) else ""
-    command = (f"coatsearch best {run.run_dir} -o best.yaml\ncoatsearch train best.yaml --epochs 20")
+    command = f"coatsearch best {run.run_dir} -o best.yaml\n{train_command('best.yaml', best_train_settings(run))}"
     items = [("values", values), ("mean", f"{means} over {best.seeds} seed(s)"),
              ("trial", f"{int(trial['trial'])} (the seed nearest the mean)"), ("network", network), ("cost", cost)]
     return (f'<div class="card" id="card-best"><h3>Best configuration</h3>{_rows(items)}{picture}'
