@@ -22,10 +22,10 @@ def _payload(page: str, div_id: str) -> str:
     return page[start:page.index("</script>", start)].replace(" ", "")
 
 
-def _split_run(write_study, per_split: int = 2):
+def _split_run(write_study, per_split: int = 2, **columns):
     rng = np.random.default_rng(0)
     spec = json.dumps(tiny_spec().to_dict())
-    rows = [synthetic_row(10 * s + k, "C-C-T-T", rng, spec=spec, **{"param.split": s, "param.seed": k})
+    rows = [synthetic_row(10 * s + k, "C-C-T-T", rng, spec=spec, **{"param.split": s, "param.seed": k}, **columns)
             for s in (1, 2, 3) for k in range(per_split)]
     for i, row in enumerate(rows):
         row["trial"] = i
@@ -59,10 +59,13 @@ def test_the_first_screen_holds_the_settings_and_the_best_configuration_with_its
     ({"epochs": 3}, "coatsearch train best.yaml --epochs 20"),  # a quick search: train it longer
     ({}, "coatsearch train best.yaml --epochs 20"),  # the trainer's default, 5 epochs
     ({"epochs": 30}, "coatsearch train best.yaml"),  # already longer: 20 would shorten it
+    ({"epochs": 20}, "coatsearch train best.yaml"),
+    ({"epochs": "30.0"}, "coatsearch train best.yaml"),  # as a YAML file may write it
     ({"epochs": 50, "steps": 2000}, "coatsearch train best.yaml"),  # a step budget: --epochs only re-divides it
+    ({"steps": 2000}, "coatsearch train best.yaml"),
 ])
 def test_the_hand_off_trains_on_as_long_as_the_search_chose_never_shorter(train, suggested):
-    from coatsearch.report.terminal import train_command
+    from coatsearch.report.hand_off import train_command
 
     assert train_command("best.yaml", train) == suggested
 
@@ -79,6 +82,16 @@ def test_a_step_budgeted_search_hands_off_its_own_budget_on_the_page_and_in_the_
     assert "coatsearch train best.yaml</pre>" in top and "--epochs 20" not in top
     line = best_line(load_run(run_dir))
     assert line.endswith("&& coatsearch train best.yaml") and "to train it again, as its search did" in line
+
+
+def test_the_hand_off_reads_the_epochs_the_search_sampled_for_the_best_trial(write_study):
+    from coatsearch.report.data import load_run
+    from coatsearch.report.hand_off import best_train_settings
+    from coatsearch.report.terminal import best_line
+
+    run = load_run(_split_run(write_study, **{"param.train.epochs": 40}))  # the space says 3
+    assert best_train_settings(run)["epochs"] == 40
+    assert best_line(run).endswith("&& coatsearch train best.yaml")
 
 
 def test_the_settings_say_a_training_subset_drawn_per_seed(write_study):

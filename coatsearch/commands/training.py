@@ -29,7 +29,7 @@ def best(
     """The run's best configuration (its objectives, averaged over seeds) as a training file:
     spec, data and split, trainer settings; `coatsearch train FILE` trains it again."""
     from coatsearch.handoff import best_training_file
-    from coatsearch.report.terminal import train_command
+    from coatsearch.report.hand_off import train_command
 
     if output is not None:
         _writable_file(output)

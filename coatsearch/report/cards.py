@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from coatsearch.report.data import Run
-from coatsearch.report.terminal import best_train_settings, train_command
+from coatsearch.report.hand_off import best_train_settings, train_command
 from coatsearch.results import own_trials
 from coatsearch.units import format_count
 

@@ -18,6 +18,7 @@ from rich.text import Text
 from coatsearch.analysis import Analysis
 from coatsearch.analysis.effects import effects_frame
 from coatsearch.report.data import Run
+from coatsearch.report.hand_off import best_train_settings, train_command, trains_longer
 from coatsearch.report.tables import HEADERS, format_cell, shown_columns
 from coatsearch.units import FLOPS_NOTE, format_count
 
@@ -215,40 +216,13 @@ def effects_rich_table(frame: pd.DataFrame, title: str) -> Table | None:
     return table
 
 
-#: The epochs the hand-off suggests for a network its search trained for fewer.
-FULL_EPOCHS = 20
-
-
-def train_command(training_file: str, train: dict[str, Any]) -> str:
-    """The command that trains a search's best network on from its training file: for
-    ``FULL_EPOCHS`` where the search trained it for fewer epochs (a quick search), as the
-    search did where it trained for more or to a step budget (``--epochs`` would shorten
-    the one and only re-divide the other's steps: a budget chosen on purpose)."""
-    epochs = train.get("epochs")
-    if train.get("steps") is None and (epochs is None or int(epochs) < FULL_EPOCHS):
-        return f"coatsearch train {training_file} --epochs {FULL_EPOCHS}"
-    return f"coatsearch train {training_file}"
-
-
-def best_train_settings(run: Run) -> dict[str, Any]:
-    """The trainer settings the run's best trial had: the space's ``train``, with any
-    ``train.*`` value the search sampled for it."""
-    settings = dict(run.study.settings.get("train") or {})
-    best = run.analysis.best
-    if best is not None:
-        row = best.trial
-        settings.update({k.removeprefix("param.train."): row[k] for k in row.index
-                         if k.startswith("param.train.") and pd.notna(row[k])})
-    return settings
-
-
 def best_line(run: Run) -> str:
     """The closing line of a run: its best trial and how to train it on."""
     best = run.analysis.best
     if best is None:
         return "best: no complete trial at full fidelity yet"
     row, command = best.trial, train_command("best.yaml", best_train_settings(run))
-    longer = "fully" if command.endswith(f"--epochs {FULL_EPOCHS}") else "again, as its search did"
+    longer = "fully" if trains_longer(command) else "again, as its search did"
     return (f"best: trial {int(row['trial'])}, val acc {row['val_acc']:.2%}; to train it {longer}:\n"
             f"  coatsearch best {run.run_dir} -o best.yaml && {command}")
 
