@@ -76,6 +76,8 @@ def test_train_file_reproduces_the_trial_of_the_best_configuration(seeded_run: P
     result = _invoke("best", str(seeded_run), "-o", str(best_yaml))
     assert result.exit_code == 0, result.output
     assert read_training_file(best_yaml) == made
+    # its trials trained 1 epoch: the hint trains it longer
+    assert f"train it with: coatsearch train {best_yaml} --epochs 20 -o runs/best-trained" in result.output
     trained = _invoke("train", str(best_yaml), "--json", "--no-test", "-o", str(tmp_path / "ckpt"))
     assert trained.exit_code == 0, trained.output
     out = json.loads(trained.stdout.strip().splitlines()[-1])
