@@ -14,18 +14,19 @@ from coatsearch.report.data import Run
 FULL_EPOCHS = 20
 
 
+def trains_longer(train: dict[str, Any]) -> bool:
+    """Whether the hand-off trains for ``FULL_EPOCHS``: only where the search trained for
+    fewer epochs (a quick search) without a step budget. A longer schedule or a step budget
+    was chosen on purpose: ``--epochs`` would shorten the one and only re-divide the
+    other's steps into rounds."""
+    return train.get("steps") is None and _epochs(train.get("epochs")) < FULL_EPOCHS
+
+
 def train_command(training_file: str, train: dict[str, Any]) -> str:
-    """``coatsearch train FILE``, for ``FULL_EPOCHS`` where the search trained for fewer
-    epochs (a quick search), as the search did where it trained for more or to a step
-    budget: ``--epochs`` would shorten the one and only re-divide the other's steps into
-    rounds, and both were chosen on purpose."""
-    if train.get("steps") is None and _epochs(train.get("epochs")) < FULL_EPOCHS:
-        return f"coatsearch train {training_file} --epochs {FULL_EPOCHS}"
-    return f"coatsearch train {training_file}"
-
-
-def trains_longer(command: str) -> bool:
-    return command.endswith(f"--epochs {FULL_EPOCHS}")
+    """``coatsearch train FILE``, for ``FULL_EPOCHS`` where `trains_longer`, else as the
+    search trained it."""
+    longer = f" --epochs {FULL_EPOCHS}" if trains_longer(train) else ""
+    return f"coatsearch train {training_file}{longer}"
 
 
 def _epochs(value: Any) -> float:

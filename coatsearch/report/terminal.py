@@ -221,10 +221,10 @@ def best_line(run: Run) -> str:
     best = run.analysis.best
     if best is None:
         return "best: no complete trial at full fidelity yet"
-    row, command = best.trial, train_command("best.yaml", best_train_settings(run))
-    longer = "fully" if trains_longer(command) else "again, as its search did"
-    return (f"best: trial {int(row['trial'])}, val acc {row['val_acc']:.2%}; to train it {longer}:\n"
-            f"  coatsearch best {run.run_dir} -o best.yaml && {command}")
+    train = best_train_settings(run)
+    longer = "fully" if trains_longer(train) else "again, as its search did"
+    return (f"best: trial {int(best.trial['trial'])}, val acc {best.trial['val_acc']:.2%}; to train it {longer}:\n"
+            f"  coatsearch best {run.run_dir} -o best.yaml && {train_command('best.yaml', train)}")
 
 
 def prepared_table(entries: list[dict[str, Any]]) -> Table:
